@@ -1,0 +1,150 @@
+"""`yolo-trt`: the detection pipeline without ROS (detect, fetch-assets, demo)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .core import assets
+from .core.errors import YoloTrtError
+from .core.postprocess import PostprocessConfig
+
+
+def _err(msg: str) -> None:
+    print(f'yolo-trt: {msg}', file=sys.stderr)
+
+
+def _model_arg(value: str | None) -> Path:
+    if value:
+        return Path(value)
+    path = assets.default_model_path()
+    if not path.is_file():
+        raise YoloTrtError(f'default model {path} is missing: run `yolo-trt fetch-assets` '
+                           f'(or pip_env/setup.sh), or pass --model')
+    return path
+
+
+def _open_detector(args):
+    from .core.detector import Detector, DetectorConfig
+
+    config = DetectorConfig(
+        model=_model_arg(args.model), backend=args.backend,
+        engine=Path(args.engine) if args.engine else None,
+        labels=Path(args.labels) if args.labels else None,
+        post=PostprocessConfig(conf_threshold=args.conf, iou_threshold=args.iou,
+                               max_detections=args.max_det))
+    detector = Detector.open(config)
+    info = detector.backend.info
+    print(f'backend: {info.name} on {info.device} ({info.reason})', file=sys.stderr)
+    return detector
+
+
+def cmd_detect(args) -> int:
+    import cv2
+
+    from .core.annotate import draw
+    from .core.detector import detections_to_dicts
+    from .core.images import read_image, to_bgr
+
+    try:
+        detector = _open_detector(args)
+    except (YoloTrtError, ValueError) as exc:
+        _err(str(exc))
+        return 2
+    results, failed = [], 0
+    save = Path(args.save) if args.save else None
+    with detector:
+        for path in args.images:
+            try:
+                image = read_image(path)
+                det = detector.detect([image])[0]
+            except YoloTrtError as exc:
+                _err(str(exc))
+                failed += 1
+                continue
+            entry = {'image': path, 'width': image.width, 'height': image.height,
+                     'detections': detections_to_dicts(det, detector)}
+            results.append(entry)
+            if not args.json:
+                found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
+                print(f'{path}: {len(det)} objects ({found or "none"})')
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                out = save / (Path(path).stem + '.jpg')
+                cv2.imwrite(str(out), draw(to_bgr(image), det, detector.label))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+def cmd_fetch_assets(args) -> int:
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    try:
+        model = assets.ensure_default_model(log)
+        images = assets.ensure_sample_images(log)
+    except YoloTrtError as exc:
+        _err(str(exc))
+        return 1
+    print(f'default model: {model}')
+    for image in images:
+        print(f'sample image: {image}')
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The main job on any machine: the default model on the sample photos, CPU or GPU."""
+    images = [str(p) for p in assets.sample_image_paths()]
+    out = Path(args.save)
+    args = argparse.Namespace(images=images, model=None, backend=args.backend, engine=None,
+                              labels=None, conf=0.25, iou=0.45, max_det=300, json=False,
+                              save=str(out))
+    t0 = time.perf_counter()
+    rc = cmd_detect(args)
+    print(f'annotated images in {out}/ ({time.perf_counter() - t0:.1f} s)')
+    return rc
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--model', help='ONNX model (default: the fetched YOLOv3-tiny COCO model)')
+    p.add_argument('--backend', default='auto', choices=('auto', 'onnxruntime', 'tensorrt'))
+    p.add_argument('--engine', help='TensorRT engine file (backend tensorrt or auto)')
+    p.add_argument('--labels', help='labels file (one name a line, or YAML); default: the '
+                                    "model's metadata")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='yolo-trt', description=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('detect', help='detect objects in image files')
+    p.add_argument('images', nargs='+', metavar='IMAGE')
+    _add_model_options(p)
+    p.add_argument('--conf', type=float, default=0.25, help='confidence threshold')
+    p.add_argument('--iou', type=float, default=0.45, help='NMS IoU threshold')
+    p.add_argument('--max-det', type=int, default=300, help='most detections per image')
+    p.add_argument('--json', action='store_true', help='print one JSON document')
+    p.add_argument('--save', metavar='DIR', help='write annotated images to DIR')
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser('fetch-assets', help='download and convert the default model and '
+                                            'the sample images (once; hashes pinned)')
+    p.set_defaults(func=cmd_fetch_assets)
+
+    p = sub.add_parser('demo', help='run the default model on the sample images')
+    p.add_argument('--backend', default='auto', choices=('auto', 'onnxruntime', 'tensorrt'))
+    p.add_argument('--save', default='yolo_trt_demo', metavar='DIR')
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The detection pipeline without ROS: nothing under this package imports rclpy."""

@@ -1,0 +1,79 @@
+"""ONNX Runtime backend: CPU by default, CUDA where onnxruntime-gpu provides it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError, ModelError
+from .base import BackendInfo, TensorSpec
+
+_DTYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16,
+           'tensor(double)': np.float64, 'tensor(uint8)': np.uint8,
+           'tensor(int64)': np.int64, 'tensor(int32)': np.int32}
+
+
+def _spec(arg) -> TensorSpec:
+    dtype = _DTYPES.get(arg.type)
+    if dtype is None:
+        raise ModelError(f"tensor '{arg.name}' has unsupported type {arg.type}")
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, np.dtype(dtype))
+
+
+class OnnxRuntimeBackend:
+    """Runs an ONNX model. device: 'cpu' or 'cuda' (needs onnxruntime-gpu)."""
+
+    def __init__(self, model_path: str | Path, device: str = 'cpu', threads: int = 0,
+                 reason: str = '') -> None:
+        import onnxruntime as ort
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ModelError(f'model file not found: {model_path}')
+        if device == 'cuda':
+            if 'CUDAExecutionProvider' not in ort.get_available_providers():
+                raise BackendError('ONNX Runtime has no CUDA provider here: install '
+                                   'onnxruntime-gpu, or use device cpu')
+            providers = ['CUDAExecutionProvider', 'CPUExecutionProvider']
+        elif device == 'cpu':
+            providers = ['CPUExecutionProvider']
+        else:
+            raise BackendError(f"unknown ONNX Runtime device '{device}': use cpu or cuda")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only: warnings go to our own log
+        try:
+            self._session = ort.InferenceSession(str(model_path), options, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types for a bad model
+            raise ModelError(f'cannot load ONNX model {model_path}: '
+                             f'{str(exc).strip().splitlines()[-1]}') from exc
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f'{model_path}: expected one image input, found '
+                             f'{[i.name for i in inputs]}')
+        self.input = _spec(inputs[0])
+        if len(self.input.shape) != 4 or self.input.shape[1] not in (3, None):
+            raise ModelError(f"{model_path}: input '{self.input.name}' has shape "
+                             f'{list(self.input.shape)}, expected (N, 3, H, W)')
+        self.outputs = tuple(_spec(o) for o in self._session.get_outputs())
+        self._output_names = [o.name for o in self.outputs]
+        meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.info = BackendInfo('onnxruntime', device, reason, meta)
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        try:
+            return self._session.run(self._output_names, {self.input.name: batch})
+        except Exception as exc:  # ORT's own exception types (shape, type mismatch)
+            raise BackendError(f'ONNX Runtime inference failed: {exc}') from exc
+
+    def close(self) -> None:
+        self._session = None
+
+    def __enter__(self) -> OnnxRuntimeBackend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,132 @@
+"""The Detector: preprocess -> backend -> postprocess, the one pipeline that the node, the
+CLI and the benchmarks all run."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends.base import Backend
+from .backends.select import open_backend
+from .errors import ModelError
+from .images import ImageView
+from .labels import check_class_count, labels_from_metadata, load_labels
+from .postprocess import FORMATS, Detections, PostprocessConfig, detect_format, postprocess
+from .preprocess import Letterbox, Preprocessor
+
+DEFAULT_INPUT_SIZE = 640  # for models whose input height/width are dynamic
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    model: Path
+    backend: str = 'auto'
+    engine: Path | None = None
+    labels: Path | None = None  # overrides the names in the model's metadata
+    output_format: str = 'auto'
+    post: PostprocessConfig = PostprocessConfig()
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage by the last detect() call."""
+
+    preprocess: float = 0.0
+    infer: float = 0.0
+    postprocess: float = 0.0
+
+
+class Detector:
+    """Owns a backend; detect() takes images of any size and encoding order."""
+
+    def __init__(self, backend: Backend, names: list[str] | None = None,
+                 output_format: str = 'auto', post: PostprocessConfig = PostprocessConfig()) -> None:
+        self.backend = backend
+        spec = backend.input
+        batch, _, h, w = spec.shape
+        meta_size = backend.info.metadata.get('imgsz')
+        if h is None or w is None:
+            h = w = DEFAULT_INPUT_SIZE
+            if meta_size:
+                h, w = (int(v) for v in meta_size.strip('[]').split(','))
+        self.input_size = (h, w)
+        self.max_batch = batch  # None: dynamic batch
+        self._pre = Preprocessor(h, w, batch=batch or 1, dtype=spec.dtype)
+        out = backend.outputs[0]
+        self.num_classes: int | None = None
+        self.names = names
+        if names is not None:
+            self.num_classes = len(names)
+        if output_format == 'auto':
+            output_format = detect_format(out.shape, self.num_classes)
+        elif output_format not in FORMATS:
+            raise ModelError(f"unknown output format '{output_format}': use auto or one of "
+                             f"{', '.join(FORMATS)}")
+        self.output_format = output_format
+        model_classes = {'yolov8': (out.shape[1] or 0) - 4,
+                         'yolov5': (out.shape[2] or 0) - 5}.get(output_format)
+        if names is not None and model_classes:
+            check_class_count(names, model_classes, 'the labels')
+        self.post = post
+        self.times = StageTimes()
+
+    @classmethod
+    def open(cls, config: DetectorConfig) -> Detector:
+        backend = open_backend(config.model, config.backend, config.engine)
+        try:
+            names = (load_labels(config.labels) if config.labels is not None
+                     else labels_from_metadata(backend.info.metadata))
+            return cls(backend, names, config.output_format, config.post)
+        except BaseException:
+            backend.close()
+            raise
+
+    def set_post(self, **changes) -> None:
+        """Change thresholds and filters at run time (validated as a whole)."""
+        self.post = dataclasses.replace(self.post, **changes)
+
+    def label(self, class_id: int) -> str:
+        if self.names is not None and 0 <= class_id < len(self.names):
+            return self.names[class_id]
+        return str(class_id)
+
+    def detect(self, images: list[ImageView]) -> list[Detections]:
+        """Detections for each image, in the same order."""
+        results: list[Detections] = []
+        chunk = self.max_batch or len(images) or 1
+        for start in range(0, len(images), chunk):
+            results.extend(self._detect_batch(images[start:start + chunk]))
+        return results
+
+    def _detect_batch(self, images: list[ImageView]) -> list[Detections]:
+        t0 = time.perf_counter()
+        if self.max_batch is None and self._pre.batch != len(images):
+            self._pre = Preprocessor(*self.input_size, batch=len(images),
+                                     dtype=self.backend.input.dtype)
+        boxes: list[Letterbox] = [self._pre(image, slot) for slot, image in enumerate(images)]
+        t1 = time.perf_counter()
+        output = self.backend.infer(self._pre.buffer)[0]
+        t2 = time.perf_counter()
+        results = [postprocess(output[i], self.output_format, box, self.post)
+                   for i, box in enumerate(boxes)]
+        t3 = time.perf_counter()
+        self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
+        return results
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def detections_to_dicts(det: Detections, detector: Detector) -> list[dict]:
+    """JSON-ready detections: class_id, label, score, bbox_xyxy (original pixels)."""
+    return [{'class_id': int(c), 'label': detector.label(int(c)), 'score': round(float(s), 4),
+             'bbox_xyxy': [round(float(v), 1) for v in b]}
+            for b, s, c in zip(det.boxes, det.scores, det.class_ids)]
+

@@ -1,0 +1,33 @@
+"""The exceptions the core raises. Callers catch `YoloTrtError` at their boundary."""
+
+
+class YoloTrtError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ImageError(YoloTrtError):
+    """An image buffer cannot be read: unknown encoding, wrong size, empty, corrupt."""
+
+
+class ModelError(YoloTrtError):
+    """A model file is missing, unreadable, or has a layout we cannot decode."""
+
+
+class LabelsError(YoloTrtError):
+    """A labels file is missing, malformed, or disagrees with the model's class count."""
+
+
+class BackendError(YoloTrtError):
+    """An inference backend is unavailable or failed."""
+
+
+class CudaError(BackendError):
+    """A CUDA runtime call returned an error code."""
+
+
+class EngineError(YoloTrtError):
+    """A TensorRT engine cannot be built, found, trusted or loaded."""
+
+
+class AssetError(YoloTrtError):
+    """A downloaded asset is missing or does not match its pinned hash."""

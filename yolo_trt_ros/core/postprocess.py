@@ -1,0 +1,139 @@
+"""Decode YOLO outputs, run NMS and map boxes back to the original image.
+
+Output layouts (the format is detected from the output shape, or forced):
+  yolov8   (N, 4+C, A)  cx cy w h, then C class scores             (YOLOv8, YOLO11, ours)
+  yolov5   (N, A, 5+C)  cx cy w h, objectness, then C class scores (YOLOv5, YOLOv7)
+  end2end  (N, K, 6)    x1 y1 x2 y2 score class, NMS done in the graph (YOLOv10, nms=True)
+Coordinates are in model-input pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ModelError
+from .nms import nms
+from .preprocess import Letterbox
+
+FORMATS = ('yolov8', 'yolov5', 'end2end')
+# Most candidates handed to NMS: beyond this the lowest scores are dropped first.
+MAX_NMS_CANDIDATES = 30000
+
+
+@dataclass(frozen=True)
+class Detections:
+    """boxes: (N, 4) float32 xyxy, original-image pixels; scores: (N,) float32;
+    class_ids: (N,) int32. Sorted by score, best first."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+    classes: tuple[int, ...] | None = None  # keep only these class ids; None keeps all
+    agnostic: bool = False  # class-agnostic NMS
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.conf_threshold <= 1.0:
+            raise ValueError(f'conf_threshold must be in [0, 1], got {self.conf_threshold}')
+        if not 0.0 <= self.iou_threshold <= 1.0:
+            raise ValueError(f'iou_threshold must be in [0, 1], got {self.iou_threshold}')
+        if self.max_detections < 1:
+            raise ValueError(f'max_detections must be at least 1, got {self.max_detections}')
+
+
+def detect_format(shape: tuple[int, ...], num_classes: int | None = None) -> str:
+    """The output layout of a model from its output shape (batch first).
+
+    num_classes, where known (labels in the model's metadata), settles the cases the
+    shape alone leaves open, such as a one-class YOLOv5 whose rows are also 6 wide.
+    """
+    if len(shape) != 3:
+        raise ModelError(f'cannot decode an output of shape {list(shape)}: expected 3 '
+                         f'dimensions (batch, ...); set the output format explicitly')
+    _, rows, cols = shape
+    if num_classes is not None:
+        if rows == 4 + num_classes and cols != 4 + num_classes:
+            return 'yolov8'
+        if cols == 5 + num_classes and num_classes != 1:
+            return 'yolov5'
+    if cols == 6 and rows <= 1000:
+        return 'end2end'
+    if isinstance(rows, int) and isinstance(cols, int) and rows < cols:
+        return 'yolov8'
+    if isinstance(cols, int) and cols > 5:
+        return 'yolov5'
+    raise ModelError(f'cannot tell the output format from shape {list(shape)}; '
+                     f'set it to one of {", ".join(FORMATS)}')
+
+
+def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    half = xywh[:, 2:4] * 0.5
+    return np.concatenate([xywh[:, 0:2] - half, xywh[:, 0:2] + half], axis=1)
+
+
+def _best_class(scores: np.ndarray, cfg: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """scores: (C, A) -> (best score (A,), its class id (A,)) over the allowed classes."""
+    if cfg.classes is None:
+        ids = scores.argmax(axis=0)
+        return np.take_along_axis(scores, ids[None], axis=0)[0], ids
+    allowed = np.asarray([c for c in cfg.classes if 0 <= c < scores.shape[0]], dtype=np.int64)
+    if allowed.size == 0:
+        return np.zeros(scores.shape[1], scores.dtype), np.zeros(scores.shape[1], np.int64)
+    sub = scores[allowed]
+    idx = sub.argmax(axis=0)
+    return np.take_along_axis(sub, idx[None], axis=0)[0], allowed[idx]
+
+
+def _candidates(output: np.ndarray, fmt: str, cfg: PostprocessConfig):
+    """One image's output -> (boxes xyxy (M, 4), scores (M,), class ids (M,)) above the
+    confidence threshold, in model-input pixels."""
+    if fmt == 'yolov8':  # (4+C, A): reduce over classes first, touch boxes only for hits
+        scores, ids = _best_class(output[4:], cfg)
+        keep = np.flatnonzero(scores > cfg.conf_threshold)
+        return _xywh_to_xyxy(output[:4, keep].T), scores[keep], ids[keep]
+    if fmt == 'yolov5':  # (A, 5+C)
+        obj = output[:, 4]
+        rows = output[obj > cfg.conf_threshold]
+        scores, ids = _best_class((rows[:, 5:] * rows[:, 4:5]).T, cfg)
+        keep = np.flatnonzero(scores > cfg.conf_threshold)
+        return _xywh_to_xyxy(rows[keep, :4]), scores[keep], ids[keep]
+    if fmt == 'end2end':  # (K, 6)
+        ids = output[:, 5].astype(np.int64)
+        keep = output[:, 4] > cfg.conf_threshold
+        if cfg.classes is not None:
+            keep &= np.isin(ids, cfg.classes)
+        return output[keep, :4], output[keep, 4], ids[keep]
+    raise ModelError(f"unknown output format '{fmt}'; expected one of {', '.join(FORMATS)}")
+
+
+def postprocess(output: np.ndarray, fmt: str, box: Letterbox,
+                cfg: PostprocessConfig) -> Detections:
+    """One image's raw output (batch dimension removed) -> Detections in original pixels."""
+    output = np.asarray(output, dtype=np.float32)
+    boxes, scores, ids = _candidates(output, fmt, cfg)
+    if len(scores) == 0:
+        return Detections.empty()
+    if len(scores) > MAX_NMS_CANDIDATES:
+        top = np.argpartition(-scores, MAX_NMS_CANDIDATES)[:MAX_NMS_CANDIDATES]
+        boxes, scores, ids = boxes[top], scores[top], ids[top]
+    if fmt == 'end2end':
+        order = np.argsort(-scores, kind='stable')[:cfg.max_detections]
+    else:
+        order = nms(boxes, scores, None if cfg.agnostic else ids, cfg.iou_threshold,
+                    cfg.max_detections)
+    return Detections(box.to_original(boxes[order]), scores[order].astype(np.float32),
+                      ids[order].astype(np.int32))

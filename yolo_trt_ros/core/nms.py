@@ -17,7 +17,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = No
     """Indices of the boxes kept, best score first.
 
     boxes: (N, 4) float xyxy; scores: (N,) float; class_ids: (N,) int, or None for
-    class-agnostic NMS. A box is dropped when its IoU with a kept box (of the same class,
+    class-agnostic NMS; scores must be positive (they come from a confidence threshold
+    >= 0). A box is dropped when its IoU with a kept box (of the same class,
     unless class-agnostic) is greater than iou_threshold.
     """
     if len(scores) == 0 or max_detections <= 0:
@@ -26,11 +27,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = No
     xywh[:, 2:] -= xywh[:, :2]
     rects, confidences = xywh.tolist(), np.asarray(scores, dtype=np.float64).tolist()
     if class_ids is None:
-        kept = cv2.dnn.NMSBoxes(rects, confidences, -np.inf, iou_threshold)
+        kept = cv2.dnn.NMSBoxes(rects, confidences, 0.0, iou_threshold)
     else:
         kept = cv2.dnn.NMSBoxesBatched(rects, confidences,
                                        np.asarray(class_ids).astype(int).tolist(),
-                                       -np.inf, iou_threshold)
+                                       0.0, iou_threshold)
     kept = np.asarray(kept, dtype=np.int64).reshape(-1)
     # OpenCV's order is by score already; make ties deterministic (lower index first).
     kept = kept[np.lexsort((kept, -np.asarray(scores)[kept]))]

@@ -1,0 +1,147 @@
+"""Each output layout, decoded end to end through the Detector on a small ONNX model
+(built here, with the layout planted) run by the real ONNX Runtime."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_constant_model
+from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
+from yolo_trt_ros.core.detector import Detector
+from yolo_trt_ros.core.errors import LabelsError, ModelError
+from yolo_trt_ros.core.images import ImageView
+from yolo_trt_ros.core.postprocess import PostprocessConfig, detect_format
+
+NAMES = ['cat', 'dog', 'bird']
+# One box in model-input pixels (64x64 input): cx cy w h = 32 32 16 8 -> xyxy 24 28 40 36.
+# A 128x64 image is letterboxed at scale 0.5 with 16 px of padding above, so the box is
+# at x (24-0)/0.5 .. (40-0)/0.5 and y (28-16)/0.5 .. (36-16)/0.5 in the original.
+EXPECTED_BOX = [48.0, 24.0, 80.0, 40.0]
+IMAGE = ImageView(np.zeros((64, 128, 3), np.uint8), 'bgr')
+
+# (score, class, dx): the best box; a near-duplicate of the same class (suppressed by
+# NMS); the same box as another class (kept: NMS is class-aware); one under threshold.
+PLANTED = [(0.9, 1, 0.0), (0.8, 1, 1.0), (0.7, 2, 0.0), (0.1, 0, 0.0)]
+
+
+def yolov8_output(anchors=8):
+    out = np.zeros((4 + len(NAMES), anchors), np.float32)
+    for a, (score, cls, dx) in enumerate(PLANTED):
+        out[:4, a] = [32 + dx, 32, 16, 8]
+        out[4 + cls, a] = score
+    return out
+
+
+def yolov5_output(anchors=8):
+    out = np.zeros((anchors, 5 + len(NAMES)), np.float32)
+    for a, (score, cls, dx) in enumerate(PLANTED):
+        out[a, :5] = [32 + dx, 32, 16, 8, 1.0]  # objectness 1: score = class prob
+        out[a, 5 + cls] = score
+    return out
+
+
+def end2end_output(k=10):
+    out = np.zeros((k, 6), np.float32)
+    rows = [(0.9, 1), (0.7, 2), (0.1, 0)]  # the graph did NMS already
+    for i, (score, cls) in enumerate(rows):
+        out[i] = [24, 28, 40, 36, score, cls]
+    return out
+
+
+LAYOUTS = {'yolov8': yolov8_output, 'yolov5': yolov5_output, 'end2end': end2end_output}
+
+
+def open_detector(tmp_path, fmt, output_format='auto', names=NAMES, batch=1, **post):
+    path = make_constant_model(tmp_path / f'{fmt}.onnx', LAYOUTS[fmt](), names=names, batch=batch)
+    return Detector(OnnxRuntimeBackend(path), names, output_format, PostprocessConfig(**post))
+
+
+@pytest.mark.parametrize('fmt', list(LAYOUTS))
+def test_layout_detected_and_decoded_to_original_pixels(tmp_path, fmt):
+    with open_detector(tmp_path, fmt) as det:
+        assert det.output_format == fmt
+        result = det.detect([IMAGE])[0]
+    assert result.class_ids.tolist() == [1, 2]
+    np.testing.assert_allclose(result.scores, [0.9, 0.7], atol=1e-6)
+    np.testing.assert_allclose(result.boxes, [EXPECTED_BOX, EXPECTED_BOX], atol=1e-4)
+    assert [det.label(c) for c in result.class_ids] == ['dog', 'bird']
+
+
+@pytest.mark.parametrize('fmt', list(LAYOUTS))
+def test_forced_format_matches_auto(tmp_path, fmt):
+    with open_detector(tmp_path, fmt, output_format=fmt) as det:
+        assert det.detect([IMAGE])[0].class_ids.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize('fmt', list(LAYOUTS))
+def test_confidence_class_filter_and_max_detections(tmp_path, fmt):
+    with open_detector(tmp_path, fmt, conf_threshold=0.05) as det:
+        assert det.detect([IMAGE])[0].class_ids.tolist() == [1, 2, 0]
+        det.set_post(classes=(2, 0))
+        assert det.detect([IMAGE])[0].class_ids.tolist() == [2, 0]
+        det.set_post(classes=None, max_detections=1)
+        assert det.detect([IMAGE])[0].class_ids.tolist() == [1]
+        det.set_post(max_detections=300, conf_threshold=0.95)
+        assert len(det.detect([IMAGE])[0]) == 0
+
+
+@pytest.mark.parametrize('fmt', ['yolov8', 'yolov5'])
+def test_agnostic_nms_merges_classes(tmp_path, fmt):
+    with open_detector(tmp_path, fmt, agnostic=True) as det:
+        assert det.detect([IMAGE])[0].class_ids.tolist() == [1]
+
+
+def test_dynamic_batch_runs_several_images_at_once(tmp_path):
+    with open_detector(tmp_path, 'yolov8', batch='N') as det:
+        assert det.max_batch is None
+        tall = ImageView(np.zeros((128, 64, 3), np.uint8), 'rgb')  # other letterbox
+        a, b = det.detect([IMAGE, tall])
+    np.testing.assert_allclose(a.boxes[0], EXPECTED_BOX, atol=1e-4)
+    # 64x128 at scale 0.5, 16 px padding left: x (24-16)/0.5.., y 28/0.5..
+    np.testing.assert_allclose(b.boxes[0], [16, 56, 48, 72], atol=1e-4)
+
+
+def test_labels_that_disagree_with_the_model_are_refused(tmp_path):
+    path = make_constant_model(tmp_path / 'm.onnx', yolov8_output())
+    with pytest.raises(LabelsError, match='the labels has 2 class names but the model predicts 3'):
+        Detector(OnnxRuntimeBackend(path), ['a', 'b'], 'yolov8')
+
+
+def test_unknown_format_is_refused(tmp_path):
+    path = make_constant_model(tmp_path / 'm.onnx', yolov8_output())
+    with pytest.raises(ModelError, match="unknown output format 'yolov9'"):
+        Detector(OnnxRuntimeBackend(path), NAMES, 'yolov9')
+
+
+@pytest.mark.parametrize('shape,classes,fmt', [
+    ((1, 84, 8400), None, 'yolov8'), ((1, 84, 2535), 80, 'yolov8'),
+    ((1, 25200, 85), None, 'yolov5'), ((1, 25200, 85), 80, 'yolov5'),
+    ((1, 300, 6), None, 'end2end'), ((1, 300, 6), 80, 'end2end'),
+    ((1, 5, 8400), 1, 'yolov8'), ((1, 25200, 6), 1, 'yolov5'),
+])
+def test_detect_format_from_shape(shape, classes, fmt):
+    assert detect_format(shape, classes) == fmt
+
+
+def test_detect_format_rejects_other_ranks():
+    with pytest.raises(ModelError, match=r'cannot decode an output of shape \[1, 84\]'):
+        detect_format((1, 84))
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(conf_threshold=1.5), r'conf_threshold must be in \[0, 1\]'),
+    (dict(iou_threshold=-0.1), r'iou_threshold must be in \[0, 1\]'),
+    (dict(max_detections=0), 'max_detections must be at least 1'),
+])
+def test_bad_postprocess_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PostprocessConfig(**kwargs)
+
+
+def test_missing_and_corrupt_models_raise_model_error(tmp_path):
+    with pytest.raises(ModelError, match='model file not found'):
+        OnnxRuntimeBackend(tmp_path / 'nope.onnx')
+    bad = tmp_path / 'bad.onnx'
+    bad.write_bytes(b'\x08\x07garbage' * 10)
+    with pytest.raises(ModelError, match='cannot load ONNX model'):
+        OnnxRuntimeBackend(bad)

@@ -1,0 +1,64 @@
+"""NMS against a brute-force reference on random boxes."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from yolo_trt_ros.core.nms import nms
+
+
+def iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def brute_force(boxes, scores, classes, thr, max_det):
+    """The definition, spelled out: walk boxes by falling score; keep one unless a kept
+    box of the same class overlaps it by more than thr."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    kept: list[int] = []
+    for i in order:
+        if all(iou(boxes[i], boxes[k]) <= thr for k in kept
+               if classes is None or classes[k] == classes[i]):
+            kept.append(i)
+    return kept[:max_det]
+
+
+@st.composite
+def box_sets(draw):
+    n = draw(st.integers(0, 60))
+    seed = draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 300, (n, 2))
+    wh = rng.uniform(1, 120, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    # Distinct scores: with ties, "which of two equal boxes" is a convention, not NMS.
+    scores = rng.permutation(np.linspace(0.05, 1.0, max(n, 1)))[:n].astype(np.float32)
+    classes = rng.integers(0, draw(st.integers(1, 4)), n)
+    return boxes, scores, classes
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=box_sets(), thr=st.sampled_from([0.0, 0.3, 0.45, 0.7, 1.0]),
+       agnostic=st.booleans(), max_det=st.sampled_from([1, 5, 300]))
+def test_nms_equals_brute_force(data, thr, agnostic, max_det):
+    boxes, scores, classes = data
+    cls = None if agnostic else classes
+    got = nms(boxes, scores, cls, thr, max_det).tolist()
+    assert got == brute_force(boxes.tolist(), scores.tolist(), cls, thr, max_det)
+
+
+def test_class_aware_keeps_overlapping_boxes_of_different_classes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10]], np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    assert nms(boxes, scores, np.array([0, 1]), 0.5).tolist() == [0, 1]
+    assert nms(boxes, scores, np.array([0, 0]), 0.5).tolist() == [0]
+    assert nms(boxes, scores, None, 0.5).tolist() == [0]
+
+
+def test_empty_input():
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), None).size == 0

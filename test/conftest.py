@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
-from yolo_trt_ros.core import assets  # noqa: E402
+from yolo_trt_ros.core import assets
 
 
 def make_constant_model(path: Path, output: np.ndarray, input_hw: tuple[int, int] = (64, 64),

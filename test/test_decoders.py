@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import make_constant_model
+
 from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
 from yolo_trt_ros.core.detector import Detector
 from yolo_trt_ros.core.errors import LabelsError, ModelError

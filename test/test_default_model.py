@@ -67,7 +67,7 @@ def test_default_model_finds_the_bus_and_the_people(default_model, bus_jpg):
     with Detector.open(config) as det:
         assert det.names[:3] == ['person', 'bicycle', 'car'] and len(det.names) == 80
         result = det.detect([read_image(str(bus_jpg))])[0]
-    found = [(det.names[c], b.tolist()) for c, b in zip(result.class_ids, result.boxes)]
+    found = [(det.names[c], b.tolist()) for c, b in zip(result.class_ids, result.boxes, strict=True)]
     buses = [b for name, b in found if name == 'bus']
     people = [b for name, b in found if name == 'person']
     assert any(iou(b, BUS) > 0.8 for b in buses), found

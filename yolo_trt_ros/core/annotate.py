@@ -1,7 +1,7 @@
 """Draw detections on a BGR image (for `--save` and the node's annotated topic)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ def _colour(class_id: int) -> tuple[int, int, int]:
 def draw(bgr: np.ndarray, det: Detections, label: Callable[[int], str]) -> np.ndarray:
     """bgr: (H, W, 3) uint8, drawn on in place and returned."""
     thickness = max(1, round(min(bgr.shape[:2]) / 300))
-    for (x1, y1, x2, y2), score, cid in zip(det.boxes, det.scores, det.class_ids):
+    for (x1, y1, x2, y2), score, cid in zip(det.boxes, det.scores, det.class_ids, strict=True):
         colour = _colour(int(cid))
         p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
         cv2.rectangle(bgr, p1, p2, colour, thickness, cv2.LINE_AA)

@@ -41,7 +41,8 @@ class Detector:
     """Owns a backend; detect() takes images of any size and encoding order."""
 
     def __init__(self, backend: Backend, names: list[str] | None = None,
-                 output_format: str = 'auto', post: PostprocessConfig = PostprocessConfig()) -> None:
+                 output_format: str = 'auto',
+                 post: PostprocessConfig = PostprocessConfig()) -> None:
         self.backend = backend
         spec = backend.input
         batch, _, h, w = spec.shape
@@ -128,5 +129,5 @@ def detections_to_dicts(det: Detections, detector: Detector) -> list[dict]:
     """JSON-ready detections: class_id, label, score, bbox_xyxy (original pixels)."""
     return [{'class_id': int(c), 'label': detector.label(int(c)), 'score': round(float(s), 4),
              'bbox_xyxy': [round(float(v), 1) for v in b]}
-            for b, s, c in zip(det.boxes, det.scores, det.class_ids)]
+            for b, s, c in zip(det.boxes, det.scores, det.class_ids, strict=True)]
 

@@ -1,4 +1,4 @@
-"""`yolo-trt`: the detection pipeline without ROS (detect, fetch-assets, demo)."""
+"""`yolo-trt`: the detection pipeline without ROS (detect, build, fetch-assets, demo)."""
 from __future__ import annotations
 
 import argparse
@@ -79,6 +79,50 @@ def cmd_detect(args) -> int:
     return 1 if failed else 0
 
 
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'int8'))
+    p.add_argument('--calib-dir', metavar='DIR', help='images for int8 calibration')
+    p.add_argument('--cache-dir', metavar='DIR', help='engine cache (default: '
+                   '$YOLO_TRT_ROS_CACHE or ~/.cache/yolo_trt_ros/engines)')
+    p.add_argument('--dynamic', metavar='MIN:OPT:MAX', help='dynamic input profile, each '
+                   'NxHxW, e.g. 1x416x416:2x416x416:4x640x640 (default: static)')
+    p.add_argument('--workspace-mb', type=int, help='builder workspace limit in MB')
+    p.add_argument('--opt-level', type=int, help='builder optimisation level 0..5')
+    p.add_argument('--no-simplify', action='store_true', help='parse the ONNX as it is')
+    p.add_argument('--flavour', choices=('tensorrt', 'tensorrt_rtx'),
+                   help='TensorRT package to build with (default: whichever is installed)')
+    p.add_argument('--force', action='store_true', help='rebuild even on a cache hit')
+
+
+def build_options(args):
+    from .core.builder import BuildOptions, ShapeProfile
+
+    return BuildOptions(
+        precision=args.precision,
+        calib_dir=Path(args.calib_dir) if args.calib_dir else None,
+        dynamic=ShapeProfile.parse(args.dynamic) if args.dynamic else None,
+        workspace_mb=args.workspace_mb, opt_level=args.opt_level,
+        simplify=not args.no_simplify, flavour=args.flavour)
+
+
+def cmd_build(args) -> int:
+    from .core.builder import build_engine
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        result = build_engine(_model_arg(args.model), build_options(args),
+                              Path(args.cache_dir) if args.cache_dir else None, args.force, log)
+    except (YoloTrtError, ValueError) as exc:
+        _err(str(exc))
+        return 1
+    what = 'cache hit' if result.cache_hit else 'built'
+    print(f'{what} in {result.seconds:.1f} s')
+    print(result.engine_path)
+    return 0
+
+
 def cmd_fetch_assets(args) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -129,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true', help='print one JSON document')
     p.add_argument('--save', metavar='DIR', help='write annotated images to DIR')
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser('build', help='build (or find in the cache) the TensorRT engine of a '
+                                     'model; prints the engine path last')
+    p.add_argument('--model', help='ONNX model (default: the fetched YOLOv3-tiny COCO model)')
+    add_build_options(p)
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser('fetch-assets', help='download and convert the default model and '
                                             'the sample images (once; hashes pinned)')

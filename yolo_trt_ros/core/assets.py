@@ -7,7 +7,6 @@ against its SHA-256, and the weights are converted to ONNX by our own converter.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AssetError
+from .files import sha256_file
 
 DEFAULT_MODEL_NAME = 'yolov3-tiny-coco-416.onnx'
 SAMPLE_IMAGES = ('bus.jpg', 'zidane.jpg')
@@ -72,14 +72,6 @@ def darknet_dir() -> Path:
 
 def sample_image_paths() -> list[Path]:
     return [data_home() / 'images' / name for name in SAMPLE_IMAGES]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download(pkg: _Package, dest: Path) -> Path:

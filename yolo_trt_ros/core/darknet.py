@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ModelError
+from .files import atomic_write
 
 OPSET = 17
 INPUT_NAME = 'images'
@@ -261,7 +262,5 @@ def convert_files(cfg: Path, weights: Path, names: Path | None, out: Path) -> Pa
         class_names = [n.strip() for n in names.read_text().splitlines() if n.strip()]
     model = convert(cfg.read_text(), weights.read_bytes(), class_names, source=cfg.stem)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + '.tmp')
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
+    atomic_write(out, model.SerializeToString())
     return out

@@ -1,0 +1,257 @@
+"""Engine builds with the real tensorrt_rtx builder on the CPU, and the engine cache."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import tensorrt_rtx  # noqa: F401 - installed by pip_env/setup.sh; missing = failure
+from conftest import make_constant_model
+from onnx import TensorProto, helper
+
+from yolo_trt_ros.core.builder import BuildOptions, ShapeProfile, build_engine, engine_for_backend
+from yolo_trt_ros.core.calibrator import calibration_batches
+from yolo_trt_ros.core.engine_cache import EngineCache
+from yolo_trt_ros.core.errors import EngineError
+
+RTX = BuildOptions(flavour='tensorrt_rtx')
+
+
+@pytest.fixture
+def small_model(tmp_path) -> Path:
+    out = np.random.default_rng(0).uniform(0, 1, (7, 20)).astype(np.float32)
+    return make_constant_model(tmp_path / 'small.onnx', out, input_hw=(32, 32),
+                               names=['a', 'b', 'c'])
+
+
+def build(model, cache, log=None, **options):
+    lines = [] if log is None else log
+    result = build_engine(model, BuildOptions(flavour='tensorrt_rtx', **options), cache,
+                          log=lines.append)
+    return result, lines
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'fp16'])
+def test_build_writes_engine_and_sidecar(small_model, tmp_path, precision):
+    result, log = build(small_model, tmp_path / 'cache', precision=precision)
+    assert not result.cache_hit and result.engine_path.stat().st_size > 0
+    side = json.loads(result.engine_path.with_suffix('.json').read_text())
+    key = side['key']
+    assert key['flavour'] == 'tensorrt_rtx' and key['precision'] == precision
+    assert key['profile'] == 'static' and len(key['onnx_sha256']) == 64
+    assert key['target']['gpu'] is None  # no GPU here: the builder's default targets
+    assert side['tensors'] == {
+        'inputs': [{'name': 'images', 'shape': [1, 3, 32, 32], 'dtype': 'FLOAT'}],
+        'outputs': [{'name': 'output0', 'shape': [1, 7, 20], 'dtype': 'FLOAT'}]}
+    assert side['names'] == ['a', 'b', 'c']
+    assert side['engine_size'] == result.engine_path.stat().st_size
+    assert side['build_seconds'] > 0 and side['built_at']
+    assert any('building' in line for line in log)
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'fp16'])
+def test_default_model_builds(default_model, tmp_path, precision):
+    result, _ = build(default_model, tmp_path, precision=precision)
+    side = result.sidecar
+    assert side['tensors']['outputs'][0]['shape'] == [1, 84, 2535]
+    assert side['names'][0] == 'person' and len(side['names']) == 80
+    if precision == 'fp16':  # the converted ONNX is cached too
+        assert list(tmp_path.glob('*-fp16.onnx'))
+
+
+def test_second_build_is_a_cache_hit_and_builds_nothing(small_model, tmp_path):
+    first, _ = build(small_model, tmp_path)
+    mtime = first.engine_path.stat().st_mtime_ns
+    second, log = build(small_model, tmp_path)
+    assert second.cache_hit and second.engine_path == first.engine_path
+    assert first.engine_path.stat().st_mtime_ns == mtime
+    assert log == [f'using cached engine {first.engine_path}']
+    forced = build_engine(small_model, RTX, tmp_path, force=True, log=lambda m: None)
+    assert not forced.cache_hit
+
+
+def test_key_changes_with_onnx_bytes_precision_and_profile(small_model, tmp_path):
+    base, _ = build(small_model, tmp_path)
+    other = make_constant_model(tmp_path / 'other.onnx', np.ones((7, 20), np.float32),
+                                input_hw=(32, 32), names=['a', 'b', 'c'])
+    fp16, _ = build(small_model, tmp_path, precision='fp16')
+    dyn_model = make_constant_model(tmp_path / 'dyn.onnx', np.ones((7, 20), np.float32),
+                                    input_hw=(32, 32), batch='N')
+    dyn1, _ = build(dyn_model, tmp_path, dynamic=ShapeProfile.parse('1x32x32:2x32x32:4x32x32'))
+    dyn2, _ = build(dyn_model, tmp_path, dynamic=ShapeProfile.parse('1x32x32:1x32x32:2x32x32'))
+    paths = {base.engine_path, build(other, tmp_path)[0].engine_path, fp16.engine_path,
+             dyn1.engine_path, dyn2.engine_path}
+    assert len(paths) == 5
+    assert dyn1.sidecar['key']['profile'] == {'min': [1, 32, 32], 'opt': [2, 32, 32],
+                                             'max': [4, 32, 32]}
+    assert dyn1.sidecar['tensors']['inputs'][0]['shape'] == [-1, 3, -1, -1]
+
+
+@pytest.mark.parametrize('damage', ['flip_byte', 'truncate', 'sidecar_key', 'sidecar_garbage',
+                                    'no_sidecar', 'world_writable'])
+def test_damaged_cache_entries_are_rebuilt_never_loaded(small_model, tmp_path, damage):
+    first, _ = build(small_model, tmp_path)
+    engine, sidecar = first.engine_path, first.engine_path.with_suffix('.json')
+    if damage == 'flip_byte':
+        data = bytearray(engine.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        engine.write_bytes(bytes(data))
+    elif damage == 'truncate':
+        engine.write_bytes(engine.read_bytes()[:100])
+    elif damage == 'sidecar_key':
+        side = json.loads(sidecar.read_text())
+        side['key']['precision'] = 'fp16'
+        sidecar.write_text(json.dumps(side))
+    elif damage == 'sidecar_garbage':
+        sidecar.write_text('{not json')
+    elif damage == 'no_sidecar':
+        sidecar.unlink()
+    elif damage == 'world_writable':
+        engine.chmod(0o666)
+    why = {'flip_byte': 'corrupt', 'truncate': 'truncated', 'sidecar_key': 'does not match',
+           'sidecar_garbage': 'unreadable', 'no_sidecar': 'missing',
+           'world_writable': 'writable by group or others'}[damage]
+    again, log = build(small_model, tmp_path)
+    assert not again.cache_hit and why in log[0]
+    assert EngineCache(tmp_path).lookup(again.engine_path.stem, again.sidecar['key'])[0] is not None
+    assert oct(again.engine_path.stat().st_mode & 0o777) == '0o600'
+
+
+def test_cache_dir_is_private(small_model, tmp_path):
+    cache = tmp_path / 'new' / 'cache'
+    build(small_model, cache)
+    assert cache.stat().st_mode & 0o777 == 0o700
+
+
+def test_two_builders_at_once_build_once(small_model, tmp_path):
+    cmd = [sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model', str(small_model),
+           '--cache-dir', str(tmp_path), '--flavour', 'tensorrt_rtx']
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    summaries = sorted(out.strip().splitlines()[-2].split(' in ')[0] for out, _ in outs)
+    assert summaries == ['built', 'cache hit']
+    assert outs[0][0].strip().splitlines()[-1] == outs[1][0].strip().splitlines()[-1]
+    assert len(list(tmp_path.glob('*.engine'))) == 1
+
+
+def test_crash_between_engine_and_sidecar_leaves_nothing_loadable(small_model, tmp_path):
+    script = textwrap.dedent(f'''
+        import os
+        from yolo_trt_ros.core import engine_cache
+        real = engine_cache.atomic_write
+        def crash_on_sidecar(path, data, mode=0o644):
+            if path.suffix == '.json':
+                os._exit(9)  # the process dies after the engine landed
+            real(path, data, mode)
+        engine_cache.atomic_write = crash_on_sidecar
+        from yolo_trt_ros.core.builder import BuildOptions, build_engine
+        build_engine({str(small_model)!r}, BuildOptions(flavour='tensorrt_rtx'), {str(tmp_path)!r})
+    ''')
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, timeout=240)
+    assert proc.returncode == 9
+    assert list(tmp_path.glob('*.engine')) and not list(tmp_path.glob('*.json'))
+    result, log = build(small_model, tmp_path)
+    assert not result.cache_hit and 'sidecar' in log[0] and 'missing' in log[0]
+
+
+def test_bad_onnx_reports_the_parser_message_and_node(tmp_path):
+    node = helper.make_node('NoSuchOp', ['images'], ['output0'], name='mystery_node',
+                            domain='com.example')
+    graph = helper.make_graph([node], 'bad', [helper.make_tensor_value_info(
+        'images', TensorProto.FLOAT, [1, 3, 8, 8])], [helper.make_tensor_value_info(
+            'output0', TensorProto.FLOAT, [1, 3, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17),
+                                                    helper.make_opsetid('com.example', 1)])
+    path = tmp_path / 'bad.onnx'
+    onnx.save(model, str(path))
+    with pytest.raises(EngineError, match=r"TensorRT could not parse the ONNX model: .*"
+                                          r"mystery_node.*NoSuchOp"):
+        build(path, tmp_path / 'c', simplify=False)
+
+
+def test_not_an_onnx_file_and_missing_file(tmp_path):
+    junk = tmp_path / 'junk.onnx'
+    junk.write_bytes(b'\x00\x01 definitely not protobuf \xff' * 3)
+    with pytest.raises(Exception, match='not an ONNX model|could not parse'):
+        build(junk, tmp_path / 'c')
+    with pytest.raises(Exception, match='cannot read ONNX model'):
+        build(tmp_path / 'none.onnx', tmp_path / 'c')
+
+
+def test_int8_on_a_strongly_typed_builder_says_what_to_install(small_model, tmp_path):
+    with pytest.raises(EngineError, match=r"install NVIDIA ModelOpt \(pip install 'nvidia-modelopt\[onnx\]'\)"):
+        build(small_model, tmp_path, precision='int8', calib_dir=tmp_path)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(precision='int4'), "precision 'int4'"),
+    (dict(precision='int8'), 'int8 needs --calib-dir'),
+    (dict(opt_level=9), 'optimisation level 9'),
+    (dict(workspace_mb=0), 'workspace 0 MB'),
+])
+def test_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BuildOptions(**kwargs)
+
+
+@pytest.mark.parametrize('text', ['1x416x416', '1x416:2x416:4x416', '4x416x416:2x416x416:1x416x416'])
+def test_bad_profiles(text):
+    with pytest.raises(ValueError, match='dynamic profile'):
+        ShapeProfile.parse(text)
+
+
+def test_engine_for_backend(small_model, tmp_path):
+    lines = []
+    assert engine_for_backend(small_model, RTX, 'onnxruntime', tmp_path, log=lines.append) is None
+    assert lines == ['backend onnxruntime: no engine needed']
+    result = engine_for_backend(small_model, RTX, 'auto', tmp_path, log=lines.append)
+    assert result is not None and result.engine_path.is_file()
+    with pytest.raises(EngineError, match='TensorRT is not installed'):
+        engine_for_backend(small_model, BuildOptions(flavour='tensorrt'), 'tensorrt', tmp_path)
+    lines.clear()
+    assert engine_for_backend(small_model, BuildOptions(flavour='tensorrt'), 'auto', tmp_path,
+                              log=lines.append) is None
+    assert lines[0].startswith('no TensorRT builder (TensorRT is not installed')
+
+
+def test_cli_build_prints_the_engine_path_last(small_model, tmp_path):
+    cmd = [sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model', str(small_model),
+           '--cache-dir', str(tmp_path), '--precision', 'fp16']
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert first.returncode == second.returncode == 0, first.stderr
+    path = Path(first.stdout.strip().splitlines()[-1])
+    assert path.is_file() and path.suffix == '.engine'
+    assert first.stdout.startswith('built in ') and second.stdout.startswith('cache hit in ')
+    bad = subprocess.run(cmd[:5] + [str(tmp_path / 'none.onnx')], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip().endswith('No such file or directory')
+
+
+def test_calibration_batches_use_the_core_preprocessing(tmp_path, bus_jpg):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f'{i}.png'), np.full((40, 80, 3), i * 40, np.uint8))
+    (tmp_path / 'notes.txt').write_text('ignored')
+    (tmp_path / 'broken.jpg').write_bytes(b'junk')
+    batches = [b.copy() for b in calibration_batches(tmp_path, 2, 32, 32)]
+    assert len(batches) == 2 and batches[0].shape == (2, 3, 32, 32)  # 5 images: last dropped
+    assert np.isclose(batches[0][1, 0, 16, 16], 40 / 255) and np.isclose(batches[0][0, 0, 0, 0], 114 / 255)
+    with pytest.raises(EngineError, match='at least 8 images'):
+        next(calibration_batches(tmp_path, 8, 32, 32))
+
+
+def test_cached_engine_owned_by_another_user_is_refused(small_model, tmp_path):
+    if os.getuid() != 0:
+        pytest.skip('changing a file owner needs root')
+    first, _ = build(small_model, tmp_path)
+    os.chown(first.engine_path, 12345, -1)
+    again, log = build(small_model, tmp_path)
+    assert 'owned by uid 12345' in log[0] and not again.cache_hit

@@ -1,0 +1,94 @@
+"""The engine_builder node as a real process: a late subscriber gets the engine, and the
+exit codes are right for success, fallback and failure."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_constant_model
+from rclpy.executors import SingleThreadedExecutor
+from ros_helpers import make_node, ros_context, spin_until
+from std_msgs.msg import String
+
+from yolo_trt_ros.ros.builder_node import ENGINE_QOS
+
+pytestmark = pytest.mark.ros
+
+
+def start_builder(*params: str) -> subprocess.Popen:
+    args = [a for p in params for a in ('-p', p)]
+    return subprocess.Popen([sys.executable, '-m', 'yolo_trt_ros.ros.builder_node',
+                             '--ros-args', *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> list[str]:
+    """Read the node's output until a line contains text (a deadline, not a sleep)."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f'no line with {text!r} from the builder: {"".join(lines)}')
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    return make_constant_model(tmp_path / 'm.onnx', np.ones((6, 12), np.float32),
+                               input_hw=(32, 32), names=['x', 'y'])
+
+
+def test_late_subscriber_receives_the_engine_and_builder_exits_0(model, tmp_path):
+    proc = start_builder(f'model:={model}', f'cache_dir:={tmp_path / "cache"}',
+                         'flavour:=tensorrt_rtx', 'linger_s:=60.0')
+    try:
+        wait_for_line(proc, 'published engine')  # built and published before we subscribe
+        got: list[String] = []
+        with ros_context() as context:
+            executor = SingleThreadedExecutor(context=context)
+            node = make_node(context, 'late_listener', executor)
+            node.create_subscription(String, 'engine', got.append, ENGINE_QOS)
+            spin_until(executor, lambda: got, timeout=30, what='the engine message')
+            executor.shutdown()
+        rc, out = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0, out
+    msg = json.loads(got[0].data)
+    assert msg['backend'] == 'tensorrt' and Path(msg['engine_path']).is_file()
+    assert msg['sidecar']['names'] == ['x', 'y'] and msg['cache_hit'] is False
+
+
+@pytest.mark.parametrize('params,rc,text', [
+    (['model:=/nonexistent/model.onnx'], 1, 'engine build failed: cannot read ONNX model'),
+    (['backend:=tensorrt', 'flavour:=tensorrt'], 1, 'engine build failed: TensorRT is not installed'),
+    (['precision:=fp64'], 2, "bad parameter: precision 'fp64'"),
+    (['backend:=gpu'], 2, "bad parameter: parameter backend: 'gpu' is not auto"),
+    (['backend:=auto', 'flavour:=tensorrt', 'linger_s:=0.0'], 0, 'the detector will use ONNX Runtime'),
+    (['backend:=onnxruntime', 'linger_s:=0.0'], 0, 'backend onnxruntime: no engine needed'),
+])
+def test_exit_codes_and_reasons(model, tmp_path, params, rc, text):
+    if not any(p.startswith('model:=') for p in params):
+        params.append(f'model:={model}')
+    code, out = finish(start_builder(f'cache_dir:={tmp_path}', *params))
+    assert code == rc, out
+    assert text in out

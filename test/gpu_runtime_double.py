@@ -109,20 +109,52 @@ class _Context:
         (name, arg), = self.engine.inputs.items()
         shape = self._input_shape()
         dtype = np.dtype(self.engine.get_tensor_dtype(name))
-        x = _read(self.addresses[name], shape, dtype)
+        memory = rt.memory
+        memory.wait(stream)  # the input copy was queued on the stream, asynchronously
+        x = np.frombuffer(memory.read(self.addresses[name], int(np.prod(shape)) * dtype.itemsize),
+                          dtype).reshape(shape)
         outs = self.engine.session.run(None, {name: x})
         for out_name, value in zip(self.engine.outputs, outs, strict=True):
-            _write(self.addresses[out_name], np.ascontiguousarray(value))
+            memory.write(self.addresses[out_name], np.ascontiguousarray(value).tobytes())
         return True
 
 
-def _read(ptr: int, shape, dtype) -> np.ndarray:
-    n = int(np.prod(shape)) * dtype.itemsize
-    return np.frombuffer(ctypes.string_at(ptr, n), dtype).reshape(shape).copy()
+class HostMemoryAccess:
+    """How the double reads and writes "device" memory that is really host memory."""
+
+    def wait(self, stream: int) -> None:
+        pass
+
+    def read(self, ptr: int, nbytes: int) -> bytes:
+        return ctypes.string_at(ptr, nbytes)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        ctypes.memmove(ptr, data, len(data))
 
 
-def _write(ptr: int, value: np.ndarray) -> None:
-    ctypes.memmove(ptr, value.ctypes.data, value.nbytes)
+class CudaDeviceAccess:
+    """Real device memory (on a GPU machine): synchronous cudaMemcpy after the stream."""
+
+    def __init__(self):
+        from cuda.bindings import runtime
+        self.rt = runtime
+
+    def wait(self, stream: int) -> None:
+        from yolo_trt_ros.core.cuda import check
+        check(self.rt.cudaStreamSynchronize(stream), 'cudaStreamSynchronize')
+
+    def read(self, ptr: int, nbytes: int) -> bytes:
+        from yolo_trt_ros.core.cuda import check
+        buf = np.empty(nbytes, np.uint8)
+        check(self.rt.cudaMemcpy(buf.ctypes.data, ptr, nbytes,
+                                 self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost), 'cudaMemcpy')
+        return buf.tobytes()
+
+    def write(self, ptr: int, data: bytes) -> None:
+        from yolo_trt_ros.core.cuda import check
+        buf = np.frombuffer(data, np.uint8)
+        check(self.rt.cudaMemcpy(ptr, buf.ctypes.data, len(data),
+                                 self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice), 'cudaMemcpy')
 
 
 class _Runtime:
@@ -143,8 +175,9 @@ class TensorRTRuntimeDouble:
     TensorIOMode = _IOMode
     Logger = _Logger
 
-    def __init__(self, fail: str | None = None):
+    def __init__(self, fail: str | None = None, memory=None):
         self.fail = fail
+        self.memory = memory or HostMemoryAccess()
         self.calls: list[tuple] = []
 
     def Runtime(self, logger):

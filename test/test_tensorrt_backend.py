@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_constant_model
-from gpu_runtime_double import HostMemoryCudaDouble, TensorRTRuntimeDouble, plan_for
+from gpu_runtime_double import (
+    CudaDeviceAccess,
+    HostMemoryCudaDouble,
+    TensorRTRuntimeDouble,
+    plan_for,
+)
 
 from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
 from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
@@ -148,6 +153,10 @@ def test_real_cuda_memory_with_the_runtime_double(tmp_path, model):
     if not probe_gpu().count:
         pytest.skip(f'no GPU: {probe_gpu().reason}')
     batch = np.random.default_rng(2).uniform(0, 1, (3, 3, 32, 32)).astype(np.float32)
-    with TensorRTBackend(engine_file(tmp_path, model), trt=TensorRTRuntimeDouble(),
+    double = TensorRTRuntimeDouble(memory=CudaDeviceAccess())
+    with TensorRTBackend(engine_file(tmp_path, model), trt=double,
                          cuda=CudaRuntime()) as backend, OnnxRuntimeBackend(model) as ref:
-        np.testing.assert_allclose(backend.infer(batch)[0], ref.infer(batch)[0], rtol=1e-6)
+        for _ in range(3):  # pinned + device buffers reused across calls
+            np.testing.assert_allclose(backend.infer(batch)[0], ref.infer(batch)[0], rtol=1e-6)
+        one = batch[1:2] * 0.5  # a new batch size re-plans the buffers
+        np.testing.assert_allclose(backend.infer(one)[0], ref.infer(one)[0], rtol=1e-6)

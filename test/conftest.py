@@ -15,6 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 # machine (or CI beside a developer) never see each other's nodes.
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+# The same transport profile the launch files select (large frames through shared memory).
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(
+    Path(__file__).resolve().parents[1] / 'config' / 'fastdds_large_frames.xml'))
 
 from yolo_trt_ros.core import assets
 

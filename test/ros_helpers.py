@@ -36,3 +36,70 @@ def make_node(context: Context, name: str, executor: SingleThreadedExecutor) -> 
     node = Node(name, context=context)
     executor.add_node(node)
     return node
+
+
+class NodeProcess:
+    """A node started as its own process (`python -m module --ros-args ...`), always
+    reaped: stop() sends SIGINT, then kills after a deadline."""
+
+    def __init__(self, module: str, params: dict[str, object] | None = None,
+                 remaps: dict[str, str] | None = None, ros_args: list[str] | None = None):
+        import subprocess
+        import sys
+        import tempfile
+        args = [sys.executable, '-m', module, '--ros-args']
+        for name, value in (params or {}).items():
+            args += ['-p', f'{name}:={_param_text(value)}']
+        for src, dst in (remaps or {}).items():
+            args += ['-r', f'{src}:={dst}']
+        args += ros_args or []
+        self.log_file = tempfile.NamedTemporaryFile('w+', suffix='.log', delete=False)
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     text=True)
+
+    def output(self) -> str:
+        with open(self.log_file.name) as f:
+            return f.read()
+
+    def wait_for_output(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc.poll() is not None:
+                raise AssertionError(f'process exited ({self.proc.returncode}) before '
+                                     f'printing {text!r}:\n{self.output()}')
+            if time.monotonic() > deadline:
+                raise AssertionError(f'no {text!r} within {timeout:.0f} s:\n{self.output()}')
+            time.sleep(0.05)  # polling a log file: there is nothing to block on
+
+    def rss_kib(self) -> int:
+        with open(f'/proc/{self.proc.pid}/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+        raise AssertionError('no VmRSS')
+
+    def stop(self, timeout: float = 10.0) -> int:
+        import signal
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _param_text(value: object) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if value == '':
+        return "''"
+    return str(value)

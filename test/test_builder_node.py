@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from ros_helpers import make_node, ros_context, spin_until
 from std_msgs.msg import String
 
-from yolo_trt_ros.ros.builder_node import ENGINE_QOS
+from yolo_trt_ros.ros.build_params import LATCHED_QOS
 
 pytestmark = pytest.mark.ros
 
@@ -65,7 +65,7 @@ def test_late_subscriber_receives_the_engine_and_builder_exits_0(model, tmp_path
         with ros_context() as context:
             executor = SingleThreadedExecutor(context=context)
             node = make_node(context, 'late_listener', executor)
-            node.create_subscription(String, 'engine', got.append, ENGINE_QOS)
+            node.create_subscription(String, 'engine', got.append, LATCHED_QOS)
             spin_until(executor, lambda: got, timeout=30, what='the engine message')
             executor.shutdown()
         rc, out = finish(proc)

@@ -351,6 +351,19 @@ def _build(trt, data: bytes, onnx_path: Path, onnx_sha256: str, fields: dict, ke
     return BuildResult(path, False, seconds, sidecar)
 
 
+def find_cached_engine(onnx_path: str | Path, options: BuildOptions,
+                       cache_dir: Path | None = None) -> tuple[Path | None, str]:
+    """The cached engine that build_engine would return, without building: (path, why)."""
+    try:
+        trt = import_tensorrt(options.flavour)
+        data = Path(onnx_path).read_bytes()
+    except (BackendError, OSError) as exc:
+        return None, str(exc)
+    fields = key_fields(hashlib.sha256(data).hexdigest(), trt, options)
+    found, why = EngineCache(cache_dir).lookup(key_of(fields), fields)
+    return (found.path if found else None), why
+
+
 def engine_for_backend(onnx_path: str | Path, options: BuildOptions, backend: str = 'auto',
                        cache_dir: Path | None = None, force: bool = False,
                        log: Log = print) -> BuildResult | None:

@@ -6,7 +6,14 @@ class YoloTrtError(Exception):
 
 
 class ImageError(YoloTrtError):
-    """An image buffer cannot be read: unknown encoding, wrong size, empty, corrupt."""
+    """An image buffer cannot be read: unknown encoding, wrong size, empty, corrupt.
+
+    cause: a short stable key ('encoding', 'size', 'empty', 'decode', ...) for counting.
+    """
+
+    def __init__(self, message: str, cause: str = 'image') -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class ModelError(YoloTrtError):

@@ -74,20 +74,20 @@ def view_image(data, height: int, width: int, encoding: str, step: int,
     spec = _ENCODINGS.get(encoding)
     if spec is None:
         raise ImageError(f"unsupported encoding '{encoding}'; supported: "
-                         + ', '.join(SUPPORTED_ENCODINGS))
+                         + ', '.join(SUPPORTED_ENCODINGS), 'encoding')
     if height <= 0 or width <= 0:
-        raise ImageError(f'empty image: {width}x{height}')
+        raise ImageError(f'empty image: {width}x{height}', 'empty')
     row_bytes = width * spec.channels * spec.bytes_per_channel
     if step < row_bytes:
         raise ImageError(f'step {step} is smaller than width {width} x {spec.channels} '
-                         f'channels x {spec.bytes_per_channel} bytes = {row_bytes}')
+                         f'channels x {spec.bytes_per_channel} bytes = {row_bytes}', 'step')
     try:
         flat = np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError) as exc:
-        raise ImageError(f'image data is not a byte buffer: {exc}') from exc
+        raise ImageError(f'image data is not a byte buffer: {exc}', 'size') from exc
     if flat.size != height * step:
         raise ImageError(f'buffer holds {flat.size} bytes, expected height {height} x '
-                         f'step {step} = {height * step} ({encoding} {width}x{height})')
+                         f'step {step} = {height * step} ({encoding} {width}x{height})', 'size')
 
     rows = flat.reshape(height, step)[:, :row_bytes]
     if spec.bytes_per_channel == 2:
@@ -98,7 +98,7 @@ def view_image(data, height: int, width: int, encoding: str, step: int,
     pixels = rows.reshape(height, width, spec.channels)
     if encoding in _YUV_CODES:
         if width % 2:
-            raise ImageError(f'{encoding} needs an even width, got {width}')
+            raise ImageError(f'{encoding} needs an even width, got {width}', 'size')
         return ImageView(cv2.cvtColor(pixels, _YUV_CODES[encoding]), spec.order)
     return ImageView(pixels, spec.order)
 
@@ -111,11 +111,11 @@ def decode_compressed(data, fmt: str = '') -> ImageView:
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
-        raise ImageError('empty compressed image')
+        raise ImageError('empty compressed image', 'empty')
     pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise ImageError(f"cannot decode compressed image ({buf.size} bytes, format "
-                         f"'{fmt}'): corrupt or unsupported codec")
+                         f"'{fmt}'): corrupt or unsupported codec", 'decode')
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     if pixels.ndim == 2:

@@ -1,0 +1,263 @@
+"""The detector node as its own process, fed and read by real rclpy nodes here."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_helpers import NodeProcess, make_node, ros_context, spin_until
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from test_default_model import BUS, PEOPLE, iou
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from yolo_trt_ros.ros.build_params import LATCHED_QOS
+from yolo_trt_ros.ros.image_source_node import to_message
+
+pytestmark = pytest.mark.ros
+DETECTOR = 'yolo_trt_ros.ros.detector_node'
+PUB_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class Client:
+    """The test's side of the graph: publishers, collected messages, deadline waits."""
+
+    def __init__(self, context):
+        self.executor = SingleThreadedExecutor(context=context)
+        self.node = make_node(context, 'test_client', self.executor)
+        self.received: dict[str, list] = {}
+
+    def collect(self, msg_type, topic: str, qos=10) -> list:
+        box = self.received.setdefault(topic, [])
+        self.node.create_subscription(msg_type, topic, box.append, qos)
+        return box
+
+    def publisher(self, msg_type, topic: str):
+        pub = self.node.create_publisher(msg_type, topic, PUB_QOS)
+        spin_until(self.executor, lambda: pub.get_subscription_count() > 0,
+                   what=f'the detector to subscribe to {topic}')
+        return pub
+
+    def wait(self, condition, what: str, timeout: float = 30.0) -> None:
+        spin_until(self.executor, condition, timeout=timeout, what=what)
+
+
+@contextmanager
+def running(**params):
+    params.setdefault('backend', 'onnxruntime')
+    with NodeProcess(DETECTOR, params) as proc, ros_context() as context:
+        proc.wait_for_output('-> ')  # subscriptions made
+        client = Client(context)
+        try:
+            yield proc, client
+        finally:
+            client.executor.shutdown()
+
+
+def frame(path, encoding: str, stamp_sec: int, frame_id: str):
+    msg = to_message(cv2.imread(str(path)), encoding)
+    msg.header = Header(frame_id=frame_id)
+    msg.header.stamp.sec = stamp_sec
+    return msg
+
+
+def found(arr: Detection2DArray) -> list[tuple[str, list[float]]]:
+    out = []
+    for d in arr.detections:
+        c, w, h = d.bbox.center.position, d.bbox.size_x, d.bbox.size_y
+        out.append((d.results[0].hypothesis.class_id,
+                    [c.x - w / 2, c.y - h / 2, c.x + w / 2, c.y + h / 2]))
+    return out
+
+
+def assert_bus_and_people(arr: Detection2DArray, bus: bool = True, min_iou: float = 0.6) -> None:
+    boxes = found(arr)
+    if bus:
+        assert any(n == 'bus' and iou(b, BUS) > 0.8 for n, b in boxes), boxes
+    for truth in PEOPLE:
+        assert any(n == 'person' and iou(b, truth) > min_iou for n, b in boxes), (truth, boxes)
+
+
+def diagnostics_value(diags: list, key: str, status: int = 0) -> str | None:
+    if not diags:
+        return None
+    values = {kv.key: kv.value for kv in diags[-1].status[status].values}
+    return values.get(key)
+
+
+def test_raw_encodings_keep_the_header_and_find_the_bus_and_people(bus_jpg):
+    with running() as (proc, client):
+        results = client.collect(Detection2DArray, 'detections')
+        pub = client.publisher(Image, 'image')
+        for i, encoding in enumerate(['bgr8', 'rgb8', 'mono8']):
+            pub.publish(frame(bus_jpg, encoding, 100 + i, f'cam_{encoding}'))
+            client.wait(lambda n=i: len(results) > n, f'detections for {encoding}')
+    for arr, encoding in zip(results, ['bgr8', 'rgb8', 'mono8'], strict=True):
+        assert arr.header.frame_id == f'cam_{encoding}'
+        assert arr.header.stamp.sec == 100 + ['bgr8', 'rgb8', 'mono8'].index(encoding)
+        assert all(d.header == arr.header and d.id == '' for d in arr.detections)
+        # The tiny model does not see the bus in a grey image; the people it does, a
+        # little less tightly boxed.
+        gray = encoding == 'mono8'
+        assert_bus_and_people(arr, bus=not gray, min_iou=0.5 if gray else 0.6)
+    assert found(results[0]) == found(results[1])  # bgr8 and rgb8: the same pixels
+
+
+def test_compressed_input_and_late_label_info(bus_jpg):
+    with running(compressed=True, conf_threshold=0.3) as (proc, client):
+        results = client.collect(Detection2DArray, 'detections')
+        pub = client.publisher(CompressedImage, 'image/compressed')
+        pub.publish(frame(bus_jpg, 'compressed', 7, 'jpeg_cam'))
+        client.wait(lambda: results, 'detections for the JPEG')
+        labels = client.collect(LabelInfo, 'label_info', LATCHED_QOS)  # subscribed late
+        client.wait(lambda: labels, 'LabelInfo for a late subscriber')
+    assert results[0].header.frame_id == 'jpeg_cam'
+    assert_bus_and_people(results[0])
+    info = labels[0]
+    assert len(info.class_map) == 80 and info.class_map[5].class_name == 'bus'
+    assert info.class_map[5].class_id == 5 and abs(info.threshold - 0.3) < 1e-6
+
+
+def test_two_cameras_get_their_own_results(bus_jpg, zidane_jpg):
+    with running(image_topics='cam1/image,cam2/image') as (proc, client):
+        one = client.collect(Detection2DArray, 'cam1/detections')
+        two = client.collect(Detection2DArray, 'cam2/detections')
+        pub1, pub2 = client.publisher(Image, 'cam1/image'), client.publisher(Image, 'cam2/image')
+        pub1.publish(frame(bus_jpg, 'bgr8', 1, 'cam1'))
+        pub2.publish(frame(zidane_jpg, 'bgr8', 2, 'cam2'))
+        client.wait(lambda: one and two, 'detections on both cameras')
+    assert one[0].header.frame_id == 'cam1' and two[0].header.frame_id == 'cam2'
+    assert_bus_and_people(one[0])
+    labels_two = [n for n, _ in found(two[0])]
+    assert 'tie' in labels_two and 'bus' not in labels_two
+
+
+def set_parameter(client: Client, name: str, value: float) -> bool:
+    cli = client.node.create_client(SetParameters, '/detector/set_parameters')
+    client.wait(lambda: cli.service_is_ready(), 'the parameter service')
+    req = SetParameters.Request(parameters=[ParameterMsg(name=name, value=ParameterValue(
+        type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
+    future = cli.call_async(req)
+    client.wait(future.done, 'the parameter change')
+    return future.result().results[0].successful
+
+
+def test_threshold_changed_at_run_time_changes_the_next_result(bus_jpg):
+    with running() as (proc, client):
+        results = client.collect(Detection2DArray, 'detections')
+        pub = client.publisher(Image, 'image')
+        pub.publish(frame(bus_jpg, 'bgr8', 1, 'cam'))
+        client.wait(lambda: results, 'the first result')
+        assert set_parameter(client, 'conf_threshold', 0.9)
+        assert not set_parameter(client, 'conf_threshold', 1.5)  # validated, refused
+        pub.publish(frame(bus_jpg, 'bgr8', 2, 'cam'))
+        client.wait(lambda: len(results) > 1, 'the second result')
+    before = [d.results[0].hypothesis.score for d in results[0].detections]
+    after = [d.results[0].hypothesis.score for d in results[1].detections]
+    assert len(before) >= 5 and min(before) < 0.9
+    assert len(after) == 1 and after[0] > 0.9
+
+
+def bad_raw_frames(good: Image) -> dict[str, Image]:
+    def variant(**changes) -> Image:
+        msg = Image(header=good.header, height=good.height, width=good.width,
+                    encoding=good.encoding, step=good.step, data=good.data)
+        for k, v in changes.items():
+            setattr(msg, k, v)
+        return msg
+    return {
+        'encoding': variant(encoding='bayer_grbg16'),
+        'truncated': variant(data=bytes(good.data[:1000])),
+        'mis-sized': variant(step=good.step - 1),
+        'empty': variant(height=0, width=0, step=0, data=b''),
+    }
+
+
+def test_bad_raw_frames_are_logged_counted_and_skipped(bus_jpg):
+    with running() as (proc, client):
+        results = client.collect(Detection2DArray, 'detections')
+        diags = client.collect(DiagnosticArray, '/diagnostics')
+        pub = client.publisher(Image, 'image')
+        good = frame(bus_jpg, 'bgr8', 50, 'good')
+        for n, (kind, bad) in enumerate(bad_raw_frames(good).items(), 1):
+            pub.publish(bad)  # one at a time: a newer frame would replace a waiting one
+            client.wait(lambda n=n: diagnostics_value(diags, 'bad_input') == str(n),
+                        f'the {kind} frame counted')
+        pub.publish(good)
+        client.wait(lambda: results, 'detections for the good frame after the bad ones')
+        client.wait(lambda: diagnostics_value(diags, 'processed') == '1', 'processed count')
+        values = {kv.key: kv.value for kv in diags[-1].status[0].values}
+        log = proc.output()
+    assert results[0].header.frame_id == 'good' and len(results) == 1
+    assert_bus_and_people(results[0])
+    assert values['bad_input.encoding'] == '1' and values['bad_input.size'] == '1'
+    assert values['bad_input.step'] == '1'
+    assert values['bad_input.empty'] == '1'
+    assert diags[-1].status[0].level == DiagnosticStatus.WARN
+    assert "unsupported encoding 'bayer_grbg16'" in log
+    assert 'buffer holds 1000 bytes' in log and 'step 2429 is smaller than width 810' in log
+    assert 'empty image: 0x0' in log
+
+
+def test_corrupt_compressed_frame_is_skipped(bus_jpg):
+    with running(compressed=True) as (proc, client):
+        results = client.collect(Detection2DArray, 'detections')
+        diags = client.collect(DiagnosticArray, '/diagnostics')
+        pub = client.publisher(CompressedImage, 'image/compressed')
+        good = frame(bus_jpg, 'compressed', 9, 'good')
+        for n, data in enumerate([bytes(good.data[:500]), b''], 1):
+            pub.publish(CompressedImage(header=good.header, format='jpeg', data=data))
+            client.wait(lambda n=n: diagnostics_value(diags, 'bad_input') == str(n),
+                        'the bad frame counted')
+        pub.publish(good)
+        client.wait(lambda: results, 'detections for the good frame')
+        log = proc.output()
+    assert_bus_and_people(results[0])
+    assert 'cannot decode compressed image (500 bytes' in log and 'empty compressed image' in log
+
+
+def test_overload_drops_stale_frames_with_bounded_latency_and_memory():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    with running() as (proc, client):
+        results = client.collect(Detection2DArray, 'detections')
+        diags = client.collect(DiagnosticArray, '/diagnostics')
+        pub = client.publisher(Image, 'image')
+        msg = to_message(base, 'bgr8')
+        rss = []
+        sent_at: dict[int, float] = {}
+        for i in range(2000):
+            msg.header.stamp.sec = i
+            sent_at[i] = time.monotonic()
+            pub.publish(msg)
+            client.executor.spin_once(timeout_sec=0)
+            if i in (500, 1999):
+                rss.append(proc.rss_kib())
+        client.wait(lambda: results and results[-1].header.stamp.sec == 1999,
+                    'the result for the last frame', timeout=60)
+        done_at = len(diags)
+
+        def settled() -> bool:  # a diagnostics message sent after the last result
+            if len(diags) <= done_at + 1:
+                return False
+            v = {kv.key: kv.value for kv in diags[-1].status[0].values}
+            return int(v['processed']) == len(results)
+        client.wait(settled, 'diagnostics after the last result')
+        values = {kv.key: kv.value for kv in diags[-1].status[0].values}
+    frames_in, processed = int(values['frames_in']), int(values['processed'])
+    dropped = int(values['dropped'])
+    # What reached the node was either processed or replaced by a newer frame (depth-1
+    # best-effort QoS lets DDS drop some before that, too): never queued.
+    assert processed + dropped == frames_in <= 2000
+    assert dropped > processed and len(results) == processed
+    # Keep-newest: a result is for a frame at most a few processing times old.
+    assert float(values['latency_ms.p99']) < 2000
+    assert rss[1] - rss[0] < 30 * 1024, rss  # no growth with the frame count

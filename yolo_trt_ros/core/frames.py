@@ -1,0 +1,102 @@
+"""Keep-newest frame slots and per-camera statistics for the detector's worker.
+
+Callbacks put the newest frame of each camera into its slot and return at once; the worker
+takes every filled slot in one go. A frame replaced before the worker took it is counted
+as dropped: under overload the detector works on the newest frames, never on a queue.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar('T')
+
+
+@dataclass
+class Frame(Generic[T]):
+    camera: int
+    payload: T  # the message as received
+    received: float  # time.monotonic() at arrival
+
+
+class LatestFrames(Generic[T]):
+    """One slot per camera holding only the newest frame."""
+
+    def __init__(self, cameras: int) -> None:
+        self._slots: list[Frame[T] | None] = [None] * cameras
+        self._cond = threading.Condition()
+        self._closed = False
+        self.received = [0] * cameras
+        self.dropped = [0] * cameras
+
+    def put(self, camera: int, payload: T) -> None:
+        with self._cond:
+            if self._slots[camera] is not None:
+                self.dropped[camera] += 1
+            self._slots[camera] = Frame(camera, payload, time.monotonic())
+            self.received[camera] += 1
+            self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> list[Frame[T]]:
+        """Every waiting frame (one per camera, oldest camera first); [] on timeout/close."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or any(self._slots), timeout):
+                return []
+            frames = [f for f in self._slots if f is not None]
+            self._slots = [None] * len(self._slots)
+        return sorted(frames, key=lambda f: f.received)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+@dataclass
+class CameraStats:
+    """Counters and a window of recent latencies (seconds) for one camera."""
+
+    processed: int = 0
+    bad_input: dict[str, int] = field(default_factory=dict)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+    def add_latency(self, seconds: float) -> None:
+        self.processed += 1
+        self.latencies.append(seconds)
+
+    def add_bad(self, cause: str) -> int:
+        """Count a bad frame by cause; returns how many of that cause so far."""
+        self.bad_input[cause] = self.bad_input.get(cause, 0) + 1
+        return self.bad_input[cause]
+
+    def percentiles_ms(self) -> dict[str, float]:
+        if not self.latencies:
+            return {}
+        p50, p90, p99 = np.percentile(np.fromiter(self.latencies, float), [50, 90, 99]) * 1e3
+        return {'p50': float(p50), 'p90': float(p90), 'p99': float(p99)}
+
+
+class LogOncePerCause:
+    """Decides when to log a recurring problem: the first time, then at most once per
+    `interval` seconds per cause, so a bad camera cannot flood the log."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def should_log(self, cause: str) -> bool:
+        now = time.monotonic()
+        last = self._last.get(cause)
+        if last is None or now - last >= self.interval:
+            self._last[cause] = now
+            return True
+        return False

@@ -1,0 +1,45 @@
+"""The arguments of detect.launch.py and `yolo-trt launch`, in one place.
+
+Both the launch file and the CLI read this module, so names and defaults cannot drift;
+test_launch.py checks the launch file, the YAML and the nodes' parameters against it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# name -> (default, description). Values are strings, as launch arguments are.
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    'namespace': ('', 'namespace of both nodes; detections go out on <namespace>/detections'),
+    'model': ('', 'ONNX model; empty: the default YOLOv3-tiny COCO model'),
+    'image_topic': ('image', 'camera image topic; several cameras: comma-separated'),
+    'compressed': ('false', 'subscribe to <image_topic>/compressed (CompressedImage)'),
+    'precision': ('fp32', 'engine precision: fp32, fp16 or int8'),
+    'conf': ('0.25', 'confidence threshold'),
+    'iou': ('0.45', 'NMS IoU threshold'),
+    'backend': ('auto', 'auto, tensorrt or onnxruntime'),
+    'cache_dir': ('', 'engine cache directory; empty: ~/.cache/yolo_trt_ros/engines'),
+    'publish_annotated': ('true', 'publish detections_image while someone subscribes'),
+    'params_file': ('', 'parameter YAML; empty: the installed config/detector.yaml'),
+}
+
+# node parameter -> launch argument that sets it
+BUILDER_FROM_ARGS = {'model': 'model', 'precision': 'precision', 'backend': 'backend',
+                     'cache_dir': 'cache_dir'}
+DETECTOR_FROM_ARGS = {'model': 'model', 'precision': 'precision', 'backend': 'backend',
+                      'cache_dir': 'cache_dir', 'image_topics': 'image_topic',
+                      'compressed': 'compressed', 'conf_threshold': 'conf',
+                      'iou_threshold': 'iou', 'publish_annotated': 'publish_annotated'}
+
+
+def default_params_file() -> Path:
+    """config/detector.yaml: from the ament index where installed with colcon, else from
+    the source tree (the pip route installs this package editable)."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        try:
+            return Path(get_package_share_directory('yolo_trt_ros')) / 'config' / 'detector.yaml'
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parents[1] / 'config' / 'detector.yaml'

@@ -1,0 +1,77 @@
+"""ROS messages <-> core types. No image or tensor math here: that lives in core."""
+from __future__ import annotations
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import (
+    BoundingBox2D,
+    Detection2D,
+    Detection2DArray,
+    LabelInfo,
+    ObjectHypothesisWithPose,
+    VisionClass,
+)
+
+from ..core.frames import CameraStats
+from ..core.images import ImageView, decode_compressed, view_image
+from ..core.postprocess import Detections
+
+
+def image_view(msg: Image | CompressedImage) -> ImageView:
+    """A zero-copy view of a raw Image, or the decoded CompressedImage. Raises ImageError."""
+    if isinstance(msg, CompressedImage):
+        return decode_compressed(msg.data, msg.format)
+    return view_image(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                      bool(msg.is_bigendian))
+
+
+def detection_array(det: Detections, header: Header, class_id_of) -> Detection2DArray:
+    """Detections (original pixels, xyxy) -> Detection2DArray with the image's header.
+
+    class_id_of(int) -> str: the label name, or the index as text (a parameter decides).
+    `id` stays empty for trackers to fill.
+    """
+    out = Detection2DArray(header=header)
+    boxes = det.boxes.astype(np.float64)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    for (cx, cy), (w, h), score, cid in zip(centres.tolist(), sizes.tolist(),
+                                            det.scores.tolist(), det.class_ids.tolist(),
+                                            strict=True):
+        d = Detection2D(header=header)
+        d.bbox = BoundingBox2D(size_x=w, size_y=h)
+        d.bbox.center.position.x, d.bbox.center.position.y = cx, cy
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id, hyp.hypothesis.score = class_id_of(cid), score
+        d.results.append(hyp)
+        out.detections.append(d)
+    return out
+
+
+def label_info(names: list[str], threshold: float, header: Header) -> LabelInfo:
+    return LabelInfo(header=header, threshold=float(threshold),
+                     class_map=[VisionClass(class_id=i, class_name=n) for i, n in enumerate(names)])
+
+
+def bgr_image(bgr: np.ndarray, header: Header) -> Image:
+    """(H, W, 3) uint8 BGR -> sensor_msgs/Image bgr8."""
+    h, w = bgr.shape[:2]
+    msg = Image(header=header, height=h, width=w, encoding='bgr8', is_bigendian=0, step=w * 3)
+    msg.data = np.ascontiguousarray(bgr).tobytes()
+    return msg
+
+
+def camera_status(name: str, topic: str, received: int, dropped: int,
+                  stats: CameraStats, backend: str) -> DiagnosticStatus:
+    """One camera's counters and latency percentiles as a DiagnosticStatus."""
+    bad = sum(stats.bad_input.values())
+    level = DiagnosticStatus.OK if bad == 0 else DiagnosticStatus.WARN
+    values = {'topic': topic, 'backend': backend, 'frames_in': received,
+              'processed': stats.processed, 'dropped': dropped, 'bad_input': bad}
+    values.update({f'bad_input.{cause}': n for cause, n in sorted(stats.bad_input.items())})
+    values.update({f'latency_ms.{k}': round(v, 2) for k, v in stats.percentiles_ms().items()})
+    return DiagnosticStatus(level=level, name=f'yolo_trt_ros: {name}', hardware_id=name,
+                            message='bad input seen' if bad else 'ok',
+                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

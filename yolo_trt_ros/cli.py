@@ -1,10 +1,9 @@
-"""`yolo-trt`: the detection pipeline without ROS (detect, build, fetch-assets, demo)."""
+"""`yolo-trt`: detect, build, launch, demo, fetch-assets."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from .core import assets
@@ -140,16 +139,16 @@ def cmd_fetch_assets(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The main job on any machine: the default model on the sample photos, CPU or GPU."""
-    images = [str(p) for p in assets.sample_image_paths()]
-    out = Path(args.save)
-    args = argparse.Namespace(images=images, model=None, backend=args.backend, engine=None,
-                              labels=None, conf=0.25, iou=0.45, max_det=300, json=False,
-                              save=str(out))
-    t0 = time.perf_counter()
-    rc = cmd_detect(args)
-    print(f'annotated images in {out}/ ({time.perf_counter() - t0:.1f} s)')
-    return rc
+    """The main job: sample photos -> image_source -> engine_builder -> detector."""
+    from .ros.demo import run_demo
+
+    return run_demo(Path(args.save), args.backend, args.frames)
+
+
+def cmd_launch(args) -> int:
+    from .launcher import run
+
+    return run(args.assignments)
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -184,8 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
                                             'the sample images (once; hashes pinned)')
     p.set_defaults(func=cmd_fetch_assets)
 
-    p = sub.add_parser('demo', help='run the default model on the sample images')
+    p = sub.add_parser('launch', help='start engine_builder, then detector (the nodes of '
+                                      'detect.launch.py) without ros2 launch')
+    p.add_argument('assignments', nargs='*', metavar='NAME:=VALUE',
+                   help='launch arguments, as for detect.launch.py')
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser('demo', help='the main job: publish the sample photos, build, detect, '
+                                    'print each result and save the annotated images')
     p.add_argument('--backend', default='auto', choices=('auto', 'onnxruntime', 'tensorrt'))
+    p.add_argument('--frames', type=int, default=4, help='frames to publish (default 4)')
     p.add_argument('--save', default='yolo_trt_demo', metavar='DIR')
     p.set_defaults(func=cmd_demo)
     return parser

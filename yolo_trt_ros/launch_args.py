@@ -30,16 +30,30 @@ DETECTOR_FROM_ARGS = {'model': 'model', 'precision': 'precision', 'backend': 'ba
                       'compressed': 'compressed', 'conf_threshold': 'conf',
                       'iou_threshold': 'iou', 'publish_annotated': 'publish_annotated'}
 
+# Python type of each node parameter set from a launch argument: launch arguments are
+# strings, and an empty string must stay a string, not become YAML's null.
+PARAM_TYPES = {'model': str, 'precision': str, 'backend': str, 'cache_dir': str,
+               'image_topics': str, 'compressed': bool, 'conf_threshold': float,
+               'iou_threshold': float, 'publish_annotated': bool}
 
-def default_params_file() -> Path:
-    """config/detector.yaml: from the ament index where installed with colcon, else from
-    the source tree (the pip route installs this package editable)."""
+
+def _config_file(name: str) -> Path:
+    """A file of config/: from the ament index where installed with colcon, else from the
+    source tree (the pip route installs this package editable)."""
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
         try:
-            return Path(get_package_share_directory('yolo_trt_ros')) / 'config' / 'detector.yaml'
-        except PackageNotFoundError:
+            return Path(get_package_share_directory('yolo_trt_ros')) / 'config' / name
+        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH at all
             pass
     except ImportError:
         pass
-    return Path(__file__).resolve().parents[1] / 'config' / 'detector.yaml'
+    return Path(__file__).resolve().parents[1] / 'config' / name
+
+
+def default_params_file() -> Path:
+    return _config_file('detector.yaml')
+
+
+def fastdds_profile() -> Path:
+    return _config_file('fastdds_large_frames.xml')

@@ -31,6 +31,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     'loop': (True, 'start again at the end'),
     'count': (0, 'stop after this many frames; 0: never'),
     'reliable': (True, 'reliable QoS (a best-effort subscriber still matches)'),
+    'wait_for_subscriber': (True, 'start publishing once a subscriber has matched'),
 }
 ENCODINGS = ('bgr8', 'rgb8', 'mono8', 'compressed')
 
@@ -88,6 +89,7 @@ class ImageSourceNode(Node):
         if not p['path']:
             raise ValueError('parameter path: give an image file, folder or video')
         self.encoding, self.frame_id, self.count = p['encoding'], p['frame_id'], p['count']
+        self.wait_for_subscriber = p['wait_for_subscriber']
         self.frames = frames_from(Path(p['path']), p['loop'])
         # Encode each distinct image once: a demo source should not cost more than a camera.
         self._cache: dict[int, Image | CompressedImage] = {}
@@ -101,6 +103,8 @@ class ImageSourceNode(Node):
         self.done = False
 
     def _tick(self) -> None:
+        if self.wait_for_subscriber and self.sent == 0 and self.pub.get_subscription_count() == 0:
+            return  # frames sent before anyone listens are lost: don't count them
         item = next(self.frames, None)
         if item is None or (self.count and self.sent >= self.count):
             self.done = True

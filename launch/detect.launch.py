@@ -1,0 +1,72 @@
+"""Build (or find) the engine, then detect: `ros2 launch yolo_trt_ros detect.launch.py`.
+
+engine_builder runs first; the detector starts only when it exited 0 (a failed build ends
+the launch with the reason). Both read config/detector.yaml (or params_file); the launch
+arguments below override it. Names and defaults come from yolo_trt_ros.launch_args, which
+`yolo-trt launch` uses too.
+"""
+import os
+
+from launch import LaunchDescription
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+from yolo_trt_ros.launch_args import (
+    BUILDER_FROM_ARGS,
+    DETECTOR_FROM_ARGS,
+    LAUNCH_ARGUMENTS,
+    PARAM_TYPES,
+    default_params_file,
+    fastdds_profile,
+)
+
+
+def _overrides(param_to_arg: dict) -> dict:
+    return {param: ParameterValue(LaunchConfiguration(arg), value_type=PARAM_TYPES[param])
+            for param, arg in param_to_arg.items()}
+
+
+def _nodes(context):
+    params_file = LaunchConfiguration('params_file').perform(context) or str(default_params_file())
+    namespace = LaunchConfiguration('namespace')
+    builder = Node(
+        package='yolo_trt_ros', executable='engine_builder', name='engine_builder',
+        namespace=namespace, output='screen',
+        parameters=[params_file, _overrides(BUILDER_FROM_ARGS)])
+    detector = Node(
+        package='yolo_trt_ros', executable='detector', name='detector',
+        namespace=namespace, output='screen',
+        parameters=[params_file, _overrides(DETECTOR_FROM_ARGS)])
+
+    def after_builder(event, _context):
+        if event.returncode == 0:
+            return [detector]
+        return [LogInfo(msg=f'engine_builder failed (exit {event.returncode}); '
+                            f'not starting the detector'),
+                EmitEvent(event=Shutdown(reason='engine build failed'))]
+
+    return [builder, RegisterEventHandler(OnProcessExit(target_action=builder,
+                                                        on_exit=after_builder))]
+
+
+def generate_launch_description():
+    arguments = [DeclareLaunchArgument(name, default_value=default, description=description)
+                 for name, (default, description) in LAUNCH_ARGUMENTS.items()]
+    actions = [*arguments]
+    if 'FASTDDS_DEFAULT_PROFILES_FILE' not in os.environ:  # a profile of your own wins
+        # Whole camera frames through shared memory (see config/fastdds_large_frames.xml).
+        actions.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
+                                              str(fastdds_profile())))
+    actions.append(OpaqueFunction(function=_nodes))
+    return LaunchDescription(actions)

@@ -1,0 +1,214 @@
+"""detect.launch.py checked statically (`launch` is not on PyPI), and `yolo-trt launch`
+and `yolo-trt demo` run for real. The static checks fail if a name drifts between the
+launch file, launch_args.py, config/detector.yaml, setup.py and the nodes."""
+from __future__ import annotations
+
+import ast
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rclpy.executors import SingleThreadedExecutor
+from ros_helpers import NodeProcess, make_node, ros_context, spin_until
+from vision_msgs.msg import Detection2DArray
+
+from yolo_trt_ros import launch_args
+from yolo_trt_ros.ros import builder_node, detector_node, image_source_node
+from yolo_trt_ros.ros.build_params import BUILD_PARAMETERS
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = ROOT / 'launch' / 'detect.launch.py'
+NODE_PARAMETERS = {
+    'engine_builder': {**BUILD_PARAMETERS, **builder_node.PARAMETERS},
+    'detector': {**BUILD_PARAMETERS, **detector_node.PARAMETERS},
+    'image_source': dict(image_source_node.PARAMETERS),
+}
+REQUIRED_ARGUMENTS = {'model', 'image_topic', 'compressed', 'precision', 'conf', 'iou',
+                      'backend', 'params_file', 'namespace'}
+
+
+def console_scripts() -> set[str]:
+    tree = ast.parse((ROOT / 'setup.py').read_text())
+    scripts = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and ' = ' in node.value:
+            scripts.add(node.value.split(' = ')[0].strip())
+    return scripts
+
+
+def launch_problems(launch_source: str, yaml_text: str, arguments: dict, builder_map: dict,
+                    detector_map: dict, param_types: dict) -> list[str]:
+    """Every way the launch file, YAML and nodes can disagree, as readable problems."""
+    problems = []
+    tree = ast.parse(launch_source)  # it parses
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+
+    def kwargs(call, name):
+        return [k.value for k in call.keywords if k.arg == name]
+
+    nodes = {}
+    for call in calls:
+        if getattr(call.func, 'id', None) == 'Node':
+            exe = [v.value for v in kwargs(call, 'executable') if isinstance(v, ast.Constant)]
+            name = [v.value for v in kwargs(call, 'name') if isinstance(v, ast.Constant)]
+            if not exe or not name:
+                problems.append('a Node without a literal executable and name')
+                continue
+            nodes[name[0]] = exe[0]
+    scripts = console_scripts()
+    for exe in nodes.values():
+        if exe not in scripts:
+            problems.append(f'executable {exe} is not a console script in setup.py')
+    if set(nodes) != {'engine_builder', 'detector'}:
+        problems.append(f'launch starts {sorted(nodes)}, expected engine_builder and detector')
+    # Every argument it reads is declared (the file declares all of LAUNCH_ARGUMENTS).
+    read = {c.args[0].value for c in calls if getattr(c.func, 'id', None) == 'LaunchConfiguration'
+            and c.args and isinstance(c.args[0], ast.Constant)}
+    read |= set(builder_map.values()) | set(detector_map.values())
+    problems += [f'launch argument {a} is read but not declared' for a in sorted(read - set(arguments))]
+    problems += [f'required launch argument {a} is missing'
+                 for a in sorted(REQUIRED_ARGUMENTS - set(arguments))]
+    if 'LAUNCH_ARGUMENTS.items()' not in launch_source or 'DeclareLaunchArgument' not in launch_source:
+        problems.append('the launch file does not declare LAUNCH_ARGUMENTS')
+    # Every parameter it sets is one the node declares, with the node's type.
+    for node, mapping in (('engine_builder', builder_map), ('detector', detector_map)):
+        for param in mapping:
+            if param not in NODE_PARAMETERS[node]:
+                problems.append(f'launch sets {node}.{param}, which the node does not declare')
+            elif type(NODE_PARAMETERS[node][param][0]) is not param_types.get(param):
+                problems.append(f'{node}.{param}: launch type {param_types.get(param)} differs '
+                                f'from the node default {NODE_PARAMETERS[node][param][0]!r}')
+    # Every key in the YAML is a parameter of the node(s) it is for; `/**` keys of one at
+    # least. A key a launch argument sets must sit under `/**`: rcl lets a node-specific
+    # section beat command-line overrides, which would silently ignore the argument.
+    doc = yaml.safe_load(yaml_text)
+    by_args = {'engine_builder': set(builder_map), 'detector': set(detector_map)}
+    for key, section in doc.items():
+        params = section['ros__parameters']
+        if key == '/**':
+            for param in params:
+                if not any(param in NODE_PARAMETERS[n] for n in nodes):
+                    problems.append(f'YAML /**: {param} is a parameter of no launched node')
+            continue
+        target = key.rsplit('/', 1)[-1]
+        if target not in NODE_PARAMETERS:
+            problems.append(f'YAML section {key} names no node of the launch file')
+            continue
+        for param in params:
+            if param not in NODE_PARAMETERS[target]:
+                problems.append(f'YAML {key}: {param} is not a parameter of {target}')
+            elif param in by_args.get(target, ()):
+                problems.append(f'YAML {key}: {param} is set by a launch argument; it must '
+                                f'sit under /** or the argument is ignored')
+    return problems
+
+
+def real_inputs():
+    return (LAUNCH_FILE.read_text(), (ROOT / 'config' / 'detector.yaml').read_text(),
+            launch_args.LAUNCH_ARGUMENTS, launch_args.BUILDER_FROM_ARGS,
+            launch_args.DETECTOR_FROM_ARGS, launch_args.PARAM_TYPES)
+
+
+def test_launch_file_yaml_and_nodes_agree():
+    assert launch_problems(*real_inputs()) == []
+
+
+@pytest.mark.parametrize('drift,expected', [
+    ('yaml_key', 'YAML /**/detector: max_detection is not a parameter of detector'),
+    ('yaml_shadow', 'YAML /**/detector: iou_threshold is set by a launch argument'),
+    ('executable', 'executable detectr is not a console script in setup.py'),
+    ('param', 'launch sets detector.confidence, which the node does not declare'),
+    ('argument', "launch argument image is read but not declared"),
+    ('type', 'detector.iou_threshold: launch type'),
+])
+def test_static_check_fails_when_a_name_drifts(drift, expected):
+    source, yaml_text, arguments, builder_map, detector_map, types = real_inputs()
+    detector_map, types = dict(detector_map), dict(types)
+    if drift == 'yaml_key':
+        yaml_text = yaml_text.replace('    max_detections:', '    max_detection:')
+    elif drift == 'yaml_shadow':
+        yaml_text = yaml_text.replace('    engine_path: ""', '    engine_path: ""\n    iou_threshold: 0.5')
+    elif drift == 'executable':
+        source = source.replace("executable='detector'", "executable='detectr'")
+    elif drift == 'param':
+        detector_map['confidence'] = detector_map.pop('conf_threshold')
+        types['confidence'] = float
+    elif drift == 'argument':
+        source = source.replace("LaunchConfiguration('params_file')", "LaunchConfiguration('image')")
+    elif drift == 'type':
+        types['iou_threshold'] = str
+    problems = launch_problems(source, yaml_text, arguments, builder_map, detector_map, types)
+    assert any(expected in p for p in problems), problems
+
+
+class YoloTrt:
+    """`yolo-trt ARGS` in its own process; output to a file, so that reading it can never
+    block on a pipe that a grandchild still holds."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        self.out = tempfile.TemporaryFile('w+')
+        self.proc = subprocess.Popen([sys.executable, '-m', 'yolo_trt_ros.cli', *args],
+                                     stdout=self.out, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.seek(0)
+        return self.proc.returncode, self.out.read()
+
+
+def test_yolo_trt_launch_runs_the_pair_and_stops_on_sigterm(bus_jpg, tmp_path):
+    launch = YoloTrt('launch', 'namespace:=robot1', f'cache_dir:={tmp_path}', 'conf:=0.5')
+    try:
+        with ros_context() as context:
+            executor = SingleThreadedExecutor(context=context)
+            node = make_node(context, 'launch_client', executor)
+            got: list[Detection2DArray] = []
+            node.create_subscription(Detection2DArray, '/robot1/detections', got.append, 10)
+            spin_until(executor, lambda: node.count_subscribers('/robot1/image') > 0,
+                       timeout=60, what='the detector in namespace robot1')
+            with NodeProcess('yolo_trt_ros.ros.image_source_node',
+                             {'path': str(bus_jpg), 'rate': 5.0},
+                             ros_args=['-r', '__ns:=/robot1']):
+                spin_until(executor, lambda: got, timeout=30, what='detections')
+            executor.shutdown()
+        assert min(d.results[0].hypothesis.score for d in got[0].detections) > 0.5  # conf:=0.5
+        start = time.monotonic()
+        launch.proc.send_signal(signal.SIGTERM)
+        rc, out = launch.finish(timeout=15)
+        assert time.monotonic() - start < 8  # both nodes stopped within a few seconds
+        assert rc == 0, out
+        assert 'built' in out and 'backend onnxruntime' in out
+    finally:
+        launch.finish(timeout=0)
+
+
+def test_yolo_trt_launch_stops_when_the_build_fails(tmp_path):
+    rc, out = YoloTrt('launch', f'model:={tmp_path}/missing.onnx', 'backend:=tensorrt').finish(60)
+    assert rc == 1
+    assert 'engine_builder failed (exit 1); not starting the detector' in out
+    assert re.search(r'cannot read ONNX model .*missing.onnx', out)
+
+
+def test_yolo_trt_launch_refuses_unknown_arguments():
+    rc, out = YoloTrt('launch', 'modle:=x.onnx').finish(30)
+    assert rc == 2 and "unknown argument 'modle'" in out
+
+
+def test_demo_prints_each_frame_and_saves_annotated_images(tmp_path):
+    rc, out = YoloTrt('demo', '--save', str(tmp_path / 'out'), '--frames', '2',
+                      cwd=tmp_path).finish(180)
+    assert rc == 0, out
+    lines = [line for line in out.splitlines() if line.startswith('frame ')]
+    assert len(lines) == 2 and all('latency' in line and 'person' in line for line in lines)
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['frame_001.jpg', 'frame_002.jpg']

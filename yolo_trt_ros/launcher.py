@@ -1,0 +1,131 @@
+"""`yolo-trt launch`: detect.launch.py's two nodes as processes, for machines without
+`ros2 launch` (the pip route). Same argument names and defaults (launch_args.py), same
+order: the detector starts only after engine_builder exited 0. Ctrl-C or SIGTERM stops
+every child within a few seconds.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable
+
+from .launch_args import (
+    BUILDER_FROM_ARGS,
+    DETECTOR_FROM_ARGS,
+    LAUNCH_ARGUMENTS,
+    default_params_file,
+    fastdds_profile,
+)
+
+STOP_TIMEOUT_S = 5.0
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """['model:=x.onnx', ...] -> the full argument set with defaults; ValueError on an
+    unknown name or a malformed item."""
+    values = {name: default for name, (default, _) in LAUNCH_ARGUMENTS.items()}
+    for item in items:
+        name, sep, value = item.partition(':=')
+        if not sep:
+            raise ValueError(f"'{item}': expected NAME:=VALUE")
+        if name not in LAUNCH_ARGUMENTS:
+            raise ValueError(f"unknown argument '{name}'; known: {', '.join(LAUNCH_ARGUMENTS)}")
+        values[name] = value
+    return values
+
+
+def param_args(params: dict[str, object]) -> list[str]:
+    """-p name:=value pairs for --ros-args (an empty string stays an empty string)."""
+    out = []
+    for name, value in params.items():
+        text = ('true' if value else 'false') if isinstance(value, bool) else str(value)
+        out += ['-p', f"{name}:={text if text else repr('')}"]
+    return out
+
+
+def node_command(module: str, args: dict[str, str], param_to_arg: dict[str, str]) -> list[str]:
+    command = [sys.executable, '-m', module, '--ros-args',
+               '--params-file', args['params_file'] or str(default_params_file())]
+    if args['namespace']:
+        command += ['-r', f"__ns:=/{args['namespace'].strip('/')}"]
+    return command + param_args({p: args[a] for p, a in param_to_arg.items()})
+
+
+class Launcher:
+    """Starts builder then detector; stop() (or a signal) ends them."""
+
+    def __init__(self, args: dict[str, str], log=print) -> None:
+        self.args, self.log = args, log
+        self.children: list[subprocess.Popen] = []
+        self.stopping = threading.Event()
+        self.env = dict(os.environ)
+        self.env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(fastdds_profile()))
+
+    def _start(self, module: str, param_to_arg: dict[str, str]) -> subprocess.Popen:
+        proc = subprocess.Popen(node_command(module, self.args, param_to_arg), env=self.env)
+        self.children.append(proc)
+        return proc
+
+    def start(self) -> int:
+        """Run the builder to its end, then start the detector. 0 when it is running."""
+        builder = self._start('yolo_trt_ros.ros.builder_node', BUILDER_FROM_ARGS)
+        rc = builder.wait()
+        if self.stopping.is_set():
+            return 130
+        if rc != 0:
+            self.log(f'yolo-trt launch: engine_builder failed (exit {rc}); not starting the '
+                     f'detector')
+            return rc
+        self.detector = self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS)
+        return 0
+
+    def wait(self) -> int:
+        return self.detector.wait()
+
+    def interrupt(self) -> None:
+        """SIGINT to every running child. Safe in a signal handler: it never waits (the
+        interrupted main thread may hold a child's wait lock)."""
+        self.stopping.set()
+        for proc in self.children:
+            if proc.returncode is None:
+                try:
+                    proc.send_signal(signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+
+    def stop(self) -> None:
+        """interrupt(), then SIGKILL to any child still running after the timeout."""
+        self.interrupt()
+        for proc in self.children:
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run(items: list[str]) -> int:
+    try:
+        args = parse_assignments(items)
+    except ValueError as exc:
+        print(f'yolo-trt launch: {exc}', file=sys.stderr)
+        return 2
+    launcher = Launcher(args, log=lambda m: print(m, file=sys.stderr))
+
+    def on_signal(signum, _frame) -> None:
+        launcher.interrupt()  # the main thread's wait returns; `finally` reaps
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = launcher.start()
+        if rc != 0:
+            return rc
+        rc = launcher.wait()
+        return 0 if launcher.stopping.is_set() else rc
+    finally:
+        launcher.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -78,3 +78,13 @@ def zidane_jpg() -> Path:
     if not path.is_file():
         pytest.fail(f'sample image {path} missing: run `bash pip_env/setup.sh` first')
     return path
+
+
+def pytest_runtest_setup(item):
+    """Tests marked gpu run where a CUDA device answers, and are skipped (with the reason)
+    elsewhere: CI has no GPU, the lent H100 has."""
+    if item.get_closest_marker('gpu'):
+        from yolo_trt_ros.core.cuda import probe_gpu
+        gpu = probe_gpu()
+        if gpu.count == 0:
+            pytest.skip(f'needs a GPU: {gpu.reason}')

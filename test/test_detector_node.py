@@ -53,6 +53,10 @@ class Client:
 @contextmanager
 def running(**params):
     params.setdefault('backend', 'onnxruntime')
+    # Reliable input QoS: a frame published once is delivered even while discovery is
+    # still settling on a loaded machine (best effort would drop it; the overload test
+    # keeps the sensor-data default on purpose).
+    params.setdefault('qos_reliability', 'reliable')
     with NodeProcess(DETECTOR, params) as proc, ros_context() as context:
         proc.wait_for_output('-> ')  # subscriptions made
         client = Client(context)
@@ -227,22 +231,27 @@ def test_corrupt_compressed_frame_is_skipped(bus_jpg):
 def test_overload_drops_stale_frames_with_bounded_latency_and_memory():
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    with running() as (proc, client):
+    with running(qos_reliability='best_effort') as (proc, client):
         results = client.collect(Detection2DArray, 'detections')
         diags = client.collect(DiagnosticArray, '/diagnostics')
         pub = client.publisher(Image, 'image')
         msg = to_message(base, 'bgr8')
         rss = []
-        sent_at: dict[int, float] = {}
         for i in range(2000):
             msg.header.stamp.sec = i
-            sent_at[i] = time.monotonic()
             pub.publish(msg)
             client.executor.spin_once(timeout_sec=0)
             if i in (500, 1999):
                 rss.append(proc.rss_kib())
-        client.wait(lambda: results and results[-1].header.stamp.sec == 1999,
-                    'the result for the last frame', timeout=60)
+        # Then a marker frame, repeated until its result is back (best effort may drop any
+        # single frame): everything before it has been either processed or dropped.
+        markers, deadline = 0, time.monotonic() + 60
+        msg.header.stamp.sec = 100000
+        while not (results and results[-1].header.stamp.sec == 100000):
+            assert time.monotonic() < deadline, 'no result for the marker frame'
+            pub.publish(msg)
+            markers += 1
+            client.executor.spin_once(timeout_sec=0.2)
         done_at = len(diags)
 
         def settled() -> bool:  # a diagnostics message sent after the last result
@@ -256,7 +265,7 @@ def test_overload_drops_stale_frames_with_bounded_latency_and_memory():
     dropped = int(values['dropped'])
     # What reached the node was either processed or replaced by a newer frame (depth-1
     # best-effort QoS lets DDS drop some before that, too): never queued.
-    assert processed + dropped == frames_in <= 2000
+    assert processed + dropped == frames_in <= 2000 + markers
     assert dropped > processed and len(results) == processed
     # Keep-newest: a result is for a frame at most a few processing times old.
     assert float(values['latency_ms.p99']) < 2000

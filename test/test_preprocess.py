@@ -116,3 +116,14 @@ def test_resized_image_matches_an_independent_resize():
 def test_bad_channel_order_is_refused():
     with pytest.raises(ValueError, match="channel_order must be 'rgb' or 'bgr'"):
         Preprocessor(8, 8, channel_order='rgba')
+
+
+def test_padding_is_rewritten_when_the_geometry_of_a_slot_changes():
+    pre = Preprocessor(32, 32)
+    pre(_view(np.full((16, 32, 3), 200, np.uint8), 'rgb'))  # wide: band in rows 8..24
+    box = pre(_view(np.full((32, 16, 3), 50, np.uint8), 'rgb'))  # tall: band in cols 8..24
+    assert (box.pad_x, box.pad_y) == (8, 0)
+    t = pre.buffer[0]
+    np.testing.assert_allclose(t[:, :, :8], PAD_VALUE / 255, atol=1e-6)  # the old band is gone
+    np.testing.assert_allclose(t[:, :, 24:], PAD_VALUE / 255, atol=1e-6)
+    np.testing.assert_allclose(t[:, :, 8:24], 50 / 255, atol=1e-6)

@@ -18,8 +18,10 @@ from gpu_runtime_double import (
 
 from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
 from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
-from yolo_trt_ros.core.cuda import CudaRuntime, probe_gpu
+from yolo_trt_ros.core.cuda import CudaRuntime
+from yolo_trt_ros.core.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.errors import BackendError, EngineError
+from yolo_trt_ros.core.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 # Modules that call TensorRT, and which TensorRT class each receiver name stands for.
@@ -150,8 +152,6 @@ def test_missing_engine_file(tmp_path):
 
 @pytest.mark.gpu
 def test_real_cuda_memory_with_the_runtime_double(tmp_path, model):
-    if not probe_gpu().count:
-        pytest.skip(f'no GPU: {probe_gpu().reason}')
     batch = np.random.default_rng(2).uniform(0, 1, (3, 3, 32, 32)).astype(np.float32)
     double = TensorRTRuntimeDouble(memory=CudaDeviceAccess())
     with TensorRTBackend(engine_file(tmp_path, model), trt=double,
@@ -160,3 +160,22 @@ def test_real_cuda_memory_with_the_runtime_double(tmp_path, model):
             np.testing.assert_allclose(backend.infer(batch)[0], ref.infer(batch)[0], rtol=1e-6)
         one = batch[1:2] * 0.5  # a new batch size re-plans the buffers
         np.testing.assert_allclose(backend.infer(one)[0], ref.infer(one)[0], rtol=1e-6)
+
+
+@pytest.mark.gpu
+def test_gpu_path_detects_what_the_cpu_path_detects(tmp_path, default_model, bus_jpg):
+    """Frame -> GPU letterbox kernel -> engine input on the device -> (runtime double) ->
+    outputs: the same detections as the CPU path with ONNX Runtime."""
+    engine = tmp_path / 'default.engine'
+    engine.write_bytes(plan_for(default_model))
+    backend = TensorRTBackend(engine, trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()))
+    image = read_image(str(bus_jpg))
+    with Detector(backend, None, 'yolov8') as gpu, \
+            Detector.open(DetectorConfig(default_model, backend='onnxruntime')) as cpu:
+        assert gpu.preprocess_device == 'gpu' and cpu.preprocess_device == 'cpu'
+        for _ in range(3):  # buffers and kernel reused
+            a = gpu.detect([image])[0]
+        b = cpu.detect([image])[0]
+    assert a.class_ids.tolist() == b.class_ids.tolist()
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=3.0)  # px; inputs differ by <= 1/255
+    np.testing.assert_allclose(a.scores, b.scores, atol=0.02)

@@ -13,7 +13,7 @@ from .errors import ModelError
 from .images import ImageView
 from .labels import check_class_count, labels_from_metadata, load_labels
 from .postprocess import FORMATS, Detections, PostprocessConfig, detect_format, postprocess
-from .preprocess import Letterbox, Preprocessor
+from .preprocess import Preprocessor
 
 DEFAULT_INPUT_SIZE = 640  # for models whose input height/width are dynamic
 
@@ -26,6 +26,7 @@ class DetectorConfig:
     labels: Path | None = None  # overrides the names in the model's metadata
     output_format: str = 'auto'
     post: PostprocessConfig = PostprocessConfig()
+    gpu_preprocess: str = 'auto'  # auto: on the GPU wherever the backend is TensorRT
 
 
 @dataclass
@@ -42,7 +43,8 @@ class Detector:
 
     def __init__(self, backend: Backend, names: list[str] | None = None,
                  output_format: str = 'auto',
-                 post: PostprocessConfig = PostprocessConfig()) -> None:
+                 post: PostprocessConfig = PostprocessConfig(),
+                 gpu_preprocess: str = 'auto') -> None:
         self.backend = backend
         spec = backend.input
         batch, _, h, w = spec.shape
@@ -71,6 +73,7 @@ class Detector:
             check_class_count(names, model_classes, 'the labels')
         self.post = post
         self.times = StageTimes()
+        self._gpu_pre = self._gpu_preprocessor(gpu_preprocess)
 
     @classmethod
     def open(cls, config: DetectorConfig) -> Detector:
@@ -78,10 +81,34 @@ class Detector:
         try:
             names = (load_labels(config.labels) if config.labels is not None
                      else labels_from_metadata(backend.info.metadata))
-            return cls(backend, names, config.output_format, config.post)
+            return cls(backend, names, config.output_format, config.post,
+                       config.gpu_preprocess)
         except BaseException:
             backend.close()
             raise
+
+    def _gpu_preprocessor(self, mode: str):
+        """The GPU path where the backend keeps its input on the GPU (TensorRT): 'auto'
+        takes it when possible, 'off' never, 'on' insists."""
+        if mode not in ('auto', 'on', 'off'):
+            raise ValueError(f"gpu_preprocess must be auto, on or off, not '{mode}'")
+        from .cuda import probe_gpu
+
+        on_device = hasattr(self.backend, 'input_device_ptr') and probe_gpu().count > 0
+        if mode == 'off' or (mode == 'auto' and not on_device):
+            return None
+        if not on_device:
+            raise ModelError(f'gpu_preprocess on needs the TensorRT backend on a GPU, not '
+                             f'{self.backend.info.name} ({probe_gpu().reason or "no GPU"})')
+        from .gpu_preprocess import GpuPreprocessor
+
+        return GpuPreprocessor(*self.input_size, batch=self._pre.batch,
+                               dtype=self.backend.input.dtype, stream=self.backend.stream,
+                               out_ptr=0)
+
+    @property
+    def preprocess_device(self) -> str:
+        return 'gpu' if self._gpu_pre is not None else 'cpu'
 
     def set_post(self, **changes) -> None:
         """Change thresholds and filters at run time (validated as a whole)."""
@@ -105,9 +132,16 @@ class Detector:
         if self.max_batch is None and self._pre.batch != len(images):
             self._pre = Preprocessor(*self.input_size, batch=len(images),
                                      dtype=self.backend.input.dtype)
-        boxes: list[Letterbox] = [self._pre(image, slot) for slot, image in enumerate(images)]
-        t1 = time.perf_counter()
-        output = self.backend.infer(self._pre.buffer)[0]
+        shape = self._pre.buffer.shape
+        if self._gpu_pre is not None:  # letterbox on the GPU, straight into the engine input
+            self._gpu_pre.out_ptr = self.backend.input_device_ptr(shape)
+            boxes = [self._gpu_pre(image, slot) for slot, image in enumerate(images)]
+            t1 = time.perf_counter()
+            output = self.backend.infer_device(shape)[0]
+        else:
+            boxes = [self._pre(image, slot) for slot, image in enumerate(images)]
+            t1 = time.perf_counter()
+            output = self.backend.infer(self._pre.buffer)[0]
         t2 = time.perf_counter()
         results = [postprocess(output[i], self.output_format, box, self.post)
                    for i, box in enumerate(boxes)]
@@ -116,6 +150,8 @@ class Detector:
         return results
 
     def close(self) -> None:
+        if self._gpu_pre is not None:
+            self._gpu_pre.close()
         self.backend.close()
 
     def __enter__(self) -> Detector:

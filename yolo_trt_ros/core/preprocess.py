@@ -65,8 +65,9 @@ class Letterbox:
 class Preprocessor:
     """Writes letterboxed, normalised CHW images into `buffer` (B, 3, H, W).
 
-    The buffer is allocated once; a per-source-size canvas (uint8, padded with 114 once)
-    is reused, so a steady stream of frames allocates nothing but OpenCV's resize output.
+    The buffer and a resize target per source size are allocated once, so a steady stream
+    of frames allocates nothing. Only the image band is written per frame: the padding
+    stays from the last frame of the same geometry.
     """
 
     def __init__(self, height: int, width: int, batch: int = 1, channel_order: str = 'rgb',
@@ -77,35 +78,39 @@ class Preprocessor:
         self.channel_order = channel_order
         self.buffer = np.empty((batch, 3, height, width), dtype=dtype)
         self._canvases: dict[tuple[int, int, int], tuple[Letterbox, np.ndarray]] = {}
+        # The letterbox last written to each slot: while it stays the same, the padding in
+        # the buffer is already right and only the image band is rewritten.
+        self._slot_boxes: list[Letterbox | None] = [None] * batch
 
-    def _canvas(self, h: int, w: int, c: int) -> tuple[Letterbox, np.ndarray]:
+    def _resized(self, h: int, w: int, c: int) -> tuple[Letterbox, np.ndarray]:
         key = (h, w, c)
         entry = self._canvases.get(key)
         if entry is None:
             if len(self._canvases) > 16:  # many sizes (a misbehaving source): start over
                 self._canvases.clear()
             box = Letterbox.fit(w, h, self.width, self.height)
-            canvas = np.full((self.height, self.width, c), PAD_VALUE, dtype=np.uint8)
-            entry = self._canvases[key] = (box, canvas)
+            entry = self._canvases[key] = (box, np.empty((box.new_height, box.new_width, c),
+                                                         dtype=np.uint8))
         return entry
 
     def __call__(self, image: ImageView, slot: int = 0) -> Letterbox:
         """Letterbox `image` into buffer[slot]; returns the geometry."""
         pixels = image.pixels
         h, w, c = pixels.shape
-        box, canvas = self._canvas(h, w, c)
-        inner = canvas[box.pad_y:box.pad_y + box.new_height,
-                       box.pad_x:box.pad_x + box.new_width]
-        if (h, w) == (box.new_height, box.new_width):
-            inner[...] = pixels
+        box, resized = self._resized(h, w, c)
+        if (h, w) != (box.new_height, box.new_width):
+            cv2.resize(pixels, (box.new_width, box.new_height),
+                       dst=resized if c > 1 else resized[:, :, 0],
+                       interpolation=cv2.INTER_LINEAR)
         else:
-            # Writes straight into the canvas (dst shares its memory): no extra copy.
-            cv2.resize(pixels, (box.new_width, box.new_height), dst=inner.reshape(
-                box.new_height, box.new_width, c) if c > 1 else inner[:, :, 0],
-                interpolation=cv2.INTER_LINEAR)
+            resized = pixels  # already the right size: read the frame itself
         out = self.buffer[slot]
+        if self._slot_boxes[slot] != box:
+            out[...] = PAD_VALUE / 255
+            self._slot_boxes[slot] = box
+        band = out[:, box.pad_y:box.pad_y + box.new_height, box.pad_x:box.pad_x + box.new_width]
         for plane, channel in enumerate(self._source_channels(image.order)):
-            np.multiply(canvas[:, :, channel], np.float32(1 / 255), out=out[plane],
+            np.multiply(resized[:, :, channel], np.float32(1 / 255), out=band[plane],
                         dtype=np.float32, casting='same_kind')
         return box
 

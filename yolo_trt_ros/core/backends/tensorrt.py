@@ -145,17 +145,38 @@ class TensorRTBackend:
         if batch.dtype != self.input.dtype:
             raise BackendError(f"input '{self.input.name}' wants {self.input.dtype}, "
                                f'got {batch.dtype}')
-        buffers = self._buffers if batch.shape == self._shape else self._prepare(batch.shape)
-        cuda, stream, name = self._cuda, self._stream, self.input.name
-        host_in = buffers.host[name]
+        buffers = self._buffers_for(batch.shape)
+        host_in = buffers.host[self.input.name]
         np.copyto(host_in, batch)
-        cuda.copy_to_device(buffers.device[name], host_in.ctypes.data, host_in.nbytes, stream)
-        if not self._context.execute_async_v3(stream):
+        self._cuda.copy_to_device(buffers.device[self.input.name], host_in.ctypes.data,
+                                  host_in.nbytes, self._stream)
+        return self._execute(buffers)
+
+    # -- for GPU preprocessing: the input is written on the device, on this stream -------
+    @property
+    def stream(self) -> int:
+        return self._stream
+
+    def input_device_ptr(self, shape: tuple[int, ...]) -> int:
+        """The device input buffer for shape (allocated on the first call for it)."""
+        return self._buffers_for(tuple(shape)).device[self.input.name]
+
+    def infer_device(self, shape: tuple[int, ...]) -> list[np.ndarray]:
+        """Run on the input already queued into input_device_ptr(shape) on `stream`."""
+        return self._execute(self._buffers_for(tuple(shape)))
+
+    def _buffers_for(self, shape: tuple[int, ...]) -> _Buffers:
+        return self._buffers if shape == self._shape else self._prepare(shape)
+
+    def _execute(self, buffers: _Buffers) -> list[np.ndarray]:
+        """Enqueue the engine and the output downloads; one synchronisation."""
+        if not self._context.execute_async_v3(self._stream):
             raise BackendError('TensorRT execute_async_v3 failed (see the TensorRT log)')
         for spec in self.outputs:
             host = buffers.host[spec.name]
-            cuda.copy_to_host(host.ctypes.data, buffers.device[spec.name], host.nbytes, stream)
-        cuda.stream_synchronize(stream)
+            self._cuda.copy_to_host(host.ctypes.data, buffers.device[spec.name], host.nbytes,
+                                    self._stream)
+        self._cuda.stream_synchronize(self._stream)
         return [buffers.host[spec.name] for spec in self.outputs]
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""`yolo-trt`: detect, build, launch, demo, fetch-assets."""
+"""`yolo-trt`: detect, build, launch, demo, bench, fetch-assets."""
 from __future__ import annotations
 
 import argparse
@@ -145,6 +145,12 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.save), args.backend, args.frames)
 
 
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.frames, args.warmup, args.json, args.model)
+
+
 def cmd_launch(args) -> int:
     from .launcher import run
 
@@ -182,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('fetch-assets', help='download and convert the default model and '
                                             'the sample images (once; hashes pinned)')
     p.set_defaults(func=cmd_fetch_assets)
+
+    p = sub.add_parser('bench', help='time every stage at 640x480, 1280x720 and 1920x1080, '
+                                     'ours beside the straightforward way')
+    p.add_argument('--frames', type=int, default=300, help='timed frames per stage')
+    p.add_argument('--warmup', type=int, default=30, help='untimed frames first')
+    p.add_argument('--json', metavar='PATH', help='also write the results as JSON')
+    p.add_argument('--model', help='ONNX model for the inference stage (default model)')
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('launch', help='start engine_builder, then detector (the nodes of '
                                       'detect.launch.py) without ros2 launch')

@@ -1,0 +1,133 @@
+"""Capacity: can one detector node keep up with N cameras at F fps?
+
+    python bench/capacity.py [--cameras 8] [--fps 30] [--size 1920x1080] [--seconds 20]
+
+Publisher processes send N bgr8 streams (each on its own topic, paced to F fps) to one
+detector node with N input topics, batching the newest frame of every camera into one
+inference call. Inference is taken out: the detector runs the null-inference model
+(bench/common.py: YOLOv8n-640 input and output shapes, a fixed realistic output, run by
+ONNX Runtime; its cost, about a ReduceMean over the batch, is included). Everything else
+is the real node: DDS transport, deserialisation, keep-newest slots, preprocessing (CPU, or
+GPU where the backend is TensorRT, which it is not here), decode, NMS, publishing.
+Counts come from the node's own diagnostics.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, null_model, start_node, stop, workdir
+
+
+def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float) -> None:
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from yolo_trt_ros.ros.image_source_node import to_message
+
+    rclpy.init()
+    node = Node(f'capacity_pub_{os.getpid()}')
+    pubs = [node.create_publisher(Image, t, qos_profile_sensor_data) for t in topics]
+    msg = to_message(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8),
+                     'bgr8')
+    deadline = time.monotonic() + 30
+    while any(p.get_subscription_count() == 0 for p in pubs) and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    period, start = 1.0 / fps, time.perf_counter()
+    frame = 0
+    while time.perf_counter() - start < seconds:
+        msg.header.stamp = node.get_clock().now().to_msg()
+        for p in pubs:
+            p.publish(msg)
+        frame += 1
+        delay = start + frame * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # pacing a load generator, not waiting for a result
+    print(json.dumps({'published_per_camera': frame}), flush=True)
+    rclpy.shutdown()
+
+
+def main() -> int:
+    import subprocess
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--cameras', type=int, default=8)
+    parser.add_argument('--fps', type=float, default=30.0)
+    parser.add_argument('--size', default='1920x1080')
+    parser.add_argument('--seconds', type=float, default=20.0)
+    parser.add_argument('--publishers', type=int, default=0, help='processes (default: auto)')
+    parser.add_argument('--json')
+    parser.add_argument('--publish', nargs='*', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    w, h = (int(v) for v in args.size.split('x'))
+    if args.publish is not None:
+        publisher(args.publish, args.fps, h, w, args.seconds)
+        return 0
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+
+    tmp = workdir()
+    env = environment(profile=True)
+    os.environ.update({k: v for k, v in env.items() if k == 'FASTDDS_DEFAULT_PROFILES_FILE'})
+    topics = [f'cam{i}/image' for i in range(args.cameras)]
+    det = start_node('yolo_trt_ros.ros.detector_node',
+                     {'model': str(null_model(tmp, batch='N')), 'backend': 'onnxruntime',
+                      'image_topics': ','.join(topics), 'publish_annotated': False},
+                     env, tmp / 'detector.log')
+    rclpy.init()
+    node = Node('capacity_bench')
+    diags: list[DiagnosticArray] = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    n_pub = args.publishers or max(1, min(args.cameras, (os.cpu_count() or 2) // 2))
+    groups = [topics[i::n_pub] for i in range(n_pub)]
+    pubs = [subprocess.Popen([sys.executable, __file__, '--fps', str(args.fps), '--size',
+                              args.size, '--seconds', str(args.seconds), '--publish', *g],
+                             env=env, stdout=subprocess.PIPE, text=True) for g in groups]
+    end = time.monotonic() + args.seconds + 40
+    while any(p.poll() is None for p in pubs) and time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    settle = time.monotonic() + 3
+    while time.monotonic() < settle:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    published = sum(json.loads(p.stdout.read().strip().splitlines()[-1])['published_per_camera']
+                    * len(g) for p, g in zip(pubs, groups, strict=True))
+    stop(det)
+    cams = []
+    for status in diags[-1].status:
+        v = {kv.key: kv.value for kv in status.values}
+        cams.append({'camera': status.name, 'frames_in': int(v['frames_in']),
+                     'processed': int(v['processed']), 'dropped': int(v['dropped']),
+                     'latency_p50_ms': float(v.get('latency_ms.p50', 'nan')),
+                     'latency_p99_ms': float(v.get('latency_ms.p99', 'nan'))})
+    total_in = sum(c['frames_in'] for c in cams)
+    result = {'cameras': args.cameras, 'fps': args.fps, 'size': args.size,
+              'seconds': args.seconds, 'publisher_processes': n_pub, 'published': published,
+              'received': total_in, 'processed': sum(c['processed'] for c in cams),
+              'dropped_in_node': sum(c['dropped'] for c in cams),
+              'lost_before_node': published - total_in,
+              'processed_fps': round(sum(c['processed'] for c in cams) / args.seconds, 1),
+              'per_camera': cams}
+    print(json.dumps({k: v for k, v in result.items() if k != 'per_camera'}, indent=1))
+    for c in cams:
+        print(c)
+    if args.json:
+        from yolo_trt_ros.bench import machine_info
+        Path(args.json).write_text(json.dumps({'machine': machine_info(), 'result': result},
+                                              indent=2))
+    rclpy.shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared pieces of the ROS benchmarks: the null-inference model and node processes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from yolo_trt_ros.core.synthetic import constant_output_model, yolov8_output
+from yolo_trt_ros.launcher import param_args
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / 'config' / 'fastdds_large_frames.xml'
+
+
+def null_model(directory: Path, batch: int | str = 1) -> Path:
+    """YOLOv8n-640 shapes ((N, 3, 640, 640) -> (N, 84, 8400)) with inference taken out: the
+    graph only reads the input (ReduceMean) and adds a fixed, realistic output."""
+    return constant_output_model(directory / f'null_yolov8_640_b{batch}.onnx',
+                                 yolov8_output(), (640, 640), batch=batch)
+
+
+def start_node(module: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, '-m', module, '--ros-args', *param_args(params)],
+                            env=env, stdout=open(log, 'w'), stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def environment(profile: bool) -> dict:
+    env = dict(os.environ)
+    env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
+    if profile:
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(PROFILE)
+    return env
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix='yolo_trt_bench_'))

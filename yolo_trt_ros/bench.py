@@ -203,6 +203,13 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> None:
                           np.float32).reshape(output.shape)
     cuda.copy_to_device(d_out, output.ctypes.data, out_bytes, stream)
     try:
+        with GpuPreprocessor(INPUT, INPUT, stream=stream, cuda=cuda, staging='direct') as direct:
+            def upload_direct():
+                direct(view)
+                cuda.stream_synchronize(stream)
+
+            report.add('preprocess GPU: upload from pageable + kernel', size,
+                       measure(upload_direct, frames, warmup), 'staging=direct')
         with GpuPreprocessor(INPUT, INPUT, stream=stream, cuda=cuda) as gpu:
             def preprocess():
                 gpu(view)

@@ -200,7 +200,8 @@ class GpuPreprocessor:
     def __init__(self, height: int, width: int, batch: int = 1, dtype=np.float32,
                  channel_order: str = 'rgb', stream: int = 0, out_ptr: int | None = None,
                  cuda: CudaRuntime | None = None,
-                 compute_capability: tuple[int, int] | None = None) -> None:
+                 compute_capability: tuple[int, int] | None = None,
+                 staging: str = 'pinned') -> None:
         from .cuda import probe_gpu
 
         self.cuda = cuda or CudaRuntime()
@@ -210,6 +211,12 @@ class GpuPreprocessor:
             raise ValueError(f'GPU preprocessing writes float32 or float16, not {self.dtype}')
         self.channel_order = channel_order
         self.stream = stream
+        if staging not in ('pinned', 'direct'):
+            raise ValueError(f"staging must be 'pinned' or 'direct', not '{staging}'")
+        # pinned: copy the frame into pinned memory, then an asynchronous DMA upload.
+        # direct: cudaMemcpyAsync from the frame's own (pageable) memory; the driver stages
+        # it and the call returns once the source may be reused (contiguous frames only).
+        self.staging = staging
         cc = compute_capability or probe_gpu().compute_capability
         if cc is None:
             raise CudaError(f'no GPU for GPU preprocessing: {probe_gpu().reason}')
@@ -242,9 +249,12 @@ class GpuPreprocessor:
             box = self._boxes[(h, w)] = Letterbox.fit(w, h, self.width, self.height)
         nbytes = h * w * c
         st = self._stage(slot, nbytes)
-        staged = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(st.host), np.uint8)
-        np.copyto(staged.reshape(h, w, c), pixels)  # the one CPU copy: strided -> pinned
-        self.cuda.copy_to_device(st.device, st.host, nbytes, self.stream)
+        if self.staging == 'direct' and pixels.flags.c_contiguous:
+            self.cuda.copy_to_device(st.device, pixels.ctypes.data, nbytes, self.stream)
+        else:
+            staged = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(st.host), np.uint8)
+            np.copyto(staged.reshape(h, w, c), pixels)  # the one CPU copy: -> pinned
+            self.cuda.copy_to_device(st.device, st.host, nbytes, self.stream)
         channels = (0, 0, 0) if image.order == GRAY else tuple(
             image.order.index(ch) for ch in self.channel_order)
         args = [np.uint64(st.device), np.int32(w), np.int32(h), np.int32(w * c), np.int32(c),

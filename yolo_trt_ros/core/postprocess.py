@@ -85,32 +85,38 @@ def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     return np.concatenate([xywh[:, 0:2] - half, xywh[:, 0:2] + half], axis=1)
 
 
-def _best_class(scores: np.ndarray, cfg: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
-    """scores: (C, A) -> (best score (A,), its class id (A,)) over the allowed classes."""
-    if cfg.classes is None:
-        ids = scores.argmax(axis=0)
-        return np.take_along_axis(scores, ids[None], axis=0)[0], ids
-    allowed = np.asarray([c for c in cfg.classes if 0 <= c < scores.shape[0]], dtype=np.int64)
-    if allowed.size == 0:
-        return np.zeros(scores.shape[1], scores.dtype), np.zeros(scores.shape[1], np.int64)
-    sub = scores[allowed]
-    idx = sub.argmax(axis=0)
-    return np.take_along_axis(sub, idx[None], axis=0)[0], allowed[idx]
+def _best_class(scores: np.ndarray, cfg: PostprocessConfig):
+    """scores: (C, A) -> (kept anchor indices, their best score, its class id) for the
+    anchors whose best allowed class scores above the threshold.
+
+    The max over classes is a fast vectorised reduction; argmax over the same axis is
+    ~10x slower (0.96 vs 0.10 ms on (80, 8400)), so it runs only on the few anchors kept.
+    """
+    allowed = None
+    if cfg.classes is not None:
+        allowed = np.asarray([c for c in cfg.classes if 0 <= c < scores.shape[0]], np.int64)
+        if allowed.size == 0:
+            empty = np.zeros(0, np.int64)
+            return empty, np.zeros(0, scores.dtype), empty
+        scores = scores[allowed]
+    keep = np.flatnonzero(scores.max(axis=0) > cfg.conf_threshold)
+    sub = scores[:, keep]
+    ids = sub.argmax(axis=0)
+    best = sub[ids, np.arange(keep.size)]
+    return keep, best, (ids if allowed is None else allowed[ids])
 
 
 def _candidates(output: np.ndarray, fmt: str, cfg: PostprocessConfig):
     """One image's output -> (boxes xyxy (M, 4), scores (M,), class ids (M,)) above the
     confidence threshold, in model-input pixels."""
     if fmt == 'yolov8':  # (4+C, A): reduce over classes first, touch boxes only for hits
-        scores, ids = _best_class(output[4:], cfg)
-        keep = np.flatnonzero(scores > cfg.conf_threshold)
-        return _xywh_to_xyxy(output[:4, keep].T), scores[keep], ids[keep]
+        keep, scores, ids = _best_class(output[4:], cfg)
+        return _xywh_to_xyxy(output[:4, keep].T), scores, ids
     if fmt == 'yolov5':  # (A, 5+C)
         obj = output[:, 4]
         rows = output[obj > cfg.conf_threshold]
-        scores, ids = _best_class((rows[:, 5:] * rows[:, 4:5]).T, cfg)
-        keep = np.flatnonzero(scores > cfg.conf_threshold)
-        return _xywh_to_xyxy(rows[keep, :4]), scores[keep], ids[keep]
+        keep, scores, ids = _best_class((rows[:, 5:] * rows[:, 4:5]).T, cfg)
+        return _xywh_to_xyxy(rows[keep, :4]), scores, ids
     if fmt == 'end2end':  # (K, 6)
         ids = output[:, 5].astype(np.int64)
         keep = output[:, 4] > cfg.conf_threshold

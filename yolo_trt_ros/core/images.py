@@ -141,5 +141,5 @@ def to_bgr(view: ImageView) -> np.ndarray:
     codes = {RGB: cv2.COLOR_RGB2BGR, RGBA: cv2.COLOR_RGBA2BGR, BGRA: cv2.COLOR_BGRA2BGR,
              GRAY: cv2.COLOR_GRAY2BGR}
     if view.order == BGR:
-        return np.ascontiguousarray(view.pixels)
+        return np.array(view.pixels, order='C', copy=True)  # writable, even over read-only bytes
     return cv2.cvtColor(np.ascontiguousarray(view.pixels), codes[view.order])

@@ -14,6 +14,7 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
+from ..core.cdr import parse_compressed, parse_image
 from ..core.frames import CameraStats
 from ..core.images import ImageView, decode_compressed, view_image
 from ..core.postprocess import Detections
@@ -25,6 +26,20 @@ def image_view(msg: Image | CompressedImage) -> ImageView:
         return decode_compressed(msg.data, msg.format)
     return view_image(msg.data, msg.height, msg.width, msg.encoding, msg.step,
                       bool(msg.is_bigendian))
+
+
+def raw_frame(data: bytes, compressed: bool) -> tuple[Header, ImageView]:
+    """A serialized Image or CompressedImage (a raw subscription) -> (its header, a view of
+    its pixels). Parses only what it must; raises ImageError."""
+    if compressed:
+        m = parse_compressed(data)
+        view = decode_compressed(m.data, m.format)
+    else:
+        m = parse_image(data)
+        view = view_image(m.data, m.height, m.width, m.encoding, m.step, m.is_bigendian)
+    header = Header(frame_id=m.header.frame_id)
+    header.stamp.sec, header.stamp.nanosec = m.header.sec, m.header.nanosec
+    return header, view
 
 
 def detection_array(det: Detections, header: Header, class_id_of) -> Detection2DArray:

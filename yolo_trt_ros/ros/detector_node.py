@@ -38,7 +38,7 @@ from ..core.frames import CameraStats, LatestFrames, LogOncePerCause
 from ..core.images import to_bgr
 from ..core.postprocess import PostprocessConfig
 from .build_params import LATCHED_QOS, BuildParams, declare_parameters, read_build_params
-from .conversions import bgr_image, camera_status, detection_array, image_view, label_info
+from .conversions import bgr_image, camera_status, detection_array, label_info, raw_frame
 
 # Beyond the shared build parameters (build_params.py), which tell the detector which
 # cached engine the builder made. Lists are comma-separated strings: launch arguments and
@@ -171,8 +171,11 @@ class DetectorNode(Node):
         for i, (topic, name) in enumerate(zip(self.config.topics, self.config.camera_names,
                                               strict=True)):
             in_topic = _join(topic, 'compressed') if self.config.compressed else topic
+            # raw=True: the serialized bytes, no Python message (see core/cdr.py); the
+            # worker parses only the frames it takes.
             self.create_subscription(msg_type, in_topic,
-                                     lambda msg, i=i: self.frames.put(i, msg), self.config.qos)
+                                     lambda data, i=i: self.frames.put(i, data),
+                                     self.config.qos, raw=True)
             self.cameras.append(_Camera(
                 name or 'camera', in_topic,
                 self.create_publisher(Detection2DArray, _join(name, 'detections'), 10),
@@ -219,17 +222,26 @@ class DetectorNode(Node):
     def _work(self) -> None:
         while not self.frames.closed:
             frames = self.frames.take(timeout=0.5)
-            if frames:
+            if not frames:
+                continue
+            try:
                 self._process(frames)
+            except Exception as exc:  # the worker boundary: a bug must not stop detection
+                for frame in frames:
+                    self._bad_input(frame.camera, 'internal',
+                                    f'{type(exc).__name__}: {exc} (please report this)')
 
     def _process(self, frames) -> None:
-        good, views = [], []
+        good, views, headers = [], [], []
         for frame in frames:
             try:
-                views.append(image_view(frame.payload))
-                good.append(frame)
+                header, view = raw_frame(frame.payload, self.config.compressed)
             except ImageError as exc:
                 self._bad_input(frame.camera, exc.cause, str(exc))
+                continue
+            good.append(frame)
+            views.append(view)
+            headers.append(header)
         if not views:
             return
         try:
@@ -239,9 +251,8 @@ class DetectorNode(Node):
                 self._bad_input(frame.camera, 'inference', f'inference failed: {exc}')
             return
         label = (lambda c: str(c)) if self.config.class_id_as_index else self.detector.label
-        for frame, view, det in zip(good, views, results, strict=True):
+        for frame, view, header, det in zip(good, views, headers, results, strict=True):
             camera = self.cameras[frame.camera]
-            header = frame.payload.header
             camera.detections.publish(detection_array(det, header, label))
             camera.stats.add_latency(time.monotonic() - frame.received)
             if self.config.publish_annotated and camera.annotated.get_subscription_count() > 0:

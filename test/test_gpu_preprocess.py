@@ -38,17 +38,19 @@ def frame(h: int, w: int, channels: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize('layout', ['contiguous', 'row-padded'])
 @pytest.mark.parametrize('dtype', [np.float32, np.float16])
 @pytest.mark.parametrize('size', SIZES, ids=[f'{w}x{h}' for h, w in SIZES])
 @pytest.mark.parametrize('encoding', list(ORDERS))
-def test_gpu_matches_cpu(encoding, size, dtype):
+def test_gpu_matches_cpu(encoding, size, dtype, layout):
     order, channels = ORDERS[encoding]
     h, w = size
     pixels = frame(h, w, channels, seed=h * w)
-    # A row-padded view (step > width * channels), as a camera message can be.
-    padded = np.zeros((h, w * channels + 5), np.uint8)
-    padded[:, :w * channels] = pixels.reshape(h, -1)
-    view = ImageView(padded[:, :w * channels].reshape(h, w, channels), order)
+    if layout == 'row-padded':  # step > width * channels, as a camera message can be:
+        padded = np.zeros((h, w * channels + 5), np.uint8)  # uploaded via pinned staging
+        padded[:, :w * channels] = pixels.reshape(h, -1)
+        pixels = padded[:, :w * channels].reshape(h, w, channels)
+    view = ImageView(pixels, order)  # contiguous: uploaded straight from the frame
     cpu = Preprocessor(416, 416, dtype=np.float32)
     box_cpu = cpu(view)
     stream = CudaRuntime().stream_create()

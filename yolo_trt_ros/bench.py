@@ -210,7 +210,7 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> None:
 
             report.add('preprocess GPU: upload from pageable + kernel', size,
                        measure(upload_direct, frames, warmup), 'staging=direct')
-        with GpuPreprocessor(INPUT, INPUT, stream=stream, cuda=cuda) as gpu:
+        with GpuPreprocessor(INPUT, INPUT, stream=stream, cuda=cuda, staging='pinned') as gpu:
             def preprocess():
                 gpu(view)
                 cuda.stream_synchronize(stream)

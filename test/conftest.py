@@ -27,20 +27,21 @@ def default_model() -> Path:
     return path
 
 
-@pytest.fixture(scope='session')
-def bus_jpg() -> Path:
-    path = assets.sample_image_paths()[0]
+def _sample(index: int) -> Path:
+    path = assets.sample_image_paths()[index]
     if not path.is_file():
         pytest.fail(f'sample image {path} missing: run `bash pip_env/setup.sh` first')
     return path
+
+
+@pytest.fixture(scope='session')
+def bus_jpg() -> Path:
+    return _sample(0)
 
 
 @pytest.fixture(scope='session')
 def zidane_jpg() -> Path:
-    path = assets.sample_image_paths()[1]
-    if not path.is_file():
-        pytest.fail(f'sample image {path} missing: run `bash pip_env/setup.sh` first')
-    return path
+    return _sample(1)
 
 
 def pytest_runtest_setup(item):

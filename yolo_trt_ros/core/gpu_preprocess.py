@@ -72,21 +72,17 @@ __device__ void letterbox(const u8* __restrict__ src, int src_w, int src_h, int 
     }
 }
 
-extern "C" __global__ void letterbox_chw_f32(
-        const u8* src, int src_w, int src_h, int pitch, int chans, float* dst, int dst_w,
-        int dst_h, int new_w, int new_h, int pad_x, int pad_y, float scale_x, float scale_y,
-        int c0, int c1, int c2, float pad) {
-    letterbox(src, src_w, src_h, pitch, chans, dst, dst_w, dst_h, new_w, new_h, pad_x, pad_y,
-              scale_x, scale_y, c0, c1, c2, pad);
+// One entry point per output type: float32, or float16 stored as its 16 bits.
+#define LETTERBOX_ENTRY(NAME, T)                                                          \
+extern "C" __global__ void NAME(                                                          \
+        const u8* src, int src_w, int src_h, int pitch, int chans, T* dst, int dst_w,     \
+        int dst_h, int new_w, int new_h, int pad_x, int pad_y, float scale_x,             \
+        float scale_y, int c0, int c1, int c2, float pad) {                               \
+    letterbox(src, src_w, src_h, pitch, chans, dst, dst_w, dst_h, new_w, new_h, pad_x,    \
+              pad_y, scale_x, scale_y, c0, c1, c2, pad);                                  \
 }
-
-extern "C" __global__ void letterbox_chw_f16(
-        const u8* src, int src_w, int src_h, int pitch, int chans, u16* dst, int dst_w,
-        int dst_h, int new_w, int new_h, int pad_x, int pad_y, float scale_x, float scale_y,
-        int c0, int c1, int c2, float pad) {
-    letterbox(src, src_w, src_h, pitch, chans, dst, dst_w, dst_h, new_w, new_h, pad_x, pad_y,
-              scale_x, scale_y, c0, c1, c2, pad);
-}
+LETTERBOX_ENTRY(letterbox_chw_f32, float)
+LETTERBOX_ENTRY(letterbox_chw_f16, u16)
 '''
 BLOCK = (32, 8, 1)
 

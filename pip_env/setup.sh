@@ -149,6 +149,7 @@ step "default model and sample images (download once, verify hashes, convert)" \
 say "ready: source $VENV/bin/activate"
 
 if [[ $RUN_DEMO == 1 ]]; then
-    step "main job: detect objects in the sample images on the CPU" "read the error above" \
+    step "main job: sample photos -> image_source -> engine_builder -> detector (CPU without a GPU)" \
+        "read the node output above; 'yolo-trt demo' runs it again" \
         "$VENV/bin/yolo-trt" demo
 fi

@@ -47,9 +47,9 @@ class NodeProcess:
         import subprocess
         import sys
         import tempfile
-        args = [sys.executable, '-m', module, '--ros-args']
-        for name, value in (params or {}).items():
-            args += ['-p', f'{name}:={_param_text(value)}']
+
+        from yolo_trt_ros.launcher import param_args
+        args = [sys.executable, '-m', module, '--ros-args', *param_args(params or {})]
         for src, dst in (remaps or {}).items():
             args += ['-r', f'{src}:={dst}']
         args += ros_args or []
@@ -96,10 +96,3 @@ class NodeProcess:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-def _param_text(value: object) -> str:
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    if value == '':
-        return "''"
-    return str(value)

@@ -96,6 +96,11 @@ def test_dynamic_batch_runs_several_images_at_once(tmp_path):
         assert det.max_batch is None
         tall = ImageView(np.zeros((128, 64, 3), np.uint8), 'rgb')  # other letterbox
         a, b = det.detect([IMAGE, tall])
+        buffers = {n: det._pres[n].buffer for n in (1, 2) if n in det._pres}
+        for images in ([IMAGE], [IMAGE, tall], [IMAGE]):  # a batch size that varies
+            det.detect(images)
+        assert sorted(det._pres) == [1, 2]  # one preprocessor per size, made once
+        assert all(det._pres[n].buffer is buf for n, buf in buffers.items())
     np.testing.assert_allclose(a.boxes[0], EXPECTED_BOX, atol=1e-4)
     # 64x128 at scale 0.5, 16 px padding left: x (24-16)/0.5.., y 28/0.5..
     np.testing.assert_allclose(b.boxes[0], [16, 56, 48, 72], atol=1e-4)

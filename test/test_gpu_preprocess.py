@@ -99,3 +99,27 @@ def test_steady_frames_allocate_nothing_and_batch_slots_are_separate():
     ref(a, 0)
     ref(b, 1)
     assert np.abs(out - ref.buffer).max() <= 1 / 255
+
+
+@pytest.mark.gpu
+def test_slots_beyond_the_initial_batch_are_added_once():
+    """A dynamic-batch engine: the detector may hand more frames than it first planned for."""
+    cuda = CudaRuntime()
+    stream = cuda.stream_create()
+    frames = [ImageView(frame(360, 640, 3, s), 'bgr') for s in range(3)]
+    engine_input = cuda.malloc(3 * 3 * 160 * 160 * 4)  # the engine's (N=3) input buffer
+    try:
+        with GpuPreprocessor(160, 160, batch=1, stream=stream, cuda=cuda,
+                             out_ptr=engine_input) as gpu:
+            for slot, view in enumerate(frames):
+                gpu(view, slot)
+            out = np.empty((3, 3, 160, 160), np.float32)
+            cuda.copy_to_host(out.ctypes.data, engine_input, out.nbytes, stream)
+            cuda.stream_synchronize(stream)
+    finally:
+        cuda.free(engine_input)
+        cuda.stream_destroy(stream)
+    ref = Preprocessor(160, 160, batch=3)
+    for slot, view in enumerate(frames):
+        ref(view, slot)
+    assert np.abs(out - ref.buffer).max() <= 1 / 255

@@ -56,6 +56,7 @@ class Detector:
         self.input_size = (h, w)
         self.max_batch = batch  # None: dynamic batch
         self._pre = Preprocessor(h, w, batch=batch or 1, dtype=spec.dtype)
+        self._pres = {self._pre.batch: self._pre}
         out = backend.outputs[0]
         self.num_classes: int | None = None
         self.names = names
@@ -130,8 +131,12 @@ class Detector:
     def _detect_batch(self, images: list[ImageView]) -> list[Detections]:
         t0 = time.perf_counter()
         if self.max_batch is None and self._pre.batch != len(images):
-            self._pre = Preprocessor(*self.input_size, batch=len(images),
-                                     dtype=self.backend.input.dtype)
+            # Dynamic batch: one preprocessor (and buffer) per batch size, made once.
+            pre = self._pres.get(len(images))
+            if pre is None:
+                pre = self._pres[len(images)] = Preprocessor(
+                    *self.input_size, batch=len(images), dtype=self.backend.input.dtype)
+            self._pre = pre
         shape = self._pre.buffer.shape
         if self._gpu_pre is not None:  # letterbox on the GPU, straight into the engine input
             self._gpu_pre.out_ptr = self.backend.input_device_ptr(shape)

@@ -226,6 +226,8 @@ class GpuPreprocessor:
         self._boxes: dict[tuple[int, int], Letterbox] = {}
 
     def _stage(self, slot: int, nbytes: int) -> _Staging:
+        while len(self._staging) <= slot:  # a larger batch than before (dynamic engines)
+            self._staging.append(_Staging())
         st = self._staging[slot]
         if nbytes > st.nbytes:  # a larger frame than before: grow once
             if st.nbytes:

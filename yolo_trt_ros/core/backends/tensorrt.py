@@ -75,7 +75,9 @@ class TensorRTBackend:
         self._cuda = cuda or CudaRuntime()
         self._stack = ExitStack()
         self._buffers: _Buffers | None = None
-        self._buffer_stack: ExitStack | None = None
+        # Buffers per input shape, kept: a multi-camera batch that varies between 1 and N
+        # frames allocates once per size, then only re-points the engine at them.
+        self._by_shape: dict[tuple[int, ...], _Buffers] = {}
         self._shape: tuple[int, ...] | None = None
         try:
             self._load(Path(engine_path))
@@ -118,22 +120,23 @@ class TensorRTBackend:
         self._stack.callback(self._cuda.stream_destroy, self._stream)
 
     def _prepare(self, shape: tuple[int, ...]) -> _Buffers:
-        """Set the input shape and (re)allocate every buffer for it."""
-        if self._buffer_stack is not None:
-            self._buffer_stack.close()
-        self._buffer_stack = ExitStack()
-        self._stack.push(self._buffer_stack)
+        """Make shape current: set it on the context, allocate its buffers the first time,
+        and point every tensor at them."""
         ctx = self._context
         if self.input.is_dynamic and not ctx.set_input_shape(self.input.name, shape):
             raise BackendError(f"input '{self.input.name}': shape {list(shape)} is outside "
                                f'the engine profile {list(self.input.shape)}')
-        buffers = _Buffers(self._cuda, self._buffer_stack)
-        buffers.add(self.input.name, shape, self.input.dtype)
-        for spec in self.outputs:
-            out_shape = tuple(int(d) for d in ctx.get_tensor_shape(spec.name))
-            if any(d < 0 for d in out_shape):
-                raise BackendError(f"output '{spec.name}' has unresolved shape {list(out_shape)}")
-            buffers.add(spec.name, out_shape, spec.dtype)
+        buffers = self._by_shape.get(shape)
+        if buffers is None:
+            buffers = _Buffers(self._cuda, self._stack)
+            buffers.add(self.input.name, shape, self.input.dtype)
+            for spec in self.outputs:
+                out_shape = tuple(int(d) for d in ctx.get_tensor_shape(spec.name))
+                if any(d < 0 for d in out_shape):
+                    raise BackendError(f"output '{spec.name}' has unresolved shape "
+                                       f'{list(out_shape)}')
+                buffers.add(spec.name, out_shape, spec.dtype)
+            self._by_shape[shape] = buffers
         for name, ptr in buffers.device.items():
             if not ctx.set_tensor_address(name, ptr):
                 raise BackendError(f"set_tensor_address failed for tensor '{name}'")
@@ -181,6 +184,7 @@ class TensorRTBackend:
 
     def close(self) -> None:
         self._buffers = None
+        self._by_shape.clear()
         self._stack.close()
         self._context = self._engine = self._runtime = None
 

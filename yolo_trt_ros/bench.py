@@ -174,17 +174,23 @@ def _size_stages(report: Report, h: int, w: int, output: np.ndarray, frames: int
     _gpu_stages(report, view, output, data, h, w, size, frames, warmup)
 
 
-def _message_build(report, det, size, frames, warmup) -> None:
+def _message_builder():
+    """detections -> Detection2DArray where rclpy and vision_msgs are installed, else None."""
     try:
         from std_msgs.msg import Header
 
         from .ros.conversions import detection_array
     except ImportError:
-        return
+        return None
     header = Header(frame_id='camera')
-    report.add('message build (Detection2DArray)', size,
-               measure(lambda: detection_array(det, header, str), frames, warmup),
-               f'{len(det)} detections')
+    return lambda det: detection_array(det, header, str)
+
+
+def _message_build(report, det, size, frames, warmup) -> None:
+    build = _message_builder()
+    if build is not None:
+        report.add('message build (Detection2DArray)', size,
+                   measure(lambda: build(det), frames, warmup), f'{len(det)} detections')
 
 
 def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> None:
@@ -222,13 +228,7 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> None:
             report.add('preprocess GPU: copy to pinned + upload + kernel', size,
                        measure(preprocess, frames, warmup), probe_gpu().name)
             report.add('download (1, 84, 8400) float32', size, measure(download, frames, warmup))
-            try:
-                from std_msgs.msg import Header
-
-                from .ros.conversions import detection_array
-                header = Header(frame_id='camera')
-            except ImportError:
-                detection_array = None
+            build_message = _message_builder()
             cfg = PostprocessConfig()
 
             def pipeline():  # all but inference, as the detector runs it per frame
@@ -237,8 +237,8 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> None:
                 cuda.copy_to_host(h_out.ctypes.data, d_out, out_bytes, stream)
                 cuda.stream_synchronize(stream)
                 result = postprocess(h_out[0], 'yolov8', box, cfg)
-                if detection_array is not None:
-                    detection_array(result, header, str)
+                if build_message is not None:
+                    build_message(result)
 
             report.add('GPU pipeline without inference (view, upload, kernel, download, '
                        'decode, NMS, message)', size, measure(pipeline, frames, warmup))

@@ -95,23 +95,26 @@ def _download(pkg: _Package, dest: Path) -> Path:
 
 
 def _extract(pkg: _Package, archive: Path, dest: Path) -> dict[str, Path]:
-    """Extract only the pinned members (never the whole archive) and verify each."""
-    out: dict[str, Path] = {}
-    for member, digest in pkg.files.items():
-        target = dest / Path(member).name
-        if archive.name.endswith('.tar.gz'):
-            with tarfile.open(archive) as tar:
-                src = tar.extractfile(member)
-                if src is None:
-                    raise AssetError(f'{archive.name} has no file {member}')
-                target.write_bytes(src.read())
-        else:
-            with zipfile.ZipFile(archive) as zf:
-                target.write_bytes(zf.read(member))
-        if sha256_file(target) != digest:
-            raise AssetError(f'{member} in {archive.name} does not match its pinned sha256')
-        out[member] = target
-    return out
+    """Extract only the pinned members (never the whole archive) and verify each. The
+    archive is opened once: a .tar.gz is decompressed from the start on every open."""
+    def read_all(read) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for member, digest in pkg.files.items():
+            target = dest / Path(member).name
+            try:
+                target.write_bytes(read(member))
+            except KeyError as exc:
+                raise AssetError(f'{archive.name} has no file {member}') from exc
+            if sha256_file(target) != digest:
+                raise AssetError(f'{member} in {archive.name} does not match its pinned sha256')
+            out[member] = target
+        return out
+
+    if archive.name.endswith('.tar.gz'):
+        with tarfile.open(archive) as tar:
+            return read_all(lambda member: tar.extractfile(member).read())
+    with zipfile.ZipFile(archive) as zf:
+        return read_all(zf.read)
 
 
 def _fetch(pkg: _Package, work: Path) -> dict[str, Path]:

@@ -77,7 +77,7 @@ class Preprocessor:
         self.height, self.width, self.batch = height, width, batch
         self.channel_order = channel_order
         self.buffer = np.empty((batch, 3, height, width), dtype=dtype)
-        self._canvases: dict[tuple[int, int, int], tuple[Letterbox, np.ndarray, list]] = {}
+        self._per_size: dict[tuple[int, int, int], tuple[Letterbox, np.ndarray, list]] = {}
         # The letterbox last written to each slot: while it stays the same, the padding in
         # the buffer is already right and only the image band is rewritten.
         self._slot_boxes: list[Letterbox | None] = [None] * batch
@@ -85,13 +85,13 @@ class Preprocessor:
     def _resized(self, h: int, w: int, c: int) -> tuple[Letterbox, np.ndarray, list]:
         """Geometry, resize target and channel planes for one source size (made once)."""
         key = (h, w, c)
-        entry = self._canvases.get(key)
+        entry = self._per_size.get(key)
         if entry is None:
-            if len(self._canvases) > 16:  # many sizes (a misbehaving source): start over
-                self._canvases.clear()
+            if len(self._per_size) > 16:  # many sizes (a misbehaving source): start over
+                self._per_size.clear()
             box = Letterbox.fit(w, h, self.width, self.height)
             shape = (box.new_height, box.new_width)
-            entry = self._canvases[key] = (box, np.empty((*shape, c), dtype=np.uint8),
+            entry = self._per_size[key] = (box, np.empty((*shape, c), dtype=np.uint8),
                                            [np.empty(shape, dtype=np.uint8) for _ in range(c)])
         return entry
 

@@ -7,6 +7,7 @@ model drops stale frames instead of queueing them. Bad frames are logged once pe
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -202,8 +203,7 @@ class DetectorNode(Node):
             if engine is None:
                 self.get_logger().info(f'no cached engine for {config.model.name} '
                                        f'({build.options.precision}): {why}')
-        return DetectorConfig(config.model, config.backend, engine, config.labels,
-                              config.output_format, config.post)
+        return dataclasses.replace(config, engine=engine)
 
     def _wait_for_engine_message(self) -> Path | None:
         got: list[String] = []

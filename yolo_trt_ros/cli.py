@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .core import assets
+from .core import assets, defaults
 from .core.errors import YoloTrtError
 from .core.postprocess import PostprocessConfig
 
@@ -79,7 +79,7 @@ def cmd_detect(args) -> int:
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'int8'))
+    p.add_argument('--precision', default=defaults.PRECISION, choices=defaults.PRECISIONS)
     p.add_argument('--calib-dir', metavar='DIR', help='images for int8 calibration')
     p.add_argument('--cache-dir', metavar='DIR', help='engine cache (default: '
                    '$YOLO_TRT_ROS_CACHE or ~/.cache/yolo_trt_ros/engines)')
@@ -88,7 +88,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--workspace-mb', type=int, help='builder workspace limit in MB')
     p.add_argument('--opt-level', type=int, help='builder optimisation level 0..5')
     p.add_argument('--no-simplify', action='store_true', help='parse the ONNX as it is')
-    p.add_argument('--flavour', choices=('tensorrt', 'tensorrt_rtx'),
+    p.add_argument('--flavour', choices=defaults.FLAVOURS,
                    help='TensorRT package to build with (default: whichever is installed)')
     p.add_argument('--force', action='store_true', help='rebuild even on a cache hit')
 
@@ -159,7 +159,7 @@ def cmd_launch(args) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--model', help='ONNX model (default: the fetched YOLOv3-tiny COCO model)')
-    p.add_argument('--backend', default='auto', choices=('auto', 'onnxruntime', 'tensorrt'))
+    p.add_argument('--backend', default=defaults.BACKEND, choices=defaults.BACKENDS)
     p.add_argument('--engine', help='TensorRT engine file (backend tensorrt or auto)')
     p.add_argument('--labels', help='labels file (one name a line, or YAML); default: the '
                                     "model's metadata")
@@ -172,9 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('detect', help='detect objects in image files')
     p.add_argument('images', nargs='+', metavar='IMAGE')
     _add_model_options(p)
-    p.add_argument('--conf', type=float, default=0.25, help='confidence threshold')
-    p.add_argument('--iou', type=float, default=0.45, help='NMS IoU threshold')
-    p.add_argument('--max-det', type=int, default=300, help='most detections per image')
+    p.add_argument('--conf', type=float, default=defaults.CONF_THRESHOLD,
+                   help='confidence threshold')
+    p.add_argument('--iou', type=float, default=defaults.IOU_THRESHOLD, help='NMS IoU threshold')
+    p.add_argument('--max-det', type=int, default=defaults.MAX_DETECTIONS,
+                   help='most detections per image')
     p.add_argument('--json', action='store_true', help='print one JSON document')
     p.add_argument('--save', metavar='DIR', help='write annotated images to DIR')
     p.set_defaults(func=cmd_detect)
@@ -205,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('demo', help='the main job: publish the sample photos, build, detect, '
                                     'print each result and save the annotated images')
-    p.add_argument('--backend', default='auto', choices=('auto', 'onnxruntime', 'tensorrt'))
+    p.add_argument('--backend', default=defaults.BACKEND, choices=defaults.BACKENDS)
     p.add_argument('--frames', type=int, default=4, help='frames to publish (default 4)')
     p.add_argument('--save', default='yolo_trt_demo', metavar='DIR')
     p.set_defaults(func=cmd_demo)

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .core import defaults
+
 # name -> (default, description). Values are strings, as launch arguments are.
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     'namespace': ('', 'namespace of both nodes; detections go out on <namespace>/detections'),
     'model': ('', 'ONNX model; empty: the default YOLOv3-tiny COCO model'),
     'image_topic': ('image', 'camera image topic; several cameras: comma-separated'),
     'compressed': ('false', 'subscribe to <image_topic>/compressed (CompressedImage)'),
-    'precision': ('fp32', 'engine precision: fp32, fp16 or int8'),
-    'conf': ('0.25', 'confidence threshold'),
-    'iou': ('0.45', 'NMS IoU threshold'),
-    'backend': ('auto', 'auto, tensorrt or onnxruntime'),
+    'precision': (defaults.PRECISION, f"engine precision: {', '.join(defaults.PRECISIONS)}"),
+    'conf': (str(defaults.CONF_THRESHOLD), 'confidence threshold'),
+    'iou': (str(defaults.IOU_THRESHOLD), 'NMS IoU threshold'),
+    'backend': (defaults.BACKEND, ', '.join(defaults.BACKENDS)),
     'cache_dir': ('', 'engine cache directory; empty: ~/.cache/yolo_trt_ros/engines'),
     'publish_annotated': ('true', 'publish detections_image while someone subscribes'),
     'params_file': ('', 'parameter YAML; empty: the installed config/detector.yaml'),

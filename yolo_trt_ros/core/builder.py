@@ -22,11 +22,11 @@ import onnx
 
 from .backends.tensorrt import flavour_of, import_tensorrt
 from .cuda import probe_gpu
+from .defaults import PRECISIONS
 from .engine_cache import CachedEngine, EngineCache, key_of
 from .errors import BackendError, EngineError, ModelError
 from .files import atomic_write
 
-PRECISIONS = ('fp32', 'fp16', 'int8')
 Log = Callable[[str], None]
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .defaults import IOU_THRESHOLD, MAX_DETECTIONS
+
 
 def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = None,
-        iou_threshold: float = 0.45, max_detections: int = 300) -> np.ndarray:
+        iou_threshold: float = IOU_THRESHOLD, max_detections: int = MAX_DETECTIONS) -> np.ndarray:
     """Indices of the boxes kept, best score first.
 
     boxes: (N, 4) float xyxy; scores: (N,) float; class_ids: (N,) int, or None for

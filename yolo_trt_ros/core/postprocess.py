@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .defaults import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS
+from .defaults import OUTPUT_FORMATS as FORMATS
 from .errors import ModelError
 from .nms import nms
 from .preprocess import Letterbox
 
-FORMATS = ('yolov8', 'yolov5', 'end2end')
 # Most candidates handed to NMS: beyond this the lowest scores are dropped first.
 MAX_NMS_CANDIDATES = 30000
 
@@ -40,9 +41,9 @@ class Detections:
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    conf_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    max_detections: int = 300
+    conf_threshold: float = CONF_THRESHOLD
+    iou_threshold: float = IOU_THRESHOLD
+    max_detections: int = MAX_DETECTIONS
     classes: tuple[int, ...] | None = None  # keep only these class ids; None keeps all
     agnostic: bool = False  # class-agnostic NMS
 

@@ -13,10 +13,9 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from ..core import assets
+from ..core import assets, defaults
 from ..core.builder import BuildOptions, ShapeProfile
 
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
 # Announcements a late subscriber must still get (engine, label_info).
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -24,8 +23,9 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 # name -> (default, description)
 BUILD_PARAMETERS: dict[str, tuple[object, str]] = {
     'model': ('', 'ONNX model path; empty: the default YOLOv3-tiny COCO model'),
-    'backend': ('auto', 'auto, tensorrt or onnxruntime (onnxruntime needs no engine)'),
-    'precision': ('fp32', 'fp32, fp16 or int8'),
+    'backend': (defaults.BACKEND, f"{', '.join(defaults.BACKENDS)} (onnxruntime needs no "
+                                  'engine)'),
+    'precision': (defaults.PRECISION, ', '.join(defaults.PRECISIONS)),
     'calib_dir': ('', 'directory of images for int8 calibration'),
     'cache_dir': ('', 'engine cache directory; empty: ~/.cache/yolo_trt_ros/engines'),
     'dynamic': ('', 'dynamic input profile MIN:OPT:MAX, each NxHxW; empty: static'),
@@ -56,9 +56,9 @@ def declare_parameters(node: Node, table: dict[str, tuple[object, str]],
 def read_build_params(node: Node) -> BuildParams:
     """Declare and validate the build parameters; ValueError names the one to change."""
     p = declare_parameters(node, BUILD_PARAMETERS)
-    if p['backend'] not in BACKENDS:
-        raise ValueError(f"parameter backend: '{p['backend']}' is not auto, tensorrt or "
-                         f'onnxruntime')
+    if p['backend'] not in defaults.BACKENDS:
+        raise ValueError(f"parameter backend: '{p['backend']}' is not "
+                         f"{', '.join(defaults.BACKENDS)}")
     options = BuildOptions(
         precision=p['precision'], calib_dir=Path(p['calib_dir']) if p['calib_dir'] else None,
         dynamic=ShapeProfile.parse(p['dynamic']) if p['dynamic'] else None,

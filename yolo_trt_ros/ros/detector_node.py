@@ -31,6 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from ..core import defaults
 from ..core.annotate import draw
 from ..core.builder import find_cached_engine
 from ..core.detector import Detector, DetectorConfig
@@ -49,10 +50,11 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     'engine_wait_s': (0.0, 'wait this long for an engine message on `engine` before '
                            'looking in the cache (a builder running separately)'),
     'labels_file': ('', 'class names (one a line, or YAML); empty: the model metadata'),
-    'output_format': ('auto', 'auto, yolov8, yolov5 or end2end'),
-    'conf_threshold': (0.25, 'confidence threshold (changeable at run time)'),
-    'iou_threshold': (0.45, 'NMS IoU threshold (changeable at run time)'),
-    'max_detections': (100, 'most detections per image (changeable at run time)'),
+    'output_format': (defaults.OUTPUT_FORMAT, ', '.join(defaults.OUTPUT_FORMAT_CHOICES)),
+    'conf_threshold': (defaults.CONF_THRESHOLD, 'confidence threshold (changeable at run time)'),
+    'iou_threshold': (defaults.IOU_THRESHOLD, 'NMS IoU threshold (changeable at run time)'),
+    'max_detections': (defaults.MAX_DETECTIONS, 'most detections per image (changeable at run '
+                                                'time)'),
     'classes': ('', 'class ids to keep, comma-separated; empty: all (changeable at run time)'),
     'agnostic_nms': (False, 'class-agnostic NMS (changeable at run time)'),
     'class_id_as_index': (False, 'hypothesis class_id holds the class index, not the name'),

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..cuda import probe_gpu
+from ..defaults import BACKENDS
 from ..errors import BackendError, YoloTrtError
 from .base import Backend
-
-BACKENDS = ('auto', 'onnxruntime', 'tensorrt')
 
 
 def _onnxruntime(model: Path, reason: str) -> Backend:

@@ -17,10 +17,9 @@ from types import ModuleType
 import numpy as np
 
 from ..cuda import CudaRuntime
+from ..defaults import FLAVOURS
 from ..errors import BackendError, EngineError
 from .base import BackendInfo, TensorSpec
-
-FLAVOURS = ('tensorrt', 'tensorrt_rtx')
 
 
 def import_tensorrt(flavour: str | None = None) -> ModuleType:

@@ -1,0 +1,34 @@
+"""Every default and every list of choices, in one place.
+
+The CLI, the nodes, the launch arguments and config/detector.yaml all take these values
+from here (test_defaults.py checks the YAML), so a default cannot differ between the
+ways of running the detector.
+"""
+from __future__ import annotations
+
+CONF_THRESHOLD = 0.25
+IOU_THRESHOLD = 0.45
+# 300, as Ultralytics' `max_det`: a crowded street scene at 0.25 confidence can exceed
+# 100 real objects, and the cap exists to bound NMS output, not to hide detections.
+MAX_DETECTIONS = 300
+# An absurd cap would only hide a typo (10**12); no image holds more objects than this.
+MAX_DETECTIONS_LIMIT = 100_000
+
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime')
+BACKEND = 'auto'
+PRECISIONS = ('fp32', 'fp16', 'int8')
+PRECISION = 'fp32'
+FLAVOURS = ('tensorrt', 'tensorrt_rtx')
+# Output layouts a model can have; 'auto' detects it from the output shape.
+OUTPUT_FORMATS = ('yolov8', 'yolov5', 'end2end')
+OUTPUT_FORMAT_CHOICES = ('auto', *OUTPUT_FORMATS)
+OUTPUT_FORMAT = 'auto'
+
+# Input QoS reliability: auto follows the publishers (reliable when all of them are).
+QOS_RELIABILITIES = ('auto', 'reliable', 'best_effort')
+QOS_RELIABILITY = 'auto'
+QOS_DEPTH = 1
+
+# Largest decoded frame, in pixels (64 MP, e.g. 8000x8000): a JPEG header claiming more
+# is refused before any pixel memory is allocated.
+MAX_IMAGE_PIXELS = 64_000_000

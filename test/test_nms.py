@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,3 +63,22 @@ def test_class_aware_keeps_overlapping_boxes_of_different_classes():
 
 def test_empty_input():
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), None).size == 0
+
+
+def test_same_as_opencv_batched_nms_where_it_exists():
+    """Our class-offset NMS against OpenCV's own NMSBoxesBatched (OpenCV >= 4.7)."""
+    import cv2
+    if not hasattr(cv2.dnn, 'NMSBoxesBatched'):
+        pytest.skip(f'OpenCV {cv2.__version__} has no NMSBoxesBatched')
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n = int(rng.integers(1, 300))
+        xy = rng.uniform(0, 1920, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(1, 400, (n, 2))], 1)
+        scores = rng.permutation(np.linspace(0.05, 1.0, n))
+        classes = rng.integers(0, 80, n)
+        xywh = boxes.copy()
+        xywh[:, 2:] -= xywh[:, :2]
+        ref = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), classes.tolist(), 0.0, 0.45)
+        ref = sorted(np.asarray(ref).reshape(-1).tolist(), key=lambda i: -scores[i])
+        assert nms(boxes, scores, classes, 0.45, 1000).tolist() == ref

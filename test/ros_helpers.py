@@ -43,7 +43,8 @@ class NodeProcess:
     reaped: stop() sends SIGINT, then kills after a deadline."""
 
     def __init__(self, module: str, params: dict[str, object] | None = None,
-                 remaps: dict[str, str] | None = None, ros_args: list[str] | None = None):
+                 remaps: dict[str, str] | None = None, ros_args: list[str] | None = None,
+                 env: dict[str, str] | None = None):
         import subprocess
         import sys
         import tempfile
@@ -55,7 +56,7 @@ class NodeProcess:
         args += ros_args or []
         self.log_file = tempfile.NamedTemporaryFile('w+', suffix='.log', delete=False)
         self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     text=True)
+                                     text=True, env=env)
 
     def output(self) -> str:
         with open(self.log_file.name) as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from rclpy.parameter import Parameter
 
 from yolo_trt_ros import launch_args
 from yolo_trt_ros.cli import build_parser
@@ -38,7 +39,10 @@ def yaml_problems(text: str) -> list[str]:
     values = yaml_values(text)
     for node, table in NODES.items():
         for name, (default, _) in table.items():
-            if name not in values[node]:
+            if isinstance(default, Parameter.Type):  # no default value: listed as a comment
+                if f'# {name}: ' not in text:
+                    problems.append(f'{node}.{name} is missing from detector.yaml')
+            elif name not in values[node]:
                 problems.append(f'{node}.{name} is missing from detector.yaml')
             elif values[node][name] != default and (node, name) not in YAML_OVERRIDES:
                 problems.append(f'{node}.{name}: YAML {values[node][name]!r}, node {default!r}')

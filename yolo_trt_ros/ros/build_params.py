@@ -6,11 +6,14 @@ sets them once for both nodes (under `/**`).
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from ..core import assets, defaults
@@ -44,13 +47,62 @@ class BuildParams:
     cache_dir: Path | None
 
 
+# A scalar given for an array parameter (`-p classes:=5`, the natural way to write one
+# class) is taken as a one-element array.
+_ARRAY_OF = {Parameter.Type.INTEGER_ARRAY: int, Parameter.Type.DOUBLE_ARRAY: float,
+             Parameter.Type.STRING_ARRAY: str}
+
+
+def type_name(value: object) -> str:
+    """A parameter value's ROS type, as a user reads it (`-p x:=abc` is a string)."""
+    return Parameter.Type.from_parameter_value(value).name.lower().replace('_', ' ')
+
+
 def declare_parameters(node: Node, table: dict[str, tuple[object, str]],
                        runtime: frozenset[str] = frozenset()) -> dict:
-    """Declare (name -> (default, description)) with descriptors; return the values."""
+    """Declare (name -> (default, description)) with descriptors; return the values.
+
+    A default that is a Parameter.Type declares a typed parameter without a value (None
+    when not given). A value of the wrong type raises ValueError naming the parameter,
+    the value and the type accepted, instead of rclpy's traceback.
+    """
+    overrides = node._parameter_overrides  # rclpy has no public accessor (Humble..Kilted)
     for name, (default, description) in table.items():
-        node.declare_parameter(name, default, ParameterDescriptor(
-            description=description, read_only=name not in runtime))
-    return {name: node.get_parameter(name).value for name in table}
+        given = overrides.get(name)
+        element = _ARRAY_OF.get(default) if isinstance(default, Parameter.Type) else None
+        if given is not None and element is not None and type(given.value) is element:
+            overrides[name] = Parameter(name, value=[given.value])
+        try:
+            node.declare_parameter(name, default, ParameterDescriptor(
+                description=description, read_only=name not in runtime))
+        except InvalidParameterTypeException:
+            expected = default if isinstance(default, Parameter.Type) else \
+                Parameter.Type.from_parameter_value(default)
+            value = given.value if given is not None else default
+            raise ValueError(f'parameter {name}: {value!r} is a {type_name(value)}, expected '
+                             f"a {expected.name.lower().replace('_', ' ')} ({description})"
+                             ) from None
+    return {name: parameter_value(node, name) for name in table}
+
+
+def parameter_value(node: Node, name: str) -> object:
+    """The parameter's value; None for a typed parameter that was never given one."""
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return None
+
+
+def unknown_overrides(node: Node, known: set[str]) -> list[str]:
+    """Parameters given to the node (-p, YAML) that it does not declare, each with the
+    closest declared name: a misspelling must not pass in silence. `known` holds the
+    parameters of this package's other nodes (config/detector.yaml shares `/**`)."""
+    declared = set(node._parameters)
+    out = []
+    for name in sorted(set(node._parameter_overrides) - declared - known):
+        close = difflib.get_close_matches(name, sorted(declared), n=1)
+        out.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ''))
+    return out
 
 
 def read_build_params(node: Node) -> BuildParams:

@@ -26,7 +26,13 @@ from std_msgs.msg import String
 
 from ..core.builder import BuildResult, engine_for_backend
 from ..core.errors import YoloTrtError
-from .build_params import LATCHED_QOS, BuildParams, declare_parameters, read_build_params
+from .build_params import (
+    LATCHED_QOS,
+    BuildParams,
+    declare_parameters,
+    read_build_params,
+    unknown_overrides,
+)
 
 # Beyond the shared build parameters (build_params.py).
 PARAMETERS: dict[str, tuple[object, str]] = {
@@ -43,8 +49,14 @@ class BuilderConfig:
 
 
 def read_config(node: Node) -> BuilderConfig:
+    from .detector_node import PARAMETERS as DETECTOR_PARAMETERS  # a cycle at import time
+
     build = read_build_params(node)
     p = declare_parameters(node, PARAMETERS)
+    unknown = unknown_overrides(node, set(DETECTOR_PARAMETERS))
+    if unknown:
+        node.get_logger().warn(f"parameters given but not known to engine_builder: "
+                               f"{', '.join(unknown)}")
     return BuilderConfig(build, bool(p['force']), max(0.0, float(p['linger_s'])))
 
 

@@ -15,7 +15,7 @@ from vision_msgs.msg import (
 )
 
 from ..core.cdr import parse_compressed, parse_image
-from ..core.frames import CameraStats
+from ..core.frames import CameraStats, Window
 from ..core.images import ImageView, decode_compressed, view_image
 from ..core.postprocess import Detections
 
@@ -78,15 +78,17 @@ def bgr_image(bgr: np.ndarray, header: Header) -> Image:
     return msg
 
 
-def camera_status(name: str, topic: str, received: int, dropped: int,
-                  stats: CameraStats, backend: str) -> DiagnosticStatus:
-    """One camera's counters and latency percentiles as a DiagnosticStatus."""
+def camera_status(name: str, topic: str, totals: Window, stats: CameraStats, backend: str,
+                  health: tuple[int, str]) -> DiagnosticStatus:
+    """One camera's counters (since start), latency percentiles and health (over the last
+    window) as a DiagnosticStatus."""
     bad = sum(stats.bad_input.values())
-    level = DiagnosticStatus.OK if bad == 0 else DiagnosticStatus.WARN
-    values = {'topic': topic, 'backend': backend, 'frames_in': received,
-              'processed': stats.processed, 'dropped': dropped, 'bad_input': bad}
+    values = {'topic': topic, 'backend': backend, 'frames_in': totals.frames_in,
+              'processed': totals.processed, 'dropped': totals.dropped,
+              'lost_in_dds': totals.lost, 'bad_input': bad}
     values.update({f'bad_input.{cause}': n for cause, n in sorted(stats.bad_input.items())})
     values.update({f'latency_ms.{k}': round(v, 2) for k, v in stats.percentiles_ms().items()})
-    return DiagnosticStatus(level=level, name=f'yolo_trt_ros: {name}', hardware_id=name,
-                            message='bad input seen' if bad else 'ok',
+    level, message = health
+    return DiagnosticStatus(level=bytes([level]), name=f'yolo_trt_ros: {name}',
+                            hardware_id=name, message=message,
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

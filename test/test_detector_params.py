@@ -1,0 +1,85 @@
+"""The detector's parameters as a user gets them wrong: one line naming the parameter,
+the value and what is accepted (issues 10.4 and 11.5-6). Each case is a real node process."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from sensor_msgs.msg import Image
+from test_detector_node import found, frame, running
+from vision_msgs.msg import Detection2DArray
+
+pytestmark = pytest.mark.ros
+DETECTOR = 'yolo_trt_ros.ros.detector_node'
+
+
+def start(*params: str, timeout: float = 60) -> tuple[int, str]:
+    args = [a for p in ('backend:=onnxruntime', *params) for a in ('-p', p)]
+    proc = subprocess.run([sys.executable, '-m', DETECTOR, '--ros-args', *args],
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize('param,expected', [
+    ('conf_threshold:=abc', "parameter conf_threshold: 'abc' is a string, expected a double"),
+    ('classes:=999', 'parameter classes: [999] not in 0..79 (the model has 80 classes)'),
+    ('classes:=[-1]', 'parameter classes: [-1] not in 0..79'),
+    ('classes_by_name:=[persn]', "parameter classes_by_name: ['persn'] are not class names"),
+    ('image_topics:=1bad topic!', "parameter image_topics: '1bad topic!' is not a valid topic"),
+    ('image_topics:=cam,cam', "parameter image_topics: ['cam'] given more than once"),
+    ('max_detections:=1000000000000', 'parameter max_detections: 1000000000000 is outside 1..'),
+    ('qos_reliability:=sometimes', "parameter qos_reliability: 'sometimes' is not auto, reliable"),
+    ('conf_threshold:=1.5', 'parameter conf_threshold must be in [0, 1], got 1.5'),
+])
+def test_bad_parameter_is_one_line_and_exit_2(param, expected):
+    rc, out = start(param)
+    assert rc == 2, out
+    assert expected in out, out
+    assert 'Traceback' not in out
+
+
+def test_model_directory_and_missing_engine_are_named(tmp_path):
+    rc, out = start(f'model:={tmp_path}')
+    assert rc == 2 and f'parameter model: {tmp_path} is a directory' in out, out
+    rc, out = start('backend:=auto', f'engine_path:={tmp_path}/gone.engine')
+    assert rc == 2 and f'parameter engine_path: {tmp_path}/gone.engine does not exist' in out, out
+
+
+def test_misspelled_parameter_is_reported(bus_jpg):
+    with running(conf_treshold=0.5) as (proc, client):
+        proc.wait_for_output("'conf_treshold' (did you mean 'conf_threshold'?)")
+
+
+def set_classes(client, name: str, value: ParameterValue) -> tuple[bool, str]:
+    cli = client.node.create_client(SetParameters, '/detector/set_parameters')
+    client.wait(lambda: cli.service_is_ready(), 'the parameter service')
+    future = cli.call_async(SetParameters.Request(parameters=[ParameterMsg(name=name,
+                                                                            value=value)]))
+    client.wait(future.done, 'the parameter change')
+    result = future.result().results[0]
+    return result.successful, result.reason
+
+
+def test_classes_is_an_integer_array_set_at_run_time_and_names_work(bus_jpg):
+    with running(classes='[5]') as (proc, client):  # -p classes:=[5]: bus only
+        results = client.collect(Detection2DArray, 'detections')
+        pub = client.publisher(Image, 'image')
+        pub.publish(frame(bus_jpg, 'bgr8', 1, 'cam'))
+        client.wait(lambda: results, 'the first result')
+        ok, _ = set_classes(client, 'classes', ParameterValue(
+            type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[99]))
+        assert not ok  # 99 is no class of an 80-class model
+        ok, reason = set_classes(client, 'classes', ParameterValue(
+            type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[]))
+        assert ok, reason
+        ok, reason = set_classes(client, 'classes_by_name', ParameterValue(
+            type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=['person']))
+        assert ok, reason
+        pub.publish(frame(bus_jpg, 'bgr8', 2, 'cam'))
+        client.wait(lambda: len(results) > 1, 'the second result')
+    assert {n for n, _ in found(results[0])} == {'bus'}
+    assert {n for n, _ in found(results[1])} == {'person'}

@@ -29,6 +29,7 @@ from yolo_trt_ros.launch_args import (
     PARAM_TYPES,
     default_params_file,
     fastdds_profile,
+    validate,
 )
 
 
@@ -37,7 +38,19 @@ def _overrides(param_to_arg: dict) -> dict:
             for param, arg in param_to_arg.items()}
 
 
+class LaunchError(RuntimeError):
+    """Raised from the launch: `ros2 launch` reports it and exits non-zero."""
+
+
+def _fail(message: str):
+    def raise_it(_context):
+        raise LaunchError(message)
+    return OpaqueFunction(function=raise_it)
+
+
 def _nodes(context):
+    # Every argument checked before any node starts (same rules as `yolo-trt launch`).
+    validate({name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS})
     params_file = LaunchConfiguration('params_file').perform(context) or str(default_params_file())
     namespace = LaunchConfiguration('namespace')
     builder = Node(
@@ -54,10 +67,18 @@ def _nodes(context):
             return [detector]
         return [LogInfo(msg=f'engine_builder failed (exit {event.returncode}); '
                             f'not starting the detector'),
-                EmitEvent(event=Shutdown(reason='engine build failed'))]
+                _fail(f'engine_builder failed (exit {event.returncode})')]
 
-    return [builder, RegisterEventHandler(OnProcessExit(target_action=builder,
-                                                        on_exit=after_builder))]
+    def after_detector(event, _context):
+        # A signal-driven stop exits 0 (or -2/-15 when killed by launch itself); any other
+        # code means the detector failed, and the launch must say so in its exit status.
+        if event.returncode not in (0, -2, -15):
+            return [_fail(f'detector exited with {event.returncode}')]
+        return [EmitEvent(event=Shutdown(reason='detector stopped'))]
+
+    return [builder,
+            RegisterEventHandler(OnProcessExit(target_action=builder, on_exit=after_builder)),
+            RegisterEventHandler(OnProcessExit(target_action=detector, on_exit=after_detector))]
 
 
 def generate_launch_description():

@@ -76,6 +76,10 @@ def launch_problems(launch_source: str, yaml_text: str, arguments: dict, builder
                  for a in sorted(REQUIRED_ARGUMENTS - set(arguments))]
     if 'LAUNCH_ARGUMENTS.items()' not in launch_source or 'DeclareLaunchArgument' not in launch_source:
         problems.append('the launch file does not declare LAUNCH_ARGUMENTS')
+    if 'validate(' not in launch_source:
+        problems.append('the launch file does not validate its arguments before the nodes')
+    if 'target_action=detector' not in launch_source:
+        problems.append("the launch file ignores the detector's exit status")
     # Every parameter it sets is one the node declares, with the node's type.
     for node, mapping in (('engine_builder', builder_map), ('detector', detector_map)):
         for param in mapping:
@@ -126,6 +130,7 @@ def test_launch_file_yaml_and_nodes_agree():
     ('param', 'launch sets detector.confidence, which the node does not declare'),
     ('argument', "launch argument image is read but not declared"),
     ('type', 'detector.iou_threshold: launch type'),
+    ('validate', 'does not validate its arguments'),
 ])
 def test_static_check_fails_when_a_name_drifts(drift, expected):
     source, yaml_text, arguments, builder_map, detector_map, types = real_inputs()
@@ -143,6 +148,8 @@ def test_static_check_fails_when_a_name_drifts(drift, expected):
         source = source.replace("LaunchConfiguration('params_file')", "LaunchConfiguration('image')")
     elif drift == 'type':
         types['iou_threshold'] = str
+    elif drift == 'validate':
+        source = source.replace('validate(', 'print(')
     problems = launch_problems(source, yaml_text, arguments, builder_map, detector_map, types)
     assert any(expected in p for p in problems), problems
 
@@ -212,3 +219,22 @@ def test_demo_prints_each_frame_and_saves_annotated_images(tmp_path):
     lines = [line for line in out.splitlines() if line.startswith('frame ')]
     assert len(lines) == 2 and all('latency' in line and 'person' in line for line in lines)
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['frame_001.jpg', 'frame_002.jpg']
+
+
+@pytest.mark.parametrize('argument,expected', [
+    ('conf:=abc', "launch argument conf: 'abc' is not a number in [0, 1]"),
+    ('compressed:=maybe', "launch argument compressed: 'maybe' is not true or false"),
+    ('qos_reliability:=sometimes', "launch argument qos_reliability: 'sometimes' is not auto"),
+    ('qos_depth:=0', "launch argument qos_depth: '0' is not an integer in 1..100"),
+])
+def test_yolo_trt_launch_validates_arguments_before_any_node_starts(argument, expected):
+    rc, out = YoloTrt('launch', argument).finish(30)
+    assert rc == 2 and expected in out, out
+    assert 'engine_builder' not in out  # nothing was started
+
+
+def test_yolo_trt_launch_exits_non_zero_when_the_detector_fails(tmp_path):
+    rc, out = YoloTrt('launch', f'model:={tmp_path}', 'backend:=onnxruntime',
+                      f'cache_dir:={tmp_path}').finish(60)
+    assert rc == 2, out
+    assert 'is a directory' in out and 'the detector exited with 2' in out

@@ -21,6 +21,9 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     'backend': (defaults.BACKEND, ', '.join(defaults.BACKENDS)),
     'cache_dir': ('', 'engine cache directory; empty: ~/.cache/yolo_trt_ros/engines'),
     'publish_annotated': ('true', 'publish detections_image while someone subscribes'),
+    'qos_reliability': (defaults.QOS_RELIABILITY, 'input QoS: auto (reliable when every '
+                                                  'publisher is), reliable or best_effort'),
+    'qos_depth': (str(defaults.QOS_DEPTH), 'input QoS history depth'),
     'params_file': ('', 'parameter YAML; empty: the installed config/detector.yaml'),
 }
 
@@ -30,13 +33,46 @@ BUILDER_FROM_ARGS = {'model': 'model', 'precision': 'precision', 'backend': 'bac
 DETECTOR_FROM_ARGS = {'model': 'model', 'precision': 'precision', 'backend': 'backend',
                       'cache_dir': 'cache_dir', 'image_topics': 'image_topic',
                       'compressed': 'compressed', 'conf_threshold': 'conf',
-                      'iou_threshold': 'iou', 'publish_annotated': 'publish_annotated'}
+                      'iou_threshold': 'iou', 'publish_annotated': 'publish_annotated',
+                      'qos_reliability': 'qos_reliability', 'qos_depth': 'qos_depth'}
 
 # Python type of each node parameter set from a launch argument: launch arguments are
 # strings, and an empty string must stay a string, not become YAML's null.
 PARAM_TYPES = {'model': str, 'precision': str, 'backend': str, 'cache_dir': str,
                'image_topics': str, 'compressed': bool, 'conf_threshold': float,
-               'iou_threshold': float, 'publish_annotated': bool}
+               'iou_threshold': float, 'publish_annotated': bool, 'qos_reliability': str,
+               'qos_depth': int}
+MAX_QOS_DEPTH = 100
+BOOLEANS = ('true', 'false')
+
+
+def _check(name: str, value: str, ok: bool, accepted: str) -> None:
+    if not ok:
+        raise ValueError(f"launch argument {name}: '{value}' is not {accepted}")
+
+
+def _is_fraction(text: str) -> bool:
+    try:
+        return 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False
+
+
+def validate(values: dict[str, str]) -> None:
+    """Check every launch argument before any node starts; ValueError names the argument,
+    the value and what is accepted. detect.launch.py and `yolo-trt launch` both call it."""
+    for name in ('compressed', 'publish_annotated'):
+        _check(name, values[name], values[name].lower() in BOOLEANS, 'true or false')
+    for name in ('conf', 'iou'):
+        _check(name, values[name], _is_fraction(values[name]), 'a number in [0, 1]')
+    for name, choices in (('precision', defaults.PRECISIONS), ('backend', defaults.BACKENDS),
+                          ('qos_reliability', defaults.QOS_RELIABILITIES)):
+        _check(name, values[name], values[name] in choices, ', '.join(choices))
+    depth = values['qos_depth']
+    _check('qos_depth', depth, depth.isdigit() and 1 <= int(depth) <= MAX_QOS_DEPTH,
+           f'an integer in 1..{MAX_QOS_DEPTH}')
+    _check('image_topic', values['image_topic'], bool(values['image_topic'].strip(' ,')),
+           'a topic name (several: comma-separated)')
 
 
 def _config_file(name: str) -> Path:

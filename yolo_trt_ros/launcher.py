@@ -18,6 +18,7 @@ from .launch_args import (
     LAUNCH_ARGUMENTS,
     default_params_file,
     fastdds_profile,
+    validate,
 )
 
 STOP_TIMEOUT_S = 5.0
@@ -110,6 +111,7 @@ class Launcher:
 def run(items: list[str]) -> int:
     try:
         args = parse_assignments(items)
+        validate(args)
     except ValueError as exc:
         print(f'yolo-trt launch: {exc}', file=sys.stderr)
         return 2
@@ -124,7 +126,10 @@ def run(items: list[str]) -> int:
         if rc != 0:
             return rc
         rc = launcher.wait()
-        return 0 if launcher.stopping.is_set() else rc
+        if rc != 0 and not launcher.stopping.is_set():
+            print(f'yolo-trt launch: the detector exited with {rc}', file=sys.stderr)
+            return rc
+        return 0
     finally:
         launcher.stop()
         for s, handler in previous.items():

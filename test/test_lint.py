@@ -59,3 +59,23 @@ def test_package_xml_check_catches_violations(tmp_path, old, new, message):
 
 def test_colcon_never_sees_the_pip_route_folder():
     assert (ROOT / 'pip_env' / 'COLCON_IGNORE').is_file()
+
+
+def vermin(*paths: str) -> subprocess.CompletedProcess:
+    """vermin: the oldest Python each file needs. 3.10 is ROS 2 Humble's."""
+    return subprocess.run([str(Path(sys.executable).parent / 'vermin'), '-t=3.10-', '--violations',
+                           '--no-tips', '--eval-annotations', *paths],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def test_code_runs_on_python_3_10():
+    trees = [t for t in PYTHON_TREES if (ROOT / t).exists()]
+    proc = vermin(*trees)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_vermin_catches_code_that_needs_3_11(tmp_path):
+    bad = tmp_path / 'new.py'
+    bad.write_text('import tomllib\n')
+    proc = vermin(str(bad))
+    assert proc.returncode != 0 and 'tomllib' in proc.stdout, proc.stdout

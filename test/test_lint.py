@@ -45,7 +45,7 @@ def test_package_xml_is_valid_format_3():
 @pytest.mark.parametrize('old,new,message', [
     ('<name>yolo_trt_ros</name>', '<name>Yolo TRT</name>', 'name'),
     ('maintainers@yolo-trt-ros.dev', 'not-an-email', 'email'),
-    ('<license>Apache-2.0</license>', '', 'license'),
+    ('<license file="LICENSE">Apache-2.0</license>', '', 'license'),
 ])
 def test_package_xml_check_catches_violations(tmp_path, old, new, message):
     pkg = tmp_path / 'pkg'

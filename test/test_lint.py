@@ -13,14 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON_TREES = ['yolo_trt_ros', 'test', 'launch', 'bench', 'setup.py']
 
 
+def tool(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+
+
 def ruff(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'ruff', 'check', '--no-cache', *args],
-                          cwd=ROOT, capture_output=True, text=True)
+    return tool(sys.executable, '-m', 'ruff', 'check', '--no-cache', *args)
 
 
-def test_ruff_is_clean():
-    trees = [t for t in PYTHON_TREES if (ROOT / t).exists()]
-    proc = ruff(*trees)
+def vermin(*paths: str) -> subprocess.CompletedProcess:
+    """vermin: the oldest Python each file needs. 3.10 is ROS 2 Humble's."""
+    return tool(str(Path(sys.executable).parent / 'vermin'), '-t=3.10-', '--violations',
+                '--no-tips', '--eval-annotations', *paths)
+
+
+@pytest.mark.parametrize('check', [ruff, vermin], ids=['ruff', 'runs-on-python-3.10'])
+def test_python_trees_are_clean(check):
+    proc = check(*[t for t in PYTHON_TREES if (ROOT / t).exists()])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -59,19 +68,6 @@ def test_package_xml_check_catches_violations(tmp_path, old, new, message):
 
 def test_colcon_never_sees_the_pip_route_folder():
     assert (ROOT / 'pip_env' / 'COLCON_IGNORE').is_file()
-
-
-def vermin(*paths: str) -> subprocess.CompletedProcess:
-    """vermin: the oldest Python each file needs. 3.10 is ROS 2 Humble's."""
-    return subprocess.run([str(Path(sys.executable).parent / 'vermin'), '-t=3.10-', '--violations',
-                           '--no-tips', '--eval-annotations', *paths],
-                          cwd=ROOT, capture_output=True, text=True)
-
-
-def test_code_runs_on_python_3_10():
-    trees = [t for t in PYTHON_TREES if (ROOT / t).exists()]
-    proc = vermin(*trees)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_vermin_catches_code_that_needs_3_11(tmp_path):

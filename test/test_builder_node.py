@@ -3,6 +3,7 @@ exit codes are right for success, fallback and failure."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -85,6 +86,7 @@ def test_late_subscriber_receives_the_engine_and_builder_exits_0(model, tmp_path
     (['backend:=gpu'], 2, "bad parameter: parameter backend: 'gpu' is not auto"),
     (['backend:=auto', 'flavour:=tensorrt', 'linger_s:=0.0'], 0, 'the detector will use ONNX Runtime'),
     (['backend:=onnxruntime', 'linger_s:=0.0'], 0, 'backend onnxruntime: no engine needed'),
+    (['backend:=onnxruntime', 'linger_s:=0.0'], 0, 'published no engine (the detector runs ONNX Runtime) on /engine'),
 ])
 def test_exit_codes_and_reasons(model, tmp_path, params, rc, text):
     if not any(p.startswith('model:=') for p in params):
@@ -92,3 +94,11 @@ def test_exit_codes_and_reasons(model, tmp_path, params, rc, text):
     code, out = finish(start_builder(f'cache_dir:={tmp_path}', *params))
     assert code == rc, out
     assert text in out
+
+
+def test_missing_default_model_points_at_fetch_assets(tmp_path):
+    env = {**os.environ, 'YOLO_TRT_ROS_HOME': str(tmp_path / 'empty')}
+    proc = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.ros.builder_node'], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert 'the default model' in proc.stderr and 'run `yolo-trt fetch-assets`' in proc.stderr

@@ -84,7 +84,8 @@ for n in range(int(sys.argv[1])):
     msg.header.stamp.sec = n
     pub.publish(msg)
     time.sleep(0.1)
-pub.wait_for_all_acked(Duration(seconds=30))
+if not pub.wait_for_all_acked(Duration(seconds=30)):
+    sys.exit('frames not acknowledged')
 print('sent all')
 """
 
@@ -93,7 +94,9 @@ def test_auto_qos_gets_every_large_frame_from_a_reliable_camera_with_stock_dds()
     """Best effort received 1 of 40 such frames; auto subscribes reliably."""
     env = {k: v for k, v in os.environ.items() if k != 'FASTDDS_DEFAULT_PROFILES_FILE'}
     count = 20
-    with NodeProcess(DETECTOR, {'backend': 'onnxruntime'}, env=env) as det, \
+    # Depth `count`: the test is about DDS delivery. With depth 1 a reliable reader still
+    # replaces a frame its (CPU-starved, on a loaded CI machine) executor has not taken yet.
+    with NodeProcess(DETECTOR, {'backend': 'onnxruntime', 'qos_depth': count}, env=env) as det, \
             ros_context() as context:
         det.wait_for_output('-> ')
         executor = SingleThreadedExecutor(context=context)
@@ -103,12 +106,8 @@ def test_auto_qos_gets_every_large_frame_from_a_reliable_camera_with_stock_dds()
         camera = subprocess.run([sys.executable, '-c', CAMERA, str(count)], env=env,
                                 capture_output=True, text=True, timeout=120)
         assert camera.returncode == 0 and 'sent all' in camera.stdout, camera.stderr
-        try:
-            spin_until(executor, lambda: diagnostics_value(diags, 'frames_in') == str(count),
-                       timeout=30, what=f'all {count} frames counted at the detector')
-        except AssertionError:
-            print(det.output(), diags[-1] if diags else None)
-            raise
+        spin_until(executor, lambda: diagnostics_value(diags, 'frames_in') == str(count),
+                   timeout=30, what=f'all {count} frames counted at the detector')
         executor.shutdown()
     assert 'input QoS reliable (auto)' in det.output()
     assert diagnostics_value(diags, 'lost_in_dds') == '0'

@@ -1,6 +1,7 @@
 """The detector node as its own process, fed and read by real rclpy nodes here."""
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 
@@ -15,7 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_helpers import NodeProcess, make_node, ros_context, spin_until
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
+from std_msgs.msg import Header, String
 from test_default_model import BUS, PEOPLE, iou
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -122,12 +123,16 @@ def test_compressed_input_and_late_label_info(bus_jpg):
         pub.publish(frame(bus_jpg, 'compressed', 7, 'jpeg_cam'))
         client.wait(lambda: results, 'detections for the JPEG')
         labels = client.collect(LabelInfo, 'label_info', LATCHED_QOS)  # subscribed late
-        client.wait(lambda: labels, 'LabelInfo for a late subscriber')
+        engine = client.collect(String, 'engine', LATCHED_QOS)
+        client.wait(lambda: labels and engine, 'LabelInfo and the engine for a late subscriber')
     assert results[0].header.frame_id == 'jpeg_cam'
     assert_bus_and_people(results[0])
     info = labels[0]
     assert len(info.class_map) == 80 and info.class_map[5].class_name == 'bus'
     assert info.class_map[5].class_id == 5 and abs(info.threshold - 0.3) < 1e-6
+    announced = json.loads(engine[0].data)  # the detector's own: it outlives the builder
+    assert announced['backend'] == 'onnxruntime' and announced['engine_path'] is None
+    assert announced['announced_by'] == 'detector'
 
 
 def test_two_cameras_get_their_own_results(bus_jpg, zidane_jpg):

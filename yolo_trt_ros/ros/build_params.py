@@ -118,5 +118,8 @@ def read_build_params(node: Node) -> BuildParams:
         opt_level=None if p['opt_level'] < 0 else p['opt_level'], simplify=p['simplify'],
         flavour=p['flavour'] or None)
     model = Path(p['model']) if p['model'] else assets.default_model_path()
+    if not p['model'] and not model.is_file():
+        raise ValueError(f'parameter model: not set, and the default model {model} is missing: '
+                         f'run `yolo-trt fetch-assets` (or pass model:=<your.onnx>)')
     return BuildParams(model, p['backend'], options,
                        Path(p['cache_dir']) if p['cache_dir'] else None)

@@ -85,8 +85,9 @@ class EngineBuilderNode(Node):
             return 1
         message = announcement(build.model, result)
         self.publisher.publish(String(data=json.dumps(message)))
-        log.info(f"published engine {message['engine_path']} on "
-                 f'{self.publisher.topic_name}')
+        what = f"engine {message['engine_path']}" if message['engine_path'] else \
+            'no engine (the detector runs ONNX Runtime)'
+        log.info(f'published {what} on {self.publisher.topic_name}')
         self._linger()
         return 0
 

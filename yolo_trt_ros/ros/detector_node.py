@@ -228,7 +228,8 @@ class DetectorNode(Node):
         unknown = unknown_overrides(self, OTHER_NODES_PARAMETERS)
         if unknown:
             log.warn(f"parameters given but not known to the detector: {', '.join(unknown)}")
-        self.detector = Detector.open(self._with_engine(self.config.detector))
+        opened = self._with_engine(self.config.detector)
+        self.detector = Detector.open(opened)
         try:  # `classes` can only be checked against the model's classes now
             self.detector.post = _post_config(self._runtime_values(), self._class_names())
         except ValueError:
@@ -253,6 +254,13 @@ class DetectorNode(Node):
             log.info(f'{in_topic} -> {self.cameras[-1].detections.topic_name}')
         self.label_pub = self.create_publisher(LabelInfo, 'label_info', LATCHED_QOS)
         self._publish_label_info()
+        # The builder's announcement ends with its process; this one lasts as long as the
+        # detector and says what it really loaded.
+        self.engine_pub = self.create_publisher(String, 'engine', LATCHED_QOS)
+        self.engine_pub.publish(String(data=json.dumps({
+            'engine_path': str(opened.engine) if info.name == 'tensorrt' else None,
+            'backend': info.name, 'model': str(self.config.detector.model),
+            'announced_by': 'detector'})))
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._publish_diagnostics)
         if self.config.qos_reliability == 'auto':

@@ -54,7 +54,7 @@ def test_misspelled_parameter_is_reported(bus_jpg):
         proc.wait_for_output("'conf_treshold' (did you mean 'conf_threshold'?)")
 
 
-def set_classes(client, name: str, value: ParameterValue) -> tuple[bool, str]:
+def set_parameter(client, name: str, value: ParameterValue) -> tuple[bool, str]:
     cli = client.node.create_client(SetParameters, '/detector/set_parameters')
     client.wait(lambda: cli.service_is_ready(), 'the parameter service')
     future = cli.call_async(SetParameters.Request(parameters=[ParameterMsg(name=name,
@@ -70,13 +70,19 @@ def test_classes_is_an_integer_array_set_at_run_time_and_names_work(bus_jpg):
         pub = client.publisher(Image, 'image')
         pub.publish(frame(bus_jpg, 'bgr8', 1, 'cam'))
         client.wait(lambda: results, 'the first result')
-        ok, _ = set_classes(client, 'classes', ParameterValue(
+        ok, reason = set_parameter(client, 'classes', ParameterValue(
             type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[99]))
-        assert not ok  # 99 is no class of an 80-class model
-        ok, reason = set_classes(client, 'classes', ParameterValue(
+        assert not ok and 'parameter classes: [99] not in 0..79' in reason
+        ok, reason = set_parameter(client, 'conf_threshold', ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value='abc'))
+        assert not ok and reason == "parameter conf_threshold: 'abc' is a string, expected a double"
+        ok, reason = set_parameter(client, 'classes', ParameterValue(  # one id, not an array
+            type=ParameterType.PARAMETER_INTEGER, integer_value=0))
+        assert ok, reason
+        ok, reason = set_parameter(client, 'classes', ParameterValue(
             type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[]))
         assert ok, reason
-        ok, reason = set_classes(client, 'classes_by_name', ParameterValue(
+        ok, reason = set_parameter(client, 'classes_by_name', ParameterValue(
             type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=['person']))
         assert ok, reason
         pub.publish(frame(bus_jpg, 'bgr8', 2, 'cam'))

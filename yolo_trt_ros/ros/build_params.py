@@ -6,6 +6,7 @@ sets them once for both nodes (under `/**`).
 """
 from __future__ import annotations
 
+import array
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,42 +48,68 @@ class BuildParams:
     cache_dir: Path | None
 
 
-# A scalar given for an array parameter (`-p classes:=5`, the natural way to write one
-# class) is taken as a one-element array.
-_ARRAY_OF = {Parameter.Type.INTEGER_ARRAY: int, Parameter.Type.DOUBLE_ARRAY: float,
-             Parameter.Type.STRING_ARRAY: str}
+_ARRAY_OF = {Parameter.Type.INTEGER_ARRAY: Parameter.Type.INTEGER,
+             Parameter.Type.DOUBLE_ARRAY: Parameter.Type.DOUBLE,
+             Parameter.Type.STRING_ARRAY: Parameter.Type.STRING}
 
 
-def type_name(value: object) -> str:
-    """A parameter value's ROS type, as a user reads it (`-p x:=abc` is a string)."""
-    return Parameter.Type.from_parameter_value(value).name.lower().replace('_', ' ')
+def _type_of(value: object) -> Parameter.Type:
+    return value if isinstance(value, Parameter.Type) else \
+        Parameter.Type.from_parameter_value(value)
+
+
+def _text(kind: Parameter.Type) -> str:
+    """'a double', 'an integer array'."""
+    words = kind.name.lower().replace('_', ' ')
+    return ('an ' if words[0] in 'aeiou' else 'a ') + words
+
+
+def checked_value(name: str, value: object, default: object) -> object:
+    """`value` as the type of `default` (a value or a Parameter.Type): an integer is taken
+    where a double is expected, and a single item where an array is (`classes:=5`, the
+    natural way to write one class). Otherwise ValueError naming the parameter, the value
+    and the type accepted: one line instead of rclpy's traceback or type error."""
+    expected = _type_of(default)
+    if value is None:
+        return None  # a parameter without default that was never set
+    given = _type_of(value)
+    element = _ARRAY_OF.get(expected)
+    if isinstance(value, (list, tuple, array.array)) and not value and element is not None:
+        return []  # an empty list has no element type of its own
+    if given == expected:
+        return list(value) if element is not None else value
+    if expected == Parameter.Type.DOUBLE and given == Parameter.Type.INTEGER:
+        return float(value)
+    if element is not None and given == element:
+        return [value]
+    raise ValueError(f'parameter {name}: {value!r} is {_text(given)}, expected '
+                     f'{_text(expected)}' + (f' (or {_text(element)})' if element else ''))
 
 
 def declare_parameters(node: Node, table: dict[str, tuple[object, str]],
                        runtime: frozenset[str] = frozenset()) -> dict:
     """Declare (name -> (default, description)) with descriptors; return the values.
 
-    A default that is a Parameter.Type declares a typed parameter without a value (None
-    when not given). A value of the wrong type raises ValueError naming the parameter,
-    the value and the type accepted, instead of rclpy's traceback.
+    A default that is a Parameter.Type declares a parameter without a value (None when
+    not given). Parameters changeable at run time are declared dynamically typed and
+    checked by checked_value, at start-up and on every change, so that a wrong type
+    gets our one-line message there too; the others are typed by rclpy, whose type
+    error is turned into the same message.
     """
-    overrides = node._parameter_overrides  # rclpy has no public accessor (Humble..Kilted)
     for name, (default, description) in table.items():
-        given = overrides.get(name)
-        element = _ARRAY_OF.get(default) if isinstance(default, Parameter.Type) else None
-        if given is not None and element is not None and type(given.value) is element:
-            overrides[name] = Parameter(name, value=[given.value])
+        if name in runtime:
+            node.declare_parameter(
+                name, None if isinstance(default, Parameter.Type) else default,
+                ParameterDescriptor(description=description, dynamic_typing=True))
+            continue
         try:
             node.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=name not in runtime))
+                description=description, read_only=True))
         except InvalidParameterTypeException:
-            expected = default if isinstance(default, Parameter.Type) else \
-                Parameter.Type.from_parameter_value(default)
-            value = given.value if given is not None else default
-            raise ValueError(f'parameter {name}: {value!r} is a {type_name(value)}, expected '
-                             f"a {expected.name.lower().replace('_', ' ')} ({description})"
-                             ) from None
-    return {name: parameter_value(node, name) for name in table}
+            checked_value(name, node._parameter_overrides[name].value, default)  # raises
+            raise  # not reached: the override had the wrong type
+    return {name: checked_value(name, parameter_value(node, name), table[name][0])
+            for name in table}
 
 
 def parameter_value(node: Node, name: str) -> object:

@@ -51,6 +51,7 @@ from ..core.postprocess import PostprocessConfig
 from .build_params import (
     LATCHED_QOS,
     BuildParams,
+    checked_value,
     declare_parameters,
     parameter_value,
     read_build_params,
@@ -323,7 +324,8 @@ class DetectorNode(Node):
         return self.detector.names or [str(i) for i in range(self.detector.num_classes or 0)]
 
     def _runtime_values(self) -> dict:
-        return {name: parameter_value(self, name) for name in RUNTIME}
+        return {name: checked_value(name, parameter_value(self, name), PARAMETERS[name][0])
+                for name in RUNTIME}
 
     def _with_engine(self, config: DetectorConfig) -> DetectorConfig:
         """Fill in the engine: given, announced on `engine`, or found in the cache."""
@@ -427,8 +429,9 @@ class DetectorNode(Node):
             if p.name not in RUNTIME:
                 return SetParametersResult(successful=False,
                                            reason=f'{p.name} is read-only: restart to change it')
-            values[p.name] = p.value
         try:
+            for p in params:
+                values[p.name] = checked_value(p.name, p.value, PARAMETERS[p.name][0])
             post = _post_config(values, self._class_names())
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))

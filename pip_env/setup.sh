@@ -104,6 +104,25 @@ else
     stamp reference "$MODE_FILE" "$REF_REQ"
 fi
 
+# The real TensorRT 10.3, 10.13 and 11.4 Python bindings, each in a folder of its own, for
+# the test that checks our TensorRT calls against them (no TensorRT runtime needed).
+TRT_REQ=$ROOT/pip_env/tensorrt-bindings.txt
+install_trt_bindings() {
+    local spec version
+    while read -r spec _; do
+        [[ -z $spec || $spec == \#* ]] && continue
+        version=${spec##*==}
+        pip_install --no-deps --upgrade --target "$VENV/opt/tensorrt-bindings/$version" "$spec" || return 1
+    done <"$TRT_REQ"
+}
+if fresh trt_bindings "$MODE_FILE" "$TRT_REQ"; then
+    say "test reference (TensorRT bindings): up to date"
+else
+    step "install the real TensorRT Python bindings into $VENV/opt/tensorrt-bindings (tests)" \
+        "read the pip output above" install_trt_bindings
+    stamp trt_bindings "$MODE_FILE" "$TRT_REQ"
+fi
+
 # --- 3. vision_msgs ---------------------------------------------------------------------
 MSG_SRC=$ROOT/pip_env/vision_msgs
 MSG_INPUTS=("$MODE_FILE" "$MSG_SRC/CMakeLists.txt" "$MSG_SRC/package.xml" "$MSG_SRC"/msg/*.msg)

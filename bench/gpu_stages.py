@@ -80,30 +80,41 @@ def preprocess_stages(report: Report, cuda: CudaRuntime, stream: int, frames: in
 
 
 def decode_stages(report: Report, cuda: CudaRuntime, stream: int, frames: int) -> None:
-    output = yolov8_output()[None]  # (1, 84, 8400), a realistic statistic
-    box, cfg = Letterbox.fit(W, H, INPUT, INPUT), PostprocessConfig()
+    for batch, dtype in ((1, np.float32), (1, np.float16), (CAMERAS, np.float32)):
+        decode_stage(report, cuda, stream, frames, batch, np.dtype(dtype))
+
+
+def decode_stage(report: Report, cuda: CudaRuntime, stream: int, frames: int, batch: int,
+                 dtype: np.dtype) -> None:
+    """batch realistic (84, 8400) outputs of dtype: downloaded whole and decoded on the CPU,
+    against GpuDecoder, after checking that both give the same detections."""
+    output = np.stack([yolov8_output(seed=i) for i in range(batch)]).astype(dtype)
+    boxes, cfg = [Letterbox.fit(W, H, INPUT, INPUT)] * batch, PostprocessConfig()
+    what = f'({batch}, 84, 8400) {dtype.name}'
     d_out = cuda.malloc(output.nbytes)
     h_ptr = cuda.malloc_host(output.nbytes)
     h_out = np.frombuffer((ctypes.c_byte * output.nbytes).from_address(h_ptr),
-                          np.float32).reshape(output.shape)
+                          dtype).reshape(output.shape)
     try:
         cuda.copy_to_device(d_out, output.ctypes.data, output.nbytes, stream)
 
         def cpu_way():
             cuda.copy_to_host(h_out.ctypes.data, d_out, output.nbytes, stream)
             cuda.stream_synchronize(stream)
-            return postprocess(h_out[0], 'yolov8', box, cfg)
+            return [postprocess(h_out[i], 'yolov8', box, cfg) for i, box in enumerate(boxes)]
 
-        with GpuDecoder('yolov8', output.shape, np.float32, stream=stream, cuda=cuda) as dec:
-            cpu_det, gpu_det = cpu_way(), dec(d_out, [box], cfg)[0]
-            same = (np.array_equal(cpu_det.boxes, gpu_det.boxes) and
-                    np.array_equal(cpu_det.class_ids, gpu_det.class_ids))
-            cpu_r = report.add('decode+NMS CPU: download (1,84,8400) + postprocess', SIZE,
+        with GpuDecoder('yolov8', output.shape, dtype, stream=stream, cuda=cuda) as dec:
+            cpu_det, gpu_det = cpu_way(), dec(d_out, boxes, cfg)
+            same = all(np.array_equal(c.boxes, g.boxes) and np.array_equal(c.scores, g.scores)
+                       and np.array_equal(c.class_ids, g.class_ids)
+                       for c, g in zip(cpu_det, gpu_det, strict=True))
+            cpu_r = report.add(f'decode+NMS CPU: download {what} + postprocess', SIZE,
                                measure(cpu_way, frames, 20))
-            gpu_r = report.add('decode+NMS GPU: GpuDecoder (kernel, candidates, NMS)', SIZE,
-                               measure(lambda: dec(d_out, [box], cfg), frames, 20))
-            gpu_r.note = (f'{cpu_r.median_ms / gpu_r.median_ms:.1f}x faster; {len(gpu_det)} '
-                          f'detections, {"identical" if same else "DIFFERENT"}')
+            gpu_r = report.add(f'decode+NMS GPU: GpuDecoder {what}', SIZE,
+                               measure(lambda: dec(d_out, boxes, cfg), frames, 20))
+            gpu_r.note = (f'{cpu_r.median_ms / gpu_r.median_ms:.1f}x faster; '
+                          f'{sum(map(len, gpu_det))} detections, '
+                          f'{"identical" if same else "DIFFERENT"}')
     finally:
         cuda.free(d_out)
         cuda.free_host(h_ptr)

@@ -11,16 +11,14 @@ each beside the CPU way in the same run, and each checked against it before it i
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
-import json
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
+from stage_report import Log, run_stages
 
-from yolo_trt_ros.bench import Report, format_table, machine_info, measure
+from yolo_trt_ros.bench import Report, measure
 from yolo_trt_ros.core import assets
 from yolo_trt_ros.core.cuda import CudaRuntime
 from yolo_trt_ros.core.gpu_decode import GpuDecoder
@@ -120,7 +118,7 @@ def decode_stage(report: Report, cuda: CudaRuntime, stream: int, frames: int, ba
         cuda.free_host(h_ptr)
 
 
-def jpeg_stages(report: Report, cuda: CudaRuntime, stream: int, frames: int, log) -> None:
+def jpeg_stages(report: Report, cuda: CudaRuntime, stream: int, frames: int, log: Log) -> None:
     data = camera_jpeg()
     size = f'{SIZE} q90 {len(data) // 1024} KB'
     cpu = report.add('JPEG decode CPU (cv2.imdecode)', size,
@@ -156,7 +154,7 @@ def jpeg_stages(report: Report, cuda: CudaRuntime, stream: int, frames: int, log
             f'max {diff.max() * 255:.1f} levels')
 
 
-def message_stages(report: Report, frames: int, log) -> None:
+def message_stages(report: Report, frames: int, log: Log) -> None:
     try:
         from message_build import compare, detections
     except ImportError as exc:  # no rclpy / vision_msgs on this machine
@@ -165,34 +163,17 @@ def message_stages(report: Report, frames: int, log) -> None:
     compare(report, detections(20), frames)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--frames', type=int, default=300)
-    parser.add_argument('--json', type=Path)
-    args = parser.parse_args()
-    report = Report(machine_info())
+def stages(report: Report, frames: int, log: Log) -> None:
     cuda = CudaRuntime()
     stream = cuda.stream_create()
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr)
-        report.machine.setdefault('notes', []).append(message)
-
     try:
-        preprocess_stages(report, cuda, stream, args.frames)
-        decode_stages(report, cuda, stream, args.frames)
-        jpeg_stages(report, cuda, stream, args.frames, log)
-        message_stages(report, args.frames, log)
+        preprocess_stages(report, cuda, stream, frames)
+        decode_stages(report, cuda, stream, frames)
+        jpeg_stages(report, cuda, stream, frames, log)
+        message_stages(report, frames, log)
     finally:
         cuda.stream_destroy(stream)
-    print(format_table(report))
-    if args.json:
-        args.json.write_text(json.dumps({'machine': report.machine,
-                                         'results': [r.__dict__ for r in report.results]},
-                                        indent=2))
-    return 0
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # message_build beside this
-    sys.exit(main())
+    sys.exit(run_stages(__doc__.splitlines()[0], stages))

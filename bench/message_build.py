@@ -6,16 +6,14 @@ serialization rclpy's publish then does. Same detections, same process, p50/p99.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from rclpy.serialization import serialize_message
+from stage_report import Log, run_stages
 from std_msgs.msg import Header
 
-from yolo_trt_ros.bench import Report, format_table, machine_info, measure
+from yolo_trt_ros.bench import Report, measure
 from yolo_trt_ros.core.cdr import Stamped
 from yolo_trt_ros.core.cdr_writer import detection_array_cdr
 from yolo_trt_ros.core.postprocess import Detections
@@ -33,7 +31,7 @@ def detections(n: int) -> Detections:
                       rng.integers(0, 80, n).astype(np.int32))
 
 
-def run(report: Report, frames: int) -> None:
+def run(report: Report, frames: int, log: Log) -> None:
     for n in COUNTS:
         compare(report, detections(n), frames)
 
@@ -52,20 +50,5 @@ def compare(report: Report, det: Detections, frames: int) -> None:
                  f'{both.median_ms / ours.median_ms:.1f}x than message + serialization')
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--frames', type=int, default=300)
-    parser.add_argument('--json', type=Path)
-    args = parser.parse_args()
-    report = Report(machine_info())
-    run(report, args.frames)
-    print(format_table(report))
-    if args.json:
-        args.json.write_text(json.dumps({'machine': report.machine,
-                                         'results': [r.__dict__ for r in report.results]},
-                                        indent=2))
-    return 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_stages(__doc__.splitlines()[0], run))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from counting_cuda import CountingCuda
 from test_gpu_preprocess import TARGETS
 
 from yolo_trt_ros.core.cuda import CudaRuntime
@@ -161,33 +162,15 @@ def test_more_candidates_than_nms_takes():
 
 @pytest.mark.gpu
 def test_steady_calls_allocate_nothing_and_download_only_candidates():
-    class CountingCuda(CudaRuntime):  # the real runtime, counting what it allocates and copies
-        allocations = downloaded = 0
-
-        def malloc(self, nbytes):
-            CountingCuda.allocations += 1
-            return super().malloc(nbytes)
-
-        def malloc_host(self, nbytes):
-            CountingCuda.allocations += 1
-            return super().malloc_host(nbytes)
-
-        def copy_to_host(self, dst, src, nbytes, stream):
-            CountingCuda.downloaded += nbytes
-            return super().copy_to_host(dst, src, nbytes, stream)
-
     outputs = realistic('yolov8', 0)[None]
     cfgs = [PostprocessConfig(conf_threshold=c) for c in (0.25, 0.1, 0.5, 0.25)]
-    cuda = CountingCuda()
-    decode_on_gpu(outputs, 'yolov8', BOXES[:1], cfgs[:1], cuda=cuda)  # sizes the counts
-    per_decoder = CountingCuda.allocations
-    CountingCuda.allocations = CountingCuda.downloaded = 0
-    decode_on_gpu(outputs, 'yolov8', BOXES[:1], cfgs, cuda=cuda)
-    assert CountingCuda.allocations == per_decoder  # nothing more for three more calls
+    one, four = CountingCuda(), CountingCuda()
+    decode_on_gpu(outputs, 'yolov8', BOXES[:1], cfgs[:1], cuda=one)
+    decode_on_gpu(outputs, 'yolov8', BOXES[:1], cfgs, cuda=four)
+    assert four.allocations == one.allocations  # nothing more for three more calls
     candidates = sum(int((outputs[0, 4:].max(axis=0) > np.float32(c.conf_threshold)).sum())
                      for c in cfgs)
-    assert CountingCuda.downloaded == 4 * len(cfgs) + candidates * 32  # counts + rows only
-
+    assert four.downloaded == 4 * len(cfgs) + candidates * 32  # counts + rows, nothing else
 
 def test_a_kernel_that_does_not_compile_names_its_file_and_the_compiler_message():
     from yolo_trt_ros.core.errors import CudaError

@@ -25,7 +25,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cuda import CudaRuntime
+from .cuda import CudaRuntime, check, probe_gpu
+from .errors import CudaError
+from .nvrtc import compile_source, launch, load_functions
 from .postprocess import Detections, PostprocessConfig, postprocess, select, xywh_to_xyxy
 from .preprocess import Letterbox
 
@@ -98,8 +100,6 @@ BLOCK = 256
 
 def compile_kernel(arch: str) -> bytes:
     """KERNEL_SOURCE for arch ('sm_90': cubin, 'compute_90': PTX); needs no GPU."""
-    from .nvrtc import compile_source
-
     return compile_source(KERNEL_SOURCE, arch, 'gpu_decode.cu')
 
 
@@ -120,10 +120,6 @@ class GpuDecoder:
     def __init__(self, fmt: str, shape: tuple[int, int, int], dtype=np.float32,
                  capacity: int | None = None, stream: int = 0, cuda: CudaRuntime | None = None,
                  compute_capability: tuple[int, int] | None = None) -> None:
-        from .cuda import probe_gpu
-        from .errors import CudaError
-        from .nvrtc import load_functions
-
         if fmt not in FORMATS:
             raise ValueError(f"GPU decoding takes the {' or '.join(FORMATS)} layout, not "
                              f"'{fmt}'")
@@ -183,18 +179,13 @@ class GpuDecoder:
                  cfg: PostprocessConfig) -> list[Detections]:
         """output_ptr: the device output (images back to back, this decoder's dtype and
         layout); boxes: one Letterbox per image to decode (at most the batch)."""
-        from cuda.bindings import runtime
-
-        from .cuda import check
-        from .nvrtc import launch
-
         images = len(boxes)
         if not 0 < images <= self.batch:
             raise ValueError(f'{images} images for a decoder of batch {self.batch}')
         n_allowed = self._class_filter(cfg.classes)
         if n_allowed == 0:  # no allowed class in range: as the CPU decoder, nothing
             return [Detections.empty() for _ in boxes]
-        check(runtime.cudaMemsetAsync(self._d_counts, 0, images * 4, self.stream),
+        check(self.cuda.rt.cudaMemsetAsync(self._d_counts, 0, images * 4, self.stream),
               'cudaMemsetAsync(counts)')
         launch(self._kernel, ((self.anchors + BLOCK - 1) // BLOCK, images, 1), (BLOCK, 1, 1),
                [np.uint64(output_ptr), np.int32(self.anchors), np.int32(self.classes),

@@ -4,6 +4,7 @@ cv2.imdecode within JPEG decoder tolerance (nvImageCodec is an optional extra: i
 skip where it is not installed, as on CI)."""
 from __future__ import annotations
 
+import gc
 import struct
 from importlib import metadata, util
 
@@ -15,7 +16,7 @@ from test_gpu_preprocess import frame
 from yolo_trt_ros.core import cuda as cuda_module
 from yolo_trt_ros.core.cuda import CudaRuntime, GpuInfo
 from yolo_trt_ros.core.errors import ImageError
-from yolo_trt_ros.core.gpu_jpeg import DeviceImage, code_stream, open_gpu_jpeg
+from yolo_trt_ros.core.gpu_jpeg import DeviceImage, check_headers, code_stream, open_gpu_jpeg
 
 
 def _installed() -> bool:
@@ -80,6 +81,25 @@ def test_size_limit_reads_the_header():
     assert (code_stream(data, 64 * 48).width, code_stream(data, 64 * 48).height) == (64, 48)
     with pytest.raises(ImageError, match='64x48 = 3072 pixels, more than max_image_pixels 3071'):
         code_stream(data, 64 * 48 - 1)
+
+
+@needs_nvimgcodec
+def test_bad_frames_leave_no_reference_cycle():
+    """Stored errors must not keep their call's frame (and with it the batch's decoded
+    device images) alive until a garbage collection, which may come after the images' CUDA
+    stream is destroyed: that segfaulted on the H200."""
+    frames = [b'', b'garbage' * 9, claiming(jpeg(frame(16, 16, 3, 0)), 30000, 30000),
+              jpeg(frame(16, 16, 3, 0))]
+    gc.collect()
+    gc.disable()
+    try:
+        checked = check_headers(frames, MAX_PIXELS)
+        assert [getattr(c, 'cause', 'ok') for c in checked] == ['empty', 'decode', 'too_large',
+                                                               'ok']
+        del checked
+        assert gc.collect() == 0  # everything was freed by reference counting alone
+    finally:
+        gc.enable()
 
 
 # -- on the GPU ---------------------------------------------------------------------------

@@ -69,6 +69,21 @@ def code_stream(data, max_pixels: int):
     return stream
 
 
+def check_headers(frames: Sequence, max_pixels: int) -> list:
+    """Each frame's code stream, or the ImageError its header raised. The errors carry no
+    traceback: a stored traceback would keep the caller's frame alive in a reference cycle,
+    and with it the batch's decoded device images until the garbage collector frees them,
+    possibly after their CUDA stream is gone (a segfault seen on the H200)."""
+    checked = []
+    for data in frames:
+        try:
+            checked.append(code_stream(data, max_pixels))
+        except ImageError as exc:
+            exc.__cause__ = exc.__context__ = None  # its message already names the cause
+            checked.append(exc.with_traceback(None))
+    return checked
+
+
 class GpuJpegDecoder:
     """Decode batches of JPEG payloads on the GPU. Use `open_gpu_jpeg` to get one."""
 
@@ -88,25 +103,19 @@ class GpuJpegDecoder:
         """One DeviceImage per frame (any buffer: bytes, memoryview, uint8 array), or the
         ImageError that frame raised; the other frames of the batch are decoded all the
         same. Queued on the decoder's stream."""
-        results: list[DeviceImage | ImageError | None] = []
-        streams, positions = [], []
-        for data in frames:
-            try:
-                streams.append(code_stream(data, self.max_pixels))
-                positions.append(len(results))
-                results.append(None)
-            except ImageError as exc:
-                results.append(exc)
+        checked = check_headers(frames, self.max_pixels)
+        streams = [s for s in checked if not isinstance(s, ImageError)]
         decoded = self._decoder.decode(streams, params=self._params,
                                        cuda_stream=self.stream) if streams else []
         self._images = list(decoded)
-        for position, image in zip(positions, decoded, strict=True):
-            results[position] = (self._device_image(image) if image is not None else ImageError(
-                'nvImageCodec could not decode the compressed image: corrupt or unsupported',
-                'decode'))
-        return results
+        images = iter(decoded)
+        return [s if isinstance(s, ImageError) else self._device_image(next(images))
+                for s in checked]
 
-    def _device_image(self, image) -> DeviceImage:
+    def _device_image(self, image) -> DeviceImage | ImageError:
+        if image is None:
+            return ImageError('nvImageCodec could not decode the compressed image: corrupt or '
+                              'unsupported', 'decode')
         if image.buffer_kind != self._device_kind:  # decoded by a CPU fallback codec
             image = image.cuda()
             self._images.append(image)  # keep its device copy alive with the others

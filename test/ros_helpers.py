@@ -44,13 +44,15 @@ class NodeProcess:
 
     def __init__(self, module: str, params: dict[str, object] | None = None,
                  remaps: dict[str, str] | None = None, ros_args: list[str] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, command: list[str] | None = None):
         import subprocess
         import sys
         import tempfile
 
         from yolo_trt_ros.launcher import param_args
-        args = [sys.executable, '-m', module, '--ros-args', *param_args(params or {})]
+        # command: how to start it instead of `python -m module` (an installed executable)
+        args = [*(command or [sys.executable, '-m', module]), '--ros-args',
+                *param_args(params or {})]
         for src, dst in (remaps or {}).items():
             args += ['-r', f'{src}:={dst}']
         args += ros_args or []

@@ -46,6 +46,14 @@ def test_signals_while_frames_flow_stop_cleanly_with_exit_0(bus_jpg, signals):
                 pub.publish(msg)
                 client.executor.spin_once(timeout_sec=0.02)
             client.executor.shutdown()
+        if len(signals) > 1:  # keep signalling until it is gone: shutdown and finalization
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < deadline:
+                os.killpg(proc.pid, signals[0])
+                try:
+                    proc.wait(0.02)
+                except subprocess.TimeoutExpired:
+                    pass
         rc = proc.wait(30)
     finally:
         if proc.poll() is None:

@@ -459,10 +459,17 @@ def main(args=None) -> None:
     model or engine cannot be opened."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
-    # Our own handlers: a signal only asks to stop, so a second or third one (a terminal
-    # or launch signals the whole process group) cannot interrupt the orderly shutdown.
+
+    def on_signal(*_) -> None:
+        # The first signal asks to stop; later ones (a terminal and launch both signal the
+        # process group) are ignored, also while the interpreter finalizes, when Python
+        # would otherwise die of them (exit -2 instead of 0).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     logger = rclpy.logging.get_logger('detector')
     try:
         node = DetectorNode()

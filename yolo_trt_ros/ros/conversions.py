@@ -15,6 +15,7 @@ from vision_msgs.msg import (
 )
 
 from ..core.cdr import parse_compressed, parse_image
+from ..core.defaults import MAX_IMAGE_PIXELS
 from ..core.frames import CameraStats, Window
 from ..core.images import ImageView, decode_compressed, view_image
 from ..core.postprocess import Detections
@@ -28,15 +29,19 @@ def image_view(msg: Image | CompressedImage) -> ImageView:
                       bool(msg.is_bigendian))
 
 
-def raw_frame(data: bytes, compressed: bool) -> tuple[Header, ImageView]:
+def raw_frame(data: bytes, compressed: bool,
+              max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Header, ImageView]:
     """A serialized Image or CompressedImage (a raw subscription) -> (its header, a view of
-    its pixels). Parses only what it must; raises ImageError."""
+    its pixels). Parses only what it must; a frame above max_pixels is refused from its
+    header (ImageError 'too_large') before any pixel memory is allocated; raises
+    ImageError."""
     if compressed:
         m = parse_compressed(data)
-        view = decode_compressed(m.data, m.format)
+        view = decode_compressed(m.data, m.format, max_pixels=max_pixels)
     else:
         m = parse_image(data)
-        view = view_image(m.data, m.height, m.width, m.encoding, m.step, m.is_bigendian)
+        view = view_image(m.data, m.height, m.width, m.encoding, m.step, m.is_bigendian,
+                          max_pixels=max_pixels)
     header = Header(frame_id=m.header.frame_id)
     header.stamp.sec, header.stamp.nanosec = m.header.sec, m.header.nanosec
     return header, view

@@ -87,6 +87,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
                                                   'every publisher is), reliable or best_effort'),
     'qos_depth': (defaults.QOS_DEPTH, 'input QoS history depth'),
     'publish_annotated': (True, 'publish detections_image (bgr8) while someone subscribes'),
+    'max_image_pixels': (defaults.MAX_IMAGE_PIXELS, 'largest frame in pixels, read from the '
+                         'header before decoding; larger frames are bad input (too_large)'),
 }
 RUNTIME = frozenset({'conf_threshold', 'iou_threshold', 'max_detections', 'classes',
                      'classes_by_name', 'agnostic_nms'})
@@ -107,6 +109,7 @@ class NodeConfig:
     qos_reliability: str
     qos_depth: int
     publish_annotated: bool
+    max_image_pixels: int
 
 
 def _split(text: str) -> list[str]:
@@ -191,6 +194,9 @@ def read_config(node: Node) -> NodeConfig:
     if engine is not None and build.backend != 'onnxruntime' and not engine.is_file():
         raise ValueError(f'parameter engine_path: {engine} does not exist (leave it empty to '
                          f'use the cached engine, or set backend:=onnxruntime)')
+    if p['max_image_pixels'] < 1:
+        raise ValueError(f"parameter max_image_pixels: {p['max_image_pixels']} must be at "
+                         f'least 1')
     if p['output_format'] not in defaults.OUTPUT_FORMAT_CHOICES:
         raise ValueError(f"parameter output_format: '{p['output_format']}' is not "
                          f"{', '.join(defaults.OUTPUT_FORMAT_CHOICES)}")
@@ -201,7 +207,8 @@ def read_config(node: Node) -> NodeConfig:
     return NodeConfig(detector, build, float(p['engine_wait_s']), bool(p['class_id_as_index']),
                       topics,
                       _camera_names(topics, _split(p['camera_names'])), bool(p['compressed']),
-                      p['qos_reliability'], p['qos_depth'], bool(p['publish_annotated']))
+                      p['qos_reliability'], p['qos_depth'], bool(p['publish_annotated']),
+                      p['max_image_pixels'])
 
 
 def _join(prefix: str, name: str) -> str:
@@ -372,7 +379,8 @@ class DetectorNode(Node):
         good, views, headers = [], [], []
         for frame in frames:
             try:
-                header, view = raw_frame(frame.payload, self.config.compressed)
+                header, view = raw_frame(frame.payload, self.config.compressed,
+                                         self.config.max_image_pixels)
             except ImageError as exc:
                 self._bad_input(frame.camera, exc.cause, str(exc))
                 continue

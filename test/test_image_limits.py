@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import cv2
 import numpy as np
 import pytest
+from hostile_images import COLOUR, corrupt_jpegs, encode, jpeg_with_size, png_with_size
 
 from yolo_trt_ros.core.decoder_log import decoder_messages
 from yolo_trt_ros.core.errors import ImageError
@@ -22,31 +22,6 @@ from yolo_trt_ros.core.images import (
     read_image,
     view_image,
 )
-
-RNG = np.random.default_rng(11)
-COLOUR = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-
-
-def encode(ext: str, pixels: np.ndarray = COLOUR, *params: int) -> bytes:
-    ok, data = cv2.imencode(ext, pixels, list(params))
-    assert ok
-    return data.tobytes()
-
-
-def jpeg_with_size(width: int, height: int, length: int | None = None) -> bytes:
-    """A valid small JPEG whose frame header (SOF0) claims width x height, cut to length."""
-    data = bytearray(encode('.jpg'))
-    sof = data.index(b'\xff\xc0')
-    data[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
-    return bytes(data[:length])
-
-
-def png_with_size(width: int, height: int) -> bytes:
-    """A valid small PNG whose IHDR claims width x height, CRC fixed so libpng reads it."""
-    data = bytearray(encode('.png'))
-    data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, 'big')
-    return bytes(data)
 
 
 @pytest.mark.parametrize('ext,params', [
@@ -152,21 +127,6 @@ def test_jpeg_bomb_is_refused_fast_without_memory(tmp_path, bus_jpg, length):
     assert result['cause'] == 'too_large', result
     assert result['seconds'] < 0.5 and result['grown_kb'] < 20_000, result
     assert proc.stderr == ''
-
-
-def corrupt_jpegs(source: bytes, count: int) -> list[bytes]:
-    """JPEGs libjpeg decodes only with a warning: the scan cut short before EOI
-    ('premature end of data segment') or junk before EOI ('extraneous bytes')."""
-    rng = np.random.default_rng(20)
-    scan = source.index(b'\xff\xda') + 20
-    out = []
-    for k in range(count):
-        if k % 2:
-            out.append(source[:int(rng.integers(scan, len(source) - 2))] + b'\xff\xd9')
-        else:
-            junk = rng.integers(1, 255, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
-            out.append(source[:-2] + junk + b'\xff\xd9')
-    return out
 
 
 DECODE_CHILD = textwrap.dedent('''

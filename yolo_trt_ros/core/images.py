@@ -16,15 +16,12 @@ import numpy as np
 
 from .decoder_log import decoder_messages
 from .errors import ImageError
-from .image_header import CODECS, codec_of, image_size
+from .image_header import CODECS, MAX_IMAGE_PIXELS, codec_of, image_size
 
 __all__ = ['BGR', 'BGRA', 'GRAY', 'IMAGE_ERROR_CAUSES', 'MAX_IMAGE_PIXELS', 'RGB', 'RGBA',
            'SUPPORTED_ENCODINGS', 'ImageView', 'decode_compressed', 'image_size', 'read_image',
            'to_bgr', 'view_image']
 
-# Largest image accepted, in pixels (width x height): 64 MP, above any camera a detector
-# runs on (a 8K frame is 33 MP), far below what a hostile header can claim.
-MAX_IMAGE_PIXELS = 64_000_000
 # The causes an ImageError from this module carries, for counting bad frames.
 IMAGE_ERROR_CAUSES = ('encoding', 'empty', 'too_large', 'step', 'size', 'format', 'decode',
                       'corrupt', 'read')

@@ -1,0 +1,46 @@
+"""Hostile images made from valid ones, shared by the image and CLI tests."""
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+
+COLOUR = np.random.default_rng(11).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def encode(ext: str, pixels: np.ndarray = COLOUR, *params: int) -> bytes:
+    ok, data = cv2.imencode(ext, pixels, list(params))
+    assert ok
+    return data.tobytes()
+
+
+def jpeg_with_size(width: int, height: int, length: int | None = None) -> bytes:
+    """A valid small JPEG whose frame header (SOF0) claims width x height, cut to length."""
+    data = bytearray(encode('.jpg'))
+    sof = data.index(b'\xff\xc0')
+    data[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+    return bytes(data[:length])
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A valid small PNG whose IHDR claims width x height, CRC fixed so libpng reads it."""
+    data = bytearray(encode('.png'))
+    data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, 'big')
+    return bytes(data)
+
+
+def corrupt_jpegs(source: bytes, count: int) -> list[bytes]:
+    """JPEGs libjpeg decodes only with a warning: the scan cut short before EOI
+    ('premature end of data segment') or junk before EOI ('extraneous bytes')."""
+    rng = np.random.default_rng(20)
+    scan = source.index(b'\xff\xda') + 20
+    out = []
+    for k in range(count):
+        if k % 2:
+            out.append(source[:int(rng.integers(scan, len(source) - 2))] + b'\xff\xd9')
+        else:
+            junk = rng.integers(1, 255, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
+            out.append(source[:-2] + junk + b'\xff\xd9')
+    return out

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-import tensorrt_rtx  # noqa: F401 - installed by pip_env/setup.sh; missing = failure
+import tensorrt_rtx
 from conftest import make_constant_model
 from onnx import TensorProto, helper
 
@@ -63,7 +63,7 @@ def test_default_model_builds(default_model, tmp_path, precision):
     assert side['tensors']['outputs'][0]['shape'] == [1, 84, 2535]
     assert side['names'][0] == 'person' and len(side['names']) == 80
     if precision == 'fp16':  # the converted ONNX is cached too
-        assert list(tmp_path.glob('*-fp16.onnx'))
+        assert list(tmp_path.glob('fp16-*.onnx'))
 
 
 def test_second_build_is_a_cache_hit_and_builds_nothing(small_model, tmp_path):
@@ -255,3 +255,210 @@ def test_cached_engine_owned_by_another_user_is_refused(small_model, tmp_path):
     os.chown(first.engine_path, 12345, -1)
     again, log = build(small_model, tmp_path)
     assert 'owned by uid 12345' in log[0] and not again.cache_hit
+
+
+# -- issue 9: the TensorRT path held to the real TensorRT -----------------------------------
+
+def test_build_progress_reaches_the_log(small_model, tmp_path):
+    """Defect 3: TensorRT calls phase_start(phase_name, parent_phase, num_steps); with the
+    arguments taken in another order no phase was ever logged."""
+    _, log = build(small_model, tmp_path)
+    assert any(line.startswith('  Building engine (') for line in log), log
+
+
+def test_a_builder_that_cannot_start_is_one_clear_error(small_model, tmp_path, monkeypatch):
+    """Defect 4: trt.Builder raises TypeError (never returns None) when TensorRT cannot
+    initialise; that must become our error, not a traceback."""
+    def no_builder(logger):
+        raise TypeError('pybind11::init(): factory function returned nullptr')
+    monkeypatch.setattr(tensorrt_rtx, 'Builder', no_builder)
+    with pytest.raises(EngineError, match='could not create a builder .*nullptr'):
+        build(small_model, tmp_path)
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'fp16'])
+def test_default_model_takes_a_dynamic_batch(default_model, tmp_path, precision):
+    """Defect 14: the darknet converter wrote batch-1 reshapes, so a dynamic batch failed
+    inside TensorRT."""
+    result, _ = build(default_model, tmp_path, precision=precision,
+                      dynamic=ShapeProfile.parse('1x416x416:2x416x416:4x416x416'))
+    assert result.sidecar['tensors']['inputs'][0]['shape'] == [-1, 3, -1, -1]
+    assert result.sidecar['format'] == 'yolov8'
+
+
+def test_an_impossible_profile_is_one_line_naming_the_input(tmp_path):
+    """Defect 14: a model that cannot take the profile gets our error, not TensorRT's."""
+    x = helper.make_tensor_value_info('images', TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info('out', TensorProto.FLOAT, [1, 6, 32])
+    shape = onnx.numpy_helper.from_array(np.array([1, 6, 32], np.int64), 'shape')
+    graph = helper.make_graph([helper.make_node('Reshape', ['images', 'shape'], ['out'])],
+                              'batch1', [x], [y], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    path = tmp_path / 'batch1.onnx'
+    onnx.save(model, str(path))
+    with pytest.raises(EngineError, match=r"cannot take the profile's opt shape \[2, 3, 8, 8\] "
+                                          r"at input 'images'"):
+        build(path, tmp_path / 'cache', dynamic=ShapeProfile.parse('1x8x8:2x8x8:4x8x8'))
+
+
+def test_fp16_then_dynamic_stays_dynamic(small_model, tmp_path):
+    """Defect 6: the cached fp16 ONNX was returned before the dynamic rewrite, so the second
+    fp16 build (or --force) was static."""
+    build(small_model, tmp_path, precision='fp16')
+    dynamic = ShapeProfile.parse('1x32x32:2x32x32:4x32x32')
+    result, log = build(small_model, tmp_path, precision='fp16', dynamic=dynamic)
+    assert any('using cached fp16 ONNX' in line for line in log)
+    assert result.sidecar['tensors']['inputs'][0]['shape'] == [-1, 3, -1, -1]
+
+
+def test_fp16_cache_is_keyed_by_simplification_and_converter(small_model, tmp_path, monkeypatch):
+    build(small_model, tmp_path, precision='fp16')
+    build(small_model, tmp_path, precision='fp16', simplify=False)
+    from yolo_trt_ros.core import fp16
+    monkeypatch.setattr(fp16, 'CONVERTER_VERSION', fp16.CONVERTER_VERSION + 1)
+    _, log = build(small_model, tmp_path, precision='fp16', opt_level=2)
+    assert len(list(tmp_path.glob('fp16-*.onnx'))) == 3
+    assert not any('using cached fp16 ONNX' in line for line in log)
+
+
+def test_an_untrusted_fp16_onnx_is_never_used(small_model, tmp_path):
+    """Defect 12: the fp16 ONNX cache gets the engine cache's trust checks."""
+    _, first = build(small_model, tmp_path, precision='fp16')
+    converted, = tmp_path.glob('fp16-*.onnx')
+    converted.chmod(0o666)
+    _, log = build(small_model, tmp_path, precision='fp16', opt_level=1)
+    assert not any('using cached fp16 ONNX' in line for line in log)
+    assert converted.stat().st_mode & 0o777 == 0o600  # rewritten privately
+
+
+def test_calibration_key_follows_image_contents_model_and_shape(small_model, tmp_path):
+    """Defect 5: one calibration.cache served every model and image set."""
+    from yolo_trt_ros.core.builder import calibration_cache_name, calibration_set_hash
+    images = tmp_path / 'calib'
+    images.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(images / f'{i}.png'), np.full((8, 8, 3), i * 50, np.uint8))
+    before = calibration_set_hash(images)
+    cv2.imwrite(str(images / '1.png'), np.full((8, 8, 3), 7, np.uint8))  # same name, new pixels
+    assert calibration_set_hash(images) != before
+    fields = {'onnx_sha256': 'a' * 64, 'calibration': before}
+    name = calibration_cache_name(fields, [1, 3, 32, 32])
+    assert name.startswith('calibration-') and name != calibration_cache_name(
+        dict(fields, onnx_sha256='b' * 64), [1, 3, 32, 32])
+    assert name != calibration_cache_name(fields, [1, 3, 64, 64])
+    assert name != calibration_cache_name(dict(fields, calibration='c'), [1, 3, 32, 32])
+
+
+def test_timing_cache_is_keyed_by_gpu_and_version():
+    """Defect 9: tactic timings were shared across GPUs (loaded with ignore_mismatch)."""
+    import types
+
+    from yolo_trt_ros.core.trt_build import timing_cache_name
+    a = timing_cache_name(types.SimpleNamespace(__name__='tensorrt', __version__='10.13.3.9'))
+    b = timing_cache_name(types.SimpleNamespace(__name__='tensorrt', __version__='10.3.0'))
+    assert a != b and '10.13.3.9' in a
+    assert 'no_gpu' in a  # here; the GPU name and compute capability where there is one
+
+
+# -- issue 11: the cache lookup trusts only what the builder would write --------------------
+
+@pytest.mark.parametrize('damage,why', [
+    ('dir_777', 'writable by group or others'),
+    ('symlinked_engine', 'is a symlink'),
+    ('symlinked_sidecar', 'is a symlink'),
+    ('edited_names', 'modified after the build'),
+    ('edited_format', 'modified after the build'),
+])
+def test_lookup_applies_the_write_rules(small_model, tmp_path, damage, why):
+    cache = tmp_path / 'cache'
+    first, _ = build(small_model, cache)
+    engine, sidecar = first.engine_path, first.engine_path.with_suffix('.json')
+    if damage == 'dir_777':
+        cache.chmod(0o777)
+    elif damage in ('symlinked_engine', 'symlinked_sidecar'):
+        target = engine if damage == 'symlinked_engine' else sidecar
+        moved = tmp_path / target.name
+        target.rename(moved)
+        target.symlink_to(moved)
+    else:
+        side = json.loads(sidecar.read_text())
+        side['names' if damage == 'edited_names' else 'format'] = ['x', 'y', 'z'] \
+            if damage == 'edited_names' else 'yolov5'
+        sidecar.write_text(json.dumps(side))
+    found, reason = EngineCache(cache).lookup(engine.stem, first.sidecar['key'])
+    assert found is None and why in reason
+
+
+def test_stale_temporaries_of_killed_builds_are_removed(small_model, tmp_path):
+    stale = tmp_path / '.abc.engine.999999.tmp'  # a PID that does not run
+    stale.write_bytes(b'partial')
+    build(small_model, tmp_path)
+    assert not stale.exists()
+
+
+def test_tensorrt_path_labels_exactly_like_onnxruntime(small_model, tmp_path, bus_jpg):
+    """Defect 1: class names reach the TensorRT backend from the engine's sidecar; the
+    engine is a real tensorrt_rtx build, run by the named runtime double."""
+    from gpu_runtime_double import HostMemoryCudaDouble, TensorRTRuntimeDouble
+
+    from yolo_trt_ros.core.backends.select import RuntimeParts
+    from yolo_trt_ros.core.detector import Detector, DetectorConfig
+    from yolo_trt_ros.core.images import read_image
+    from yolo_trt_ros.core.postprocess import PostprocessConfig
+
+    result, _ = build(small_model, tmp_path)
+    cuda = HostMemoryCudaDouble()
+    trt = TensorRTRuntimeDouble(memory=cuda, name='tensorrt_rtx',
+                                version=tensorrt_rtx.__version__)
+    trt.register_engine(result.engine_path, small_model)
+    post = PostprocessConfig(conf_threshold=0.1)
+    config = DetectorConfig(small_model, backend='tensorrt', build=RTX, cache_dir=tmp_path,
+                            post=post)
+    image = read_image(str(bus_jpg))
+    with Detector.open(config, RuntimeParts(trt, cuda)) as trt_det, \
+            Detector.open(DetectorConfig(small_model, backend='onnxruntime', post=post)) as ort:
+        assert trt_det.backend.info.name == 'tensorrt'
+        assert trt_det.names == ort.names == ['a', 'b', 'c']
+        assert trt_det.output_format == ort.output_format
+        a, b = trt_det.detect([image])[0], ort.detect([image])[0]
+        assert len(a) > 0
+        assert [trt_det.label(c) for c in a.class_ids] == [ort.label(c) for c in b.class_ids]
+        np.testing.assert_allclose(a.boxes, b.boxes)
+
+
+def test_the_engine_loads_with_the_tensorrt_that_built_it(small_model, tmp_path, monkeypatch):
+    """Defect 8: with another TensorRT importable first, a tensorrt_rtx engine still loads
+    with tensorrt_rtx (its sidecar says so), and a version mismatch is named."""
+    import types
+
+    from yolo_trt_ros.core.backends.tensorrt import check_built_by, runtime_module
+    from yolo_trt_ros.core.engine_cache import load_engine
+    result, _ = build(small_model, tmp_path)
+    # A stand-in `tensorrt` module, importable first (only its name matters here).
+    monkeypatch.setitem(sys.modules, 'tensorrt', types.SimpleNamespace(
+        __name__='tensorrt', __version__='10.13.3.9'))
+    trt, note = runtime_module(load_engine(result.engine_path))
+    assert trt is tensorrt_rtx and note == ''
+    with pytest.raises(EngineError, match=r'built with tensorrt_rtx 1\.0, this machine has '
+                                          r'tensorrt_rtx .*rebuild'):
+        check_built_by(tensorrt_rtx, {'flavour': 'tensorrt_rtx', 'tensorrt_version': '1.0'})
+
+
+def test_cli_detect_finds_the_engine_yolo_trt_build_made(small_model, tmp_path, bus_jpg):
+    """Defect 15: `yolo-trt detect` never looked in the engine cache."""
+    base = [sys.executable, '-m', 'yolo_trt_ros.cli']
+    where = ['--model', str(small_model), '--cache-dir', str(tmp_path)]
+    before = subprocess.run(base + ['detect', str(bus_jpg), '--backend', 'tensorrt'] + where,
+                            capture_output=True, text=True, timeout=120)
+    assert before.returncode == 2 and 'no cached engine' in before.stderr
+    built = subprocess.run(base + ['build', '--flavour', 'tensorrt_rtx'] + where,
+                           capture_output=True, text=True, timeout=240)
+    assert built.returncode == 0, built.stderr
+    after = subprocess.run(base + ['detect', str(bus_jpg), '--backend', 'tensorrt'] + where,
+                           capture_output=True, text=True, timeout=120)
+    # It found the engine: what stops it now is the missing GPU, named as such.
+    assert 'no cached engine' not in after.stderr and 'yolo-trt build' not in after.stderr
+    assert after.returncode == 2 and 'TensorRT needs an NVIDIA GPU' in after.stderr
+    auto = subprocess.run(base + ['detect', str(bus_jpg)] + where, capture_output=True,
+                          text=True, timeout=120)
+    assert auto.returncode == 0 and 'onnxruntime' in auto.stderr

@@ -11,6 +11,7 @@ import pytest
 from conftest import make_constant_model
 from gpu_runtime_double import (
     CudaDeviceAccess,
+    DeviceMemoryOverrun,
     HostMemoryCudaDouble,
     TensorRTRuntimeDouble,
     plan_for,
@@ -18,14 +19,15 @@ from gpu_runtime_double import (
 
 from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
 from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
-from yolo_trt_ros.core.cuda import CudaRuntime
+from yolo_trt_ros.core.cuda import CudaRuntime, GpuInfo
 from yolo_trt_ros.core.detector import Detector, DetectorConfig
-from yolo_trt_ros.core.errors import BackendError, EngineError
+from yolo_trt_ros.core.errors import BackendError, CudaError, EngineError
 from yolo_trt_ros.core.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 # Modules that call TensorRT, and which TensorRT class each receiver name stands for.
 TRT_MODULES = [ROOT / 'yolo_trt_ros' / 'core' / 'backends' / 'tensorrt.py']
+A_GPU = GpuInfo(1, 'double GPU', (8, 6))  # what probe_gpu says on a machine with a GPU
 RECEIVERS = {'engine': 'ICudaEngine', 'context': 'IExecutionContext', 'ctx': 'IExecutionContext',
              'runtime': 'Runtime'}
 
@@ -87,20 +89,28 @@ def model(tmp_path):
     return make_constant_model(tmp_path / 'm.onnx', out, input_hw=(32, 32), batch='N')
 
 
-def engine_file(tmp_path, model) -> Path:
-    path = tmp_path / 'm.engine'
-    path.write_bytes(plan_for(model))
+def engine_file(tmp_path, model, profile=((1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32)),
+                name='m.engine') -> Path:
+    path = tmp_path / name
+    path.write_bytes(plan_for(model, [list(s) for s in profile] if profile else None))
+    path.chmod(0o600)
     return path
 
 
+def doubles(fail=None, **cuda_options):
+    """The TensorRT runtime double and the CUDA double it shares memory and streams with."""
+    cuda = HostMemoryCudaDouble(**cuda_options)
+    return TensorRTRuntimeDouble(fail, memory=cuda), cuda
+
+
 def test_outputs_equal_onnxruntime_and_buffers_are_reused(tmp_path, model):
-    cuda = HostMemoryCudaDouble()
-    trt = TensorRTRuntimeDouble()
+    trt, cuda = doubles()
     batch = np.random.default_rng(1).uniform(0, 1, (2, 3, 32, 32)).astype(np.float32)
     with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as backend, \
             OnnxRuntimeBackend(model) as reference:
         assert backend.input.name == 'images' and backend.input.shape == (None, 3, 32, 32)
         assert [o.name for o in backend.outputs] == ['output0']
+        assert backend.profile.max_batch == 4 and backend.profile.input_hw == (32, 32)
         first = backend.infer(batch)[0].copy()
         allocations = cuda.allocations
         for _ in range(3):
@@ -124,36 +134,154 @@ def test_outputs_equal_onnxruntime_and_buffers_are_reused(tmp_path, model):
     assert cuda.live == 0 and not cuda.streams  # everything freed on exit
 
 
+def test_the_double_catches_a_missing_synchronisation(tmp_path, model):
+    """The double's strictness is itself tested: outputs read before the stream is
+    synchronised are stale, as on a GPU."""
+    trt, cuda = doubles()
+    with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as backend:
+        buffers = backend._buffers_for((1, 3, 32, 32))
+        out = buffers.host['output0']
+        out[:] = -1
+        backend._context.execute_async_v3(backend.stream)
+        cuda.copy_to_host(out.ctypes.data, buffers.device['output0'], out.nbytes,
+                          backend.stream)
+        assert (out == -1).all()  # queued, not done
+        cuda.stream_synchronize(backend.stream)
+        assert (out != -1).any()
+
+
 @pytest.mark.parametrize('fail,error,message', [
+    ('runtime', EngineError, 'could not create a runtime .*factory function returned nullptr'),
     ('deserialize', EngineError, 'TensorRT refused engine .* rebuild it'),
     ('context', EngineError, 'cannot create an execution context'),
     ('address', BackendError, "set_tensor_address failed for tensor 'images'"),
     ('execute', BackendError, 'execute_async_v3 failed'),
 ])
 def test_every_tensorrt_failure_is_reported_and_nothing_leaks(tmp_path, model, fail, error, message):
-    cuda = HostMemoryCudaDouble()
+    trt, cuda = doubles(fail)
     batch = np.zeros((1, 3, 32, 32), np.float32)
     with pytest.raises(error, match=message):
-        with TensorRTBackend(engine_file(tmp_path, model), trt=TensorRTRuntimeDouble(fail),
-                             cuda=cuda) as backend:
+        with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as backend:
             backend.infer(batch)
     assert cuda.live == 0 and not cuda.streams
 
 
-def test_shape_outside_the_profile_and_wrong_dtype(tmp_path, model):
-    cuda = HostMemoryCudaDouble()
-    with TensorRTBackend(engine_file(tmp_path, model), trt=TensorRTRuntimeDouble(), cuda=cuda) as b:
-        with pytest.raises(BackendError, match=r"shape \[1, 3, 64, 64\] is outside the engine profile"):
+def test_a_failed_execute_leaves_nothing_in_flight(tmp_path, model):
+    """Defect 13: after execute fails, the input's copy must not still be queued into the
+    pinned buffer that the next call overwrites."""
+    trt, cuda = doubles()
+    with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as backend:
+        batch = np.ones((1, 3, 32, 32), np.float32)
+        backend.infer(batch)
+        trt.fail = 'execute'
+        with pytest.raises(BackendError, match='execute_async_v3 failed'):
+            backend.infer(batch)
+        assert cuda.pending(backend.stream) == 0
+        trt.fail = None
+        with OnnxRuntimeBackend(model) as ref:
+            np.testing.assert_allclose(backend.infer(batch)[0], ref.infer(batch)[0])
+
+
+def test_a_failed_shape_change_never_runs_on_the_wrong_buffers(tmp_path, model):
+    """Defect 2: set_input_shape(B) succeeds, the allocation for B fails; the next call at
+    A must set A again, not run shape B on A's smaller buffers."""
+    trt, cuda = doubles()
+    a = np.random.default_rng(3).uniform(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as backend, \
+            OnnxRuntimeBackend(model) as ref:
+        backend.infer(a)
+        cuda.fail_malloc_after = 1  # the output buffer of shape B
+        with pytest.raises(CudaError, match='cudaMalloc'):
+            backend.infer(np.zeros((4, 3, 32, 32), np.float32))
+        np.testing.assert_allclose(backend.infer(a)[0], ref.infer(a)[0])
+        assert trt.calls[-2][0:3] == ('set_input_shape', 'images', (1, 3, 32, 32))
+        live = cuda.live
+        backend.infer(np.zeros((4, 3, 32, 32), np.float32))  # and B works once memory is there
+        assert cuda.live == live + 4
+    assert cuda.live == 0
+
+
+def test_overrun_is_what_the_double_reports(tmp_path, model):
+    """Without the fix above, the double would have raised this (checked directly)."""
+    trt, cuda = doubles()
+    with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as backend:
+        backend.infer(np.zeros((1, 3, 32, 32), np.float32))
+        backend._context.set_input_shape('images', (4, 3, 32, 32))
+        with pytest.raises(DeviceMemoryOverrun, match="'images' needs 49152 bytes"):
+            backend._context.execute_async_v3(backend.stream)
+
+
+def test_shapes_outside_the_profile_and_wrong_dtype(tmp_path, model):
+    trt, cuda = doubles()
+    with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as b:
+        with pytest.raises(BackendError, match=r"shape \[1, 3, 64, 64\] is outside the engine "
+                                               r"profile min \[1, 3, 32, 32\] .. max \[4, 3, 32, 32\]"):
             b.infer(np.zeros((1, 3, 64, 64), np.float32))
+        with pytest.raises(BackendError, match='outside the engine profile'):
+            b.infer(np.zeros((5, 3, 32, 32), np.float32))
         with pytest.raises(BackendError, match="wants float32, got float64"):
             b.infer(np.zeros((1, 3, 32, 32), np.float64))
     assert cuda.live == 0
 
 
+def test_a_static_engine_refuses_any_other_shape(tmp_path):
+    """Defect 7: a batch-1 engine given 2 images gets a clear error, never a read past its
+    input buffer."""
+    out = np.zeros((7, 10), np.float32)
+    static = make_constant_model(tmp_path / 's.onnx', out, input_hw=(32, 32), batch=1)
+    trt, cuda = doubles()
+    with TensorRTBackend(engine_file(tmp_path, static, profile=None), trt=trt, cuda=cuda) as b:
+        assert b.profile.max_batch == 1
+        with pytest.raises(BackendError, match='a static engine takes only its own'):
+            b.infer(np.zeros((2, 3, 32, 32), np.float32))
+        b.infer(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_more_cameras_than_the_profile_are_run_in_chunks(tmp_path, model, bus_jpg):
+    """Defect 7: six frames on an engine whose profile stops at 4 images: two runs."""
+    trt, cuda = doubles()
+    image = read_image(str(bus_jpg))
+    backend = TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda)
+    with Detector(backend, None, 'yolov8') as det:
+        results = det.detect([image] * 6)
+    assert len(results) == 6
+    runs = [c[2][0] for c in trt.calls if c[0] == 'set_input_shape']
+    assert runs == [4, 2]
+
+
+def test_dynamic_height_and_width_take_the_profile_size(tmp_path):
+    """Defect 1: an engine with dynamic H/W is fed its profile's opt size, not 640."""
+    out = np.zeros((7, 10), np.float32)
+    dyn = make_constant_model(tmp_path / 'd.onnx', out, input_hw=('h', 'w'), batch='N')
+    trt, cuda = doubles()
+    engine = engine_file(tmp_path, dyn, profile=((1, 3, 64, 64), (1, 3, 96, 128),
+                                                 (2, 3, 256, 256)))
+    with Detector(TensorRTBackend(engine, trt=trt, cuda=cuda), None, 'yolov8') as det:
+        assert det.input_size == (96, 128)
+        det.detect([read_image_array(np.zeros((50, 60, 3), np.uint8))])
+    assert ('set_input_shape', 'images', (1, 3, 96, 128)) in trt.calls
+
+
+def read_image_array(pixels):
+    from yolo_trt_ros.core.images import view_image
+    h, w, _ = pixels.shape
+    return view_image(pixels.tobytes(), h, w, 'bgr8', w * 3)
+
+
 def test_missing_engine_file(tmp_path):
-    with pytest.raises(EngineError, match='cannot read engine'):
-        TensorRTBackend(tmp_path / 'none.engine', trt=TensorRTRuntimeDouble(),
-                        cuda=HostMemoryCudaDouble())
+    trt, cuda = doubles()
+    with pytest.raises(EngineError, match='does not exist'):
+        TensorRTBackend(tmp_path / 'none.engine', trt=trt, cuda=cuda)
+
+
+def test_without_a_gpu_the_real_cause_is_named(tmp_path, model):
+    """Issue 11: no GPU is not "built for another TensorRT version or corrupt"."""
+    from yolo_trt_ros.core.cuda import probe_gpu
+    if probe_gpu().count:
+        pytest.skip('this machine has a GPU')
+    trt, _ = doubles()
+    with pytest.raises(BackendError, match='TensorRT needs an NVIDIA GPU: no CUDA device'):
+        TensorRTBackend(engine_file(tmp_path, model), trt=trt)
 
 
 @pytest.mark.gpu
@@ -172,9 +300,9 @@ def test_real_cuda_memory_with_the_runtime_double(tmp_path, model):
 def test_gpu_path_detects_what_the_cpu_path_detects(tmp_path, default_model, bus_jpg):
     """Frame -> GPU letterbox kernel -> engine input on the device -> (runtime double) ->
     outputs: the same detections as the CPU path with ONNX Runtime."""
-    engine = tmp_path / 'default.engine'
-    engine.write_bytes(plan_for(default_model))
-    backend = TensorRTBackend(engine, trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()))
+    engine = engine_file(tmp_path, default_model, profile=None, name='default.engine')
+    backend = TensorRTBackend(engine, trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()),
+                              cuda=CudaRuntime())
     image = read_image(str(bus_jpg))
     with Detector(backend, None, 'yolov8') as gpu, \
             Detector.open(DetectorConfig(default_model, backend='onnxruntime')) as cpu:

@@ -44,7 +44,9 @@ def _open_detector(args):
         engine=Path(args.engine) if args.engine else None,
         labels=Path(args.labels) if args.labels else None,
         post=PostprocessConfig(conf_threshold=args.conf, iou_threshold=args.iou,
-                               max_detections=args.max_det))
+                               max_detections=args.max_det),
+        # The cached engine is found exactly as the node finds it: same key, same cache.
+        build=build_options(args), cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     detector = Detector.open(config)
     info = detector.backend.info
     print(f'backend: {info.name} on {info.device} ({info.reason})', file=sys.stderr)
@@ -104,8 +106,11 @@ def cmd_detect(args) -> int:
     return 1 if failed else 0
 
 
-def add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'int8'))
+def add_build_options(p: argparse.ArgumentParser, lookup: bool = False) -> None:
+    """The options that make up an engine's cache key (and, to build, --force).
+    lookup: for commands that only find the engine `yolo-trt build` made."""
+    p.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'int8'),
+                   help='engine precision' + (' (which cached engine to use)' if lookup else ''))
     p.add_argument('--calib-dir', metavar='DIR', help='images for int8 calibration')
     p.add_argument('--cache-dir', metavar='DIR', help='engine cache (default: '
                    '$YOLO_TRT_ROS_CACHE or ~/.cache/yolo_trt_ros/engines)')
@@ -116,7 +121,8 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--no-simplify', action='store_true', help='parse the ONNX as it is')
     p.add_argument('--flavour', choices=('tensorrt', 'tensorrt_rtx'),
                    help='TensorRT package to build with (default: whichever is installed)')
-    p.add_argument('--force', action='store_true', help='rebuild even on a cache hit')
+    if not lookup:
+        p.add_argument('--force', action='store_true', help='rebuild even on a cache hit')
 
 
 def build_options(args):
@@ -206,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-image-pixels', type=_positive_int, default=MAX_IMAGE_PIXELS,
                    metavar='N', help='refuse images of more pixels (width x height) than this, '
                    f'read from the header before decoding (default {MAX_IMAGE_PIXELS})')
+    add_build_options(p.add_argument_group('cached engine (as built by `yolo-trt build`)'),
+                      lookup=True)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser('build', help='build (or find in the cache) the TensorRT engine of a '

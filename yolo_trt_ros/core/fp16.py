@@ -11,6 +11,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+# Part of the fp16 cache key: change it whenever the conversion's output changes.
+CONVERTER_VERSION = 1
+
 # Safe in float16: convolutions, matrix products, elementwise ops with bounded outputs,
 # and pure data movement.
 FP16_OPS = frozenset({

@@ -1,10 +1,13 @@
-"""The interface every backend implements: input spec, output specs, infer."""
+"""The interface every backend implements: input spec and profile, output specs, infer,
+and (where the backend keeps its input on the GPU) device I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+DEFAULT_INPUT_SIZE = 640  # height and width for models whose input size is dynamic
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,39 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class InputProfile:
+    """The input shapes a backend accepts (NCHW): every dimension between min and max;
+    opt is the shape to feed (its height and width are the detector's input size).
+    max batch None: no upper limit (ONNX Runtime with a dynamic batch)."""
+
+    min: tuple[int, int, int, int]
+    opt: tuple[int, int, int, int]
+    max: tuple[int | None, int, int, int]
+
+    @classmethod
+    def of(cls, spec: TensorSpec, hw: tuple[int, int] | None = None) -> InputProfile:
+        """The profile of a model input: fixed dimensions fixed, a dynamic batch 1..any,
+        dynamic height/width fixed at hw (default DEFAULT_INPUT_SIZE)."""
+        n, c, h, w = spec.shape
+        dh, dw = hw or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+        size = (c or 3, h or dh, w or dw)
+        return cls((n or 1, *size), (n or 1, *size), (n, *size))
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.max[0]
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.opt[2], self.opt[3]
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == 4 and all(
+            lo <= s and (hi is None or s <= hi)
+            for lo, s, hi in zip(self.min, shape, self.max, strict=True))
+
+
+@dataclass(frozen=True)
 class BackendInfo:
     """What a backend is and why it was chosen (logged by the CLI and the node)."""
 
@@ -28,18 +64,37 @@ class BackendInfo:
     device: str  # 'cpu', 'cuda:0', ...
     reason: str = ''
     metadata: dict[str, str] = field(default_factory=dict)
+    output_format: str | None = None  # known layout (an engine's sidecar), else detected
+
+
+class DeviceIO(Protocol):
+    """Input (and outputs) in device memory: the GPU preprocessing kernel writes the
+    input where the engine reads it, on the backend's stream."""
+
+    @property
+    def stream(self) -> int: ...
+
+    def input_ptr(self, shape: tuple[int, ...]) -> int:
+        """The device input buffer for shape (allocated on the first call for it)."""
+
+    def run(self, shape: tuple[int, ...]) -> list[np.ndarray]:
+        """Run on the input already queued into input_ptr(shape) on `stream`; the outputs
+        downloaded (valid until the next call)."""
 
 
 class Backend(Protocol):
     info: BackendInfo
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
+    profile: InputProfile
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """batch: (N, 3, H, W) in input.dtype -> one array per output, batch first.
+        """batch: (N, 3, H, W) in input.dtype, a shape profile accepts -> one array per
+        output, batch first. The arrays may be buffers the backend reuses: valid until the
+        next infer call."""
 
-        The arrays may be buffers the backend reuses: valid until the next infer call.
-        """
+    def device_io(self) -> DeviceIO | None:
+        """Device-memory I/O where the backend has it (TensorRT on a GPU), else None."""
 
     def close(self) -> None:
         """Release every resource; the backend is unusable afterwards."""

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, ModelError
-from .base import BackendInfo, TensorSpec
+from .base import BackendInfo, InputProfile, TensorSpec
 
 _DTYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16,
            'tensor(double)': np.float64, 'tensor(uint8)': np.uint8,
@@ -19,6 +19,19 @@ def _spec(arg) -> TensorSpec:
         raise ModelError(f"tensor '{arg.name}' has unsupported type {arg.type}")
     shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
     return TensorSpec(arg.name, shape, np.dtype(dtype))
+
+
+def _imgsz(meta: dict[str, str]) -> tuple[int, int] | None:
+    """The export size Ultralytics (and our converter) record, for a dynamic-size input:
+    '[640, 640]' or '640'."""
+    raw = meta.get('imgsz', '').strip('[]() ')
+    try:
+        values = [int(v) for v in raw.split(',') if v.strip()]
+    except ValueError:
+        return None
+    if len(values) == 1:
+        values *= 2
+    return (values[0], values[1]) if len(values) == 2 and min(values) > 0 else None
 
 
 class OnnxRuntimeBackend:
@@ -61,6 +74,7 @@ class OnnxRuntimeBackend:
         self.outputs = tuple(_spec(o) for o in self._session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.profile = InputProfile.of(self.input, _imgsz(meta))
         self.info = BackendInfo('onnxruntime', device, reason, meta)
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -68,6 +82,9 @@ class OnnxRuntimeBackend:
             return self._session.run(self._output_names, {self.input.name: batch})
         except Exception as exc:  # ORT's own exception types (shape, type mismatch)
             raise BackendError(f'ONNX Runtime inference failed: {exc}') from exc
+
+    def device_io(self) -> None:
+        return None  # inputs and outputs live in host memory
 
     def close(self) -> None:
         self._session = None

@@ -3,24 +3,31 @@
 Tensors are addressed by name. Device buffers and pinned host buffers are allocated once
 per input shape and reused; the input is copied in, the engine enqueued and the outputs
 copied back asynchronously on the backend's own stream, with one synchronisation per
-call. Every TensorRT boolean return and every CUDA call is checked. Resources live in an
-ExitStack: `close()` (or leaving the `with` block) frees them in reverse order.
+call (also when a step fails, so nothing is left in flight into a buffer we reuse). Every
+TensorRT boolean return and every CUDA call is checked. Resources live in an ExitStack:
+`close()` (or leaving the `with` block) frees them in reverse order.
+
+The engine is read under the trust policy (core/trust.py) with its sidecar, which says
+which TensorRT built it (that one loads it), the class names and the output layout.
 """
 from __future__ import annotations
 
 import ctypes
 import importlib
+import logging
 from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from ..cuda import CudaRuntime
-from ..errors import BackendError, EngineError
-from .base import BackendInfo, TensorSpec
+from ..cuda import CudaRuntime, probe_gpu
+from ..engine_cache import LoadedEngine, load_engine
+from ..errors import BackendError, CudaError, EngineError
+from .base import BackendInfo, InputProfile, TensorSpec
 
 FLAVOURS = ('tensorrt', 'tensorrt_rtx')
+_LOG = logging.getLogger('yolo_trt_ros.tensorrt')
 
 
 def import_tensorrt(flavour: str | None = None) -> ModuleType:
@@ -38,6 +45,44 @@ def import_tensorrt(flavour: str | None = None) -> ModuleType:
 
 def flavour_of(trt: ModuleType) -> str:
     return trt.__name__.split('.')[0]
+
+
+def make_logger(trt: ModuleType, messages: list[str]):
+    """A TensorRT logger that keeps warnings and errors (for our error messages) and sends
+    them to stderr through Python logging: nothing of TensorRT's reaches stdout, where it
+    would corrupt `yolo-trt detect --json`."""
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg) -> None:
+            if severity <= trt.ILogger.Severity.WARNING:
+                messages.append(str(msg))
+                _LOG.warning('TensorRT: %s', msg)
+
+    return Logger()
+
+
+def runtime_module(loaded: LoadedEngine) -> tuple[ModuleType, str]:
+    """The TensorRT that built the engine (from its sidecar), and a note for the log.
+    Another version of that TensorRT cannot load it: say so instead of failing inside."""
+    if loaded.sidecar is None:
+        trt = import_tensorrt()
+        return trt, (f'no sidecar beside {loaded.path.name}: loading with {flavour_of(trt)} '
+                     f'{trt.__version__}, class names unknown')
+    key = loaded.sidecar.get('key', {})
+    trt = import_tensorrt(key.get('flavour'))
+    check_built_by(trt, key)
+    return trt, ''
+
+
+def check_built_by(trt: ModuleType, key: dict) -> None:
+    built = f"{key.get('flavour')} {key.get('tensorrt_version')}"
+    here = f'{flavour_of(trt)} {trt.__version__}'
+    if built != here:
+        raise EngineError(f'the engine was built with {built}, this machine has {here}: '
+                          f'rebuild it here (yolo-trt build --force)')
 
 
 def _dims(shape) -> tuple[int | None, ...]:
@@ -65,45 +110,58 @@ class _Buffers:
 
 
 class TensorRTBackend:
-    """Runs a serialized engine. `trt` and `cuda` default to the installed TensorRT and
-    the CUDA runtime; tests that cannot run a GPU pass a named double here."""
+    """Runs a serialized engine. `trt` and `cuda` default to the TensorRT that built the
+    engine and the CUDA runtime; tests that cannot run a GPU pass a named double here."""
 
     def __init__(self, engine_path: str | Path, trt: ModuleType | None = None,
-                 cuda: CudaRuntime | None = None, reason: str = '',
-                 metadata: dict[str, str] | None = None) -> None:
-        self._trt = trt or import_tensorrt()
-        self._cuda = cuda or CudaRuntime()
+                 cuda: CudaRuntime | None = None, reason: str = '') -> None:
+        loaded = load_engine(Path(engine_path))
+        note = ''
+        if trt is None:
+            trt, note = runtime_module(loaded)
+        elif loaded.sidecar is not None:
+            check_built_by(trt, loaded.sidecar.get('key', {}))
+        self._trt = trt
+        if cuda is None:
+            gpu = probe_gpu()
+            if gpu.count == 0:
+                raise BackendError(f'TensorRT needs an NVIDIA GPU: {gpu.reason}')
+            cuda = CudaRuntime()
+        self._cuda = cuda
+        self._sidecar = loaded.sidecar or {}
+        self._messages: list[str] = []
         self._stack = ExitStack()
         self._buffers: _Buffers | None = None
         # Buffers per input shape, kept: a multi-camera batch that varies between 1 and N
         # frames allocates once per size, then only re-points the engine at them.
         self._by_shape: dict[tuple[int, ...], _Buffers] = {}
-        self._shape: tuple[int, ...] | None = None
+        self._shape: tuple[int, ...] | None = None  # the shape context and bindings hold
         try:
-            self._load(Path(engine_path))
+            self._load(loaded)
         except BaseException:
             self._stack.close()
             raise
-        self.info = BackendInfo('tensorrt', 'cuda:0', reason, dict(metadata or {}))
+        reason = '; '.join(r for r in (reason, note) if r)
+        self.info = BackendInfo('tensorrt', 'cuda:0', reason,
+                                dict(self._sidecar.get('metadata') or {}),
+                                self._sidecar.get('format'))
 
-    def _load(self, engine_path: Path) -> None:
+    def _load(self, loaded: LoadedEngine) -> None:
         trt = self._trt
+        self._logger = make_logger(trt, self._messages)
         try:
-            plan = engine_path.read_bytes()
-        except OSError as exc:
-            raise EngineError(f'cannot read engine {engine_path}: {exc.strerror}') from exc
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        if self._runtime is None:
-            raise EngineError('TensorRT could not create a runtime')
-        self._engine = self._runtime.deserialize_cuda_engine(plan)
+            self._runtime = trt.Runtime(self._logger)
+        except TypeError as exc:  # the bindings raise when createInferRuntime gives nullptr
+            raise EngineError(f'{flavour_of(trt)} could not create a runtime ({exc}): '
+                              f'{self._last_messages() or "no CUDA driver or GPU it can use"}'
+                              ) from exc
+        self._engine = self._runtime.deserialize_cuda_engine(loaded.plan)
         if self._engine is None:
-            raise EngineError(f'TensorRT refused engine {engine_path}: built for another '
-                              f'TensorRT version or GPU, or corrupt; rebuild it '
-                              f'(yolo-trt build --force)')
+            raise EngineError(self._refusal(loaded))
         self._context = self._engine.create_execution_context()
         if self._context is None:
-            raise EngineError(f'cannot create an execution context for {engine_path}')
+            raise EngineError(f'cannot create an execution context for {loaded.path} '
+                              f'({self._last_messages() or "out of GPU memory?"})')
         inputs, outputs = [], []
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
@@ -112,38 +170,85 @@ class TensorRTBackend:
             is_input = self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs).append(spec)
         if len(inputs) != 1:
-            raise EngineError(f'{engine_path}: expected one image input, found '
+            raise EngineError(f'{loaded.path}: expected one image input, found '
                               f'{[s.name for s in inputs]}')
         self.input = inputs[0]
         self.outputs = tuple(outputs)
+        self.profile = self._input_profile()
         self._stream = self._cuda.stream_create()
         self._stack.callback(self._cuda.stream_destroy, self._stream)
 
+    def _input_profile(self) -> InputProfile:
+        if not self.input.is_dynamic:
+            return InputProfile.of(self.input)
+        lo, opt, hi = (tuple(int(d) for d in s) for s in
+                       self._engine.get_tensor_profile_shape(self.input.name, 0))
+        return InputProfile(lo, opt, hi)
+
+    def _last_messages(self) -> str:
+        return '; '.join(self._messages[-3:])
+
+    def _refusal(self, loaded: LoadedEngine) -> str:
+        """Why TensorRT refused a plan it was meant to load, with the fix for that cause."""
+        target = (loaded.sidecar or {}).get('key', {}).get('target', {})
+        gpu = probe_gpu()
+        built_cc = target.get('compute_capability') if isinstance(target, dict) else None
+        if gpu.count and isinstance(built_cc, list) and tuple(built_cc) != gpu.compute_capability:
+            return (f'TensorRT refused engine {loaded.path}: it was built for '
+                    f"{target.get('gpu')} (sm_{''.join(map(str, built_cc))}), this GPU is "
+                    f"{gpu.name} (sm_{''.join(map(str, gpu.compute_capability))}): rebuild it "
+                    f'here (yolo-trt build --force)')
+        detail = self._last_messages()
+        return (f'TensorRT refused engine {loaded.path}'
+                f'{f" ({detail})" if detail else ""}: corrupt, or built for another GPU or '
+                f'TensorRT; rebuild it (yolo-trt build --force)')
+
+    # -- shapes and buffers ------------------------------------------------------------
     def _prepare(self, shape: tuple[int, ...]) -> _Buffers:
         """Make shape current: set it on the context, allocate its buffers the first time,
-        and point every tensor at them."""
+        and point every tensor at them. Until all of that succeeded, no shape is current,
+        so a failure half-way can never leave the context at one shape and the bindings at
+        another (the next call starts again from set_input_shape)."""
+        if not self.profile.accepts(shape):
+            fixed = '' if self.input.is_dynamic else ' (a static engine takes only its own)'
+            raise BackendError(f"input '{self.input.name}': shape {list(shape)} is outside "
+                               f'the engine profile min {list(self.profile.min)} .. max '
+                               f'{list(self.profile.max)}{fixed}')
+        self._shape = self._buffers = None
         ctx = self._context
         if self.input.is_dynamic and not ctx.set_input_shape(self.input.name, shape):
-            raise BackendError(f"input '{self.input.name}': shape {list(shape)} is outside "
-                               f'the engine profile {list(self.input.shape)}')
-        buffers = self._by_shape.get(shape)
-        if buffers is None:
-            buffers = _Buffers(self._cuda, self._stack)
+            raise BackendError(f"input '{self.input.name}': TensorRT refused shape "
+                               f'{list(shape)} ({self._last_messages() or "outside the profile"})')
+        buffers = self._by_shape.get(shape) or self._allocate(shape)
+        for name, ptr in buffers.device.items():
+            if not ctx.set_tensor_address(name, ptr):
+                raise BackendError(f"set_tensor_address failed for tensor '{name}'")
+        self._shape, self._buffers = shape, buffers
+        return buffers
+
+    def _allocate(self, shape: tuple[int, ...]) -> _Buffers:
+        """Buffers for shape; on any failure the part already allocated is freed."""
+        with ExitStack() as partial:
+            buffers = _Buffers(self._cuda, partial)
             buffers.add(self.input.name, shape, self.input.dtype)
             for spec in self.outputs:
-                out_shape = tuple(int(d) for d in ctx.get_tensor_shape(spec.name))
+                out_shape = tuple(int(d) for d in self._context.get_tensor_shape(spec.name))
                 if any(d < 0 for d in out_shape):
                     raise BackendError(f"output '{spec.name}' has unresolved shape "
                                        f'{list(out_shape)}')
                 buffers.add(spec.name, out_shape, spec.dtype)
-            self._by_shape[shape] = buffers
-        for name, ptr in buffers.device.items():
-            if not ctx.set_tensor_address(name, ptr):
-                raise BackendError(f"set_tensor_address failed for tensor '{name}'")
-        self._shape = shape
-        self._buffers = buffers
+            buffers.stack = self._stack
+            self._stack.enter_context(partial.pop_all())
+        self._by_shape[shape] = buffers
         return buffers
 
+    def _buffers_for(self, shape: tuple[int, ...]) -> _Buffers:
+        shape = tuple(int(d) for d in shape)
+        if shape == self._shape and self._buffers is not None:
+            return self._buffers
+        return self._prepare(shape)
+
+    # -- running -------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         if batch.dtype != self.input.dtype:
             raise BackendError(f"input '{self.input.name}' wants {self.input.dtype}, "
@@ -151,39 +256,51 @@ class TensorRTBackend:
         buffers = self._buffers_for(batch.shape)
         host_in = buffers.host[self.input.name]
         np.copyto(host_in, batch)
-        self._cuda.copy_to_device(buffers.device[self.input.name], host_in.ctypes.data,
-                                  host_in.nbytes, self._stream)
-        return self._execute(buffers)
+        return self._run(buffers, upload=True)
 
-    # -- for GPU preprocessing: the input is written on the device, on this stream -------
+    def device_io(self) -> TensorRTBackend:
+        return self
+
     @property
     def stream(self) -> int:
         return self._stream
 
-    def input_device_ptr(self, shape: tuple[int, ...]) -> int:
-        """The device input buffer for shape (allocated on the first call for it)."""
+    def input_ptr(self, shape: tuple[int, ...]) -> int:
         return self._buffers_for(tuple(shape)).device[self.input.name]
 
-    def infer_device(self, shape: tuple[int, ...]) -> list[np.ndarray]:
-        """Run on the input already queued into input_device_ptr(shape) on `stream`."""
-        return self._execute(self._buffers_for(tuple(shape)))
+    def run(self, shape: tuple[int, ...]) -> list[np.ndarray]:
+        return self._run(self._buffers_for(tuple(shape)), upload=False)
 
-    def _buffers_for(self, shape: tuple[int, ...]) -> _Buffers:
-        return self._buffers if shape == self._shape else self._prepare(shape)
-
-    def _execute(self, buffers: _Buffers) -> list[np.ndarray]:
-        """Enqueue the engine and the output downloads; one synchronisation."""
-        if not self._context.execute_async_v3(self._stream):
-            raise BackendError('TensorRT execute_async_v3 failed (see the TensorRT log)')
-        for spec in self.outputs:
-            host = buffers.host[spec.name]
-            self._cuda.copy_to_host(host.ctypes.data, buffers.device[spec.name], host.nbytes,
-                                    self._stream)
-        self._cuda.stream_synchronize(self._stream)
+    def _run(self, buffers: _Buffers, upload: bool) -> list[np.ndarray]:
+        """Queue (upload,) the engine and the output downloads; one synchronisation, on the
+        failure path too: no copy may still be in flight into a pinned buffer that the
+        next call overwrites."""
+        try:
+            if upload:
+                host_in = buffers.host[self.input.name]
+                self._cuda.copy_to_device(buffers.device[self.input.name], host_in.ctypes.data,
+                                          host_in.nbytes, self._stream)
+            if not self._context.execute_async_v3(self._stream):
+                raise BackendError('TensorRT execute_async_v3 failed'
+                                   f'{f": {self._last_messages()}" if self._messages else ""}')
+            for spec in self.outputs:
+                host = buffers.host[spec.name]
+                self._cuda.copy_to_host(host.ctypes.data, buffers.device[spec.name],
+                                        host.nbytes, self._stream)
+            self._cuda.stream_synchronize(self._stream)
+        except BaseException:
+            self._drain()
+            raise
         return [buffers.host[spec.name] for spec in self.outputs]
 
+    def _drain(self) -> None:
+        try:
+            self._cuda.stream_synchronize(self._stream)
+        except CudaError as exc:  # the error being raised says more; this one is logged
+            _LOG.error('stream synchronisation after a failure: %s', exc)
+
     def close(self) -> None:
-        self._buffers = None
+        self._buffers = self._shape = None
         self._by_shape.clear()
         self._stack.close()
         self._context = self._engine = self._runtime = None

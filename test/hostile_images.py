@@ -1,6 +1,7 @@
 """Hostile images made from valid ones, shared by the image and CLI tests."""
 from __future__ import annotations
 
+import resource
 import zlib
 
 import cv2
@@ -44,3 +45,11 @@ def corrupt_jpegs(source: bytes, count: int) -> list[bytes]:
             junk = rng.integers(1, 255, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
             out.append(source[:-2] + junk + b'\xff\xd9')
     return out
+
+
+def limit_memory(extra: int = 1 << 30) -> None:
+    """Allow this process `extra` more bytes of address space: a reference decode that
+    believes a hostile length (a PNG chunk of 4 GB) fails at once instead of paging."""
+    with open('/proc/self/status') as status:
+        vm_kb = int(next(line for line in status if line.startswith('VmSize')).split()[1])
+    resource.setrlimit(resource.RLIMIT_AS, (vm_kb * 1024 + extra,) * 2)

@@ -138,6 +138,27 @@ def _webp_size(buf: np.ndarray) -> tuple[int, int] | None:
 _SIZE_READERS = {JPEG: _jpeg_size, PNG: _png_size, BMP: _bmp_size, WEBP: _webp_size}
 
 
+_PNG_MAX_CHUNK = (1 << 31) - 1  # the PNG specification's limit on a chunk length
+
+
+def png_chunk_error(data) -> str | None:
+    """Why a PNG's chunk list cannot be trusted, or None: every chunk up to IEND must fit
+    in the data. A reader that believes a chunk length (OpenCV 5's does) allocates it:
+    a 3 KB PNG whose IDAT claims 4 GB costs 4 GB and seconds."""
+    buf = _bytes(data)
+    i = len(_PNG_SIGNATURE)
+    while i + 8 <= buf.size:
+        length = _uint(buf, i, 4, 'big')
+        kind = buf[i + 4:i + 8].tobytes().decode('latin-1')
+        left = int(buf.size) - i - 12
+        if length is None or length > _PNG_MAX_CHUNK or length > left:
+            return f'PNG chunk {kind!r} at byte {i} claims {length} bytes, {max(left, 0)} left'
+        if kind == 'IEND':
+            return None
+        i += 12 + length
+    return 'PNG data ends before its IEND chunk (truncated)'
+
+
 def image_size(data) -> tuple[int, int] | None:
     """(width, height) that the header of a JPEG, PNG, BMP or WebP image claims, read
     without decoding; None for other codecs or a header too damaged to read.

@@ -16,7 +16,7 @@ import numpy as np
 
 from .decoder_log import decoder_messages
 from .errors import ImageError
-from .image_header import CODECS, MAX_IMAGE_PIXELS, codec_of, image_size
+from .image_header import CODECS, MAX_IMAGE_PIXELS, PNG, codec_of, image_size, png_chunk_error
 
 __all__ = ['BGR', 'BGRA', 'GRAY', 'IMAGE_ERROR_CAUSES', 'MAX_IMAGE_PIXELS', 'RGB', 'RGBA',
            'SUPPORTED_ENCODINGS', 'ImageView', 'decode_compressed', 'image_size', 'read_image',
@@ -149,6 +149,9 @@ def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -
     if size is None:
         raise ImageError(f'cannot decode {what}: corrupt or unsupported codec', 'decode')
     _check_pixels(*size, max_pixels, f'{codec} header says ')
+    damage = png_chunk_error(buf) if codec == PNG else None
+    if damage:
+        raise ImageError(f'cannot decode {what}: {damage}', 'decode')
     with decoder_messages() as messages:
         try:
             pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)

@@ -10,6 +10,8 @@ can refuse them rather than decode an image of unknown size.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 # Largest image accepted, in pixels (width x height): 64 MP, above any camera a detector
@@ -45,11 +47,11 @@ def codec_of(data) -> str | None:
     return None
 
 
-def _uint(buf: np.ndarray, at: int, size: int, order: str) -> int | None:
+def _uint(buf: np.ndarray, at: int, size: int, order: Literal['big', 'little']) -> int | None:
     """The unsigned integer of `size` bytes at `at`, or None past the end."""
     if at < 0 or at + size > buf.size:
         return None
-    return int.from_bytes(buf[at:at + size].tobytes(), order)  # type: ignore[arg-type]
+    return int.from_bytes(buf[at:at + size].tobytes(), order)
 
 
 def _find_ff(buf: np.ndarray, start: int) -> int:

@@ -173,6 +173,19 @@ def test_decoder_warnings_are_caught_not_printed(tmp_path, bus_jpg):
     assert json.loads(proc.stdout) == {'corrupt: Corrupt JPEG data': 20}
 
 
+def test_decoder_warnings_are_caught_where_there_is_no_stderr(bus_jpg):
+    # A daemon may run with fd 2 closed: the decode must still refuse, not raise OSError.
+    child = ('import os, sys; from hostile_images import corrupt_jpegs; '
+             'from yolo_trt_ros.core.images import decode_compressed; '
+             'from yolo_trt_ros.core.errors import ImageError; '
+             'data = open(sys.argv[1], "rb").read(); decode_compressed(data); os.close(2)\n'
+             'try:\n    decode_compressed(corrupt_jpegs(data, 1)[0])\n'
+             'except ImageError as exc:\n    print(exc.cause)')
+    proc = subprocess.run([sys.executable, '-c', child, str(bus_jpg)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parent)
+    assert proc.returncode == 0 and proc.stdout == 'corrupt\n', proc
+
+
 def test_decoder_messages_keep_other_lines(capfd):
     # Another thread writing to stderr during a decode must not lose its line.
     with decoder_messages() as messages:

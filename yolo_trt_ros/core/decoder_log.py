@@ -60,13 +60,19 @@ def decoder_messages() -> Iterator[list[str]]:
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         _flush_python_stderr()
-        saved = os.dup(2)
+        try:
+            saved: int | None = os.dup(2)
+        except OSError:
+            saved = None  # no stderr at all (a daemon): capture all the same, close after
         os.dup2(fd, 2)
         try:
             yield messages
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            if saved is None:
+                os.close(2)
+            else:
+                os.dup2(saved, 2)
+                os.close(saved)
             _sort_out(os.pread(fd, _MAX_CAPTURED, 0), messages)
 
 
@@ -80,4 +86,7 @@ def _sort_out(captured: bytes, messages: list[str]) -> None:
         elif text:
             others.append(line)
     if others:
-        os.write(2, b''.join(others))
+        try:
+            os.write(2, b''.join(others))
+        except OSError:
+            pass  # stderr closed or gone: nowhere to put them

@@ -17,6 +17,8 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.*')),
     ],
     install_requires=['setuptools'],
+    # GPU JPEG decoding (core/gpu_jpeg.py); without it CompressedImage decodes with OpenCV.
+    extras_require={'gpu-jpeg': ['nvidia-nvimgcodec-cu13', 'nvidia-nvjpeg']},
     zip_safe=True,
     maintainer='yolo_trt_ros maintainers',
     maintainer_email='maintainers@yolo-trt-ros.dev',

@@ -80,7 +80,30 @@ PY=$VENV/bin/python
 pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
 
 # --- 2. Python packages ----------------------------------------------------------------
-REQS=("$ROOT/pip_env/requirements.txt" "$ROOT/pip_env/requirements-test.txt")
+# cuda-python and NVRTC must match the driver's CUDA major version: cuda-python 13 reports
+# "no GPU" on a CUDA 12 driver. No driver (CI, a laptop): CUDA 13. YOLO_TRT_ROS_CUDA=12|13
+# overrides the detection.
+cuda_driver_major() {
+    "$PYTHON" - <<'PY'
+import ctypes
+try:
+    lib = ctypes.CDLL('libcuda.so.1')
+except OSError:
+    print(0)
+else:
+    version = ctypes.c_int()
+    print(version.value // 1000 if lib.cuDriverGetVersion(ctypes.byref(version)) == 0 else 0)
+PY
+}
+CUDA_MAJOR=${YOLO_TRT_ROS_CUDA:-$(cuda_driver_major)}
+case "$CUDA_MAJOR" in
+    12) CUDA_REQ=$ROOT/pip_env/requirements-cuda12.txt ;;
+    0|13) CUDA_REQ=$ROOT/pip_env/requirements-cuda13.txt ;;
+    *) echo "setup.sh: CUDA $CUDA_MAJOR driver: using CUDA 13 packages (supported: 12, 13)" >&2
+       CUDA_REQ=$ROOT/pip_env/requirements-cuda13.txt ;;
+esac
+say "CUDA packages: ${CUDA_REQ##*/} (driver CUDA major: ${CUDA_MAJOR/#0/none})"
+REQS=("$ROOT/pip_env/requirements.txt" "$CUDA_REQ" "$ROOT/pip_env/requirements-test.txt")
 [[ $ROS_MODE == wheels ]] && REQS+=("$ROOT/pip_env/requirements-ros.txt")
 if fresh pip "$MODE_FILE" "${REQS[@]}"; then
     say "Python packages: up to date"
@@ -102,6 +125,36 @@ else
     step "install the test reference (OpenCV 4) into $VENV/opt/opencv4" "read the pip output above" \
         pip_install --no-deps --upgrade --target "$VENV/opt/opencv4" -r "$REF_REQ"
     stamp reference "$MODE_FILE" "$REF_REQ"
+fi
+
+# The real TensorRT 10.3, 10.13 and 11.4 Python bindings, each in a folder of its own, for
+# the test that checks our TensorRT calls against them (no TensorRT runtime needed).
+TRT_REQ=$ROOT/pip_env/tensorrt-bindings.txt
+install_trt_bindings() {
+    local spec version
+    while read -r spec _; do
+        [[ -z $spec || $spec == \#* ]] && continue
+        version=${spec##*==}
+        pip_install --no-deps --upgrade --target "$VENV/opt/tensorrt-bindings/$version" "$spec" || return 1
+    done <"$TRT_REQ"
+}
+# cuda-python 12 and NVRTC 12 beside the environment: the test that our CUDA code works
+# with the CUDA 12 bindings (JetPack 6, r535-r570 drivers) imports them from there.
+CU12_REQ=$ROOT/pip_env/requirements-cuda12.txt
+if fresh cuda12_reference "$MODE_FILE" "$CU12_REQ"; then
+    say "test reference (cuda-python 12): up to date"
+else
+    step "install cuda-python 12 and NVRTC 12 into $VENV/opt/cuda12 (tests)" "read the pip output above" \
+        pip_install --no-deps --upgrade --target "$VENV/opt/cuda12" -r "$CU12_REQ" "cuda-bindings>=12.6,<13" cuda-pathfinder
+    stamp cuda12_reference "$MODE_FILE" "$CU12_REQ"
+fi
+
+if fresh trt_bindings "$MODE_FILE" "$TRT_REQ"; then
+    say "test reference (TensorRT bindings): up to date"
+else
+    step "install the real TensorRT Python bindings into $VENV/opt/tensorrt-bindings (tests)" \
+        "read the pip output above" install_trt_bindings
+    stamp trt_bindings "$MODE_FILE" "$TRT_REQ"
 fi
 
 # --- 3. vision_msgs ---------------------------------------------------------------------

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from yolo_trt_ros.core.cuda import CudaRuntime
-from yolo_trt_ros.core.gpu_preprocess import GpuPreprocessor, compile_kernel
+from yolo_trt_ros.core.gpu_preprocess import (
+    GpuPreprocessor,
+    compile_kernel,
+    pick_target,
+    supported_archs,
+)
 from yolo_trt_ros.core.images import ImageView
 from yolo_trt_ros.core.preprocess import Preprocessor
 
@@ -21,6 +26,63 @@ def test_kernel_compiles_for_every_target(arch):
         assert code[:4] == b'\x7fELF'  # a cubin
     else:
         assert b'.entry letterbox_chw_f32' in code and b'.entry letterbox_chw_f16' in code
+
+
+NVRTC13 = [75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121]
+
+
+@pytest.mark.parametrize('cc,target', [
+    ((9, 0), 'sm_90'),  # H100/H200: its own cubin
+    ((8, 7), 'sm_87'),  # Jetson Orin
+    ((8, 5), 'compute_80'),  # no sm_85 in NVRTC: PTX of the closest below, JIT by the driver
+    ((13, 0), 'compute_121'),  # a GPU newer than this NVRTC: PTX, never "no code"
+    ((7, 0), None),  # V100 with NVRTC 13: nothing to compile -> the CPU path
+    ((7, 2), None),  # Xavier
+])
+def test_pick_target(cc, target):
+    """Defect 10: the highest architecture NVRTC supports at or below the device's."""
+    assert pick_target(cc, NVRTC13) == target
+
+
+def test_a_gpu_newer_than_nvrtc_gets_ptx_that_compiles():
+    archs = supported_archs()
+    target = pick_target((archs[-1] // 10 + 1, 0), archs)
+    assert target == f'compute_{archs[-1]}'
+    assert b'.entry letterbox_chw_f32' in compile_kernel(target)
+
+
+def test_cuda_12_bindings_and_nvrtc_12_work_with_our_code(tmp_path):
+    """Defect 11: CUDA 12 drivers (JetPack 6, r535-r570) need cuda-python 12; our CUDA code
+    runs on it: GPU probing says why there is no GPU, and NVRTC 12 compiles our kernel,
+    also for sm_70 (V100) that NVRTC 13 dropped. In a process of its own, with the cuda-python
+    12 that pip_env/setup.sh installs beside the environment (NVRTC 12 loaded first, as it
+    is the only one on a CUDA 12 machine)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    cu12 = Path(sys.prefix) / 'opt' / 'cuda12'
+    if not cu12.is_dir():
+        pytest.fail(f'{cu12} missing: run `bash pip_env/setup.sh`')
+    lib = next(cu12.glob('nvidia/cuda_nvrtc/lib/libnvrtc.so.12'))
+    code = (f'import ctypes; ctypes.CDLL({str(lib)!r}, mode=ctypes.RTLD_GLOBAL)\n'
+            'import cuda.bindings, json\n'
+            'from yolo_trt_ros.core.cuda import probe_gpu\n'
+            'from yolo_trt_ros.core.gpu_preprocess import compile_kernel, pick_target, supported_archs\n'
+            'archs = supported_archs()\n'
+            'target = pick_target((7, 0), archs)\n'
+            'print(json.dumps([cuda.bindings.__version__, probe_gpu().count, probe_gpu().reason,\n'
+            '                  target, compile_kernel(target)[:4].hex()]))\n')
+    import os
+    env = dict(os.environ, PYTHONPATH=str(cu12))
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+    version, count, reason, target, magic = json.loads(out.stdout)
+    assert version.startswith('12.') and target == 'sm_70' and magic == '7f454c46'  # ELF
+    from yolo_trt_ros.core.cuda import probe_gpu
+    if probe_gpu().count == 0:
+        assert count == 0 and 'cudaError' in reason
 
 
 ORDERS = {'bgr8': ('bgr', 3), 'rgb8': ('rgb', 3), 'bgra8': ('bgra', 4), 'rgba8': ('rgba', 4),

@@ -1,9 +1,8 @@
-"""The TensorRT backend: its TensorRT API use checked against the installed tensorrt_rtx
-bindings, and its logic (buffers, shapes, checks, clean-up) run against the named test
+"""The TensorRT backend (its API use is checked against the real bindings in
+test_trt_conformance.py): its logic (buffers, shapes, checks, clean-up) run against the named test
 double for the TensorRT runtime (gpu_runtime_double.py), with real ONNX Runtime numbers."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from gpu_runtime_double import (
 )
 
 from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
+from yolo_trt_ros.core.backends.select import RuntimeParts, open_backend
 from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
 from yolo_trt_ros.core.cuda import CudaRuntime, GpuInfo
 from yolo_trt_ros.core.detector import Detector, DetectorConfig
@@ -25,62 +25,7 @@ from yolo_trt_ros.core.errors import BackendError, CudaError, EngineError
 from yolo_trt_ros.core.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
-# Modules that call TensorRT, and which TensorRT class each receiver name stands for.
-TRT_MODULES = [ROOT / 'yolo_trt_ros' / 'core' / 'backends' / 'tensorrt.py']
 A_GPU = GpuInfo(1, 'double GPU', (8, 6))  # what probe_gpu says on a machine with a GPU
-RECEIVERS = {'engine': 'ICudaEngine', 'context': 'IExecutionContext', 'ctx': 'IExecutionContext',
-             'runtime': 'Runtime'}
-
-
-def trt_uses(source: str) -> set[tuple[str, str]]:
-    """(class or 'module', attribute) for every TensorRT attribute the source touches:
-    `trt.X[.Y]` chains, and attributes of variables named like engine/context/runtime."""
-    uses = set()
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Attribute):
-            continue
-        chain, base = [node.attr], node.value
-        while isinstance(base, ast.Attribute):
-            chain.append(base.attr)
-            base = base.value
-        chain.reverse()
-        if isinstance(base, ast.Name) and base.id == 'trt':
-            uses.add(('module', '.'.join(chain)))
-        elif isinstance(base, ast.Name) and base.id == 'self' and len(chain) == 2:
-            owner = RECEIVERS.get(chain[0].lstrip('_'))
-            if owner:
-                uses.add((owner, chain[1]))
-        elif isinstance(base, ast.Name) and base.id in RECEIVERS and len(chain) == 1:
-            uses.add((RECEIVERS[base.id], chain[0]))
-    return uses
-
-
-def missing_in(trt, uses) -> list[str]:
-    missing = []
-    for owner, attr in sorted(uses):
-        obj = trt if owner == 'module' else getattr(trt, owner)
-        for part in attr.split('.'):
-            if not hasattr(obj, part):
-                missing.append(f'{owner}.{attr}')
-                break
-            obj = getattr(obj, part)
-    return missing
-
-
-def test_every_tensorrt_attribute_used_exists_in_tensorrt_rtx():
-    import tensorrt_rtx as trt
-    uses = set().union(*(trt_uses(p.read_text()) for p in TRT_MODULES))
-    assert ('IExecutionContext', 'execute_async_v3') in uses  # the scan sees the calls
-    assert ('module', 'TensorIOMode.INPUT') in uses
-    assert missing_in(trt, uses) == []
-
-
-def test_the_attribute_check_catches_a_misspelling():
-    import tensorrt_rtx as trt
-    uses = trt_uses('def f(self, trt):\n    self._engine.get_tensor_shap("x")\n'
-                    '    trt.TensorIOMode.INPT\n    ctx.execute_async_v2(0)\n')
-    assert missing_in(trt, uses) == ['ICudaEngine.get_tensor_shap', 'IExecutionContext.execute_async_v2',
-                                     'module.TensorIOMode.INPT']
 
 
 @pytest.fixture
@@ -163,6 +108,21 @@ def test_every_tensorrt_failure_is_reported_and_nothing_leaks(tmp_path, model, f
     with pytest.raises(error, match=message):
         with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as backend:
             backend.infer(batch)
+    assert cuda.live == 0 and not cuda.streams
+
+
+def test_auto_falls_back_when_tensorrt_cannot_start(tmp_path, model):
+    """Defect 4: trt.Runtime raises TypeError (it never returns None): auto must fall back to
+    ONNX Runtime with the reason; tensorrt must fail with one clear line."""
+    trt, cuda = doubles('runtime')
+    engine = engine_file(tmp_path, model)
+    with open_backend(model, 'auto', engine, parts=RuntimeParts(trt, cuda), gpu=A_GPU) as b:
+        assert b.info.name == 'onnxruntime'
+        assert b.info.reason.startswith('auto: TensorRT unusable (tensorrt could not create a '
+                                        'runtime (pybind11::init(): factory function returned '
+                                        'nullptr)')
+    with pytest.raises(EngineError, match='could not create a runtime'):
+        open_backend(model, 'tensorrt', engine, parts=RuntimeParts(trt, cuda), gpu=A_GPU)
     assert cuda.live == 0 and not cuda.streams
 
 
@@ -313,3 +273,36 @@ def test_gpu_path_detects_what_the_cpu_path_detects(tmp_path, default_model, bus
     assert a.class_ids.tolist() == b.class_ids.tolist()
     np.testing.assert_allclose(a.boxes, b.boxes, atol=3.0)  # px; inputs differ by <= 1/255
     np.testing.assert_allclose(a.scores, b.scores, atol=0.02)
+
+
+@pytest.mark.gpu
+def test_gpu_preprocessing_falls_back_to_the_cpu_where_nvrtc_has_no_code(tmp_path, model,
+                                                                       monkeypatch, bus_jpg):
+    """Defect 10: a GPU that NVRTC cannot target (sm_70 with NVRTC 13) preprocesses on the
+    CPU, logged once with the reason, instead of failing."""
+    from yolo_trt_ros.core import gpu_preprocess
+    monkeypatch.setattr(gpu_preprocess, 'supported_archs', lambda: [200])
+    logs = []
+    backend = TensorRTBackend(engine_file(tmp_path, model),
+                              trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()),
+                              cuda=CudaRuntime())
+    with Detector(backend, None, 'yolov8', log=logs.append) as det:
+        assert det.preprocess_device == 'cpu'
+        det.detect([read_image(str(bus_jpg))])
+    assert len(logs) == 1 and 'compiles for sm_200 and newer' in logs[0]
+
+
+@pytest.mark.gpu
+def test_kernel_cache_is_read_only_under_the_trust_policy(tmp_path, monkeypatch):
+    """Defect 12: a cached cubin that others may write is compiled again, never loaded."""
+    from yolo_trt_ros.core import gpu_preprocess
+    from yolo_trt_ros.core.cuda import probe_gpu
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    monkeypatch.setattr(gpu_preprocess, '_MODULES', {})
+    gpu_preprocess.load_kernels(probe_gpu().compute_capability)
+    cached, = (tmp_path / 'yolo_trt_ros' / 'kernels').glob('*.cubin')
+    assert cached.stat().st_mode & 0o777 == 0o600
+    cached.chmod(0o666)
+    monkeypatch.setattr(gpu_preprocess, '_MODULES', {})
+    gpu_preprocess.load_kernels(probe_gpu().compute_capability)
+    assert cached.stat().st_mode & 0o777 == 0o600  # rewritten privately

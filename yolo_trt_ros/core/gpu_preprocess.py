@@ -136,36 +136,61 @@ def _kernel_cache_dir() -> Path:
     return Path(xdg) / 'yolo_trt_ros' / 'kernels'
 
 
+def supported_archs() -> list[int]:
+    """The SM versions this NVRTC can compile for (e.g. [75, 80, ..., 120])."""
+    nvrtc = _nvrtc()
+    return [int(a) for a in _nvrtc_check(nvrtc.nvrtcGetSupportedArchs(),
+                                         'nvrtcGetSupportedArchs')]
+
+
+def pick_target(compute_capability: tuple[int, int], supported: list[int]) -> str | None:
+    """What to compile for a GPU: its own cubin where NVRTC supports its architecture; else
+    PTX for the highest supported architecture below it (the driver JIT-compiles PTX for a
+    newer GPU); None where NVRTC supports nothing at or below it (sm_70/72 with NVRTC 13)."""
+    device = compute_capability[0] * 10 + compute_capability[1]
+    below = [a for a in supported if a <= device]
+    if not below:
+        return None
+    best = max(below)
+    return f'sm_{best}' if best == device else f'compute_{best}'
+
+
 _MODULES: dict[str, object] = {}
 
 
 def load_kernels(compute_capability: tuple[int, int]) -> dict[str, object]:
-    """{'f32': CUfunction, 'f16': CUfunction} for the current GPU, compiled once."""
+    """{'f32': CUfunction, 'f16': CUfunction} for the current GPU, compiled once (the
+    compiled code is cached on disk under the trust policy). CudaError where this NVRTC
+    cannot produce code for the GPU: the caller preprocesses on the CPU instead."""
     from cuda.bindings import driver
 
-    arch = f'sm_{compute_capability[0]}{compute_capability[1]}'
-    if arch in _MODULES:
-        return _MODULES[arch]
+    from .trust import TrustedDir
+
+    supported = supported_archs()
+    target = pick_target(compute_capability, supported)
+    if target is None:
+        raise CudaError(f'this NVRTC compiles for sm_{min(supported)} and newer, the GPU is '
+                        f'sm_{compute_capability[0]}{compute_capability[1]} (install an NVRTC '
+                        f'of CUDA 12 for it)')
+    if target in _MODULES:
+        return _MODULES[target]
     version = _nvrtc_check(_nvrtc().nvrtcVersion(), 'nvrtcVersion')
-    key = hashlib.sha256(f'{KERNEL_SOURCE}{arch}{version}'.encode()).hexdigest()[:24]
-    path = _kernel_cache_dir() / f'{key}.cubin'
-    if path.is_file():
-        cubin = path.read_bytes()
-    else:
-        cubin = compile_kernel(arch)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.name}.{os.getpid()}')
-        tmp.write_bytes(cubin)
-        tmp.replace(path)
+    key = hashlib.sha256(f'{KERNEL_SOURCE}{target}{version}'.encode()).hexdigest()[:24]
+    cache = TrustedDir(_kernel_cache_dir())
+    name = f'{key}.{"cubin" if target.startswith("sm_") else "ptx"}'
+    code, _why = cache.read(name)
+    if code is None:
+        code = compile_kernel(target)
+        cache.write(name, code)
     check(CudaRuntime().rt.cudaFree(0), 'cudaFree(0)')  # make the primary context current
-    module = _driver_check(driver.cuModuleLoadData(cubin), 'cuModuleLoadData')
-    _MODULES[arch] = {
+    module = _driver_check(driver.cuModuleLoadData(code), 'cuModuleLoadData')
+    _MODULES[target] = {
         'f32': _driver_check(driver.cuModuleGetFunction(module, b'letterbox_chw_f32'),
                              'cuModuleGetFunction'),
         'f16': _driver_check(driver.cuModuleGetFunction(module, b'letterbox_chw_f16'),
                              'cuModuleGetFunction'),
     }
-    return _MODULES[arch]
+    return _MODULES[target]
 
 
 def _driver_check(result, call: str):

@@ -119,7 +119,7 @@ def validate_output(shape: tuple[int | None, ...], fmt: str, dtype: np.dtype | t
     return classes
 
 
-def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     half = xywh[:, 2:4] * 0.5
     return np.concatenate([xywh[:, 0:2] - half, xywh[:, 0:2] + half], axis=1)
 
@@ -150,12 +150,12 @@ def _candidates(output: np.ndarray, fmt: str, cfg: PostprocessConfig):
     confidence threshold, in model-input pixels."""
     if fmt == 'yolov8':  # (4+C, A): reduce over classes first, touch boxes only for hits
         keep, scores, ids = _best_class(output[4:], cfg)
-        return _xywh_to_xyxy(output[:4, keep].T), scores, ids
+        return xywh_to_xyxy(output[:4, keep].T), scores, ids
     if fmt == 'yolov5':  # (A, 5+C)
         obj = output[:, 4]
         rows = output[obj > cfg.conf_threshold]
         keep, scores, ids = _best_class((rows[:, 5:] * rows[:, 4:5]).T, cfg)
-        return _xywh_to_xyxy(rows[keep, :4]), scores, ids
+        return xywh_to_xyxy(rows[keep, :4]), scores, ids
     if fmt == 'end2end':  # (K, 6)
         ids = output[:, 5].astype(np.int64)
         keep = output[:, 4] > cfg.conf_threshold
@@ -169,7 +169,14 @@ def postprocess(output: np.ndarray, fmt: str, box: Letterbox,
                 cfg: PostprocessConfig) -> Detections:
     """One image's raw output (batch dimension removed) -> Detections in original pixels."""
     output = np.asarray(output, dtype=np.float32)
-    boxes, scores, ids = _candidates(output, fmt, cfg)
+    return select(*_candidates(output, fmt, cfg), fmt, box, cfg)
+
+
+def select(boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray, fmt: str, box: Letterbox,
+           cfg: PostprocessConfig) -> Detections:
+    """One image's candidates above the threshold (boxes: (M, 4) float32 xyxy, model-input
+    pixels, in anchor order; scores: (M,) float32; ids: (M,) int) -> NMS (none for end2end),
+    max_detections, boxes mapped to original pixels. Shared by the CPU and GPU decoders."""
     if len(scores) == 0:
         return Detections.empty()
     if len(scores) > MAX_NMS_CANDIDATES:

@@ -1,0 +1,180 @@
+"""The GPU output decoder: its kernel compiles for every target without a GPU, and on a GPU
+its detections equal the CPU `postprocess()`'s exactly, for both layouts and dtypes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from counting_cuda import CountingCuda
+from test_gpu_preprocess import TARGETS
+
+from yolo_trt_ros.core.cuda import CudaRuntime
+from yolo_trt_ros.core.gpu_decode import KERNEL_NAMES, GpuDecoder, compile_kernel
+from yolo_trt_ros.core.postprocess import Detections, PostprocessConfig, postprocess
+from yolo_trt_ros.core.preprocess import Letterbox
+from yolo_trt_ros.core.synthetic import yolov8_output
+
+
+@pytest.mark.parametrize('arch', TARGETS)
+def test_kernel_compiles_for_every_target(arch):
+    code = compile_kernel(arch)
+    if arch.startswith('sm_'):
+        assert code[:4] == b'\x7fELF'  # a cubin
+    else:
+        assert all(f'.entry {name}'.encode() in code for name in KERNEL_NAMES)
+
+
+@pytest.mark.parametrize('fmt, shape, dtype, match', [
+    ('end2end', (1, 300, 6), np.float32, 'yolov8 or yolov5'),
+    ('yolov8', (1, 84, 8400), np.int8, 'float32 or float16'),
+    ('yolov8', (1, 4, 8400), np.float32, 'no classes'),
+    ('yolov5', (1, 8400, 5), np.float32, 'no classes'),
+])
+def test_bad_configuration_is_refused_before_any_gpu_work(fmt, shape, dtype, match):
+    with pytest.raises(ValueError, match=match):
+        GpuDecoder(fmt, shape, dtype)
+
+
+# -- outputs ------------------------------------------------------------------------------
+def realistic(fmt: str, seed: int, classes: int = 80, anchors: int = 8400) -> np.ndarray:
+    """One image's output with a real model's statistics, in fmt's layout."""
+    v8 = yolov8_output(classes, anchors, objects=25, seed=seed)
+    if fmt == 'yolov8':
+        return v8
+    rng = np.random.default_rng(seed)
+    best = v8[4:].max(axis=0)
+    obj = np.where(best > 0.25, rng.uniform(0.6, 1.0, anchors), rng.uniform(0, 0.05, anchors))
+    cls = v8[4:] / np.maximum(best, 1e-6)[None] * rng.uniform(0.5, 1.0, anchors)[None]
+    return np.concatenate([v8[:4], obj[None], cls], axis=0).T.astype(np.float32)
+
+
+def random_output(fmt: str, seed: int, classes: int = 7, anchors: int = 3000) -> np.ndarray:
+    """Uniform scores (many candidates, many ties once in fp16) and boxes all over."""
+    rng = np.random.default_rng(seed)
+    fields = (4 if fmt == 'yolov8' else 5) + classes
+    out = rng.uniform(0, 1, (fields, anchors)).astype(np.float32)
+    out[:2] *= 640
+    out[2:4] *= 120
+    return out if fmt == 'yolov8' else np.ascontiguousarray(out.T)
+
+
+def plant_threshold_ties(out: np.ndarray, fmt: str, conf: float) -> np.ndarray:
+    """Scores exactly at float32(conf) and NaNs: a float64 comparison or a lost NaN would
+    keep anchors the CPU decoder drops."""
+    out = out.copy()
+    scores = out[4:] if fmt == 'yolov8' else out[:, 5:].T
+    scores[:, 5] = np.float32(conf)
+    scores[2, 6] = np.nan
+    if fmt == 'yolov5':
+        out[7, 4] = np.float32(conf)  # objectness exactly at the threshold
+        out[8, 4] = np.nan
+    return out
+
+
+def assert_same(gpu: Detections, cpu: Detections) -> None:
+    assert len(gpu) == len(cpu)
+    np.testing.assert_array_equal(gpu.class_ids, cpu.class_ids)
+    np.testing.assert_array_equal(gpu.scores, cpu.scores)
+    np.testing.assert_array_equal(gpu.boxes, cpu.boxes)
+    assert (gpu.boxes.dtype, gpu.scores.dtype, gpu.class_ids.dtype) == (
+        cpu.boxes.dtype, cpu.scores.dtype, cpu.class_ids.dtype)
+
+
+def decode_on_gpu(outputs: np.ndarray, fmt: str, boxes: list[Letterbox],
+                  cfgs: list[PostprocessConfig], capacity: int | None = None,
+                  cuda: CudaRuntime | None = None) -> list[list[Detections]]:
+    """outputs (N, ...) uploaded once; each cfg decoded by one decoder, in turn."""
+    cuda = cuda or CudaRuntime()
+    stream = cuda.stream_create()
+    outputs = np.ascontiguousarray(outputs)
+    d_out = cuda.malloc(outputs.nbytes)
+    try:
+        cuda.copy_to_device(d_out, outputs.ctypes.data, outputs.nbytes, stream)
+        with GpuDecoder(fmt, outputs.shape, outputs.dtype, capacity, stream, cuda) as dec:
+            return [dec(d_out, boxes, cfg) for cfg in cfgs]
+    finally:
+        cuda.free(d_out)
+        cuda.stream_destroy(stream)
+
+
+CONFIGS = [
+    PostprocessConfig(),
+    PostprocessConfig(conf_threshold=0.3, iou_threshold=0.5),
+    PostprocessConfig(conf_threshold=0.1, classes=(5, 2, 999, 2, -1, 0)),  # order, dups, junk
+    PostprocessConfig(classes=(999,)),  # no class in range: nothing
+    PostprocessConfig(conf_threshold=0.05, max_detections=3),
+    PostprocessConfig(conf_threshold=0.2, agnostic=True),
+    PostprocessConfig(conf_threshold=0.0),
+]
+BOXES = [Letterbox.fit(1920, 1080, 640, 640), Letterbox.fit(640, 480, 640, 640),
+         Letterbox.fit(333, 517, 640, 640)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype', [np.float32, np.float16])
+@pytest.mark.parametrize('fmt', ['yolov8', 'yolov5'])
+@pytest.mark.parametrize('kind', ['realistic', 'random'])
+def test_gpu_decode_equals_cpu_postprocess(kind, fmt, dtype):
+    make = realistic if kind == 'realistic' else random_output
+    images = [make(fmt, seed) for seed in range(3)]
+    images[1] = plant_threshold_ties(images[1], fmt, 0.3)
+    outputs = np.stack(images).astype(dtype)
+    for cfg, gpu in zip(CONFIGS, decode_on_gpu(outputs, fmt, BOXES, CONFIGS), strict=True):
+        for image, box, det in zip(outputs, BOXES, gpu, strict=True):
+            assert_same(det, postprocess(image, fmt, box, cfg))
+    cpu = postprocess(outputs[0], fmt, BOXES[0], CONFIGS[0])
+    assert len(cpu) > (0 if kind == 'realistic' else 50)  # something worth comparing
+
+
+@pytest.mark.gpu
+def test_fewer_images_than_the_batch():
+    outputs = np.stack([realistic('yolov8', seed) for seed in range(4)])
+    cfg = PostprocessConfig()
+    got, = decode_on_gpu(outputs, 'yolov8', BOXES[:2], [cfg])
+    assert len(got) == 2
+    for image, box, det in zip(outputs[:2], BOXES[:2], got, strict=True):
+        assert_same(det, postprocess(image, 'yolov8', box, cfg))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('fmt', ['yolov8', 'yolov5'])
+def test_more_candidates_than_the_buffer_fall_back_to_the_cpu_decoder(fmt):
+    """Image 0 has hundreds of candidates for 10 rows, image 1 a few: neither loses any."""
+    busy = random_output(fmt, 1)
+    quiet = random_output(fmt, 2)
+    scores = quiet[4:] if fmt == 'yolov8' else quiet[:, 4:].T  # (obj and) class scores
+    scores[:, 8:] *= 0.1  # only anchors 0..7 can pass
+    outputs = np.stack([busy, quiet])
+    cfg = PostprocessConfig(conf_threshold=0.2, max_detections=1000)
+    got, = decode_on_gpu(outputs, fmt, BOXES[:2], [cfg], capacity=10)
+    for image, box, det in zip(outputs, BOXES[:2], got, strict=True):
+        assert_same(det, postprocess(image, fmt, box, cfg))
+    assert len(got[0]) > 10
+
+
+@pytest.mark.gpu
+def test_more_candidates_than_nms_takes():
+    """More candidates than MAX_NMS_CANDIDATES: the same top ones reach NMS."""
+    outputs = random_output('yolov5', 3, classes=2, anchors=40000)[None]
+    cfg = PostprocessConfig(conf_threshold=0.01)
+    got, = decode_on_gpu(outputs, 'yolov5', BOXES[:1], [cfg])
+    assert_same(got[0], postprocess(outputs[0], 'yolov5', BOXES[0], cfg))
+
+
+@pytest.mark.gpu
+def test_steady_calls_allocate_nothing_and_download_only_candidates():
+    outputs = realistic('yolov8', 0)[None]
+    cfgs = [PostprocessConfig(conf_threshold=c) for c in (0.25, 0.1, 0.5, 0.25)]
+    one, four = CountingCuda(), CountingCuda()
+    decode_on_gpu(outputs, 'yolov8', BOXES[:1], cfgs[:1], cuda=one)
+    decode_on_gpu(outputs, 'yolov8', BOXES[:1], cfgs, cuda=four)
+    assert four.allocations == one.allocations  # nothing more for three more calls
+    candidates = sum(int((outputs[0, 4:].max(axis=0) > np.float32(c.conf_threshold)).sum())
+                     for c in cfgs)
+    assert four.downloaded == 4 * len(cfgs) + candidates * 32  # counts + rows, nothing else
+
+def test_a_kernel_that_does_not_compile_names_its_file_and_the_compiler_message():
+    from yolo_trt_ros.core.errors import CudaError
+    from yolo_trt_ros.core.nvrtc import compile_source
+
+    with pytest.raises(CudaError, match=r'could not compile broken\.cu for sm_90: .*error'):
+        compile_source('extern "C" __global__ void k() { undeclared(); }', 'sm_90', 'broken.cu')

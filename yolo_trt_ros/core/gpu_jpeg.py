@@ -1,0 +1,158 @@
+"""CompressedImage payloads decoded on the GPU with NVIDIA nvImageCodec (nvJPEG inside).
+
+Several cameras' JPEGs decode as one batch straight into device memory; each frame comes
+back as a DeviceImage (device pointer, row pitch, size, channels) that the preprocessing
+kernel reads where it lies: the pixels never cross to the host. On the H200 a 1080p JPEG
+q90 decoded in 1.5 ms here against 13 ms for cv2.imdecode on that host's CPU.
+
+nvImageCodec is an optional extra (`pip install .[gpu-jpeg]`: nvidia-nvimgcodec-cu13 and
+nvidia-nvjpeg); `open_gpu_jpeg` returns None with the reason where it or a GPU is missing,
+and the caller keeps OpenCV on the CPU (images.decode_compressed), saying which it chose.
+
+Frames are decoded as cv2.imdecode(IMREAD_UNCHANGED) does: EXIF orientation ignored; a
+gray JPEG comes back as RGB with three equal channels, which letterboxes to the same input
+as the gray frame. Each frame's size is read from its header first: one above max_pixels
+is refused before any pixel buffer is allocated.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+
+import numpy as np
+
+from .errors import ImageError
+from .images import RGB
+
+EXTRA = 'gpu-jpeg'
+PACKAGES = ('nvidia-nvimgcodec-cu13', 'nvidia-nvjpeg')
+
+
+@dataclass(frozen=True)
+class DeviceImage:
+    """A decoded frame in device memory: height rows of width x channels uint8 (interleaved,
+    in `order`), `pitch` bytes from one row to the next. Valid until the decoder's next call;
+    ready in the order of the decoder's stream."""
+
+    ptr: int
+    pitch: int
+    width: int
+    height: int
+    channels: int
+    order: str = RGB
+
+
+def _nvimgcodec():
+    from nvidia import nvimgcodec
+
+    return nvimgcodec
+
+
+def code_stream(data, max_pixels: int):
+    """A frame's nvImageCodec code stream, its header read and its size checked (needs no
+    GPU): ImageError 'empty', 'decode' (no readable header) or 'too_large'."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if buf.size == 0:
+        raise ImageError('empty compressed image', 'empty')
+    try:
+        stream = _nvimgcodec().CodeStream(buf)
+        width, height = stream.width, stream.height
+    except RuntimeError as exc:
+        raise ImageError(f'cannot decode compressed image ({buf.size} bytes): {exc}',
+                         'decode') from exc
+    if width * height == 0:
+        raise ImageError(f'empty image: {width}x{height}', 'empty')
+    if width * height > max_pixels:
+        raise ImageError(f'image too large: {width}x{height} = {width * height} pixels, '
+                         f'more than max_image_pixels {max_pixels}', 'too_large')
+    return stream
+
+
+def check_headers(frames: Sequence, max_pixels: int) -> list:
+    """Each frame's code stream, or the ImageError its header raised. The errors carry no
+    traceback: a stored traceback would keep the caller's frame alive in a reference cycle,
+    and with it the batch's decoded device images until the garbage collector frees them,
+    possibly after their CUDA stream is gone (a segfault seen on the H200)."""
+    checked = []
+    for data in frames:
+        try:
+            checked.append(code_stream(data, max_pixels))
+        except ImageError as exc:
+            exc.__cause__ = exc.__context__ = None  # its message already names the cause
+            checked.append(exc.with_traceback(None))
+    return checked
+
+
+class GpuJpegDecoder:
+    """Decode batches of JPEG payloads on the GPU. Use `open_gpu_jpeg` to get one."""
+
+    def __init__(self, max_pixels: int, stream: int = 0, device_id: int = 0) -> None:
+        nv = _nvimgcodec()
+        self.max_pixels, self.stream = max_pixels, stream
+        # fancy_upsampling: interpolate the chroma planes as libjpeg (cv2) does, rather than
+        # replicating them, so the result stays within a few levels of the CPU decode.
+        self._decoder = nv.Decoder(device_id=device_id, options=':fancy_upsampling=1')
+        self._params = nv.DecodeParams(apply_exif_orientation=False,
+                                       color_spec=nv.ColorSpec.SRGB,
+                                       sample_format=nv.SampleFormat.I_RGB)
+        self._device_kind = nv.ImageBufferKind.STRIDED_DEVICE
+        self._images: list = []  # the last call's decoded images: they own the device memory
+
+    def __call__(self, frames: Sequence) -> list[DeviceImage | ImageError]:
+        """One DeviceImage per frame (any buffer: bytes, memoryview, uint8 array), or the
+        ImageError that frame raised; the other frames of the batch are decoded all the
+        same. Queued on the decoder's stream."""
+        checked = check_headers(frames, self.max_pixels)
+        streams = [s for s in checked if not isinstance(s, ImageError)]
+        decoded = self._decoder.decode(streams, params=self._params,
+                                       cuda_stream=self.stream) if streams else []
+        self._images = list(decoded)
+        images = iter(decoded)
+        return [s if isinstance(s, ImageError) else self._device_image(next(images))
+                for s in checked]
+
+    def _device_image(self, image) -> DeviceImage | ImageError:
+        if image is None:
+            return ImageError('nvImageCodec could not decode the compressed image: corrupt or '
+                              'unsupported', 'decode')
+        if image.buffer_kind != self._device_kind:  # decoded by a CPU fallback codec
+            image = image.cuda()
+            self._images.append(image)  # keep its device copy alive with the others
+        iface = image.__cuda_array_interface__
+        height, width, channels = iface['shape']
+        strides = iface.get('strides')
+        pitch = strides[0] if strides else width * channels
+        return DeviceImage(int(iface['data'][0]), int(pitch), int(width), int(height),
+                           int(channels))
+
+    def close(self) -> None:
+        self._images = []
+        self._decoder = None
+
+    def __enter__(self) -> GpuJpegDecoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_gpu_jpeg(max_pixels: int, stream: int = 0) -> tuple[GpuJpegDecoder | None, str]:
+    """(a GPU JPEG decoder, why) or (None, why not): no GPU, nvImageCodec or nvJPEG missing,
+    or the decoder failed to start. The caller logs the reason and decodes with OpenCV."""
+    from .cuda import probe_gpu
+
+    gpu = probe_gpu()
+    if gpu.count == 0:
+        return None, f'no GPU ({gpu.reason})'
+    for package in PACKAGES:
+        try:
+            metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None, (f'{package} is not installed (pip install '
+                          f'"yolo_trt_ros[{EXTRA}]", or {" ".join(PACKAGES)})')
+    try:
+        decoder = GpuJpegDecoder(max_pixels, stream)
+    except (ImportError, RuntimeError) as exc:
+        return None, f'nvImageCodec unusable: {exc}'
+    return decoder, f'nvImageCodec {metadata.version(PACKAGES[0])} on {gpu.name}'

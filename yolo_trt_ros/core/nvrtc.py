@@ -1,0 +1,124 @@
+"""Run-time compilation, caching and launching of the project's CUDA kernels (NVRTC).
+
+Every kernel module (preprocessing, output decoding) hands its source here: NVRTC compiles
+it for the GPU's exact architecture, the cubin is cached in memory and on disk
+(~/.cache/yolo_trt_ros/kernels, keyed by the source, the architecture and the NVRTC
+version), and `launch` packs the arguments the way cuLaunchKernel wants them. Compiling
+needs no GPU, so CI checks every kernel against every target architecture.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .cuda import CudaRuntime, check
+from .errors import CudaError
+
+
+def _nvrtc():
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError as exc:
+        raise CudaError(f'NVRTC bindings unavailable: {exc} (pip install cuda-python)') from exc
+    return nvrtc
+
+
+def nvrtc_check(result, call: str):
+    """Unpack an NVRTC `(err, *values)` tuple: the value(s), or CudaError naming the call."""
+    nvrtc = _nvrtc()
+    err, *values = result
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        raise CudaError(f'{call} failed: {nvrtc.nvrtcGetErrorString(err)[1].decode()}')
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def driver_check(result, call: str):
+    """Unpack a CUDA driver `(err, *values)` tuple: the value(s), or CudaError."""
+    from cuda.bindings import driver
+
+    err, *values = result
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise CudaError(f'{call} failed: {driver.cuGetErrorName(err)[1].decode()}')
+    return values[0] if len(values) == 1 else (tuple(values) or None)
+
+
+def compile_source(source: str, arch: str, filename: str) -> bytes:
+    """source compiled for arch: 'sm_90' gives a cubin, 'compute_90' PTX. Needs no GPU.
+    filename only names the program in NVRTC's messages."""
+    nvrtc = _nvrtc()
+    prog = nvrtc_check(nvrtc.nvrtcCreateProgram(source.encode(), filename.encode(), 0, [], []),
+                       'nvrtcCreateProgram')
+    try:
+        opts = [f'--gpu-architecture={arch}'.encode(), b'--std=c++17', b'-default-device']
+        err, = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            size = nvrtc_check(nvrtc.nvrtcGetProgramLogSize(prog), 'nvrtcGetProgramLogSize')
+            log = b' ' * size
+            nvrtc_check(nvrtc.nvrtcGetProgramLog(prog, log), 'nvrtcGetProgramLog')
+            raise CudaError(f'NVRTC could not compile {filename} for {arch}: '
+                            f'{log.decode(errors="replace").strip()}')
+        cubin = arch.startswith('sm_')
+        get_size, get = ((nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if cubin else
+                         (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX))
+        code = b' ' * nvrtc_check(get_size(prog), get_size.__name__)
+        nvrtc_check(get(prog, code), get.__name__)
+        return bytes(code)
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+
+
+def kernel_cache_dir() -> Path:
+    xdg = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
+    return Path(xdg) / 'yolo_trt_ros' / 'kernels'
+
+
+def _cached_cubin(source: str, arch: str, filename: str) -> bytes:
+    version = nvrtc_check(_nvrtc().nvrtcVersion(), 'nvrtcVersion')
+    key = hashlib.sha256(f'{source}{arch}{version}'.encode()).hexdigest()[:24]
+    path = kernel_cache_dir() / f'{key}.cubin'
+    if path.is_file():
+        return path.read_bytes()
+    cubin = compile_source(source, arch, filename)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}')  # another process may write too
+    tmp.write_bytes(cubin)
+    tmp.replace(path)
+    return cubin
+
+
+_FUNCTIONS: dict[tuple[str, str], dict[str, object]] = {}
+
+
+def load_functions(source: str, filename: str, names: Sequence[str],
+                   compute_capability: tuple[int, int]) -> dict[str, object]:
+    """{name: CUfunction} for the current GPU, compiled (or read from the cache) once per
+    process and architecture."""
+    from cuda.bindings import driver
+
+    arch = f'sm_{compute_capability[0]}{compute_capability[1]}'
+    key = (hashlib.sha256(source.encode()).hexdigest(), arch)
+    functions = _FUNCTIONS.get(key)
+    if functions is None:
+        cubin = _cached_cubin(source, arch, filename)
+        check(CudaRuntime().rt.cudaFree(0), 'cudaFree(0)')  # make the primary context current
+        module = driver_check(driver.cuModuleLoadData(cubin), 'cuModuleLoadData')
+        functions = _FUNCTIONS[key] = {
+            name: driver_check(driver.cuModuleGetFunction(module, name.encode()),
+                               f'cuModuleGetFunction({name})')
+            for name in names}
+    return functions
+
+
+def launch(function, grid: tuple[int, int, int], block: tuple[int, int, int], args: Sequence,
+           stream: int) -> None:
+    """Queue function on stream; args are numpy scalars of the kernel's parameter types."""
+    from cuda.bindings import driver
+
+    holders = [np.array([a]) for a in args]  # kept alive until cuLaunchKernel has read them
+    pointers = np.array([h.ctypes.data for h in holders], dtype=np.uint64)
+    driver_check(driver.cuLaunchKernel(function, *grid, *block, 0, stream,
+                                       pointers.ctypes.data, 0), 'cuLaunchKernel')

@@ -33,18 +33,21 @@ def png_with_size(width: int, height: int) -> bytes:
 
 
 def corrupt_jpegs(source: bytes, count: int) -> list[bytes]:
-    """JPEGs libjpeg decodes only with a warning: the scan cut short before EOI
-    ('premature end of data segment') or junk before EOI ('extraneous bytes')."""
+    """JPEGs libjpeg decodes only with a warning, their scan cut short before EOI
+    ('premature end of data segment'): the missing rows come out grey."""
     rng = np.random.default_rng(20)
     scan = source.index(b'\xff\xda') + 20
-    out = []
-    for k in range(count):
-        if k % 2:
-            out.append(source[:int(rng.integers(scan, len(source) - 2))] + b'\xff\xd9')
-        else:
-            junk = rng.integers(1, 255, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
-            out.append(source[:-2] + junk + b'\xff\xd9')
-    return out
+    return [source[:int(rng.integers(scan, len(source) - 2))] + b'\xff\xd9'
+            for _ in range(count)]
+
+
+def trailing_junk_jpegs(source: bytes, count: int) -> list[bytes]:
+    """Complete JPEGs with junk between the last scan and EOI, as many MJPEG webcams send
+    ('N extraneous bytes before marker 0xd9'): the pixels are whole."""
+    rng = np.random.default_rng(21)
+    return [source[:-2] + rng.integers(1, 255, int(rng.integers(1, 200)),
+                                       dtype=np.uint8).tobytes() + b'\xff\xd9'
+            for _ in range(count)]
 
 
 def limit_memory(extra: int = 1 << 30) -> None:

@@ -12,7 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hostile_images import COLOUR, corrupt_jpegs, encode, jpeg_with_size, png_with_size
+from hostile_images import (
+    COLOUR,
+    corrupt_jpegs,
+    encode,
+    jpeg_with_size,
+    png_with_size,
+    trailing_junk_jpegs,
+)
 
 from yolo_trt_ros.core.decoder_log import decoder_messages
 from yolo_trt_ros.core.errors import ImageError
@@ -171,6 +178,15 @@ def test_decoder_warnings_are_caught_not_printed(tmp_path, bus_jpg):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ''  # no raw decoder line
     assert json.loads(proc.stdout) == {'corrupt: Corrupt JPEG data': 20}
+
+
+def test_trailing_bytes_after_complete_data_pass_quietly(bus_jpg, capfd):
+    # MJPEG webcams trail every frame with bytes libjpeg warns about; refusing them would
+    # refuse every frame of such a camera. The pixels are whole: decoded, nothing printed.
+    clean = decode_compressed(bus_jpg.read_bytes()).pixels
+    for data in trailing_junk_jpegs(bus_jpg.read_bytes(), 5):
+        assert np.array_equal(decode_compressed(data).pixels, clean)
+    assert capfd.readouterr().err == ''
 
 
 def test_decoder_warnings_are_caught_where_there_is_no_stderr(bus_jpg):

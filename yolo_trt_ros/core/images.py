@@ -9,6 +9,7 @@ are measured from their header before the decoder allocates anything.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import cv2
@@ -124,6 +125,13 @@ def view_image(data, height: int, width: int, encoding: str, step: int,
     return ImageView(pixels, spec.order)
 
 
+# Warnings about bytes around complete image data: many USB (MJPEG) webcams trail every
+# frame with padding libjpeg reports this way, and the pixels are whole. Refusing them would
+# refuse every frame of such a camera, so these are dropped quietly; every other decoder
+# warning (truncated or damaged data, filled in with grey) refuses the frame.
+BENIGN_DECODER_WARNING = re.compile(r'extraneous bytes before marker 0xd9')
+
+
 def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
     """Decode a sensor_msgs/CompressedImage payload (JPEG, PNG, BMP, WebP) to BGR or gray.
 
@@ -131,7 +139,8 @@ def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -
     (cause 'too_large') before the decoder allocates its pixels. A codec whose size cannot
     be read that way is refused ('format'). An image the decoder warns about (corrupt or
     truncated data, which libjpeg would fill in with grey) is refused too ('corrupt'), with
-    the decoder's words in the message; nothing is printed. fmt is the message's format
+    the decoder's words in the message; nothing is printed. Trailing bytes after the last
+    scan (MJPEG webcams) are not damage and pass. fmt is the message's format
     string, for the error message only: the codec is recognised from the bytes.
     """
     try:
@@ -161,9 +170,10 @@ def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -
     if pixels is None:
         reason = messages[0] if messages else 'corrupt or unsupported codec'
         raise ImageError(f'cannot decode {what}: {reason}', 'decode')
-    if messages:
-        more = f' (and {len(messages) - 1} more)' if len(messages) > 1 else ''
-        raise ImageError(f'corrupt {what}: {messages[0]}{more}', 'corrupt')
+    damage = [m for m in messages if not BENIGN_DECODER_WARNING.search(m)]
+    if damage:
+        more = f' (and {len(damage) - 1} more)' if len(damage) > 1 else ''
+        raise ImageError(f'corrupt {what}: {damage[0]}{more}', 'corrupt')
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     if pixels.ndim == 2:

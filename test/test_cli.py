@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
+from hostile_images import corrupt_jpegs, png_with_size
 
 
 def run_cli(*args, timeout=120):
@@ -70,3 +72,55 @@ def test_missing_image_and_model(tmp_path, bus_jpg):
     bad.write_bytes(b'not onnx')
     proc = run_cli('detect', str(bus_jpg), '--model', str(bad))
     assert proc.returncode == 2 and 'cannot load ONNX model' in proc.stderr
+
+
+def error_lines(proc) -> list[str]:
+    """stderr without the backend line; a traceback or raw decoder line would show here."""
+    return [line for line in proc.stderr.splitlines() if not line.startswith('backend: ')]
+
+
+def test_huge_png_is_one_line_not_a_traceback(tmp_path, bus_jpg):
+    # Issue 11, failure 5: a 60000x60000 PNG gave a cv2.error traceback.
+    huge = tmp_path / 'huge.png'
+    huge.write_bytes(png_with_size(60000, 60000))
+    proc = run_cli('detect', str(huge), str(bus_jpg), '--json')
+    assert proc.returncode == 1
+    assert error_lines(proc) == [
+        f'yolo-trt: {huge}: image too large: PNG header says 60000x60000 = 3600000000 '
+        f'pixels, more than max_image_pixels 64000000']
+    assert [d['image'] for d in json.loads(proc.stdout)] == [str(bus_jpg)]
+
+
+def test_max_image_pixels_option(bus_jpg):
+    proc = run_cli('detect', str(bus_jpg), '--max-image-pixels', str(810 * 1080 - 1))
+    assert proc.returncode == 1 and proc.stdout == ''
+    assert error_lines(proc) == [f'yolo-trt: {bus_jpg}: image too large: JPEG header says '
+                                 f'810x1080 = 874800 pixels, more than max_image_pixels 874799']
+    proc = run_cli('detect', str(bus_jpg), '--max-image-pixels', str(810 * 1080))
+    assert proc.returncode == 0 and 'bus' in proc.stdout
+    proc = run_cli('detect', str(bus_jpg), '--max-image-pixels', '0')
+    assert proc.returncode == 2
+    assert "--max-image-pixels: expected a positive integer, got '0'" in proc.stderr
+
+
+def test_save_naming_a_file_is_one_line(tmp_path, bus_jpg):
+    # Issue 11, failure 5: FileExistsError traceback, after the model had run.
+    taken = tmp_path / 'out.txt'
+    taken.write_text('keep me')
+    proc = run_cli('detect', str(bus_jpg), '--save', str(taken))
+    assert proc.returncode == 2 and proc.stdout == ''
+    assert proc.stderr.splitlines() == [f'yolo-trt: --save {taken}: exists and is not a directory']
+    assert taken.read_text() == 'keep me'
+
+
+def test_corrupt_jpegs_give_one_line_each_and_no_decoder_output(tmp_path, bus_jpg):
+    paths = []
+    for k, data in enumerate(corrupt_jpegs(bus_jpg.read_bytes(), 4)):
+        paths.append(str(tmp_path / f'corrupt{k}.jpg'))
+        Path(paths[-1]).write_bytes(data)
+    proc = run_cli('detect', *paths, '--json')
+    assert proc.returncode == 1 and json.loads(proc.stdout) == []
+    lines = error_lines(proc)
+    assert [line.split(': ')[1] for line in lines] == paths
+    assert all('corrupt compressed image' in line and 'Corrupt JPEG data' in line
+               for line in lines), lines

@@ -2,13 +2,16 @@
 (built here, with the layout planted) run by the real ONNX Runtime."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import onnx
 import pytest
 from conftest import make_constant_model
 
 from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
-from yolo_trt_ros.core.detector import Detector
-from yolo_trt_ros.core.errors import LabelsError, ModelError
+from yolo_trt_ros.core.detector import Detector, DetectorConfig
+from yolo_trt_ros.core.errors import ModelError
 from yolo_trt_ros.core.images import ImageView
 from yolo_trt_ros.core.postprocess import PostprocessConfig, detect_format
 
@@ -108,7 +111,8 @@ def test_dynamic_batch_runs_several_images_at_once(tmp_path):
 
 def test_labels_that_disagree_with_the_model_are_refused(tmp_path):
     path = make_constant_model(tmp_path / 'm.onnx', yolov8_output())
-    with pytest.raises(LabelsError, match='the labels has 2 class names but the model predicts 3'):
+    with pytest.raises(ModelError, match=r'model: output \(1, 7, 8\) float32: the yolov8 layout '
+                                         'predicts 3 classes but 2 class names were given'):
         Detector(OnnxRuntimeBackend(path), ['a', 'b'], 'yolov8')
 
 
@@ -116,6 +120,45 @@ def test_unknown_format_is_refused(tmp_path):
     path = make_constant_model(tmp_path / 'm.onnx', yolov8_output())
     with pytest.raises(ModelError, match="unknown output format 'yolov9'"):
         Detector(OnnxRuntimeBackend(path), NAMES, 'yolov9')
+
+
+def int_output_model(path, output):
+    """A constant-output model whose output is int64 (the planted values cast)."""
+    make_constant_model(path, output)
+    model = onnx.load(str(path))
+    model.graph.node[-1].output[0] = 'as_float'
+    model.graph.node.append(onnx.helper.make_node('Cast', ['as_float'], ['output0'],
+                                                  to=onnx.TensorProto.INT64))
+    model.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize('output,names,fmt,message', [
+    # Issue 11, failure 2: a model with zero classes started, then every frame failed.
+    (np.zeros((4, 100), np.float32), None, 'auto',
+     r'\(1, 4, 100\) float32: the yolov8 layout needs 4 box columns and at least one class'),
+    (np.zeros((4, 100), np.float32), NAMES, 'auto', 'predicts no class'),
+    (np.zeros((100, 5), np.float32), None, 'yolov5',
+     r'\(1, 100, 5\) float32: the yolov5 layout needs 5 box columns and at least one class'),
+    (yolov8_output(), ['a', 'b', 'c', 'd'], 'auto', 'predicts 3 classes but 4 class names'),
+    (yolov5_output(), ['a'], 'yolov5', 'the yolov5 layout predicts 3 classes but 1 class names'),
+    (yolov8_output(), NAMES, 'end2end', r'\(1, 7, 8\) float32: end2end rows must be 6 wide'),
+    (np.zeros((2, 7, 8), np.float32), None, 'yolov8',
+     r'\(1, 2, 7, 8\) float32: the yolov8 layout needs 3 dimensions'),
+    (yolov8_output(), NAMES, 'int', r'\(1, 7, 8\) int64: expected a floating-point output'),
+])
+def test_undecodable_models_are_refused_at_start_up_naming_model_and_shape(
+        tmp_path, output, names, fmt, message):
+    path = tmp_path / 'bad.onnx'
+    if fmt == 'int':
+        int_output_model(path, output)
+        fmt = 'auto'
+    else:
+        make_constant_model(path, output, names=names)
+    config = DetectorConfig(model=path, backend='onnxruntime', output_format=fmt)
+    with pytest.raises(ModelError, match=f'^{re.escape(str(path))}: output .*{message}'):
+        Detector.open(config)
 
 
 @pytest.mark.parametrize('shape,classes,fmt', [

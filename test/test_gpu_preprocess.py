@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 
 from yolo_trt_ros.core.cuda import CudaRuntime
-from yolo_trt_ros.core.gpu_preprocess import (
-    GpuPreprocessor,
-    compile_kernel,
-    pick_target,
-    supported_archs,
-)
+from yolo_trt_ros.core.gpu_preprocess import GpuPreprocessor, compile_kernel
 from yolo_trt_ros.core.images import ImageView
+from yolo_trt_ros.core.nvrtc import pick_target, supported_archs
 from yolo_trt_ros.core.preprocess import Preprocessor
 
 # Turing, Ampere, Jetson Orin, Ada, Hopper, Blackwell (desktop).
@@ -67,7 +63,8 @@ def test_cuda_12_bindings_and_nvrtc_12_work_with_our_code(tmp_path):
     code = (f'import ctypes; ctypes.CDLL({str(lib)!r}, mode=ctypes.RTLD_GLOBAL)\n'
             'import cuda.bindings, json\n'
             'from yolo_trt_ros.core.cuda import probe_gpu\n'
-            'from yolo_trt_ros.core.gpu_preprocess import compile_kernel, pick_target, supported_archs\n'
+            'from yolo_trt_ros.core.gpu_preprocess import compile_kernel\n'
+            'from yolo_trt_ros.core.nvrtc import pick_target, supported_archs\n'
             'archs = supported_archs()\n'
             'target = pick_target((7, 0), archs)\n'
             'print(json.dumps([cuda.bindings.__version__, probe_gpu().count, probe_gpu().reason,\n'

@@ -280,8 +280,8 @@ def test_gpu_preprocessing_falls_back_to_the_cpu_where_nvrtc_has_no_code(tmp_pat
                                                                        monkeypatch, bus_jpg):
     """Defect 10: a GPU that NVRTC cannot target (sm_70 with NVRTC 13) preprocesses on the
     CPU, logged once with the reason, instead of failing."""
-    from yolo_trt_ros.core import gpu_preprocess
-    monkeypatch.setattr(gpu_preprocess, 'supported_archs', lambda: [200])
+    from yolo_trt_ros.core import nvrtc
+    monkeypatch.setattr(nvrtc, 'supported_archs', lambda: [200])
     logs = []
     backend = TensorRTBackend(engine_file(tmp_path, model),
                               trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()),
@@ -295,14 +295,14 @@ def test_gpu_preprocessing_falls_back_to_the_cpu_where_nvrtc_has_no_code(tmp_pat
 @pytest.mark.gpu
 def test_kernel_cache_is_read_only_under_the_trust_policy(tmp_path, monkeypatch):
     """Defect 12: a cached cubin that others may write is compiled again, never loaded."""
-    from yolo_trt_ros.core import gpu_preprocess
+    from yolo_trt_ros.core import gpu_preprocess, nvrtc
     from yolo_trt_ros.core.cuda import probe_gpu
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
-    monkeypatch.setattr(gpu_preprocess, '_MODULES', {})
+    monkeypatch.setattr(nvrtc, '_FUNCTIONS', {})
     gpu_preprocess.load_kernels(probe_gpu().compute_capability)
     cached, = (tmp_path / 'yolo_trt_ros' / 'kernels').glob('*.cubin')
     assert cached.stat().st_mode & 0o777 == 0o600
     cached.chmod(0o666)
-    monkeypatch.setattr(gpu_preprocess, '_MODULES', {})
+    monkeypatch.setattr(nvrtc, '_FUNCTIONS', {})
     gpu_preprocess.load_kernels(probe_gpu().compute_capability)
     assert cached.stat().st_mode & 0o777 == 0o600  # rewritten privately

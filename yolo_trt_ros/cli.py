@@ -8,11 +8,22 @@ from pathlib import Path
 
 from .core import assets, defaults
 from .core.errors import YoloTrtError
+from .core.image_header import MAX_IMAGE_PIXELS
 from .core.postprocess import PostprocessConfig
 
 
 def _err(msg: str) -> None:
     print(f'yolo-trt: {msg}', file=sys.stderr)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value!r}')
+    return number
 
 
 def _model_arg(value: str | None) -> Path:
@@ -42,6 +53,20 @@ def _open_detector(args):
     return detector
 
 
+def _save_dir(value: str | None) -> Path | None:
+    """The --save directory, created now, so that a bad one fails before any work."""
+    if not value:
+        return None
+    save = Path(value)
+    if save.exists() and not save.is_dir():
+        raise YoloTrtError(f'--save {save}: exists and is not a directory')
+    try:
+        save.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise YoloTrtError(f'--save {save}: cannot create the directory: {exc.strerror}') from exc
+    return save
+
+
 def cmd_detect(args) -> int:
     import cv2
 
@@ -50,16 +75,16 @@ def cmd_detect(args) -> int:
     from .core.images import read_image, to_bgr
 
     try:
+        save = _save_dir(args.save)
         detector = _open_detector(args)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
         return 2
     results, failed = [], 0
-    save = Path(args.save) if args.save else None
     with detector:
         for path in args.images:
             try:
-                image = read_image(path)
+                image = read_image(path, max_pixels=args.max_image_pixels)
                 det = detector.detect([image])[0]
             except YoloTrtError as exc:
                 _err(str(exc))
@@ -72,9 +97,10 @@ def cmd_detect(args) -> int:
                 found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
                 print(f'{path}: {len(det)} objects ({found or "none"})')
             if save is not None:
-                save.mkdir(parents=True, exist_ok=True)
                 out = save / (Path(path).stem + '.jpg')
-                cv2.imwrite(str(out), draw(to_bgr(image), det, detector.label))
+                if not cv2.imwrite(str(out), draw(to_bgr(image), det, detector.label)):
+                    _err(f'cannot write {out}')
+                    failed += 1
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
@@ -185,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='most detections per image')
     p.add_argument('--json', action='store_true', help='print one JSON document')
     p.add_argument('--save', metavar='DIR', help='write annotated images to DIR')
+    p.add_argument('--max-image-pixels', type=_positive_int, default=MAX_IMAGE_PIXELS,
+                   metavar='N', help='refuse images of more pixels (width x height) than this, '
+                   f'read from the header before decoding (default {MAX_IMAGE_PIXELS})')
     add_build_options(p.add_argument_group('cached engine (as built by `yolo-trt build`)'),
                       lookup=True)
     p.set_defaults(func=cmd_detect)

@@ -13,8 +13,14 @@ from .builder import BuildOptions, find_cached_engine
 from .cuda import GpuInfo
 from .errors import CudaError, ModelError
 from .images import ImageView
-from .labels import check_class_count, labels_from_metadata, load_labels
-from .postprocess import FORMATS, Detections, PostprocessConfig, detect_format, postprocess
+from .labels import labels_from_metadata, load_labels
+from .postprocess import (
+    Detections,
+    PostprocessConfig,
+    detect_format,
+    postprocess,
+    validate_output,
+)
 from .preprocess import Preprocessor
 
 
@@ -47,7 +53,7 @@ class Detector:
     def __init__(self, backend: Backend, names: list[str] | None = None,
                  output_format: str = 'auto',
                  post: PostprocessConfig = PostprocessConfig(),
-                 gpu_preprocess: str = 'auto', log=None) -> None:
+                 gpu_preprocess: str = 'auto', log=None, source: str = 'model') -> None:
         self.backend = backend
         self._log = log or (lambda msg: None)
         spec = backend.input
@@ -64,14 +70,8 @@ class Detector:
         if output_format == 'auto':
             output_format = backend.info.output_format or detect_format(out.shape,
                                                                         self.num_classes)
-        elif output_format not in FORMATS:
-            raise ModelError(f"unknown output format '{output_format}': use auto or one of "
-                             f"{', '.join(FORMATS)}")
+        validate_output(out.shape, output_format, out.dtype, self.num_classes, source)
         self.output_format = output_format
-        model_classes = {'yolov8': (out.shape[1] or 0) - 4,
-                         'yolov5': (out.shape[2] or 0) - 5}.get(output_format)
-        if names is not None and model_classes:
-            check_class_count(names, model_classes, 'the labels')
         self.post = post
         self.times = StageTimes()
         self._gpu_pre = self._gpu_preprocessor(gpu_preprocess)
@@ -93,7 +93,7 @@ class Detector:
             names = (load_labels(config.labels) if config.labels is not None
                      else labels_from_metadata(backend.info.metadata))
             return cls(backend, names, config.output_format, config.post,
-                       config.gpu_preprocess, log)
+                       config.gpu_preprocess, log, str(config.model))
         except BaseException:
             backend.close()
             raise

@@ -13,14 +13,12 @@ by the source, the GPU architecture and the NVRTC version.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .cuda import CudaRuntime, check
+from . import nvrtc
+from .cuda import CudaRuntime
 from .errors import CudaError
 from .images import GRAY, ImageView
 from .preprocess import PAD_VALUE, Letterbox
@@ -87,119 +85,18 @@ LETTERBOX_ENTRY(letterbox_chw_f16, u16)
 BLOCK = (32, 8, 1)
 
 
-def _nvrtc():
-    try:
-        from cuda.bindings import nvrtc
-    except ImportError as exc:
-        raise CudaError(f'NVRTC bindings unavailable: {exc} (pip install cuda-python)') from exc
-    return nvrtc
-
-
-def _nvrtc_check(result, call: str):
-    nvrtc = _nvrtc()
-    err, *values = result
-    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        raise CudaError(f'{call} failed: {nvrtc.nvrtcGetErrorString(err)[1].decode()}')
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 def compile_kernel(arch: str) -> bytes:
     """KERNEL_SOURCE compiled by NVRTC for arch: 'sm_90' gives a cubin, 'compute_90' PTX.
     Needs no GPU (CI checks every target this way)."""
-    nvrtc = _nvrtc()
-    prog = _nvrtc_check(nvrtc.nvrtcCreateProgram(KERNEL_SOURCE.encode(), b'letterbox.cu', 0,
-                                                 [], []), 'nvrtcCreateProgram')
-    try:
-        opts = [f'--gpu-architecture={arch}'.encode(), b'--std=c++17', b'-default-device']
-        err, = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-            size = _nvrtc_check(nvrtc.nvrtcGetProgramLogSize(prog), 'nvrtcGetProgramLogSize')
-            log = b' ' * size
-            _nvrtc_check(nvrtc.nvrtcGetProgramLog(prog, log), 'nvrtcGetProgramLog')
-            raise CudaError(f'NVRTC could not compile the preprocessing kernel for {arch}: '
-                            f'{log.decode(errors="replace").strip()}')
-        if arch.startswith('sm_'):
-            size = _nvrtc_check(nvrtc.nvrtcGetCUBINSize(prog), 'nvrtcGetCUBINSize')
-            code = b' ' * size
-            _nvrtc_check(nvrtc.nvrtcGetCUBIN(prog, code), 'nvrtcGetCUBIN')
-        else:
-            size = _nvrtc_check(nvrtc.nvrtcGetPTXSize(prog), 'nvrtcGetPTXSize')
-            code = b' ' * size
-            _nvrtc_check(nvrtc.nvrtcGetPTX(prog, code), 'nvrtcGetPTX')
-        return bytes(code)
-    finally:
-        nvrtc.nvrtcDestroyProgram(prog)
-
-
-def _kernel_cache_dir() -> Path:
-    xdg = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
-    return Path(xdg) / 'yolo_trt_ros' / 'kernels'
-
-
-def supported_archs() -> list[int]:
-    """The SM versions this NVRTC can compile for (e.g. [75, 80, ..., 120])."""
-    nvrtc = _nvrtc()
-    return [int(a) for a in _nvrtc_check(nvrtc.nvrtcGetSupportedArchs(),
-                                         'nvrtcGetSupportedArchs')]
-
-
-def pick_target(compute_capability: tuple[int, int], supported: list[int]) -> str | None:
-    """What to compile for a GPU: its own cubin where NVRTC supports its architecture; else
-    PTX for the highest supported architecture below it (the driver JIT-compiles PTX for a
-    newer GPU); None where NVRTC supports nothing at or below it (sm_70/72 with NVRTC 13)."""
-    device = compute_capability[0] * 10 + compute_capability[1]
-    below = [a for a in supported if a <= device]
-    if not below:
-        return None
-    best = max(below)
-    return f'sm_{best}' if best == device else f'compute_{best}'
-
-
-_MODULES: dict[str, object] = {}
+    return nvrtc.compile_source(KERNEL_SOURCE, arch, 'letterbox.cu')
 
 
 def load_kernels(compute_capability: tuple[int, int]) -> dict[str, object]:
-    """{'f32': CUfunction, 'f16': CUfunction} for the current GPU, compiled once (the
-    compiled code is cached on disk under the trust policy). CudaError where this NVRTC
-    cannot produce code for the GPU: the caller preprocesses on the CPU instead."""
-    from cuda.bindings import driver
-
-    from .trust import TrustedDir
-
-    supported = supported_archs()
-    target = pick_target(compute_capability, supported)
-    if target is None:
-        raise CudaError(f'this NVRTC compiles for sm_{min(supported)} and newer, the GPU is '
-                        f'sm_{compute_capability[0]}{compute_capability[1]} (install an NVRTC '
-                        f'of CUDA 12 for it)')
-    if target in _MODULES:
-        return _MODULES[target]
-    version = _nvrtc_check(_nvrtc().nvrtcVersion(), 'nvrtcVersion')
-    key = hashlib.sha256(f'{KERNEL_SOURCE}{target}{version}'.encode()).hexdigest()[:24]
-    cache = TrustedDir(_kernel_cache_dir())
-    name = f'{key}.{"cubin" if target.startswith("sm_") else "ptx"}'
-    code, _why = cache.read(name)
-    if code is None:
-        code = compile_kernel(target)
-        cache.write(name, code)
-    check(CudaRuntime().rt.cudaFree(0), 'cudaFree(0)')  # make the primary context current
-    module = _driver_check(driver.cuModuleLoadData(code), 'cuModuleLoadData')
-    _MODULES[target] = {
-        'f32': _driver_check(driver.cuModuleGetFunction(module, b'letterbox_chw_f32'),
-                             'cuModuleGetFunction'),
-        'f16': _driver_check(driver.cuModuleGetFunction(module, b'letterbox_chw_f16'),
-                             'cuModuleGetFunction'),
-    }
-    return _MODULES[target]
-
-
-def _driver_check(result, call: str):
-    from cuda.bindings import driver
-
-    err, *values = result
-    if err != driver.CUresult.CUDA_SUCCESS:
-        raise CudaError(f'{call} failed: {driver.cuGetErrorName(err)[1].decode()}')
-    return values[0] if len(values) == 1 else (tuple(values) or None)
+    """{'f32': CUfunction, 'f16': CUfunction} for the current GPU, compiled once."""
+    functions = nvrtc.load_functions(KERNEL_SOURCE, 'letterbox.cu',
+                                     ('letterbox_chw_f32', 'letterbox_chw_f16'),
+                                     compute_capability)
+    return {'f32': functions['letterbox_chw_f32'], 'f16': functions['letterbox_chw_f16']}
 
 
 @dataclass
@@ -292,14 +189,9 @@ class GpuPreprocessor:
         return box
 
     def _launch(self, args: list) -> None:
-        from cuda.bindings import driver
-
-        holders = [np.array([a]) for a in args]
-        pointers = np.array([h.ctypes.data for h in holders], dtype=np.uint64)
         grid = ((self.width + BLOCK[0] - 1) // BLOCK[0],
                 (self.height + BLOCK[1] - 1) // BLOCK[1], 1)
-        _driver_check(driver.cuLaunchKernel(self._kernel, *grid, *BLOCK, 0, self.stream,
-                                            pointers.ctypes.data, 0), 'cuLaunchKernel')
+        nvrtc.launch(self._kernel, grid, BLOCK, args, self.stream)
 
     def download(self) -> np.ndarray:
         """The whole output buffer on the host (synchronises): for tests and checks."""

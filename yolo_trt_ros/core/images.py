@@ -3,15 +3,29 @@
 Zero copy where the layout allows: 8-bit encodings become a strided view of the
 caller's buffer, row padding included. mono16 and the YUV 4:2:2 encodings need a
 conversion and return a new array.
+
+Every entry point refuses images above max_pixels (cause 'too_large'); compressed images
+are measured from their header before the decoder allocates anything.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from .decoder_log import decoder_messages
 from .errors import ImageError
+from .image_header import CODECS, MAX_IMAGE_PIXELS, PNG, codec_of, image_size, png_chunk_error
+
+__all__ = ['BGR', 'BGRA', 'GRAY', 'IMAGE_ERROR_CAUSES', 'MAX_IMAGE_PIXELS', 'RGB', 'RGBA',
+           'SUPPORTED_ENCODINGS', 'ImageView', 'decode_compressed', 'image_size', 'read_image',
+           'to_bgr', 'view_image']
+
+# The causes an ImageError from this module carries, for counting bad frames.
+IMAGE_ERROR_CAUSES = ('encoding', 'empty', 'too_large', 'step', 'size', 'format', 'decode',
+                      'corrupt', 'read')
 
 # Channel orders a pixel array can have; preprocessing maps each to the model's order.
 RGB, BGR, RGBA, BGRA, GRAY = 'rgb', 'bgr', 'rgba', 'bgra', 'gray'
@@ -64,8 +78,17 @@ class ImageView:
         return int(self.pixels.shape[1])
 
 
+def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    """ImageError 'empty' or 'too_large' unless 0 < width x height <= max_pixels."""
+    if height <= 0 or width <= 0:
+        raise ImageError(f'empty image: {what}{width}x{height}', 'empty')
+    if width * height > max_pixels:
+        raise ImageError(f'image too large: {what}{width}x{height} = {width * height} pixels, '
+                         f'more than max_image_pixels {max_pixels}', 'too_large')
+
+
 def view_image(data, height: int, width: int, encoding: str, step: int,
-               is_bigendian: bool = False) -> ImageView:
+               is_bigendian: bool = False, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
     """Interpret a raw image buffer (sensor_msgs/Image layout) without copying.
 
     data: any object with the buffer protocol (bytes, array.array, memoryview, ndarray),
@@ -75,8 +98,7 @@ def view_image(data, height: int, width: int, encoding: str, step: int,
     if spec is None:
         raise ImageError(f"unsupported encoding '{encoding}'; supported: "
                          + ', '.join(SUPPORTED_ENCODINGS), 'encoding')
-    if height <= 0 or width <= 0:
-        raise ImageError(f'empty image: {width}x{height}', 'empty')
+    _check_pixels(width, height, max_pixels, '')
     row_bytes = width * spec.channels * spec.bytes_per_channel
     if step < row_bytes:
         raise ImageError(f'step {step} is smaller than width {width} x {spec.channels} '
@@ -103,19 +125,55 @@ def view_image(data, height: int, width: int, encoding: str, step: int,
     return ImageView(pixels, spec.order)
 
 
-def decode_compressed(data, fmt: str = '') -> ImageView:
-    """Decode a sensor_msgs/CompressedImage payload (JPEG, PNG, ...) to BGR or gray.
+# Warnings about bytes around complete image data: many USB (MJPEG) webcams trail every
+# frame with padding libjpeg reports this way, and the pixels are whole. Refusing them would
+# refuse every frame of such a camera, so these are dropped quietly; every other decoder
+# warning (truncated or damaged data, filled in with grey) refuses the frame.
+BENIGN_DECODER_WARNING = re.compile(r'extraneous bytes before marker 0xd9')
 
-    fmt is the message's format string, used only in the error message: the codec is
-    recognised from the bytes themselves.
+
+def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
+    """Decode a sensor_msgs/CompressedImage payload (JPEG, PNG, BMP, WebP) to BGR or gray.
+
+    The size is read from the image header first: an image above max_pixels is refused
+    (cause 'too_large') before the decoder allocates its pixels. A codec whose size cannot
+    be read that way is refused ('format'). An image the decoder warns about (corrupt or
+    truncated data, which libjpeg would fill in with grey) is refused too ('corrupt'), with
+    the decoder's words in the message; nothing is printed. Trailing bytes after the last
+    scan (MJPEG webcams) are not damage and pass. fmt is the message's format
+    string, for the error message only: the codec is recognised from the bytes.
     """
-    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f'compressed image data is not a byte buffer: {exc}', 'size') from exc
     if buf.size == 0:
         raise ImageError('empty compressed image', 'empty')
-    pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    what = f"compressed image ({buf.size} bytes, format '{fmt}')"
+    codec = codec_of(buf)
+    if codec is None:
+        raise ImageError(f'cannot decode {what}: not {", ".join(CODECS[:-1])} or {CODECS[-1]}',
+                         'format')
+    size = image_size(buf)
+    if size is None:
+        raise ImageError(f'cannot decode {what}: corrupt or unsupported codec', 'decode')
+    _check_pixels(*size, max_pixels, f'{codec} header says ')
+    damage = png_chunk_error(buf) if codec == PNG else None
+    if damage:
+        raise ImageError(f'cannot decode {what}: {damage}', 'decode')
+    with decoder_messages() as messages:
+        try:
+            pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:  # OpenCV's own checks (limits, unsupported variants)
+            messages.append(str(exc).strip().splitlines()[-1])
+            pixels = None
     if pixels is None:
-        raise ImageError(f"cannot decode compressed image ({buf.size} bytes, format "
-                         f"'{fmt}'): corrupt or unsupported codec", 'decode')
+        reason = messages[0] if messages else 'corrupt or unsupported codec'
+        raise ImageError(f'cannot decode {what}: {reason}', 'decode')
+    damage = [m for m in messages if not BENIGN_DECODER_WARNING.search(m)]
+    if damage:
+        more = f' (and {len(damage) - 1} more)' if len(damage) > 1 else ''
+        raise ImageError(f'corrupt {what}: {damage[0]}{more}', 'corrupt')
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     if pixels.ndim == 2:
@@ -123,17 +181,17 @@ def decode_compressed(data, fmt: str = '') -> ImageView:
     return ImageView(pixels, BGRA if pixels.shape[2] == 4 else BGR)
 
 
-def read_image(path: str) -> ImageView:
+def read_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
     """Read an image file from disk as BGR; ImageError with the path if it cannot."""
     try:
         with open(path, 'rb') as f:
             data = f.read()
     except OSError as exc:
-        raise ImageError(f'cannot read image {path}: {exc.strerror}') from exc
+        raise ImageError(f'cannot read image {path}: {exc.strerror}', 'read') from exc
     try:
-        return decode_compressed(data)
+        return decode_compressed(data, max_pixels=max_pixels)
     except ImageError as exc:
-        raise ImageError(f'{path}: {exc}') from exc
+        raise ImageError(f'{path}: {exc}', exc.cause) from exc
 
 
 def to_bgr(view: ImageView) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Run-time compilation, caching and launching of the project's CUDA kernels (NVRTC).
 
 Every kernel module (preprocessing, output decoding) hands its source here: NVRTC compiles
-it for the GPU's exact architecture, the cubin is cached in memory and on disk
-(~/.cache/yolo_trt_ros/kernels, keyed by the source, the architecture and the NVRTC
-version), and `launch` packs the arguments the way cuLaunchKernel wants them. Compiling
+it for the GPU's architecture (or PTX for the closest one below it, for GPUs newer than
+NVRTC), the code is cached in memory and on disk (~/.cache/yolo_trt_ros/kernels, keyed by
+the source, the target and the NVRTC version, under the trust policy), and `launch` packs
+the arguments the way cuLaunchKernel wants them. Compiling
 needs no GPU, so CI checks every kernel against every target architecture.
 """
 from __future__ import annotations
@@ -76,18 +77,38 @@ def kernel_cache_dir() -> Path:
     return Path(xdg) / 'yolo_trt_ros' / 'kernels'
 
 
-def _cached_cubin(source: str, arch: str, filename: str) -> bytes:
+def supported_archs() -> list[int]:
+    """The SM versions this NVRTC can compile for (e.g. [75, 80, ..., 120])."""
+    nvrtc = _nvrtc()
+    return [int(a) for a in nvrtc_check(nvrtc.nvrtcGetSupportedArchs(), 'nvrtcGetSupportedArchs')]
+
+
+def pick_target(compute_capability: tuple[int, int], supported: list[int]) -> str | None:
+    """What to compile for a GPU: its own cubin where NVRTC supports its architecture; else
+    PTX for the highest supported architecture below it (the driver JIT-compiles PTX for a
+    newer GPU); None where NVRTC supports nothing at or below it (sm_70/72 with NVRTC 13)."""
+    device = compute_capability[0] * 10 + compute_capability[1]
+    below = [a for a in supported if a <= device]
+    if not below:
+        return None
+    best = max(below)
+    return f'sm_{best}' if best == device else f'compute_{best}'
+
+
+def _cached_code(source: str, target: str, filename: str) -> bytes:
+    """The compiled kernel, from the on-disk cache under the trust policy (a cubin that
+    others could write would run as our code) or compiled and cached atomically."""
+    from .trust import TrustedDir
+
     version = nvrtc_check(_nvrtc().nvrtcVersion(), 'nvrtcVersion')
-    key = hashlib.sha256(f'{source}{arch}{version}'.encode()).hexdigest()[:24]
-    path = kernel_cache_dir() / f'{key}.cubin'
-    if path.is_file():
-        return path.read_bytes()
-    cubin = compile_source(source, arch, filename)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}')  # another process may write too
-    tmp.write_bytes(cubin)
-    tmp.replace(path)
-    return cubin
+    key = hashlib.sha256(f'{source}{target}{version}'.encode()).hexdigest()[:24]
+    cache = TrustedDir(kernel_cache_dir())
+    name = f'{key}.{"cubin" if target.startswith("sm_") else "ptx"}'
+    code, _why = cache.read(name)
+    if code is None:
+        code = compile_source(source, target, filename)
+        cache.write(name, code)
+    return code
 
 
 _FUNCTIONS: dict[tuple[str, str], dict[str, object]] = {}
@@ -96,16 +117,22 @@ _FUNCTIONS: dict[tuple[str, str], dict[str, object]] = {}
 def load_functions(source: str, filename: str, names: Sequence[str],
                    compute_capability: tuple[int, int]) -> dict[str, object]:
     """{name: CUfunction} for the current GPU, compiled (or read from the cache) once per
-    process and architecture."""
+    process and target. CudaError where this NVRTC cannot produce code for the GPU: callers
+    fall back to the CPU."""
     from cuda.bindings import driver
 
-    arch = f'sm_{compute_capability[0]}{compute_capability[1]}'
-    key = (hashlib.sha256(source.encode()).hexdigest(), arch)
+    supported = supported_archs()
+    target = pick_target(compute_capability, supported)
+    if target is None:
+        raise CudaError(f'this NVRTC compiles for sm_{min(supported)} and newer, the GPU is '
+                        f'sm_{compute_capability[0]}{compute_capability[1]} (install an NVRTC '
+                        f'of CUDA 12 for it)')
+    key = (hashlib.sha256(source.encode()).hexdigest(), target)
     functions = _FUNCTIONS.get(key)
     if functions is None:
-        cubin = _cached_cubin(source, arch, filename)
+        code = _cached_code(source, target, filename)
         check(CudaRuntime().rt.cudaFree(0), 'cudaFree(0)')  # make the primary context current
-        module = driver_check(driver.cuModuleLoadData(cubin), 'cuModuleLoadData')
+        module = driver_check(driver.cuModuleLoadData(code), 'cuModuleLoadData')
         functions = _FUNCTIONS[key] = {
             name: driver_check(driver.cuModuleGetFunction(module, name.encode()),
                                f'cuModuleGetFunction({name})')

@@ -81,6 +81,45 @@ def detect_format(shape: tuple[int, ...], num_classes: int | None = None) -> str
                      f'set it to one of {", ".join(FORMATS)}')
 
 
+# Per layout: the output axis that holds the box and class columns, and how many of them
+# are not class scores. end2end rows are (x1 y1 x2 y2 score class): six, class a value.
+_CLASS_AXIS = {'yolov8': (1, 4), 'yolov5': (2, 5)}
+
+
+def validate_output(shape: tuple[int | None, ...], fmt: str, dtype: np.dtype | type,
+                    num_classes: int | None, source: str) -> int | None:
+    """Refuse at start-up an output the decoder cannot use; the number of classes it
+    predicts (None for end2end, whose class ids are values).
+
+    shape: batch first, None for a dynamic dimension; num_classes: how many class names
+    the detector has (None if none); source: names the model in the message.
+    """
+    dims = ', '.join('?' if d is None else str(d) for d in shape)
+    found = f'{source}: output ({dims}) {np.dtype(dtype)}'
+    if fmt not in FORMATS:
+        raise ModelError(f"unknown output format '{fmt}': use auto or one of {', '.join(FORMATS)}")
+    if np.dtype(dtype).kind != 'f':
+        raise ModelError(f'{found}: expected a floating-point output (float32 or float16)')
+    if len(shape) != 3:
+        raise ModelError(f'{found}: the {fmt} layout needs 3 dimensions (batch, ...)')
+    if fmt == 'end2end':
+        if shape[2] != 6:
+            raise ModelError(f'{found}: end2end rows must be 6 wide (x1 y1 x2 y2 score class)')
+        return None
+    axis, box_columns = _CLASS_AXIS[fmt]
+    if shape[axis] is None:
+        raise ModelError(f'{found}: dimension {axis} is dynamic; the {fmt} layout needs a '
+                         f'fixed number of classes there')
+    classes = shape[axis] - box_columns
+    if classes < 1:
+        raise ModelError(f'{found}: the {fmt} layout needs {box_columns} box columns and '
+                         f'at least one class score, so this model predicts no class')
+    if num_classes is not None and num_classes != classes:
+        raise ModelError(f'{found}: the {fmt} layout predicts {classes} classes but '
+                         f'{num_classes} class names were given')
+    return classes
+
+
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     half = xywh[:, 2:4] * 0.5
     return np.concatenate([xywh[:, 0:2] - half, xywh[:, 0:2] + half], axis=1)

@@ -1,0 +1,228 @@
+"""Hostile images: sizes read from the header before decoding, the max_pixels limit on
+every entry point, and decoder warnings caught instead of printed (issue 11)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hostile_images import (
+    COLOUR,
+    corrupt_jpegs,
+    encode,
+    jpeg_with_size,
+    png_with_size,
+    trailing_junk_jpegs,
+)
+
+from yolo_trt_ros.core.decoder_log import decoder_messages
+from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.images import (
+    MAX_IMAGE_PIXELS,
+    decode_compressed,
+    image_size,
+    read_image,
+    view_image,
+)
+
+
+@pytest.mark.parametrize('ext,params', [
+    ('.jpg', ()), ('.jpg', (cv2.IMWRITE_JPEG_PROGRESSIVE, 1)), ('.png', ()), ('.bmp', ()),
+    ('.webp', (cv2.IMWRITE_WEBP_QUALITY, 80)), ('.webp', (cv2.IMWRITE_WEBP_QUALITY, 101)),
+])
+@pytest.mark.parametrize('shape', [(48, 64, 3), (31, 17, 1), (1, 1, 3)])
+def test_image_size_matches_the_decoder(ext, params, shape):
+    pixels = np.ascontiguousarray(COLOUR[:shape[0], :shape[1], :shape[2]])
+    data = encode(ext, pixels, *params)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image_size(data) == (decoded.shape[1], decoded.shape[0]) == (shape[1], shape[0])
+    assert image_size(memoryview(data)) == image_size(bytearray(data)) == (shape[1], shape[0])
+
+
+def test_image_size_of_a_jpeg_with_exif_and_stray_bytes(bus_jpg):
+    # bus.jpg carries APP segments before its frame header; libjpeg skips stray bytes
+    # between segments (with a warning), and so must the header reader.
+    data = bus_jpg.read_bytes()
+    assert image_size(data) == (810, 1080)
+    app0_end = 4 + int.from_bytes(data[4:6], 'big')
+    assert image_size(data[:app0_end] + b'\x00junk' + data[app0_end:]) == (810, 1080)
+
+
+@pytest.mark.parametrize('data', [
+    b'', b'\xff\xd8', b'\xff\xd8\xff\xda\x00\x02', jpeg_with_size(64, 48, 30),
+    b'\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00', b'II*\x00' + bytes(100), b'GIF89a' + bytes(20),
+])
+def test_image_size_is_none_when_it_cannot_be_read(data):
+    assert image_size(data) is None
+
+
+@pytest.mark.parametrize('data,codec,size', [
+    (jpeg_with_size(30000, 30000), 'JPEG', '30000x30000'),
+    (jpeg_with_size(20000, 15000, 4000), 'JPEG', '20000x15000'),  # truncated as well
+    (png_with_size(60000, 60000), 'PNG', '60000x60000'),
+])
+def test_oversized_headers_are_refused_before_decoding(data, codec, size):
+    with pytest.raises(ImageError, match=f'image too large: {codec} header says {size}') as exc:
+        decode_compressed(data, 'jpeg')
+    assert exc.value.cause == 'too_large'
+
+
+def test_the_limit_is_a_parameter_on_every_entry_point(bus_jpg):
+    pixels = 810 * 1080
+    assert decode_compressed(bus_jpg.read_bytes(), max_pixels=pixels).width == 810
+    assert read_image(str(bus_jpg), max_pixels=pixels).height == 1080
+    for call in (lambda: decode_compressed(bus_jpg.read_bytes(), max_pixels=pixels - 1),
+                 lambda: read_image(str(bus_jpg), max_pixels=pixels - 1),
+                 lambda: view_image(bytes(6 * 4 * 3), 4, 6, 'rgb8', 18, max_pixels=23)):
+        with pytest.raises(ImageError, match='image too large') as exc:
+            call()
+        assert exc.value.cause == 'too_large'
+    # A raw frame above the default is refused before its buffer is even looked at.
+    with pytest.raises(ImageError, match='image too large: 10000x6401') as exc:
+        view_image(b'', 6401, 10000, 'bgr8', 30000)
+    assert MAX_IMAGE_PIXELS == 64_000_000 and exc.value.cause == 'too_large'
+
+
+def test_empty_and_unsupported_codecs_are_refused():
+    with pytest.raises(ImageError, match='empty image: JPEG header says 64x0') as exc:
+        decode_compressed(jpeg_with_size(64, 0))
+    assert exc.value.cause == 'empty'
+    with pytest.raises(ImageError, match='not JPEG, PNG, BMP or WebP') as exc:
+        decode_compressed(encode('.tiff'), 'tiff')
+    assert exc.value.cause == 'format'
+
+
+BOMB_CHILD = textwrap.dedent('''
+    import json, resource, sys, time
+    sys.path.insert(0, sys.argv[2])
+    from hostile_images import limit_memory
+    from yolo_trt_ros.core.errors import ImageError
+    from yolo_trt_ros.core.images import decode_compressed
+    data = open(sys.argv[1], 'rb').read()
+    limit_memory()  # a decoder that believes the header runs out instead of paging
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    try:
+        decode_compressed(data)
+        cause = None
+    except ImageError as exc:
+        cause = exc.cause + ': ' + str(exc).split(': ', 1)[1]
+    print(json.dumps({'cause': cause, 'seconds': time.perf_counter() - t0,
+                      'grown_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}))
+''')
+
+
+def jpeg_bomb(source: bytes) -> bytes:
+    data = bytearray(source)
+    sof = data.index(b'\xff\xc0')
+    data[sof + 5:sof + 9] = (30000).to_bytes(2, 'big') * 2
+    return bytes(data)
+
+
+def png_chunk_bomb(source: bytes) -> bytes:
+    # Found by the fuzz test: OpenCV 5 allocates what a chunk length claims (here 4 GB).
+    data = bytearray(encode('.png', cv2.imdecode(np.frombuffer(source, np.uint8), 1)[:24, :32]))
+    data[33:37] = (0xF8000000).to_bytes(4, 'big')  # the chunk after IHDR
+    return bytes(data)
+
+
+@pytest.mark.parametrize('make,length,cause', [
+    (jpeg_bomb, None, 'too_large: JPEG header says 30000x30000'),
+    (jpeg_bomb, 55_000, 'too_large: JPEG header says 30000x30000'),
+    (png_chunk_bomb, None, "decode: PNG chunk 'IDAT' at byte 33 claims 4160749568 bytes"),
+])
+def test_bombs_are_refused_fast_without_memory(tmp_path, bus_jpg, make, length, cause):
+    # Issue 11, failure 1: a JPEG whose header claims 30000x30000 (here bus.jpg with its
+    # frame header patched, whole or truncated) was decoded into gigabytes.
+    bomb = tmp_path / 'bomb'
+    bomb.write_bytes(make(bus_jpg.read_bytes())[:length])
+    proc = subprocess.run([sys.executable, '-c', BOMB_CHILD, str(bomb), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result['cause'].startswith(cause), result
+    assert result['seconds'] < 0.5 and result['grown_kb'] < 20_000, result
+    assert proc.stderr == ''
+
+
+DECODE_CHILD = textwrap.dedent('''
+    import collections, json, sys
+    from yolo_trt_ros.core.errors import ImageError
+    from yolo_trt_ros.core.images import decode_compressed
+    outcomes = collections.Counter()
+    for path in sys.argv[1:]:
+        try:
+            decode_compressed(open(path, 'rb').read(), 'jpeg')
+            outcomes['decoded'] += 1
+        except ImageError as exc:
+            outcomes[exc.cause + ': ' + str(exc).split(': ', 1)[1][:17]] += 1
+    print(json.dumps(outcomes))
+''')
+
+
+def test_decoder_warnings_are_caught_not_printed(tmp_path, bus_jpg):
+    # Issue 11, failure 7: libjpeg printed 'Corrupt JPEG data: ...' on stderr once per
+    # frame, past every log rate limit, and the damaged frame counted as good.
+    paths = []
+    for k, data in enumerate(corrupt_jpegs(encode('.jpg', cv2.imread(str(bus_jpg))), 20)):
+        paths.append(tmp_path / f'corrupt{k}.jpg')
+        paths[-1].write_bytes(data)
+    proc = subprocess.run([sys.executable, '-c', DECODE_CHILD, *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ''  # no raw decoder line
+    assert json.loads(proc.stdout) == {'corrupt: Corrupt JPEG data': 20}
+
+
+def test_trailing_bytes_after_complete_data_pass_quietly(bus_jpg, capfd):
+    # MJPEG webcams trail every frame with bytes libjpeg warns about; refusing them would
+    # refuse every frame of such a camera. The pixels are whole: decoded, nothing printed.
+    clean = decode_compressed(bus_jpg.read_bytes()).pixels
+    for data in trailing_junk_jpegs(bus_jpg.read_bytes(), 5):
+        assert np.array_equal(decode_compressed(data).pixels, clean)
+    assert capfd.readouterr().err == ''
+
+
+def test_decoder_warnings_are_caught_where_there_is_no_stderr(bus_jpg):
+    # A daemon may run with fd 2 closed: the decode must still refuse, not raise OSError.
+    child = ('import os, sys; from hostile_images import corrupt_jpegs; '
+             'from yolo_trt_ros.core.images import decode_compressed; '
+             'from yolo_trt_ros.core.errors import ImageError; '
+             'data = open(sys.argv[1], "rb").read(); decode_compressed(data); os.close(2)\n'
+             'try:\n    decode_compressed(corrupt_jpegs(data, 1)[0])\n'
+             'except ImageError as exc:\n    print(exc.cause)')
+    proc = subprocess.run([sys.executable, '-c', child, str(bus_jpg)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parent)
+    assert proc.returncode == 0 and proc.stdout == 'corrupt\n', proc
+
+
+def test_decoder_messages_keep_other_lines(capfd):
+    # Another thread writing to stderr during a decode must not lose its line.
+    with decoder_messages() as messages:
+        os.write(2, b'libpng warning: iCCP: known incorrect sRGB profile\n')
+        os.write(2, b'[INFO] [node]: another thread\n')
+        os.write(2, b'Corrupt JPEG data: 3 extraneous bytes before marker 0xd9\n')
+    assert messages == ['libpng warning: iCCP: known incorrect sRGB profile',
+                        'Corrupt JPEG data: 3 extraneous bytes before marker 0xd9']
+    assert capfd.readouterr().err == '[INFO] [node]: another thread\n'
+    with pytest.raises(RuntimeError), decoder_messages() as messages:
+        os.write(2, b'libpng error: IDAT: CRC error\n')
+        raise RuntimeError('the decode failed')
+    assert messages == ['libpng error: IDAT: CRC error']
+    os.write(2, b'after\n')
+    assert capfd.readouterr().err == 'after\n'  # fd 2 restored
+
+
+def test_corrupt_png_names_the_decoder_reason():
+    data = bytearray(encode('.png'))
+    data[45] ^= 0xFF  # inside IDAT's compressed data
+    with pytest.raises(ImageError, match=r"cannot decode compressed image \(\d+ bytes, format "
+                                         r"'png'\): libpng error: IDAT: ") as exc:
+        decode_compressed(bytes(data), 'png')
+    assert exc.value.cause == 'decode'

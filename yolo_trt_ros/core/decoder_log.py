@@ -1,0 +1,92 @@
+"""Catch what the C image decoders print, so that it reaches the caller, not the terminal.
+
+libjpeg and libpng (inside OpenCV) write their warnings and errors, such as 'Corrupt JPEG
+data: 34 extraneous bytes before marker 0xd9', straight to file descriptor 2 with
+fprintf: no Python logger, no OpenCV log level and no rate limit sees them. While a decode
+runs, fd 2 therefore points at a private temporary file; afterwards the decoder's lines go
+back to the caller, which turns them into an ImageError (counted and rate-limited like
+any bad frame). A line that is not a decoder's (another thread wrote to stderr during the
+decode) is passed on to the real stderr, late but not lost.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+# What libjpeg(-turbo) warns during a decode (its warning table), libpng's two prefixes,
+# and OpenCV's own log lines.
+_DECODER_LINE = re.compile(
+    r'(Corrupt JPEG data|Premature end of JPEG file|Warning: unknown JFIF revision'
+    r'|Invalid SOS parameters|Inconsistent progression sequence|Unknown Adobe color transform'
+    r'|Application transferred too many scanlines|libpng (warning|error)'
+    r'|\[ ?(WARN|ERROR|INFO|DEBUG):)')
+_MAX_CAPTURED = 64 * 1024  # a corrupt image cannot make us read more than this back
+
+_lock = threading.Lock()  # fd 2 is one per process: one capture at a time
+_sink: tuple[int, IO[bytes]] | None = None  # (pid, file): a fork needs its own file
+
+
+def _sink_file() -> IO[bytes]:
+    global _sink
+    if _sink is None or _sink[0] != os.getpid():
+        _sink = (os.getpid(), tempfile.TemporaryFile())
+    return _sink[1]
+
+
+def _flush_python_stderr() -> None:
+    # Text Python buffered for stderr must reach the real stderr before fd 2 moves.
+    stream = sys.stderr
+    if stream is not None:
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken stderr: nothing to keep
+
+
+@contextmanager
+def decoder_messages() -> Iterator[list[str]]:
+    """Run the body with fd 2 captured; the list it yields holds, after the block, the
+    decoder lines printed meanwhile (stripped, in order). Thread-safe; not reentrant."""
+    messages: list[str] = []
+    with _lock:
+        sink = _sink_file()
+        fd = sink.fileno()
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        _flush_python_stderr()
+        try:
+            saved: int | None = os.dup(2)
+        except OSError:
+            saved = None  # no stderr at all (a daemon): capture all the same, close after
+        os.dup2(fd, 2)
+        try:
+            yield messages
+        finally:
+            if saved is None:
+                os.close(2)
+            else:
+                os.dup2(saved, 2)
+                os.close(saved)
+            _sort_out(os.pread(fd, _MAX_CAPTURED, 0), messages)
+
+
+def _sort_out(captured: bytes, messages: list[str]) -> None:
+    """Decoder lines into messages; any other line on to the real stderr."""
+    others: list[bytes] = []
+    for line in captured.splitlines(keepends=True):
+        text = line.decode('utf-8', 'replace').strip()
+        if _DECODER_LINE.match(text):
+            messages.append(text)
+        elif text:
+            others.append(line)
+    if others:
+        try:
+            os.write(2, b''.join(others))
+        except OSError:
+            pass  # stderr closed or gone: nowhere to put them

@@ -1,0 +1,172 @@
+"""The codec and pixel size of a compressed image, read from its header without decoding.
+
+A decoder allocates the whole pixel buffer from the size its header claims, before it
+reads any pixel data: a 5 KB JPEG whose frame header says 30000x30000 costs gigabytes.
+So a size limit must be checked here, on the header bytes, before the decoder runs.
+
+Read: JPEG (the first SOFn marker, found the way libjpeg finds it), PNG (IHDR), BMP (the
+DIB header) and WebP (VP8, VP8L, VP8X). Other codecs are not recognised, so the caller
+can refuse them rather than decode an image of unknown size.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+# Largest image accepted, in pixels (width x height): 64 MP, above any camera a detector
+# runs on (an 8K frame is 33 MP), far below what a hostile header can claim.
+MAX_IMAGE_PIXELS = 64_000_000
+
+JPEG, PNG, BMP, WEBP = 'JPEG', 'PNG', 'BMP', 'WebP'
+CODECS = (JPEG, PNG, BMP, WEBP)
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# Frame headers: SOF0-3, 5-7, 9-11, 13-15 (0xC4 DHT, 0xC8 JPG and 0xCC DAC are not frames).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
+_JPEG_SOI, _JPEG_EOI, _JPEG_SOS = 0xD8, 0xD9, 0xDA
+
+
+def _bytes(data) -> np.ndarray:
+    """Any buffer-protocol object as a flat uint8 array, without copying."""
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def codec_of(data) -> str | None:
+    """One of CODECS, recognised from the first bytes, or None."""
+    head = _bytes(data)[:16].tobytes()
+    if head.startswith(b'\xff\xd8'):
+        return JPEG
+    if head.startswith(_PNG_SIGNATURE):
+        return PNG
+    if head.startswith(b'BM'):
+        return BMP
+    if head.startswith(b'RIFF') and head[8:12] == b'WEBP':
+        return WEBP
+    return None
+
+
+def _uint(buf: np.ndarray, at: int, size: int, order: Literal['big', 'little']) -> int | None:
+    """The unsigned integer of `size` bytes at `at`, or None past the end."""
+    if at < 0 or at + size > buf.size:
+        return None
+    return int.from_bytes(buf[at:at + size].tobytes(), order)
+
+
+def _find_ff(buf: np.ndarray, start: int) -> int:
+    """Index of the next 0xFF byte at or after start, or buf.size."""
+    chunk = 4096  # markers usually follow at once; never scan the whole image in one go
+    while start < buf.size:
+        hits = np.flatnonzero(buf[start:start + chunk] == 0xFF)
+        if hits.size:
+            return start + int(hits[0])
+        start += chunk
+    return int(buf.size)
+
+
+def _jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """Walk the marker segments after SOI up to the first frame header, as libjpeg
+    does: bytes between segments are skipped (libjpeg warns about them and goes on),
+    fill bytes 0xFF are skipped, and a scan or the end before a frame header is an error."""
+    i = 2
+    while True:
+        i = _find_ff(buf, i)
+        while i < buf.size and buf[i] == 0xFF:
+            i += 1
+        if i >= buf.size:
+            return None
+        marker = int(buf[i])
+        i += 1
+        if marker in _JPEG_SOF:  # length(2) precision(1) height(2) width(2)
+            height, width = _uint(buf, i + 3, 2, 'big'), _uint(buf, i + 5, 2, 'big')
+            return None if height is None or width is None else (width, height)
+        if marker in (_JPEG_SOI, _JPEG_EOI, _JPEG_SOS):
+            return None  # a second SOI, the end, or a scan: no frame header came first
+        if marker in _JPEG_STANDALONE or marker == 0x00:
+            continue  # no length to skip; FF 00 is not a marker, libjpeg skips it too
+        length = _uint(buf, i, 2, 'big')
+        if length is None or length < 2:
+            return None
+        i += length
+
+
+def _png_size(buf: np.ndarray) -> tuple[int, int] | None:
+    # The signature, then IHDR first: length(4) 'IHDR' width(4) height(4), big-endian.
+    if buf[12:16].tobytes() != b'IHDR':
+        return None
+    width, height = _uint(buf, 16, 4, 'big'), _uint(buf, 20, 4, 'big')
+    return None if width is None or height is None else (width, height)
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def _bmp_size(buf: np.ndarray) -> tuple[int, int] | None:
+    # 14-byte file header, then the DIB header: its size says which layout it has.
+    dib = _uint(buf, 14, 4, 'little')
+    if dib == 12:  # BITMAPCOREHEADER: 16-bit unsigned width and height
+        width, height = _uint(buf, 18, 2, 'little'), _uint(buf, 20, 2, 'little')
+        return None if width is None or height is None else (width, height)
+    if dib is None or dib < 16:
+        return None
+    width, height = _uint(buf, 18, 4, 'little'), _uint(buf, 22, 4, 'little')
+    if width is None or height is None:
+        return None
+    # Signed 32-bit; a negative height means rows stored top-down, the size is the same.
+    return _signed(width, 32), abs(_signed(height, 32))
+
+
+def _webp_size(buf: np.ndarray) -> tuple[int, int] | None:
+    # 'RIFF' size 'WEBP', then the first chunk: fourcc(4) size(4) payload at offset 20.
+    fourcc = buf[12:16].tobytes()
+    if fourcc == b'VP8X':  # extended: 24-bit canvas width-1 and height-1
+        width, height = _uint(buf, 24, 3, 'little'), _uint(buf, 27, 3, 'little')
+        return None if width is None or height is None else (width + 1, height + 1)
+    if fourcc == b'VP8L':  # lossless: signature 0x2F, then 14-bit width-1 and height-1
+        bits = _uint(buf, 21, 4, 'little')
+        if buf.size < 21 or buf[20] != 0x2F or bits is None:
+            return None
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if fourcc == b'VP8 ':  # lossy: 3-byte frame tag, start code 9D 01 2A, 14-bit sizes
+        if buf[23:26].tobytes() != b'\x9d\x01\x2a':
+            return None
+        width, height = _uint(buf, 26, 2, 'little'), _uint(buf, 28, 2, 'little')
+        return None if width is None or height is None else (width & 0x3FFF, height & 0x3FFF)
+    return None
+
+
+_SIZE_READERS = {JPEG: _jpeg_size, PNG: _png_size, BMP: _bmp_size, WEBP: _webp_size}
+
+
+_PNG_MAX_CHUNK = (1 << 31) - 1  # the PNG specification's limit on a chunk length
+
+
+def png_chunk_error(data) -> str | None:
+    """Why a PNG's chunk list cannot be trusted, or None: every chunk up to IEND must fit
+    in the data. A reader that believes a chunk length (OpenCV 5's does) allocates it:
+    a 3 KB PNG whose IDAT claims 4 GB costs 4 GB and seconds."""
+    buf = _bytes(data)
+    i = len(_PNG_SIGNATURE)
+    while i + 8 <= buf.size:
+        length = _uint(buf, i, 4, 'big')
+        kind = buf[i + 4:i + 8].tobytes().decode('latin-1')
+        left = int(buf.size) - i - 12
+        if length is None or length > _PNG_MAX_CHUNK or length > left:
+            return f'PNG chunk {kind!r} at byte {i} claims {length} bytes, {max(left, 0)} left'
+        if kind == 'IEND':
+            return None
+        i += 12 + length
+    return 'PNG data ends before its IEND chunk (truncated)'
+
+
+def image_size(data) -> tuple[int, int] | None:
+    """(width, height) that the header of a JPEG, PNG, BMP or WebP image claims, read
+    without decoding; None for other codecs or a header too damaged to read.
+
+    data: any buffer-protocol object (bytes, memoryview, array.array, uint8 ndarray).
+    The size may be zero or negative in a hostile header: the caller decides.
+    """
+    codec = codec_of(data)
+    return None if codec is None else _SIZE_READERS[codec](_bytes(data))

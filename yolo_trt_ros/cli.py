@@ -8,7 +8,6 @@ from pathlib import Path
 
 from .core import assets, defaults
 from .core.errors import YoloTrtError
-from .core.image_header import MAX_IMAGE_PIXELS
 from .core.postprocess import PostprocessConfig
 
 
@@ -211,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='most detections per image')
     p.add_argument('--json', action='store_true', help='print one JSON document')
     p.add_argument('--save', metavar='DIR', help='write annotated images to DIR')
-    p.add_argument('--max-image-pixels', type=_positive_int, default=MAX_IMAGE_PIXELS,
+    p.add_argument('--max-image-pixels', type=_positive_int, default=defaults.MAX_IMAGE_PIXELS,
                    metavar='N', help='refuse images of more pixels (width x height) than this, '
-                   f'read from the header before decoding (default {MAX_IMAGE_PIXELS})')
+                   f'read from the header before decoding (default {defaults.MAX_IMAGE_PIXELS})')
     add_build_options(p.add_argument_group('cached engine (as built by `yolo-trt build`)'),
                       lookup=True)
     p.set_defaults(func=cmd_detect)

@@ -29,6 +29,7 @@ QOS_RELIABILITIES = ('auto', 'reliable', 'best_effort')
 QOS_RELIABILITY = 'auto'
 QOS_DEPTH = 1
 
-# Largest decoded frame, in pixels (64 MP, e.g. 8000x8000): a JPEG header claiming more
-# is refused before any pixel memory is allocated.
+# Largest decoded frame, in pixels: 64 MP, above any camera a detector runs on (an 8K
+# frame is 33 MP), far below what a hostile header can claim; refused from the header,
+# before any pixel memory is allocated.
 MAX_IMAGE_PIXELS = 64_000_000

@@ -14,10 +14,6 @@ from typing import Literal
 
 import numpy as np
 
-# Largest image accepted, in pixels (width x height): 64 MP, above any camera a detector
-# runs on (an 8K frame is 33 MP), far below what a hostile header can claim.
-MAX_IMAGE_PIXELS = 64_000_000
-
 JPEG, PNG, BMP, WEBP = 'JPEG', 'PNG', 'BMP', 'WebP'
 CODECS = (JPEG, PNG, BMP, WEBP)
 

@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 
 from .decoder_log import decoder_messages
+from .defaults import MAX_IMAGE_PIXELS
 from .errors import ImageError
-from .image_header import CODECS, MAX_IMAGE_PIXELS, PNG, codec_of, image_size, png_chunk_error
+from .image_header import CODECS, PNG, codec_of, image_size, png_chunk_error
 
 __all__ = ['BGR', 'BGRA', 'GRAY', 'IMAGE_ERROR_CAUSES', 'MAX_IMAGE_PIXELS', 'RGB', 'RGBA',
            'SUPPORTED_ENCODINGS', 'ImageView', 'decode_compressed', 'image_size', 'read_image',

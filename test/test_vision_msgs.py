@@ -37,11 +37,25 @@ UPSTREAM_4_1_1 = {
 }
 
 
+def no_type_hashes() -> str | None:
+    """Why this ROS 2 cannot check type hashes, or None. They came with Iron (REP 2011):
+    Humble generates no .json type descriptions and its endpoints carry no hash."""
+    from rclpy.topic_endpoint_info import TopicEndpointInfo
+    if not hasattr(TopicEndpointInfo, 'topic_type_hash'):
+        return 'this ROS 2 has no type hashes (they came with Iron; Humble has none)'
+    return None
+
+
+needs_type_hashes = pytest.mark.skipif(no_type_hashes() is not None,
+                                       reason=str(no_type_hashes()))
+
+
 def share_dir() -> Path:
     # <prefix>/lib/pythonX.Y/site-packages/vision_msgs/__init__.py -> <prefix>/share/vision_msgs
     return Path(vision_msgs.__file__).resolve().parents[4] / 'share' / 'vision_msgs' / 'msg'
 
 
+@needs_type_hashes
 @pytest.mark.parametrize('name,expected', sorted(UPSTREAM_4_1_1.items()))
 def test_generated_type_hash_equals_upstream(name, expected):
     doc = json.loads((share_dir() / f'{name}.json').read_text())
@@ -77,8 +91,9 @@ def test_detection2darray_crosses_between_nodes_intact():
         sub_node.create_subscription(Detection2DArray, 'detections', received.append, qos)
         spin_until(executor, lambda: pub.get_subscription_count() > 0, what='the subscriber')
         # The RMW advertises the type hash that real ROS 2 peers (rviz) match against.
-        info = sub_node.get_publishers_info_by_topic('/detections')[0]
-        assert str(info.topic_type_hash) == UPSTREAM_4_1_1['Detection2DArray']
+        if no_type_hashes() is None:  # Humble: no hash to compare
+            info = sub_node.get_publishers_info_by_topic('/detections')[0]
+            assert str(info.topic_type_hash) == UPSTREAM_4_1_1['Detection2DArray']
         pub.publish(sent)
         spin_until(executor, lambda: received, what='the Detection2DArray')
         executor.shutdown()

@@ -10,7 +10,7 @@ import tempfile
 import time
 
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
 from ros_helpers import NodeProcess, make_node, ros_context, spin_until
 from sensor_msgs.msg import Image
@@ -65,9 +65,9 @@ def test_signals_while_frames_flow_stop_cleanly_with_exit_0(bus_jpg, signals):
     assert 'internal' not in out and 'Traceback' not in out and 'KeyboardInterrupt' not in out
 
 
-# A camera driver in its own process: reliable, 1080p bgr8, stock Fast DDS. It starts
-# publishing once the detector's subscription is reliable (auto switches when it sees the
-# publisher), then sends COUNT frames and waits until the detector acknowledged them.
+# A camera driver in its own process: 1080p bgr8, stock Fast DDS, reliable or best effort
+# (argv[2]). A reliable one starts once the detector's subscription is reliable (auto
+# switches when it sees the publisher) and waits until its frames were acknowledged.
 CAMERA = """
 import sys, time
 import numpy as np, rclpy
@@ -75,50 +75,79 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.duration import Duration
 from sensor_msgs.msg import Image
 from yolo_trt_ros.ros.image_source_node import to_message
+count, reliable = int(sys.argv[1]), sys.argv[2] == 'reliable'
 rclpy.init()
-node = rclpy.create_node('reliable_camera')
-pub = node.create_publisher(Image, 'image', QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+node = rclpy.create_node('camera')
+pub = node.create_publisher(Image, 'image', QoSProfile(depth=5, reliability=(
+    ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)))
 deadline = time.monotonic() + 60
-def reliable_reader_matched():  # the detector's best-effort reader is gone, its reliable one matched
+def ready():  # one reader matched; reliable: the detector's best-effort one is gone
     infos = node.get_subscriptions_info_by_topic('image')
-    return (len(infos) == 1 and infos[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE
-            and pub.get_subscription_count() == 1)
-while not reliable_reader_matched():
+    return (len(infos) == 1 and pub.get_subscription_count() == 1 and (
+        not reliable or infos[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE))
+while not ready():
     if time.monotonic() > deadline:
-        sys.exit('no reliable subscriber')
+        sys.exit('no matching subscriber')
     rclpy.spin_once(node, timeout_sec=0.1)
 msg = to_message(np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8), 'bgr8')
-for n in range(int(sys.argv[1])):
+for n in range(count):
     msg.header.stamp.sec = n
     pub.publish(msg)
     time.sleep(0.1)
-if not pub.wait_for_all_acked(Duration(seconds=30)):
+if reliable and not pub.wait_for_all_acked(Duration(seconds=30)):
     sys.exit('frames not acknowledged')
 print('sent all')
 """
+STOCK_DDS = {k: v for k, v in os.environ.items() if k != 'FASTDDS_DEFAULT_PROFILES_FILE'}
+
+
+def run_camera(count: int, reliability: str) -> None:
+    camera = subprocess.run([sys.executable, '-c', CAMERA, str(count), reliability],
+                            env=STOCK_DDS, capture_output=True, text=True, timeout=120)
+    assert camera.returncode == 0 and 'sent all' in camera.stdout, camera.stderr
+
+
+def diagnostics_probe(context) -> tuple[SingleThreadedExecutor, list[DiagnosticArray]]:
+    executor = SingleThreadedExecutor(context=context)
+    node = make_node(context, 'diagnostics_probe', executor)
+    diags: list[DiagnosticArray] = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    return executor, diags
 
 
 def test_auto_qos_gets_every_large_frame_from_a_reliable_camera_with_stock_dds():
     """Best effort received 1 of 40 such frames; auto subscribes reliably."""
-    env = {k: v for k, v in os.environ.items() if k != 'FASTDDS_DEFAULT_PROFILES_FILE'}
     count = 20
     # Depth `count`: the test is about DDS delivery. With depth 1 a reliable reader still
     # replaces a frame its (CPU-starved, on a loaded CI machine) executor has not taken yet.
-    with NodeProcess(DETECTOR, {'backend': 'onnxruntime', 'qos_depth': count}, env=env) as det, \
-            ros_context() as context:
+    with NodeProcess(DETECTOR, {'backend': 'onnxruntime', 'qos_depth': count},
+                     env=STOCK_DDS) as det, ros_context() as context:
         det.wait_for_output('-> ')
-        executor = SingleThreadedExecutor(context=context)
-        node = make_node(context, 'qos_probe', executor)
-        diags: list[DiagnosticArray] = []
-        node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
-        camera = subprocess.run([sys.executable, '-c', CAMERA, str(count)], env=env,
-                                capture_output=True, text=True, timeout=120)
-        assert camera.returncode == 0 and 'sent all' in camera.stdout, camera.stderr
+        executor, diags = diagnostics_probe(context)
+        run_camera(count, 'reliable')
         spin_until(executor, lambda: diagnostics_value(diags, 'frames_in') == str(count),
                    timeout=30, what=f'all {count} frames counted at the detector')
         executor.shutdown()
     assert 'input QoS reliable (auto)' in det.output()
     assert diagnostics_value(diags, 'lost_in_dds') == '0'
+
+
+def test_frames_lost_in_dds_are_counted_warned_once_and_diagnosed():
+    """Best effort and stock Fast DDS: 1080p frames are lost in fragments, inside DDS.
+    They were counted nowhere; now per camera, with one warning naming the fix."""
+    with NodeProcess(DETECTOR, {'backend': 'onnxruntime', 'qos_reliability': 'best_effort'},
+                     env=STOCK_DDS) as det, ros_context() as context:
+        det.wait_for_output('-> ')
+        executor, diags = diagnostics_probe(context)
+        run_camera(20, 'best_effort')
+        spin_until(executor, lambda: int(diagnostics_value(diags, 'lost_in_dds') or 0) > 0,
+                   timeout=30, what='lost frames in the diagnostics')
+        executor.shutdown()
+    log = det.output()
+    assert log.count('frames lost in DDS before reaching the detector') == 1, log
+    assert 'qos_reliability:=reliable' in log
+    warned = [s for d in diags for s in d.status if 'frames lost in DDS' in s.message]
+    assert warned and all(s.level == DiagnosticStatus.WARN for s in warned)
 
 
 def test_auto_qos_still_matches_a_best_effort_camera(bus_jpg):

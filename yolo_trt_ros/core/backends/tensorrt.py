@@ -268,13 +268,19 @@ class TensorRTBackend:
     def input_ptr(self, shape: tuple[int, ...]) -> int:
         return self._buffers_for(tuple(shape)).device[self.input.name]
 
-    def run(self, shape: tuple[int, ...]) -> list[np.ndarray]:
-        return self._run(self._buffers_for(tuple(shape)), upload=False)
+    def run(self, shape: tuple[int, ...], download: bool = True) -> list[np.ndarray]:
+        return self._run(self._buffers_for(tuple(shape)), upload=False, download=download)
 
-    def _run(self, buffers: _Buffers, upload: bool) -> list[np.ndarray]:
+    def output_buffer(self, shape: tuple[int, ...], index: int = 0) -> tuple[int, tuple[int, ...]]:
+        buffers = self._buffers_for(tuple(shape))
+        name = self.outputs[index].name
+        return buffers.device[name], buffers.host[name].shape
+
+    def _run(self, buffers: _Buffers, upload: bool, download: bool = True) -> list[np.ndarray]:
         """Queue (upload,) the engine and the output downloads; one synchronisation, on the
         failure path too: no copy may still be in flight into a pinned buffer that the
-        next call overwrites."""
+        next call overwrites. Without download the work stays queued on the stream for the
+        kernel that reads the outputs on the device (it synchronises)."""
         try:
             if upload:
                 host_in = buffers.host[self.input.name]
@@ -283,6 +289,8 @@ class TensorRTBackend:
             if not self._context.execute_async_v3(self._stream):
                 raise BackendError('TensorRT execute_async_v3 failed'
                                    f'{f": {self._last_messages()}" if self._messages else ""}')
+            if not download:
+                return []
             for spec in self.outputs:
                 host = buffers.host[spec.name]
                 self._cuda.copy_to_host(host.ctypes.data, buffers.device[spec.name],

@@ -258,8 +258,9 @@ class TensorRTBackend:
         np.copyto(host_in, batch)
         return self._run(buffers, upload=True)
 
-    def device_io(self) -> TensorRTBackend:
-        return self
+    def device_io(self) -> TensorRTBackend | None:
+        # Device I/O only where the buffers are GPU memory that kernels can reach.
+        return self if getattr(self._cuda, 'device_memory', False) else None
 
     @property
     def stream(self) -> int:

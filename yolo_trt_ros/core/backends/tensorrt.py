@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import os
 from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,9 @@ from ..errors import BackendError, CudaError, EngineError
 from .base import BackendInfo, InputProfile, TensorSpec
 
 FLAVOURS = ('tensorrt', 'tensorrt_rtx')
+# For benchmarks only: a module with TensorRT's runtime API to load engines with instead
+# (bench/standin_trt.py runs a GPU stand-in for inference). Never set in production.
+RUNTIME_MODULE_ENV = 'YOLO_TRT_ROS_RUNTIME_MODULE'
 _LOG = logging.getLogger('yolo_trt_ros.tensorrt')
 
 
@@ -67,6 +71,12 @@ def make_logger(trt: ModuleType, messages: list[str]):
 def runtime_module(loaded: LoadedEngine) -> tuple[ModuleType, str]:
     """The TensorRT that built the engine (from its sidecar), and a note for the log.
     Another version of that TensorRT cannot load it: say so instead of failing inside."""
+    override = os.environ.get(RUNTIME_MODULE_ENV)
+    if override:
+        trt = importlib.import_module(override)
+        if loaded.sidecar is not None:
+            check_built_by(trt, loaded.sidecar.get('key', {}))
+        return trt, f'runtime module {override} (${RUNTIME_MODULE_ENV}, benchmarks only)'
     if loaded.sidecar is None:
         trt = import_tensorrt()
         return trt, (f'no sidecar beside {loaded.path.name}: loading with {flavour_of(trt)} '

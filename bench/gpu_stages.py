@@ -22,34 +22,15 @@ from yolo_trt_ros.bench import Report, measure
 from yolo_trt_ros.core import assets
 from yolo_trt_ros.core.cuda import CudaRuntime
 from yolo_trt_ros.core.gpu_decode import GpuDecoder
-from yolo_trt_ros.core.gpu_jpeg import DeviceImage, open_gpu_jpeg
+from yolo_trt_ros.core.gpu_jpeg import open_gpu_jpeg
 from yolo_trt_ros.core.gpu_preprocess import GpuPreprocessor
 from yolo_trt_ros.core.images import ImageView, decode_compressed
 from yolo_trt_ros.core.postprocess import PostprocessConfig, postprocess
-from yolo_trt_ros.core.preprocess import PAD_VALUE, Letterbox, Preprocessor
+from yolo_trt_ros.core.preprocess import Letterbox, Preprocessor
 from yolo_trt_ros.core.synthetic import yolov8_output
 
 H, W, INPUT, CAMERAS = 1080, 1920, 640, 8
 SIZE = f'{W}x{H}'
-
-
-class DevicePreprocessor(GpuPreprocessor):
-    """GpuPreprocessor reading a frame already in device memory, pitch respected: the
-    method GpuPreprocessor itself needs for decoded JPEGs (docs/PERFORMANCE.md). Only the
-    kernel's source pointer and pitch differ from GpuPreprocessor.__call__."""
-
-    def from_device(self, image: DeviceImage, slot: int = 0) -> Letterbox:
-        box = Letterbox.fit(image.width, image.height, self.width, self.height)
-        channels = [image.order.index(ch) for ch in self.channel_order]
-        self._launch([
-            np.uint64(image.ptr), np.int32(image.width), np.int32(image.height),
-            np.int32(image.pitch), np.int32(image.channels),
-            np.uint64(self.out_ptr + slot * self.plane_bytes), np.int32(self.width),
-            np.int32(self.height), np.int32(box.new_width), np.int32(box.new_height),
-            np.int32(box.pad_x), np.int32(box.pad_y), np.float32(image.width / box.new_width),
-            np.float32(image.height / box.new_height), *map(np.int32, channels),
-            np.float32(PAD_VALUE / 255)])
-        return box
 
 
 def camera_jpeg() -> bytes:
@@ -127,7 +108,7 @@ def jpeg_stages(report: Report, cuda: CudaRuntime, stream: int, frames: int, log
     if decoder is None:
         log(f'JPEG on the GPU skipped: {reason}')
         return
-    with decoder, DevicePreprocessor(INPUT, INPUT, stream=stream, cuda=cuda) as pre:
+    with decoder, GpuPreprocessor(INPUT, INPUT, stream=stream, cuda=cuda) as pre:
         def decode(batch: list[bytes]) -> list:
             images = decoder(batch)
             cuda.stream_synchronize(stream)

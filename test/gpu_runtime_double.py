@@ -265,6 +265,8 @@ class HostMemoryCudaDouble:
     stream_synchronize, as on a GPU. fail_malloc_after: the n-th allocation from now
     raises CudaError (an out-of-memory in the middle of a shape change)."""
 
+    device_memory = False  # host memory: no kernel may be launched on it
+
     def __init__(self, fail_malloc_after: int | None = None):
         self._blocks: dict[int, tuple[ctypes.Array, int]] = {}
         self.allocations = 0

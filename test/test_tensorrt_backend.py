@@ -267,8 +267,9 @@ def test_gpu_path_detects_what_the_cpu_path_detects(tmp_path, default_model, bus
     with Detector(backend, None, 'yolov8') as gpu, \
             Detector.open(DetectorConfig(default_model, backend='onnxruntime')) as cpu:
         assert gpu.preprocess_device == 'gpu' and cpu.preprocess_device == 'cpu'
-        for _ in range(3):  # buffers and kernel reused
+        for _ in range(3):  # buffers and kernels reused
             a = gpu.detect([image])[0]
+        assert gpu.decode_device == 'gpu'  # the output decoded where it lies
         b = cpu.detect([image])[0]
     assert a.class_ids.tolist() == b.class_ids.tolist()
     np.testing.assert_allclose(a.boxes, b.boxes, atol=3.0)  # px; inputs differ by <= 1/255
@@ -306,3 +307,54 @@ def test_kernel_cache_is_read_only_under_the_trust_policy(tmp_path, monkeypatch)
     monkeypatch.setattr(nvrtc, '_FUNCTIONS', {})
     gpu_preprocess.load_kernels(probe_gpu().compute_capability)
     assert cached.stat().st_mode & 0o777 == 0o600  # rewritten privately
+
+
+def test_compressed_payloads_on_the_cpu_path(model, bus_jpg):
+    """Without the GPU path, every codec decodes with OpenCV; bad payloads come back as
+    their ImageError, in place, and the good ones still decode."""
+    from yolo_trt_ros.core.errors import ImageError
+    from yolo_trt_ros.core.images import ImageView
+    with Detector.open(DetectorConfig(model, backend='onnxruntime')) as det:
+        png = cv2_encode('.png', read_image(str(bus_jpg)).pixels)
+        out = det.decode_compressed([(bus_jpg.read_bytes(), 'jpeg'), (b'junk', 'jpeg'),
+                                     (png, 'png')], max_pixels=10_000_000)
+        assert isinstance(out[0], ImageView) and isinstance(out[2], ImageView)
+        assert isinstance(out[1], ImageError) and out[1].cause == 'format'
+        assert det.jpeg_device == 'cpu'
+        too_large = det.decode_compressed([(bus_jpg.read_bytes(), 'jpeg')], max_pixels=1000)
+        assert too_large[0].cause == 'too_large'
+
+
+def cv2_encode(ext, pixels):
+    import cv2
+    return cv2.imencode(ext, pixels)[1].tobytes()
+
+
+@pytest.mark.gpu
+def test_compressed_frames_decode_on_the_gpu_and_detect_like_the_cpu(tmp_path, default_model,
+                                                                    bus_jpg):
+    """Issue 12: JPEGs decode on the GPU in one batch and go straight into the kernel; other
+    codecs and bad frames take the CPU path or come back as errors, in place."""
+    from yolo_trt_ros.core.errors import ImageError
+    from yolo_trt_ros.core.gpu_jpeg import DeviceImage, open_gpu_jpeg
+    if open_gpu_jpeg(1)[0] is None:
+        pytest.skip(f'no GPU JPEG decoder: {open_gpu_jpeg(1)[1]}')
+    engine = engine_file(tmp_path, default_model, profile=None, name='default.engine')
+    backend = TensorRTBackend(engine, trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()),
+                              cuda=CudaRuntime())
+    jpeg = bus_jpg.read_bytes()
+    png = cv2_encode('.png', read_image(str(bus_jpg)).pixels)
+    with Detector(backend, None, 'yolov8') as gpu, \
+            Detector.open(DetectorConfig(default_model, backend='onnxruntime')) as cpu:
+        frames = gpu.decode_compressed([(jpeg, 'jpeg'), (b'\xff\xd8junk', 'jpeg'),
+                                        (png, 'png'), (jpeg, 'jpeg')])
+        assert gpu.jpeg_device == 'gpu'
+        assert isinstance(frames[0], DeviceImage) and isinstance(frames[3], DeviceImage)
+        assert isinstance(frames[1], ImageError)
+        good = [frames[0], frames[2], frames[3]]
+        results = gpu.detect(good)
+        reference = cpu.detect([read_image(str(bus_jpg))])[0]
+    for det in results:
+        assert det.class_ids.tolist() == reference.class_ids.tolist()
+        np.testing.assert_allclose(det.boxes, reference.boxes, atol=4.0)
+        np.testing.assert_allclose(det.scores, reference.scores, atol=0.03)

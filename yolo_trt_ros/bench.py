@@ -105,23 +105,22 @@ def naive_preprocess(bgr: np.ndarray, size: int = INPUT) -> np.ndarray:
 
 def naive_decode_nms(output: np.ndarray, box: Letterbox, conf: float = 0.25,
                      iou: float = 0.45) -> list[tuple[int, float, list[float]]]:
+    """Decode + NMS as a competent node writes it in numpy: best class of every anchor
+    vectorised, threshold mask, OpenCV's batched NMS (no per-anchor Python loop)."""
     rows = output[0].T  # (8400, 84)
-    boxes, scores, class_ids = [], [], []
-    for row in rows:
-        cls_scores = row[4:]
-        cid = int(np.argmax(cls_scores))
-        score = float(cls_scores[cid])
-        if score > conf:
-            cx, cy, w, h = row[:4]
-            boxes.append([float(cx - w / 2), float(cy - h / 2), float(w), float(h)])
-            scores.append(score)
-            class_ids.append(cid)
-    keep = cv2.dnn.NMSBoxesBatched(boxes, scores, class_ids, conf, iou) if boxes else []
-    out = []
-    for i in np.asarray(keep).reshape(-1):
-        x, y, w, h = boxes[i]
-        xyxy = np.array([[x, y, x + w, y + h]], np.float32)
-        out.append((class_ids[i], scores[i], box.to_original(xyxy)[0].tolist()))
+    scores_all = rows[:, 4:]
+    class_ids = scores_all.argmax(axis=1)
+    scores = scores_all[np.arange(len(rows)), class_ids]
+    keep_mask = scores > conf
+    xywh, scores, class_ids = rows[keep_mask, :4], scores[keep_mask], class_ids[keep_mask]
+    boxes = np.column_stack([xywh[:, 0] - xywh[:, 2] / 2, xywh[:, 1] - xywh[:, 3] / 2,
+                             xywh[:, 2], xywh[:, 3]])
+    keep = cv2.dnn.NMSBoxesBatched(boxes.tolist(), scores.tolist(), class_ids.tolist(), conf,
+                                   iou) if len(boxes) else []
+    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    xyxy = np.column_stack([boxes[keep, :2], boxes[keep, :2] + boxes[keep, 2:]]).astype(np.float32)
+    out = [(int(class_ids[i]), float(scores[i]), b.tolist())
+           for i, b in zip(keep, box.to_original(xyxy) if len(keep) else [], strict=True)]
     return sorted(out, key=lambda d: -d[1])
 
 
@@ -162,16 +161,22 @@ def _size_stages(report: Report, h: int, w: int, output: np.ndarray, frames: int
     ours_d = report.add('decode+NMS: ours', size,
                         measure(lambda: postprocess(output[0], 'yolov8', box, cfg),
                                 frames, warmup))
-    naive_d = report.add('decode+NMS: straightforward', size,
-                         measure(lambda: naive_decode_nms(output, box), max(frames // 10, 10), 3))
+    naive_d = report.add('decode+NMS: straightforward (vectorised numpy)', size,
+                         measure(lambda: naive_decode_nms(output, box), frames, warmup))
     det = postprocess(output[0], 'yolov8', box, cfg)
     ref = naive_decode_nms(output, box)
     same = ([int(c) for c in det.class_ids] == [c for c, _, _ in ref] and
             np.allclose(det.boxes, [b for _, _, b in ref], atol=1e-3))
-    ours_d.note = (f'{naive_d.median_ms / ours_d.median_ms:.0f}x faster; '
+    ours_d.note = (f'{naive_d.median_ms / ours_d.median_ms:.1f}x faster; '
                    f'{len(det)} detections, {"identical" if same else "DIFFERENT"}')
     _message_build(report, det, size, frames, warmup)
-    _gpu_stages(report, view, output, data, h, w, size, frames, warmup)
+    ultra = _ultralytics(report, bgr, output, size, frames, warmup)
+    if ultra is not None:
+        ours_all = ours.median_ms + ours_d.median_ms
+        ultra.note = f'ours on the CPU (pre + decode+NMS): {ours_all / ultra.median_ms:.2f}x of it'
+    gpu_all = _gpu_stages(report, view, output, data, h, w, size, frames, warmup)
+    if ultra is not None and gpu_all is not None:
+        ultra.note += f'; ours on the GPU, all but inference: {gpu_all / ultra.median_ms:.2f}x'
 
 
 def _message_builder():
@@ -187,19 +192,63 @@ def _message_builder():
 
 
 def _message_build(report, det, size, frames, warmup) -> None:
+    from .core.cdr import Stamped
+    from .core.cdr_writer import detection_array_cdr
+
+    header = Stamped(1, 2, 'camera')
+    cdr = report.add('message as CDR bytes (what the node publishes)', size,
+                     measure(lambda: detection_array_cdr(det, header, str), frames, warmup),
+                     f'{len(det)} detections')
     build = _message_builder()
     if build is not None:
-        report.add('message build (Detection2DArray)', size,
-                   measure(lambda: build(det), frames, warmup), f'{len(det)} detections')
+        python = report.add('message build (rclpy Detection2DArray, before serialisation)',
+                            size, measure(lambda: build(det), frames, warmup),
+                            f'{len(det)} detections')
+        cdr.note += f'; {python.median_ms / cdr.median_ms:.0f}x faster than the rclpy message'
 
 
-def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> None:
+def _ultralytics(report, bgr, output, size, frames, warmup) -> Result | None:
+    """Ultralytics' own preprocessing (LetterBox + tensor conversion, on the GPU where there
+    is one, as its predictor does) and ops.non_max_suppression on the same raw output, when
+    `ultralytics` is importable (an optional extra, never a dependency)."""
+    try:
+        import torch
+        from ultralytics.data.augment import LetterBox
+        from ultralytics.utils import ops
+    except Exception as exc:
+        report.add('Ultralytics pre+post', size, [0.0], f'not measured: {exc}'.strip()[:120])
+        return None
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    letterbox = LetterBox(new_shape=(INPUT, INPUT), auto=False, stride=32)
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+
+    def pre():
+        im = np.stack([letterbox(image=bgr)])[..., ::-1].transpose((0, 3, 1, 2))
+        t = torch.from_numpy(np.ascontiguousarray(im)).to(device).float() / 255
+        sync()
+        return t
+
+    raw = torch.from_numpy(output).to(device)
+
+    def post():
+        det = ops.non_max_suppression(raw, 0.25, 0.45, max_det=300)[0]
+        det[:, :4] = ops.scale_boxes((INPUT, INPUT), det[:, :4], bgr.shape)
+        return det.cpu()
+
+    pre_times, post_times = measure(pre, frames, warmup), measure(post, frames, warmup)
+    report.add(f'Ultralytics preprocess (LetterBox + tensor, {device})', size, pre_times)
+    report.add(f'Ultralytics NMS + scale_boxes ({device})', size, post_times)
+    both = [a + b for a, b in zip(pre_times, post_times, strict=True)]
+    return report.add(f'Ultralytics pre+post ({device})', size, both)
+
+
+def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> float | None:
+    """GPU rows where there is a GPU; the median of the whole GPU path, or None."""
     from .core.cuda import CudaRuntime, probe_gpu
 
     if probe_gpu().count == 0:
-        return
+        return None
     from .core.gpu_preprocess import GpuPreprocessor
-    from .core.images import view_image as view_of
 
     cuda = CudaRuntime()
     stream = cuda.stream_create()
@@ -228,24 +277,85 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> None:
             report.add('preprocess GPU: copy to pinned + upload + kernel', size,
                        measure(preprocess, frames, warmup), probe_gpu().name)
             report.add('download (1, 84, 8400) float32', size, measure(download, frames, warmup))
-            build_message = _message_builder()
-            cfg = PostprocessConfig()
-
-            def pipeline():  # all but inference, as the detector runs it per frame
-                v = view_of(data, h, w, 'bgr8', w * 3)
-                box = gpu(v)
-                cuda.copy_to_host(h_out.ctypes.data, d_out, out_bytes, stream)
-                cuda.stream_synchronize(stream)
-                result = postprocess(h_out[0], 'yolov8', box, cfg)
-                if build_message is not None:
-                    build_message(result)
-
-            report.add('GPU pipeline without inference (view, upload, kernel, download, '
-                       'decode, NMS, message)', size, measure(pipeline, frames, warmup))
     finally:
         cuda.free(d_out)
         cuda.free_host(h_out_ptr)
         cuda.stream_destroy(stream)
+    return _gpu_detector(report, view, data, h, w, size, frames, warmup)
+
+
+def _standin():
+    """bench/standin_trt.py (the GPU stand-in for inference) from a source checkout."""
+    bench_dir = Path(__file__).resolve().parents[1] / 'bench'
+    if not (bench_dir / 'standin_trt.py').is_file():
+        return None
+    sys.path.insert(0, str(bench_dir))
+    import standin_trt
+
+    return standin_trt
+
+
+def _gpu_detector(report, view, data, h, w, size, frames, warmup) -> float | None:
+    """The Detector's whole GPU path per frame with inference taken out by the stand-in
+    engine: view, upload + preprocessing kernel into the engine input, stand-in, decode on
+    the GPU (candidates downloaded), NMS, message as CDR bytes. And the same from a JPEG
+    (CompressedImage) decoded on the GPU."""
+    import tempfile
+
+    from .core.backends.tensorrt import TensorRTBackend
+    from .core.cdr import Stamped
+    from .core.cdr_writer import detection_array_cdr
+    from .core.cuda import CudaRuntime
+    from .core.detector import Detector
+    from .core.images import view_image as view_of
+
+    standin = _standin()
+    if standin is None:
+        return None
+    header = Stamped(1, 2, 'camera')
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = standin.make_engine(Path(tmp) / 'standin.engine', INPUT, CLASSES, max_batch=8)
+        backend = TensorRTBackend(engine, trt=standin, cuda=CudaRuntime())
+        logs: list[str] = []
+        with Detector(backend, log=logs.append) as det:
+            names = det.label
+
+            def everything():
+                v = view_of(data, h, w, 'bgr8', w * 3)
+                result = det.detect([v])[0]
+                return detection_array_cdr(result, header, names)
+
+            everything()
+            where = f'preprocess {det.preprocess_device}, decode {det.decode_device}'
+            gpu_all = report.add('GPU path, all but inference: view, upload+kernel, stand-in, '
+                                 'GPU decode, NMS, CDR message', size,
+                                 measure(everything, frames, warmup), where)
+            jpeg = cv2.imencode('.jpg', np.ascontiguousarray(view.pixels),
+                                [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+            def from_jpeg():
+                frame = det.decode_compressed([(jpeg, 'jpeg')])[0]
+                result = det.detect([frame])[0]
+                return detection_array_cdr(result, header, names)
+
+            from_jpeg()
+            report.add(f'CompressedImage path, all but inference (JPEG q90 {len(jpeg) >> 10} '
+                       f'KB, decode on {det.jpeg_device})', size,
+                       measure(from_jpeg, frames, warmup), '; '.join(logs)[:120])
+
+            def jpeg_and_preprocess():
+                frame = det.decode_compressed([(jpeg, 'jpeg')])[0]
+                io = det.backend.device_io()
+                det._gpu_pre.out_ptr = io.input_ptr((1, 3, INPUT, INPUT))
+                if hasattr(frame, 'ptr'):
+                    det._gpu_pre.from_device(frame)
+                else:
+                    det._gpu_pre(frame)
+                CudaRuntime().stream_synchronize(io.stream)
+
+            report.add(f'JPEG decode ({det.jpeg_device}) + preprocessing kernel', size,
+                       measure(jpeg_and_preprocess, frames, warmup))
+    return gpu_all.median_ms
 
 
 def _inference(report, model: Path | None, frames: int, warmup: int) -> None:

@@ -63,6 +63,8 @@ def probe_gpu() -> GpuInfo:
 class CudaRuntime:
     """The CUDA runtime calls the TensorRT backend makes, each checked."""
 
+    device_memory = True  # malloc gives GPU memory that kernels can read and write
+
     def __init__(self) -> None:
         self.rt = _runtime()
 

@@ -7,12 +7,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .backends.base import Backend
 from .backends.select import REAL_RUNTIME, RuntimeParts, open_backend
 from .builder import BuildOptions, find_cached_engine
 from .cuda import GpuInfo
-from .errors import CudaError, ModelError
-from .images import ImageView
+from .errors import CudaError, ImageError, ModelError
+from .gpu_decode import FORMATS as GPU_DECODE_FORMATS
+from .gpu_decode import GpuDecoder
+from .gpu_jpeg import DeviceImage, open_gpu_jpeg
+from .image_header import JPEG, MAX_IMAGE_PIXELS, codec_of
+from .images import ImageView, decode_compressed
 from .labels import labels_from_metadata, load_labels
 from .postprocess import (
     Detections,
@@ -75,6 +81,8 @@ class Detector:
         self.post = post
         self.times = StageTimes()
         self._gpu_pre = self._gpu_preprocessor(gpu_preprocess)
+        self._decoders: dict[tuple[int, ...], GpuDecoder | None] = {}  # per input shape
+        self._jpeg: tuple | None = None  # (GPU JPEG decoder or None,), chosen on first use
 
     @classmethod
     def open(cls, config: DetectorConfig, parts: RuntimeParts = REAL_RUNTIME, log=None,
@@ -145,7 +153,7 @@ class Detector:
             results.extend(self._detect_batch(images[start:start + chunk]))
         return results
 
-    def _detect_batch(self, images: list[ImageView]) -> list[Detections]:
+    def _detect_batch(self, images: list[ImageView | DeviceImage]) -> list[Detections]:
         t0 = time.perf_counter()
         if self.backend.input.shape[0] is None and self._pre.batch != len(images):
             # Dynamic batch: one preprocessor (and buffer) per batch size, made once.
@@ -155,24 +163,102 @@ class Detector:
                     *self.input_size, batch=len(images), dtype=self.backend.input.dtype)
             self._pre = pre
         shape = self._pre.buffer.shape
-        if self._gpu_pre is not None:  # letterbox on the GPU, straight into the engine input
-            io = self.backend.device_io()
-            self._gpu_pre.out_ptr = io.input_ptr(shape)
-            boxes = [self._gpu_pre(image, slot) for slot, image in enumerate(images)]
-            t1 = time.perf_counter()
-            output = io.run(shape)[0]
-        else:
+        if self._gpu_pre is None:
             boxes = [self._pre(image, slot) for slot, image in enumerate(images)]
             t1 = time.perf_counter()
             output = self.backend.infer(self._pre.buffer)[0]
-        t2 = time.perf_counter()
-        results = [postprocess(output[i], self.output_format, box, self.post)
-                   for i, box in enumerate(boxes)]
+            t2 = time.perf_counter()
+            results = [postprocess(output[i], self.output_format, box, self.post)
+                       for i, box in enumerate(boxes)]
+        else:  # letterbox on the GPU, straight into the engine input; decode there too
+            io = self.backend.device_io()
+            self._gpu_pre.out_ptr = io.input_ptr(shape)
+            boxes = [self._gpu_pre.from_device(image, slot) if isinstance(image, DeviceImage)
+                     else self._gpu_pre(image, slot) for slot, image in enumerate(images)]
+            t1 = time.perf_counter()
+            decoder = self._gpu_decoder(shape)
+            if decoder is None:
+                output = io.run(shape)[0]
+                t2 = time.perf_counter()
+                results = [postprocess(output[i], self.output_format, box, self.post)
+                           for i, box in enumerate(boxes)]
+            else:  # the outputs stay on the GPU; only the candidates come back
+                io.run(shape, download=False)
+                t2 = time.perf_counter()
+                results = decoder(io.output_buffer(shape)[0], boxes, self.post)
         t3 = time.perf_counter()
         self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
         return results
 
+    def _gpu_decoder(self, shape: tuple[int, ...]):
+        """The GPU output decoder for an input shape (made once per shape), or None where
+        the layout needs none (end2end) or the decoder cannot start (logged once)."""
+        if shape in self._decoders:
+            return self._decoders[shape]
+        decoder = None
+        out = self.backend.outputs[0]
+        if self.output_format in GPU_DECODE_FORMATS and out.dtype in (np.float32, np.float16):
+            io = self.backend.device_io()
+            try:
+                decoder = GpuDecoder(self.output_format, io.output_buffer(shape)[1], out.dtype,
+                                     stream=io.stream)
+            except CudaError as exc:
+                self._log(f'GPU output decoding unavailable ({exc}); decoding on the CPU')
+        self._decoders[shape] = decoder
+        return decoder
+
+    # -- compressed input ------------------------------------------------------------------
+    def decode_compressed(self, payloads: list[tuple[object, str]],
+                          max_pixels: int = MAX_IMAGE_PIXELS
+                          ) -> list[ImageView | DeviceImage | ImageError]:
+        """Each CompressedImage payload (data, format) decoded, or the ImageError it raised.
+        On the GPU path JPEGs decode on the GPU as one batch (nvImageCodec) and stay there
+        for the preprocessing kernel; elsewhere, and for other codecs, OpenCV on the CPU.
+        Device images are valid until the next call."""
+        gpu = self._gpu_jpeg_decoder(max_pixels)
+        results: list = [None] * len(payloads)
+        on_gpu = [i for i, (data, _) in enumerate(payloads)
+                  if gpu is not None and codec_of(np.frombuffer(data, np.uint8)) == JPEG]
+        if on_gpu:
+            for i, decoded in zip(on_gpu, gpu([payloads[i][0] for i in on_gpu]), strict=True):
+                results[i] = decoded
+        for i, (data, fmt) in enumerate(payloads):
+            if results[i] is None:
+                try:
+                    results[i] = decode_compressed(data, fmt, max_pixels)
+                except ImageError as exc:
+                    results[i] = exc
+        return results
+
+    def _gpu_jpeg_decoder(self, max_pixels: int):
+        if self._gpu_pre is None:
+            return None
+        if self._jpeg is None:
+            decoder, why = open_gpu_jpeg(max_pixels, self.backend.device_io().stream)
+            self._log(f'compressed images: {why}' if decoder else
+                      f'compressed images decoded on the CPU: {why}')
+            self._jpeg = (decoder,)
+        decoder = self._jpeg[0]
+        if decoder is not None:
+            decoder.max_pixels = max_pixels  # the one size rule, as on the CPU
+        return decoder
+
+    @property
+    def decode_device(self) -> str:
+        """Where the last batch's outputs were decoded: 'gpu' or 'cpu'."""
+        return 'gpu' if any(self._decoders.values()) else 'cpu'
+
+    @property
+    def jpeg_device(self) -> str:
+        """Where CompressedImage JPEGs decode: 'gpu' or 'cpu' (after the first call)."""
+        return 'gpu' if self._jpeg and self._jpeg[0] is not None else 'cpu'
+
     def close(self) -> None:
+        if self._jpeg and self._jpeg[0] is not None:
+            self._jpeg[0].close()
+        for decoder in self._decoders.values():
+            if decoder is not None:
+                decoder.close()
         if self._gpu_pre is not None:
             self._gpu_pre.close()
         self.backend.close()

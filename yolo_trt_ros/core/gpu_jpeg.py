@@ -23,7 +23,7 @@ from importlib import metadata
 import numpy as np
 
 from .errors import ImageError
-from .images import RGB
+from .images import RGB, check_pixels, image_size
 
 EXTRA = 'gpu-jpeg'
 PACKAGES = ('nvidia-nvimgcodec-cu13', 'nvidia-nvjpeg')
@@ -50,23 +50,22 @@ def _nvimgcodec():
 
 
 def code_stream(data, max_pixels: int):
-    """A frame's nvImageCodec code stream, its header read and its size checked (needs no
-    GPU): ImageError 'empty', 'decode' (no readable header) or 'too_large'."""
+    """A frame's nvImageCodec code stream, its size checked first from the header bytes by
+    the same reader and rule as the CPU path (core/images.py), so a bomb never reaches the
+    GPU library: ImageError 'empty', 'decode' (no readable header) or 'too_large'."""
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise ImageError('empty compressed image', 'empty')
+    size = image_size(buf)
+    if size is None:
+        raise ImageError(f'cannot decode compressed image ({buf.size} bytes): no readable '
+                         f'header', 'decode')
+    check_pixels(*size, max_pixels, 'header says ')
     try:
-        stream = _nvimgcodec().CodeStream(buf)
-        width, height = stream.width, stream.height
+        return _nvimgcodec().CodeStream(buf)
     except RuntimeError as exc:
         raise ImageError(f'cannot decode compressed image ({buf.size} bytes): {exc}',
                          'decode') from exc
-    if width * height == 0:
-        raise ImageError(f'empty image: {width}x{height}', 'empty')
-    if width * height > max_pixels:
-        raise ImageError(f'image too large: {width}x{height} = {width * height} pixels, '
-                         f'more than max_image_pixels {max_pixels}', 'too_large')
-    return stream
 
 
 def check_headers(frames: Sequence, max_pixels: int) -> list:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from . import nvrtc
 from .cuda import CudaRuntime
 from .errors import CudaError
 from .images import GRAY, ImageView
+
+if TYPE_CHECKING:
+    from .gpu_jpeg import DeviceImage
 from .preprocess import PAD_VALUE, Letterbox
 
 KERNEL_NAME = 'letterbox_chw'
@@ -166,9 +170,6 @@ class GpuPreprocessor:
         h, w, c = pixels.shape
         if c not in (1, 3, 4):
             raise ValueError(f'GPU preprocessing takes 1, 3 or 4 channels, not {c}')
-        box = self._boxes.get((h, w))
-        if box is None:
-            box = self._boxes[(h, w)] = Letterbox.fit(w, h, self.width, self.height)
         nbytes = h * w * c
         st = self._stage(slot, nbytes)
         if self.staging == 'direct' and pixels.flags.c_contiguous:
@@ -177,9 +178,24 @@ class GpuPreprocessor:
             staged = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(st.host), np.uint8)
             np.copyto(staged.reshape(h, w, c), pixels)  # the one CPU copy: -> pinned
             self.cuda.copy_to_device(st.device, st.host, nbytes, self.stream)
-        channels = (0, 0, 0) if image.order == GRAY else tuple(
-            image.order.index(ch) for ch in self.channel_order)
-        args = [np.uint64(st.device), np.int32(w), np.int32(h), np.int32(w * c), np.int32(c),
+        return self._letterbox(st.device, w, h, w * c, c, image.order, slot)
+
+    def from_device(self, image: DeviceImage, slot: int = 0) -> Letterbox:
+        """Queue the kernel for a frame already in device memory (a GPU-decoded JPEG, its
+        pitch respected): no upload, no host copy of the pixels."""
+        if image.channels not in (1, 3, 4):
+            raise ValueError(f'GPU preprocessing takes 1, 3 or 4 channels, not {image.channels}')
+        return self._letterbox(image.ptr, image.width, image.height, image.pitch,
+                               image.channels, image.order, slot)
+
+    def _letterbox(self, src: int, w: int, h: int, pitch: int, c: int, order: str,
+                   slot: int) -> Letterbox:
+        box = self._boxes.get((h, w))
+        if box is None:
+            box = self._boxes[(h, w)] = Letterbox.fit(w, h, self.width, self.height)
+        channels = (0, 0, 0) if order == GRAY else tuple(
+            order.index(ch) for ch in self.channel_order)
+        args = [np.uint64(src), np.int32(w), np.int32(h), np.int32(pitch), np.int32(c),
                 np.uint64(self.out_ptr + slot * self.plane_bytes), np.int32(self.width),
                 np.int32(self.height), np.int32(box.new_width), np.int32(box.new_height),
                 np.int32(box.pad_x), np.int32(box.pad_y), np.float32(w / box.new_width),

@@ -79,7 +79,7 @@ class ImageView:
         return int(self.pixels.shape[1])
 
 
-def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
     """ImageError 'empty' or 'too_large' unless 0 < width x height <= max_pixels."""
     if height <= 0 or width <= 0:
         raise ImageError(f'empty image: {what}{width}x{height}', 'empty')
@@ -99,7 +99,7 @@ def view_image(data, height: int, width: int, encoding: str, step: int,
     if spec is None:
         raise ImageError(f"unsupported encoding '{encoding}'; supported: "
                          + ', '.join(SUPPORTED_ENCODINGS), 'encoding')
-    _check_pixels(width, height, max_pixels, '')
+    check_pixels(width, height, max_pixels, '')
     row_bytes = width * spec.channels * spec.bytes_per_channel
     if step < row_bytes:
         raise ImageError(f'step {step} is smaller than width {width} x {spec.channels} '
@@ -158,7 +158,7 @@ def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -
     size = image_size(buf)
     if size is None:
         raise ImageError(f'cannot decode {what}: corrupt or unsupported codec', 'decode')
-    _check_pixels(*size, max_pixels, f'{codec} header says ')
+    check_pixels(*size, max_pixels, f'{codec} header says ')
     damage = png_chunk_error(buf) if codec == PNG else None
     if damage:
         raise ImageError(f'cannot decode {what}: {damage}', 'decode')

@@ -77,9 +77,14 @@ class DeviceIO(Protocol):
     def input_ptr(self, shape: tuple[int, ...]) -> int:
         """The device input buffer for shape (allocated on the first call for it)."""
 
-    def run(self, shape: tuple[int, ...]) -> list[np.ndarray]:
-        """Run on the input already queued into input_ptr(shape) on `stream`; the outputs
-        downloaded (valid until the next call)."""
+    def run(self, shape: tuple[int, ...], download: bool = True) -> list[np.ndarray]:
+        """Run on the input already queued into input_ptr(shape) on `stream`. download:
+        the outputs copied to the host and the stream synchronised (arrays valid until the
+        next call); else only queued, the outputs left on the device (output_buffer) for a
+        kernel that reads them there, and [] returned."""
+
+    def output_buffer(self, shape: tuple[int, ...], index: int = 0) -> tuple[int, tuple[int, ...]]:
+        """(device pointer, shape) of output `index` at input shape."""
 
 
 class Backend(Protocol):

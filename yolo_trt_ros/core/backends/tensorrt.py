@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import os
 from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,9 @@ from ..engine_cache import LoadedEngine, load_engine
 from ..errors import BackendError, CudaError, EngineError
 from .base import BackendInfo, InputProfile, TensorSpec
 
+# For benchmarks only: a module with TensorRT's runtime API to load engines with instead
+# (bench/standin_trt.py runs a GPU stand-in for inference). Never set in production.
+RUNTIME_MODULE_ENV = 'YOLO_TRT_ROS_RUNTIME_MODULE'
 _LOG = logging.getLogger('yolo_trt_ros.tensorrt')
 
 
@@ -67,6 +71,12 @@ def make_logger(trt: ModuleType, messages: list[str]):
 def runtime_module(loaded: LoadedEngine) -> tuple[ModuleType, str]:
     """The TensorRT that built the engine (from its sidecar), and a note for the log.
     Another version of that TensorRT cannot load it: say so instead of failing inside."""
+    override = os.environ.get(RUNTIME_MODULE_ENV)
+    if override:
+        trt = importlib.import_module(override)
+        if loaded.sidecar is not None:
+            check_built_by(trt, loaded.sidecar.get('key', {}))
+        return trt, f'runtime module {override} (${RUNTIME_MODULE_ENV}, benchmarks only)'
     if loaded.sidecar is None:
         trt = import_tensorrt()
         return trt, (f'no sidecar beside {loaded.path.name}: loading with {flavour_of(trt)} '
@@ -258,8 +268,9 @@ class TensorRTBackend:
         np.copyto(host_in, batch)
         return self._run(buffers, upload=True)
 
-    def device_io(self) -> TensorRTBackend:
-        return self
+    def device_io(self) -> TensorRTBackend | None:
+        # Device I/O only where the buffers are GPU memory that kernels can reach.
+        return self if getattr(self._cuda, 'device_memory', False) else None
 
     @property
     def stream(self) -> int:
@@ -268,13 +279,19 @@ class TensorRTBackend:
     def input_ptr(self, shape: tuple[int, ...]) -> int:
         return self._buffers_for(tuple(shape)).device[self.input.name]
 
-    def run(self, shape: tuple[int, ...]) -> list[np.ndarray]:
-        return self._run(self._buffers_for(tuple(shape)), upload=False)
+    def run(self, shape: tuple[int, ...], download: bool = True) -> list[np.ndarray]:
+        return self._run(self._buffers_for(tuple(shape)), upload=False, download=download)
 
-    def _run(self, buffers: _Buffers, upload: bool) -> list[np.ndarray]:
+    def output_buffer(self, shape: tuple[int, ...], index: int = 0) -> tuple[int, tuple[int, ...]]:
+        buffers = self._buffers_for(tuple(shape))
+        name = self.outputs[index].name
+        return buffers.device[name], buffers.host[name].shape
+
+    def _run(self, buffers: _Buffers, upload: bool, download: bool = True) -> list[np.ndarray]:
         """Queue (upload,) the engine and the output downloads; one synchronisation, on the
         failure path too: no copy may still be in flight into a pinned buffer that the
-        next call overwrites."""
+        next call overwrites. Without download the work stays queued on the stream for the
+        kernel that reads the outputs on the device (it synchronises)."""
         try:
             if upload:
                 host_in = buffers.host[self.input.name]
@@ -283,6 +300,8 @@ class TensorRTBackend:
             if not self._context.execute_async_v3(self._stream):
                 raise BackendError('TensorRT execute_async_v3 failed'
                                    f'{f": {self._last_messages()}" if self._messages else ""}')
+            if not download:
+                return []
             for spec in self.outputs:
                 host = buffers.host[spec.name]
                 self._cuda.copy_to_host(host.ctypes.data, buffers.device[spec.name],

@@ -13,11 +13,12 @@ from .backends.base import Backend
 from .backends.select import REAL_RUNTIME, RuntimeParts, open_backend
 from .builder import BuildOptions, find_cached_engine
 from .cuda import GpuInfo
+from .defaults import MAX_IMAGE_PIXELS
 from .errors import CudaError, ImageError, ModelError
 from .gpu_decode import FORMATS as GPU_DECODE_FORMATS
 from .gpu_decode import GpuDecoder
 from .gpu_jpeg import DeviceImage, open_gpu_jpeg
-from .image_header import JPEG, MAX_IMAGE_PIXELS, codec_of
+from .image_header import JPEG, codec_of
 from .images import ImageView, decode_compressed
 from .labels import labels_from_metadata, load_labels
 from .postprocess import (

@@ -14,7 +14,7 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
-from ..core.cdr import parse_compressed, parse_image
+from ..core.cdr import RawCompressed, Stamped, parse_compressed, parse_image
 from ..core.defaults import MAX_IMAGE_PIXELS
 from ..core.frames import CameraStats, Window
 from ..core.images import ImageView, decode_compressed, view_image
@@ -29,22 +29,25 @@ def image_view(msg: Image | CompressedImage) -> ImageView:
                       bool(msg.is_bigendian))
 
 
-def raw_frame(data: bytes, compressed: bool,
-              max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Header, ImageView]:
+def parse_frame(data: bytes, compressed: bool, max_pixels: int = MAX_IMAGE_PIXELS
+                ) -> tuple[Stamped, ImageView | RawCompressed]:
     """A serialized Image or CompressedImage (a raw subscription) -> (its header, a view of
-    its pixels). Parses only what it must; a frame above max_pixels is refused from its
-    header (ImageError 'too_large') before any pixel memory is allocated; raises
-    ImageError."""
+    its pixels, or for a CompressedImage its still-encoded payload, which the detector
+    decodes with the rest of the batch). Parses only what it must; a raw frame above
+    max_pixels is refused from its header (ImageError 'too_large') before any pixel memory
+    is allocated; raises ImageError."""
     if compressed:
         m = parse_compressed(data)
-        view = decode_compressed(m.data, m.format, max_pixels=max_pixels)
-    else:
-        m = parse_image(data)
-        view = view_image(m.data, m.height, m.width, m.encoding, m.step, m.is_bigendian,
-                          max_pixels=max_pixels)
-    header = Header(frame_id=m.header.frame_id)
-    header.stamp.sec, header.stamp.nanosec = m.header.sec, m.header.nanosec
-    return header, view
+        return m.header, m
+    m = parse_image(data)
+    return m.header, view_image(m.data, m.height, m.width, m.encoding, m.step,
+                                m.is_bigendian, max_pixels=max_pixels)
+
+
+def header_message(stamp: Stamped) -> Header:
+    header = Header(frame_id=stamp.frame_id)
+    header.stamp.sec, header.stamp.nanosec = stamp.sec, stamp.nanosec
+    return header
 
 
 def detection_array(det: Detections, header: Header, class_id_of) -> Detection2DArray:

@@ -42,11 +42,12 @@ except ImportError:  # Humble
 
 from ..core import defaults
 from ..core.annotate import draw
-from ..core.builder import find_cached_engine
+from ..core.cdr import parse_compressed
+from ..core.cdr_writer import detection_array_cdr
 from ..core.detector import Detector, DetectorConfig
 from ..core.errors import ImageError, YoloTrtError
 from ..core.frames import CameraStats, LatestFrames, LogOncePerCause, Window, health
-from ..core.images import to_bgr
+from ..core.images import ImageView, decode_compressed, to_bgr
 from ..core.postprocess import PostprocessConfig
 from .build_params import (
     LATCHED_QOS,
@@ -58,7 +59,7 @@ from .build_params import (
     unknown_overrides,
 )
 from .builder_node import PARAMETERS as BUILDER_PARAMETERS
-from .conversions import bgr_image, camera_status, detection_array, label_info, raw_frame
+from .conversions import bgr_image, camera_status, header_message, label_info, parse_frame
 
 # Beyond the shared build parameters (build_params.py), which tell the detector which
 # cached engine the builder made. Lists are comma-separated strings: launch arguments and
@@ -203,7 +204,9 @@ def read_config(node: Node) -> NodeConfig:
     detector = DetectorConfig(
         model=build.model, backend=build.backend, engine=engine,
         labels=Path(p['labels_file']) if p['labels_file'] else None,
-        output_format=p['output_format'], post=_post_config(p, None))
+        output_format=p['output_format'], post=_post_config(p, None),
+        # With no engine_path, the core finds the engine the builder cached for these.
+        build=build.options, cache_dir=build.cache_dir)
     return NodeConfig(detector, build, float(p['engine_wait_s']), bool(p['class_id_as_index']),
                       topics,
                       _camera_names(topics, _split(p['camera_names'])), bool(p['compressed']),
@@ -237,7 +240,7 @@ class DetectorNode(Node):
         if unknown:
             log.warn(f"parameters given but not known to the detector: {', '.join(unknown)}")
         opened = self._with_engine(self.config.detector)
-        self.detector = Detector.open(opened)
+        self.detector = Detector.open(opened, log=log.info)
         try:  # `classes` can only be checked against the model's classes now
             self.detector.post = _post_config(self._runtime_values(), self._class_names())
         except ValueError:
@@ -266,7 +269,7 @@ class DetectorNode(Node):
         # detector and says what it really loaded.
         self.engine_pub = self.create_publisher(String, 'engine', LATCHED_QOS)
         self.engine_pub.publish(String(data=json.dumps({
-            'engine_path': str(opened.engine) if info.name == 'tensorrt' else None,
+            'engine_path': info.engine_path,
             'backend': info.name, 'model': str(self.config.detector.model),
             'announced_by': 'detector'})))
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -335,17 +338,12 @@ class DetectorNode(Node):
                 for name in RUNTIME}
 
     def _with_engine(self, config: DetectorConfig) -> DetectorConfig:
-        """Fill in the engine: given, announced on `engine`, or found in the cache."""
-        if config.engine is not None or config.backend == 'onnxruntime':
+        """The engine announced on `engine` by a builder running separately, if asked to
+        wait for one; otherwise Detector.open finds the cached one (or says why not)."""
+        if config.engine is not None or config.backend == 'onnxruntime' or \
+                self.config.engine_wait_s <= 0:
             return config
-        engine = self._wait_for_engine_message() if self.config.engine_wait_s > 0 else None
-        if engine is None:
-            build = self.config.build
-            engine, why = find_cached_engine(config.model, build.options, build.cache_dir)
-            if engine is None:
-                self.get_logger().info(f'no cached engine for {config.model.name} '
-                                       f'({build.options.precision}): {why}')
-        return dataclasses.replace(config, engine=engine)
+        return dataclasses.replace(config, engine=self._wait_for_engine_message())
 
     def _wait_for_engine_message(self) -> Path | None:
         got: list[String] = []
@@ -376,33 +374,47 @@ class DetectorNode(Node):
                                     f'{type(exc).__name__}: {exc} (please report this)')
 
     def _process(self, frames) -> None:
-        good, views, headers = [], [], []
+        parsed = []  # (frame, header, pixels: ImageView, or a payload still encoded)
         for frame in frames:
             try:
-                header, view = raw_frame(frame.payload, self.config.compressed,
-                                         self.config.max_image_pixels)
+                parsed.append((frame, *parse_frame(frame.payload, self.config.compressed,
+                                                   self.config.max_image_pixels)))
             except ImageError as exc:
                 self._bad_input(frame.camera, exc.cause, str(exc))
-                continue
-            good.append(frame)
-            views.append(view)
-            headers.append(header)
-        if not views:
+        if self.config.compressed and parsed:  # one batch: on the GPU where there is one
+            decoded = self.detector.decode_compressed(
+                [(m.data, m.format) for _, _, m in parsed], self.config.max_image_pixels)
+            parsed = [(frame, header, image) for (frame, header, _), image
+                      in zip(parsed, decoded, strict=True)]
+        good = []
+        for frame, header, image in parsed:
+            if isinstance(image, ImageError):
+                self._bad_input(frame.camera, image.cause, str(image))
+            else:
+                good.append((frame, header, image))
+        if not good:
             return
         try:
-            results = self.detector.detect(views)
+            results = self.detector.detect([image for _, _, image in good])
         except YoloTrtError as exc:
-            for frame in good:
+            for frame, _, _ in good:
                 self._bad_input(frame.camera, 'inference', f'inference failed: {exc}')
             return
         label = (lambda c: str(c)) if self.config.class_id_as_index else self.detector.label
-        for frame, view, header, det in zip(good, views, headers, results, strict=True):
+        for (frame, header, image), det in zip(good, results, strict=True):
             camera = self.cameras[frame.camera]
-            camera.detections.publish(detection_array(det, header, label))
+            # Serialized straight to CDR: no Python message built field by field.
+            camera.detections.publish(detection_array_cdr(det, header, label))
             camera.stats.add_latency(time.monotonic() - frame.received)
             if self.config.publish_annotated and camera.annotated.get_subscription_count() > 0:
-                camera.annotated.publish(bgr_image(draw(to_bgr(view), det, self.detector.label),
-                                                   header))
+                self._publish_annotated(camera, frame, header, image, det)
+
+    def _publish_annotated(self, camera: _Camera, frame, header, image, det) -> None:
+        if not isinstance(image, ImageView):  # decoded on the GPU: decode again for drawing
+            payload = parse_compressed(frame.payload)
+            image = decode_compressed(payload.data, payload.format, self.config.max_image_pixels)
+        camera.annotated.publish(bgr_image(draw(to_bgr(image), det, self.detector.label),
+                                           header_message(header)))
 
     def _bad_input(self, camera: int, cause: str, message: str) -> None:
         cam = self.cameras[camera]

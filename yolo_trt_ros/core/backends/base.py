@@ -65,6 +65,7 @@ class BackendInfo:
     reason: str = ''
     metadata: dict[str, str] = field(default_factory=dict)
     output_format: str | None = None  # known layout (an engine's sidecar), else detected
+    engine_path: str | None = None  # the engine file a TensorRT backend loaded
 
 
 class DeviceIO(Protocol):

@@ -154,7 +154,7 @@ class TensorRTBackend:
         reason = '; '.join(r for r in (reason, note) if r)
         self.info = BackendInfo('tensorrt', 'cuda:0', reason,
                                 dict(self._sidecar.get('metadata') or {}),
-                                self._sidecar.get('format'))
+                                self._sidecar.get('format'), str(loaded.path))
 
     def _load(self, loaded: LoadedEngine) -> None:
         trt = self._trt

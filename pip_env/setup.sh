@@ -141,15 +141,16 @@ install_trt_bindings() {
 # cuda-python 12 and NVRTC 12 beside the environment: the test that our CUDA code works
 # with the CUDA 12 bindings (JetPack 6, r535-r570 drivers) imports them from there.
 CU12_REQ=$ROOT/pip_env/requirements-cuda12.txt
-if fresh cuda12_reference "$MODE_FILE" "$CU12_REQ"; then
+if fresh cuda12_reference "$MODE_FILE" "$CU12_REQ" && [[ -d $VENV/opt/cuda12 ]]; then
     say "test reference (cuda-python 12): up to date"
 else
     step "install cuda-python 12 and NVRTC 12 into $VENV/opt/cuda12 (tests)" "read the pip output above" \
-        pip_install --no-deps --upgrade --target "$VENV/opt/cuda12" -r "$CU12_REQ" "cuda-bindings>=12.6,<13" cuda-pathfinder
+        pip_install --no-deps --upgrade --target "$VENV/opt/cuda12" "cuda-python>=12.6,<13" \
+            "cuda-bindings>=12.6,<13" cuda-pathfinder "nvidia-cuda-nvrtc-cu12>=12.6,<13"
     stamp cuda12_reference "$MODE_FILE" "$CU12_REQ"
 fi
 
-if fresh trt_bindings "$MODE_FILE" "$TRT_REQ"; then
+if fresh trt_bindings "$MODE_FILE" "$TRT_REQ" && [[ -d $VENV/opt/tensorrt-bindings ]]; then
     say "test reference (TensorRT bindings): up to date"
 else
     step "install the real TensorRT Python bindings into $VENV/opt/tensorrt-bindings (tests)" \

@@ -51,7 +51,7 @@ def test_without_a_gpu_the_cpu_decoder_is_chosen_with_the_reason(monkeypatch):
 
 def test_without_nvjpeg_the_cpu_decoder_is_chosen_with_the_reason(monkeypatch):
     def version(package):
-        if package == 'nvidia-nvjpeg':
+        if package.startswith('nvidia-nvjpeg'):  # nvImageCodec there, its nvJPEG not
             raise metadata.PackageNotFoundError(package)
         return '1.0'
 
@@ -59,7 +59,9 @@ def test_without_nvjpeg_the_cpu_decoder_is_chosen_with_the_reason(monkeypatch):
     monkeypatch.setattr(metadata, 'version', version)
     decoder, reason = open_gpu_jpeg(MAX_PIXELS)
     assert decoder is None
-    assert 'nvidia-nvjpeg is not installed' in reason and 'yolo_trt_ros[gpu-jpeg]' in reason
+    assert reason.startswith('nvImageCodec is not installed (nvidia-nvimgcodec-cu13 + '
+                             'nvidia-nvjpeg or nvidia-nvimgcodec-cu12 + nvidia-nvjpeg-cu12')
+    assert 'yolo_trt_ros[gpu-jpeg]' in reason
 
 
 @needs_nvimgcodec

@@ -5,9 +5,10 @@ back as a DeviceImage (device pointer, row pitch, size, channels) that the prepr
 kernel reads where it lies: the pixels never cross to the host. On the H200 a 1080p JPEG
 q90 decoded in 1.5 ms here against 13 ms for cv2.imdecode on that host's CPU.
 
-nvImageCodec is an optional extra (`pip install .[gpu-jpeg]`: nvidia-nvimgcodec-cu13 and
-nvidia-nvjpeg); `open_gpu_jpeg` returns None with the reason where it or a GPU is missing,
-and the caller keeps OpenCV on the CPU (images.decode_compressed), saying which it chose.
+nvImageCodec and nvJPEG are installed with the CUDA packages that match the driver
+(pip_env/requirements-cuda13.txt or -cuda12.txt; `pip install .[gpu-jpeg]` elsewhere);
+`open_gpu_jpeg` returns None with the reason where they or a GPU are missing, and the
+caller keeps OpenCV on the CPU (images.decode_compressed), saying which it chose.
 
 Frames are decoded as cv2.imdecode(IMREAD_UNCHANGED) does: EXIF orientation ignored; a
 gray JPEG comes back as RGB with three equal channels, which letterboxes to the same input
@@ -26,7 +27,9 @@ from .errors import ImageError
 from .images import RGB, check_pixels, image_size
 
 EXTRA = 'gpu-jpeg'
-PACKAGES = ('nvidia-nvimgcodec-cu13', 'nvidia-nvjpeg')
+# Per CUDA major version: nvImageCodec and the nvJPEG library its JPEG decoder loads.
+PACKAGES = {13: ('nvidia-nvimgcodec-cu13', 'nvidia-nvjpeg'),
+            12: ('nvidia-nvimgcodec-cu12', 'nvidia-nvjpeg-cu12')}
 
 
 @dataclass(frozen=True)
@@ -144,14 +147,20 @@ def open_gpu_jpeg(max_pixels: int, stream: int = 0) -> tuple[GpuJpegDecoder | No
     gpu = probe_gpu()
     if gpu.count == 0:
         return None, f'no GPU ({gpu.reason})'
-    for package in PACKAGES:
-        try:
-            metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None, (f'{package} is not installed (pip install '
-                          f'"yolo_trt_ros[{EXTRA}]", or {" ".join(PACKAGES)})')
+    installed = next((names for names in PACKAGES.values() if _installed(names)), None)
+    if installed is None:
+        wanted = ' or '.join(' + '.join(names) for names in PACKAGES.values())
+        return None, (f'nvImageCodec is not installed ({wanted}; pip install '
+                      f'"yolo_trt_ros[{EXTRA}]")')
     try:
         decoder = GpuJpegDecoder(max_pixels, stream)
     except (ImportError, RuntimeError) as exc:
         return None, f'nvImageCodec unusable: {exc}'
-    return decoder, f'nvImageCodec {metadata.version(PACKAGES[0])} on {gpu.name}'
+    return decoder, f'nvImageCodec {metadata.version(installed[0])} on {gpu.name}'
+
+
+def _installed(names: tuple[str, ...]) -> bool:
+    try:
+        return all(metadata.version(name) for name in names)
+    except metadata.PackageNotFoundError:
+        return False

@@ -29,7 +29,9 @@ from yolo_trt_ros.launch_args import (
     PARAM_TYPES,
     default_params_file,
     fastdds_profile,
+    node_section,
     validate,
+    worker_plan,
 )
 
 
@@ -57,14 +59,21 @@ def _nodes(context):
         package='yolo_trt_ros', executable='engine_builder', name='engine_builder',
         namespace=namespace, output='screen',
         parameters=[params_file, _overrides(BUILDER_FROM_ARGS)])
-    detector = Node(
-        package='yolo_trt_ros', executable='detector', name='detector',
+    # workers:=N: N detector processes split the cameras (same topics as one would use),
+    # each with its own CUDA context and stream on the one GPU, all on the one engine.
+    plan = worker_plan(LaunchConfiguration('image_topic').perform(context),
+                       LaunchConfiguration('workers').perform(context))
+    own = node_section(params_file) if len(plan) > 1 else {}
+    detectors = [Node(
+        package='yolo_trt_ros', executable='detector', name=worker['name'],
         namespace=namespace, output='screen',
-        parameters=[params_file, _overrides(DETECTOR_FROM_ARGS)])
+        parameters=[params_file, _overrides(DETECTOR_FROM_ARGS), own,
+                    {k: v for k, v in worker.items() if k != 'name'}])
+        for worker in plan]
 
     def after_builder(event, _context):
         if event.returncode == 0:
-            return [detector]
+            return detectors
         return [LogInfo(msg=f'engine_builder failed (exit {event.returncode}); '
                             f'not starting the detector'),
                 _fail(f'engine_builder failed (exit {event.returncode})')]
@@ -78,7 +87,8 @@ def _nodes(context):
 
     return [builder,
             RegisterEventHandler(OnProcessExit(target_action=builder, on_exit=after_builder)),
-            RegisterEventHandler(OnProcessExit(target_action=detector, on_exit=after_detector))]
+            *(RegisterEventHandler(OnProcessExit(target_action=detector, on_exit=after_detector))
+              for detector in detectors)]
 
 
 def generate_launch_description():

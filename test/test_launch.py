@@ -57,6 +57,8 @@ def launch_problems(launch_source: str, yaml_text: str, arguments: dict, builder
         if getattr(call.func, 'id', None) == 'Node':
             exe = [v.value for v in kwargs(call, 'executable') if isinstance(v, ast.Constant)]
             name = [v.value for v in kwargs(call, 'name') if isinstance(v, ast.Constant)]
+            if not name and any(isinstance(v, ast.Subscript) for v in kwargs(call, 'name')):
+                name = ['detector']  # worker['name']: detector or detector_<i> (worker_plan)
             if not exe or not name:
                 problems.append('a Node without a literal executable and name')
                 continue
@@ -238,3 +240,64 @@ def test_yolo_trt_launch_exits_non_zero_when_the_detector_fails(tmp_path):
                       f'cache_dir:={tmp_path}').finish(60)
     assert rc == 2, out
     assert 'is a directory' in out and 'the detector exited with 2' in out
+
+
+# -- issue 12: workers:=N detector processes split the cameras -------------------------------
+
+@pytest.mark.parametrize('topics,workers,cores,expected', [
+    ('image', '1', 8, [{'name': 'detector'}]),
+    ('image', '4', 8, [{'name': 'detector'}]),  # never more workers than cameras
+    ('cam1/image_raw,cam2/image_raw,cam3/image_raw', '2', 8, [
+        {'name': 'detector_0', 'image_topics': 'cam1/image_raw,cam2/image_raw',
+         'camera_names': 'cam1,cam2'},
+        {'name': 'detector_1', 'image_topics': 'cam3/image_raw', 'camera_names': 'cam3'}]),
+    ('a,b,c,d', 'auto', 2, [
+        {'name': 'detector_0', 'image_topics': 'a,b', 'camera_names': 'camera0,camera1'},
+        {'name': 'detector_1', 'image_topics': 'c,d', 'camera_names': 'camera2,camera3'}]),
+])
+def test_worker_plan_keeps_every_camera_on_its_topics(topics, workers, cores, expected):
+    assert launch_args.worker_plan(topics, workers, cores) == expected
+
+
+def test_workers_is_validated_and_worker_parameters_come_from_the_detector_section():
+    values = {name: default for name, (default, _) in launch_args.LAUNCH_ARGUMENTS.items()}
+    for bad in ('0', 'many', '65'):
+        with pytest.raises(ValueError, match=f"launch argument workers: '{bad}' is not auto"):
+            launch_args.validate(dict(values, workers=bad))
+    section = launch_args.node_section(ROOT / 'config' / 'detector.yaml')
+    assert section['max_detections'] == detector_node.PARAMETERS['max_detections'][0]
+    assert 'model' not in section  # /** keys reach every node by themselves
+
+
+def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
+    launch = YoloTrt('launch', 'image_topic:=cam1/image_raw,cam2/image_raw', 'workers:=2',
+                     'backend:=onnxruntime', f'cache_dir:={tmp_path}')
+    try:
+        with ros_context() as context:
+            executor = SingleThreadedExecutor(context=context)
+            node = make_node(context, 'workers_client', executor)
+            got: dict[str, list] = {'cam1': [], 'cam2': []}
+            for cam, sink in got.items():
+                node.create_subscription(Detection2DArray, f'/{cam}/detections', sink.append, 10)
+            spin_until(executor, lambda: all(node.count_subscribers(f'/{c}/image_raw') > 0
+                                             for c in got), timeout=90, what='both workers')
+            spin_until(executor, lambda: {'detector_0', 'detector_1'} <= set(
+                node.get_node_names()), timeout=30, what='nodes detector_0 and detector_1')
+            assert 'detector' not in node.get_node_names()
+            cameras = [NodeProcess('yolo_trt_ros.ros.image_source_node',
+                                   {'path': str(bus_jpg), 'rate': 5.0},
+                                   ros_args=['-r', f'image:={c}/image_raw',
+                                             '-r', f'__node:=camera_{c}'])
+                       for c in got]
+            try:
+                spin_until(executor, lambda: all(got.values()), timeout=60,
+                           what='detections from both cameras')
+            finally:
+                for camera in cameras:
+                    camera.stop()
+            executor.shutdown()
+        launch.proc.send_signal(signal.SIGINT)
+        rc, out = launch.finish(timeout=20)
+        assert rc == 0, out
+    finally:
+        launch.finish(timeout=0)

@@ -5,7 +5,10 @@ test_launch.py checks the launch file, the YAML and the nodes' parameters agains
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import yaml
 
 from .core import defaults
 
@@ -25,7 +28,10 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
                                                   'publisher is), reliable or best_effort'),
     'qos_depth': (str(defaults.QOS_DEPTH), 'input QoS history depth'),
     'params_file': ('', 'parameter YAML; empty: the installed config/detector.yaml'),
+    'workers': ('1', 'detector processes that split the cameras and share the engine and the '
+                     'GPU: a number, or auto (one per camera, at most one per CPU core)'),
 }
+MAX_WORKERS = 64
 
 # node parameter -> launch argument that sets it
 BUILDER_FROM_ARGS = {'model': 'model', 'precision': 'precision', 'backend': 'backend',
@@ -73,6 +79,63 @@ def validate(values: dict[str, str]) -> None:
            f'an integer in 1..{MAX_QOS_DEPTH}')
     _check('image_topic', values['image_topic'], bool(values['image_topic'].strip(' ,')),
            'a topic name (several: comma-separated)')
+    workers = values['workers']
+    _check('workers', workers, workers == 'auto' or
+           (workers.isdigit() and 1 <= int(workers) <= MAX_WORKERS),
+           f'auto or an integer in 1..{MAX_WORKERS}')
+
+
+def split_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c'] (launch arguments and list parameters)."""
+    return [t.strip() for t in str(text).split(',') if t.strip()]
+
+
+def camera_names(topics: tuple[str, ...], names: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The output prefix of each camera: the names given; else none for a single camera
+    (outputs sit in the node's namespace); else the topics' parents (cam1/image_raw ->
+    cam1) where they are distinct; else camera0, camera1, ..."""
+    if names:
+        if len(names) != len(topics):
+            raise ValueError(f'parameter camera_names: {len(names)} names for '
+                             f'{len(topics)} image_topics')
+        return tuple(names)
+    if len(topics) == 1:
+        return ('',)
+    derived = tuple(t.strip('/').rsplit('/', 1)[0] if '/' in t.strip('/') else '' for t in topics)
+    if len(set(derived)) == len(topics) and all(derived):
+        return derived
+    return tuple(f'camera{i}' for i in range(len(topics)))
+
+
+def worker_plan(image_topic: str, workers: str, cores: int | None = None) -> list[dict]:
+    """The detector processes to start: [{'name', 'image_topics', 'camera_names'}]. One
+    worker keeps the plain `detector` node and its parameters as given. Several split the
+    cameras into contiguous groups (sizes differing by one at most), each named
+    detector_<i> and told its cameras' output prefixes explicitly, so every camera keeps
+    the topics it has with one worker."""
+    topics = tuple(split_list(image_topic))
+    wanted = min(len(topics), cores or os.cpu_count() or 1) if workers == 'auto' \
+        else int(workers)
+    count = max(1, min(wanted, len(topics)))
+    if count == 1:
+        return [{'name': 'detector'}]
+    names = camera_names(topics)
+    bounds = [round(i * len(topics) / count) for i in range(count + 1)]
+    return [{'name': f'detector_{i}',
+             'image_topics': ','.join(topics[lo:hi]),
+             'camera_names': ','.join(names[lo:hi])}
+            for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False))]
+
+
+def node_section(params_file: str | Path, node: str = 'detector') -> dict:
+    """The parameters a YAML file sets for `node` by name (sections `node`, `/**/node`,
+    `/ns/node`): what a worker renamed detector_<i> must be given explicitly."""
+    doc = yaml.safe_load(Path(params_file).read_text()) or {}
+    merged: dict = {}
+    for key, section in doc.items():
+        if str(key).rsplit('/', 1)[-1] == node and isinstance(section, dict):
+            merged.update(section.get('ros__parameters') or {})
+    return merged
 
 
 def _config_file(name: str) -> Path:

@@ -18,7 +18,9 @@ from .launch_args import (
     LAUNCH_ARGUMENTS,
     default_params_file,
     fastdds_profile,
+    node_section,
     validate,
+    worker_plan,
 )
 
 STOP_TIMEOUT_S = 5.0
@@ -47,12 +49,17 @@ def param_args(params: dict[str, object]) -> list[str]:
     return out
 
 
-def node_command(module: str, args: dict[str, str], param_to_arg: dict[str, str]) -> list[str]:
+def node_command(module: str, args: dict[str, str], param_to_arg: dict[str, str],
+                 name: str | None = None, extra: dict[str, object] | None = None) -> list[str]:
+    """The node's command line; name renames it (a worker), extra sets more parameters."""
     command = [sys.executable, '-m', module, '--ros-args',
                '--params-file', args['params_file'] or str(default_params_file())]
     if args['namespace']:
         command += ['-r', f"__ns:=/{args['namespace'].strip('/')}"]
-    return command + param_args({p: args[a] for p, a in param_to_arg.items()})
+    if name:
+        command += ['-r', f'__node:={name}']
+    return command + param_args({**{p: args[a] for p, a in param_to_arg.items()},
+                                 **(extra or {})})
 
 
 class Launcher:
@@ -65,13 +72,15 @@ class Launcher:
         self.env = dict(os.environ)
         self.env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(fastdds_profile()))
 
-    def _start(self, module: str, param_to_arg: dict[str, str]) -> subprocess.Popen:
-        proc = subprocess.Popen(node_command(module, self.args, param_to_arg), env=self.env)
+    def _start(self, module: str, param_to_arg: dict[str, str], name: str | None = None,
+               extra: dict[str, object] | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(node_command(module, self.args, param_to_arg, name, extra),
+                                env=self.env)
         self.children.append(proc)
         return proc
 
     def start(self) -> int:
-        """Run the builder to its end, then start the detector. 0 when it is running."""
+        """Run the builder to its end, then start the detector(s). 0 when they run."""
         builder = self._start('yolo_trt_ros.ros.builder_node', BUILDER_FROM_ARGS)
         rc = builder.wait()
         if self.stopping.is_set():
@@ -80,11 +89,25 @@ class Launcher:
             self.log(f'yolo-trt launch: engine_builder failed (exit {rc}); not starting the '
                      f'detector')
             return rc
-        self.detector = self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS)
+        plan = worker_plan(self.args['image_topic'], self.args['workers'])
+        own = node_section(self.args['params_file'] or default_params_file()) \
+            if len(plan) > 1 else {}
+        self.detectors = [
+            self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS,
+                        None if len(plan) == 1 else worker['name'],
+                        {**own, **{k: v for k, v in worker.items() if k != 'name'}})
+            for worker in plan]
         return 0
 
     def wait(self) -> int:
-        return self.detector.wait()
+        """Until a detector exits (the first non-zero status wins); then the rest stop."""
+        while True:
+            for proc in self.detectors:
+                if proc.poll() is not None:
+                    return proc.returncode
+            self.stopping.wait(0.2)
+            if self.stopping.is_set():
+                return max((proc.wait() for proc in self.detectors), key=abs)
 
     def interrupt(self) -> None:
         """SIGINT to every running child. Safe in a signal handler: it never waits (the

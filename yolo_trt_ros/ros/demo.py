@@ -63,7 +63,7 @@ def run_demo(save_dir: Path, backend: str = 'auto', frames: int = 4, rate: float
         node.create_subscription(Image, 'detections_image', on_annotated, 10)
         ready = time.monotonic() + timeout
         while node.count_subscribers('image') == 0 or node.count_publishers('detections') == 0:
-            if time.monotonic() > ready or launcher.detector.poll() is not None:
+            if time.monotonic() > ready or any(p.poll() is not None for p in launcher.detectors):
                 print('yolo-trt demo: the detector did not come up', file=sys.stderr)
                 return 1
             rclpy.spin_once(node, timeout_sec=0.1)

@@ -49,6 +49,7 @@ from ..core.errors import ImageError, YoloTrtError
 from ..core.frames import CameraStats, LatestFrames, LogOncePerCause, Window, health
 from ..core.images import ImageView, decode_compressed, to_bgr
 from ..core.postprocess import PostprocessConfig
+from ..launch_args import camera_names, split_list
 from .build_params import (
     LATCHED_QOS,
     BuildParams,
@@ -113,10 +114,6 @@ class NodeConfig:
     max_image_pixels: int
 
 
-def _split(text: str) -> list[str]:
-    return [t.strip() for t in str(text).split(',') if t.strip()]
-
-
 def _post_config(p: dict, names: list[str] | None) -> PostprocessConfig:
     """The postprocessing settings from the parameters; names (the model's classes, None
     before the model is open) validate `classes` and resolve `classes_by_name`."""
@@ -147,7 +144,7 @@ def _post_config(p: dict, names: list[str] | None) -> PostprocessConfig:
 
 
 def _topics(text: str) -> tuple[str, ...]:
-    topics = tuple(_split(text))
+    topics = tuple(split_list(text))
     if not topics:
         raise ValueError('parameter image_topics: no topic given')
     for topic in topics:
@@ -160,20 +157,6 @@ def _topics(text: str) -> tuple[str, ...]:
     if twice:
         raise ValueError(f'parameter image_topics: {twice} given more than once')
     return topics
-
-
-def _camera_names(topics: tuple[str, ...], names) -> tuple[str, ...]:
-    if len(topics) == 1:
-        return ('',)  # one camera: outputs sit directly in the node's namespace
-    if names:
-        if len(names) != len(topics):
-            raise ValueError(f'parameter camera_names: {len(names)} names for '
-                             f'{len(topics)} image_topics')
-        return tuple(names)
-    derived = tuple(t.strip('/').rsplit('/', 1)[0] if '/' in t.strip('/') else '' for t in topics)
-    if len(set(derived)) == len(topics) and all(derived):
-        return derived  # cam1/image_raw, cam2/image_raw -> cam1, cam2
-    return tuple(f'camera{i}' for i in range(len(topics)))
 
 
 def read_config(node: Node) -> NodeConfig:
@@ -207,9 +190,9 @@ def read_config(node: Node) -> NodeConfig:
         output_format=p['output_format'], post=_post_config(p, None),
         # With no engine_path, the core finds the engine the builder cached for these.
         build=build.options, cache_dir=build.cache_dir)
+    names = camera_names(topics, tuple(split_list(p['camera_names'])))
     return NodeConfig(detector, build, float(p['engine_wait_s']), bool(p['class_id_as_index']),
-                      topics,
-                      _camera_names(topics, _split(p['camera_names'])), bool(p['compressed']),
+                      topics, names, bool(p['compressed']),
                       p['qos_reliability'], p['qos_depth'], bool(p['publish_annotated']),
                       p['max_image_pixels'])
 

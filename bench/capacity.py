@@ -1,15 +1,16 @@
-"""Capacity: can one detector node keep up with N cameras at F fps?
+"""Capacity: can one `detect.launch.py` keep up with N cameras at F fps?
 
     python bench/capacity.py [--cameras 8] [--fps 30] [--size 1920x1080] [--seconds 20]
+                             [--compressed] [--workers N|auto]
 
-Publisher processes send N bgr8 streams (each on its own topic, paced to F fps) to one
-detector node with N input topics, batching the newest frame of every camera into one
-inference call. Inference is taken out: the detector runs the null-inference model
-(bench/common.py: YOLOv8n-640 input and output shapes, a fixed realistic output, run by
-ONNX Runtime; its cost, about a ReduceMean over the batch, is included). Everything else
-is the real node: DDS transport, deserialisation, keep-newest slots, preprocessing (CPU, or
-GPU where the backend is TensorRT, which it is not here), decode, NMS, publishing.
-Counts come from the node's own diagnostics.
+Publisher processes send N streams (bgr8 Images, or JPEG q90 CompressedImages with
+--compressed; each on its own topic, paced to F fps) to the nodes `yolo-trt launch` starts
+(the same as detect.launch.py: engine_builder, then `workers` detector processes that split
+the cameras), each batching the newest frame of its cameras into one inference call.
+Inference is taken out (bench/common.py `inference`): on a GPU the TensorRT backend runs
+the stand-in engine (bench/standin_trt.py), so upload or GPU JPEG decode, the preprocessing
+kernel, GPU output decode, download and publishing all run for real; elsewhere the
+null-inference model on ONNX Runtime. Counts come from the nodes' own diagnostics.
 """
 from __future__ import annotations
 
@@ -23,22 +24,28 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, null_model, start_node, stop, workdir
+from common import camera_jpeg, environment, inference, stop, workdir
 
 
-def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float) -> None:
+def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
+              compressed: bool) -> None:
     import rclpy
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from yolo_trt_ros.ros.image_source_node import to_message
 
     rclpy.init()
     node = Node(f'capacity_pub_{os.getpid()}')
-    pubs = [node.create_publisher(Image, t, qos_profile_sensor_data) for t in topics]
-    msg = to_message(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8),
-                     'bgr8')
+    if compressed:
+        pubs = [node.create_publisher(CompressedImage, f'{t}/compressed',
+                                      qos_profile_sensor_data) for t in topics]
+        msg = CompressedImage(format='jpeg', data=camera_jpeg(h, w))
+    else:
+        pubs = [node.create_publisher(Image, t, qos_profile_sensor_data) for t in topics]
+        msg = to_message(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8),
+                         'bgr8')
     deadline = time.monotonic() + 30
     while any(p.get_subscription_count() == 0 for p in pubs) and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -65,12 +72,14 @@ def main() -> int:
     parser.add_argument('--size', default='1920x1080')
     parser.add_argument('--seconds', type=float, default=20.0)
     parser.add_argument('--publishers', type=int, default=0, help='processes (default: auto)')
+    parser.add_argument('--compressed', action='store_true', help='JPEG CompressedImages')
+    parser.add_argument('--workers', default='1', help='detector processes: N or auto')
     parser.add_argument('--json')
     parser.add_argument('--publish', nargs='*', help=argparse.SUPPRESS)
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split('x'))
     if args.publish is not None:
-        publisher(args.publish, args.fps, h, w, args.seconds)
+        publisher(args.publish, args.fps, h, w, args.seconds, args.compressed)
         return 0
 
     import rclpy
@@ -81,18 +90,31 @@ def main() -> int:
     env = environment(profile=True)
     os.environ.update({k: v for k, v in env.items() if k == 'FASTDDS_DEFAULT_PROFILES_FILE'})
     topics = [f'cam{i}/image' for i in range(args.cameras)]
-    det = start_node('yolo_trt_ros.ros.detector_node',
-                     {'model': str(null_model(tmp, batch='N')), 'backend': 'onnxruntime',
-                      'image_topics': ','.join(topics), 'publish_annotated': False},
-                     env, tmp / 'detector.log')
+    params, extra_env = inference(tmp, max_batch=args.cameras)
+    env.update(extra_env)
+    params_file = tmp / 'params.yaml'
+    params_file.write_text(json.dumps({'/**/detector': {'ros__parameters': {
+        'engine_path': params.get('engine_path', ''), 'publish_annotated': False}}}))
+    det = subprocess.Popen(
+        [sys.executable, '-m', 'yolo_trt_ros.cli', 'launch', f"model:={params['model']}",
+         f"backend:={params['backend']}", f"image_topic:={','.join(topics)}",
+         f'compressed:={str(args.compressed).lower()}', f'workers:={args.workers}',
+         f'params_file:={params_file}', f'cache_dir:={tmp / "cache"}'],
+        env=env, stdout=open(tmp / 'launch.log', 'w'), stderr=subprocess.STDOUT)
     rclpy.init()
     node = Node('capacity_bench')
-    diags: list[DiagnosticArray] = []
-    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    latest: dict[str, object] = {}  # camera -> its newest status (several workers publish)
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            latest[status.name] = status
+
+    node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
     n_pub = args.publishers or max(1, min(args.cameras, (os.cpu_count() or 2) // 2))
     groups = [topics[i::n_pub] for i in range(n_pub)]
+    flags = ['--compressed'] if args.compressed else []
     pubs = [subprocess.Popen([sys.executable, __file__, '--fps', str(args.fps), '--size',
-                              args.size, '--seconds', str(args.seconds), '--publish', *g],
+                              args.size, '--seconds', str(args.seconds), *flags, '--publish', *g],
                              env=env, stdout=subprocess.PIPE, text=True) for g in groups]
     end = time.monotonic() + args.seconds + 40
     while any(p.poll() is None for p in pubs) and time.monotonic() < end:
@@ -104,19 +126,26 @@ def main() -> int:
                     * len(g) for p, g in zip(pubs, groups, strict=True))
     stop(det)
     cams = []
-    for status in diags[-1].status:
+    for name, status in sorted(latest.items()):
         v = {kv.key: kv.value for kv in status.values}
-        cams.append({'camera': status.name, 'frames_in': int(v['frames_in']),
+        cams.append({'camera': name, 'frames_in': int(v['frames_in']),
                      'processed': int(v['processed']), 'dropped': int(v['dropped']),
+                     'lost_in_dds': int(v.get('lost_in_dds', 0)),
                      'latency_p50_ms': float(v.get('latency_ms.p50', 'nan')),
-                     'latency_p99_ms': float(v.get('latency_ms.p99', 'nan'))})
+                     'latency_p99_ms': float(v.get('latency_ms.p99', 'nan')),
+                     'queue_p50_ms': float(v.get('queue_ms.p50', 'nan'))})
     total_in = sum(c['frames_in'] for c in cams)
+    log = (tmp / 'launch.log').read_text()
     result = {'cameras': args.cameras, 'fps': args.fps, 'size': args.size,
-              'seconds': args.seconds, 'publisher_processes': n_pub, 'published': published,
+              'seconds': args.seconds, 'compressed': args.compressed, 'workers': args.workers,
+              'backend': [line.split('backend ', 1)[1][:160] for line in log.splitlines()
+                          if '] backend ' in line][:1],
+              'publisher_processes': n_pub, 'published': published,
               'received': total_in, 'processed': sum(c['processed'] for c in cams),
               'dropped_in_node': sum(c['dropped'] for c in cams),
               'lost_before_node': published - total_in,
               'processed_fps': round(sum(c['processed'] for c in cams) / args.seconds, 1),
+              'latency_p99_ms_worst': max((c['latency_p99_ms'] for c in cams), default=None),
               'per_camera': cams}
     print(json.dumps({k: v for k, v in result.items() if k != 'per_camera'}, indent=1))
     for c in cams:

@@ -22,6 +22,43 @@ def null_model(directory: Path, batch: int | str = 1) -> Path:
                                  yolov8_output(), (640, 640), batch=batch)
 
 
+def inference(directory: Path, max_batch: int = 8) -> tuple[dict, dict]:
+    """(detector parameters, environment additions) that take inference out. On a GPU: the
+    TensorRT backend on the stand-in engine (bench/standin_trt.py), so the whole GPU path
+    runs; elsewhere the null-inference model on ONNX Runtime."""
+    from yolo_trt_ros.core.backends.tensorrt import RUNTIME_MODULE_ENV
+    from yolo_trt_ros.core.cuda import probe_gpu
+
+    if probe_gpu().count == 0:
+        return {'model': str(null_model(directory, batch='N')), 'backend': 'onnxruntime'}, {}
+    import standin_trt
+
+    engine = standin_trt.make_engine(directory / 'standin' / 'standin.engine',
+                                     max_batch=max_batch)
+    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent),
+                                       os.environ.get('PYTHONPATH', '')) if p)
+    return ({'model': str(null_model(directory, batch='N')), 'backend': 'auto',
+             'engine_path': str(engine)},
+            {RUNTIME_MODULE_ENV: 'standin_trt', 'PYTHONPATH': path})
+
+
+def camera_jpeg(h: int, w: int, quality: int = 90) -> bytes:
+    """A camera-like frame (the bus photo resized where it is at hand) as JPEG."""
+    import cv2
+    import numpy as np
+
+    from yolo_trt_ros.core import assets
+
+    path = assets.sample_image_paths()[0]
+    if path.is_file():
+        bgr = cv2.resize(cv2.imread(str(path)), (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        yy, xx = np.mgrid[0:h, 0:w]
+        bgr = np.repeat(((np.sin(xx / 40) + np.cos(yy / 30)) * 60 + 128)[..., None], 3, 2)
+    ok, data = cv2.imencode('.jpg', bgr.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return data.tobytes()
+
+
 def start_node(module: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, '-m', module, '--ros-args', *param_args(params)],
                             env=env, stdout=open(log, 'w'), stderr=subprocess.STDOUT)

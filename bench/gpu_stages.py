@@ -14,12 +14,11 @@ from __future__ import annotations
 import ctypes
 import sys
 
-import cv2
 import numpy as np
+from common import camera_jpeg
 from stage_report import Log, run_stages
 
 from yolo_trt_ros.bench import Report, measure
-from yolo_trt_ros.core import assets
 from yolo_trt_ros.core.cuda import CudaRuntime
 from yolo_trt_ros.core.gpu_decode import GpuDecoder
 from yolo_trt_ros.core.gpu_jpeg import open_gpu_jpeg
@@ -31,17 +30,6 @@ from yolo_trt_ros.core.synthetic import yolov8_output
 
 H, W, INPUT, CAMERAS = 1080, 1920, 640, 8
 SIZE = f'{W}x{H}'
-
-
-def camera_jpeg() -> bytes:
-    """A 1080p JPEG q90 of a real photo (the bus sample, resized), else a synthetic scene."""
-    path = assets.sample_image_paths()[0]
-    if path.is_file():
-        bgr = cv2.resize(cv2.imread(str(path)), (W, H), interpolation=cv2.INTER_LINEAR)
-    else:
-        yy, xx = np.mgrid[0:H, 0:W]
-        bgr = np.repeat(((np.sin(xx / 40) + np.cos(yy / 30)) * 60 + 128)[..., None], 3, 2)
-    return cv2.imencode('.jpg', bgr.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
 def preprocess_stages(report: Report, cuda: CudaRuntime, stream: int, frames: int) -> None:
@@ -100,7 +88,7 @@ def decode_stage(report: Report, cuda: CudaRuntime, stream: int, frames: int, ba
 
 
 def jpeg_stages(report: Report, cuda: CudaRuntime, stream: int, frames: int, log: Log) -> None:
-    data = camera_jpeg()
+    data = camera_jpeg(H, W)
     size = f'{SIZE} q90 {len(data) // 1024} KB'
     cpu = report.add('JPEG decode CPU (cv2.imdecode)', size,
                      measure(lambda: decode_compressed(data, 'jpeg'), frames, 10))

@@ -63,25 +63,31 @@ class LatestFrames(Generic[T]):
 
 @dataclass
 class CameraStats:
-    """Counters and a window of recent latencies (seconds) for one camera."""
+    """Counters and windows of recent latencies (seconds) for one camera: arrival to
+    published, and the part of it spent waiting for the worker (the rest is the pipeline)."""
 
     processed: int = 0
     bad_input: dict[str, int] = field(default_factory=dict)
     latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
+    waits: deque = field(default_factory=lambda: deque(maxlen=1000))
 
-    def add_latency(self, seconds: float) -> None:
+    def add_latency(self, seconds: float, waited: float = 0.0) -> None:
         self.processed += 1
         self.latencies.append(seconds)
+        self.waits.append(waited)
 
     def add_bad(self, cause: str) -> int:
         """Count a bad frame by cause; returns how many of that cause so far."""
         self.bad_input[cause] = self.bad_input.get(cause, 0) + 1
         return self.bad_input[cause]
 
-    def percentiles_ms(self) -> dict[str, float]:
-        if not self.latencies:
+    def percentiles_ms(self, which: str = 'latencies') -> dict[str, float]:
+        """p50/p90/p99 in ms of `latencies` (arrival to published) or `waits` (arrival to
+        the worker taking the frame)."""
+        values = getattr(self, which)
+        if not values:
             return {}
-        p50, p90, p99 = np.percentile(np.fromiter(self.latencies, float), [50, 90, 99]) * 1e3
+        p50, p90, p99 = np.percentile(np.fromiter(values, float), [50, 90, 99]) * 1e3
         return {'p50': float(p50), 'p90': float(p90), 'p99': float(p99)}
 
 

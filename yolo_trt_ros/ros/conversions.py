@@ -96,6 +96,9 @@ def camera_status(name: str, topic: str, totals: Window, stats: CameraStats, bac
               'lost_in_dds': totals.lost, 'bad_input': bad}
     values.update({f'bad_input.{cause}': n for cause, n in sorted(stats.bad_input.items())})
     values.update({f'latency_ms.{k}': round(v, 2) for k, v in stats.percentiles_ms().items()})
+    # Of which waiting for the worker (the rest: parse, decode, detect, publish).
+    values.update({f'queue_ms.{k}': round(v, 2)
+                   for k, v in stats.percentiles_ms('waits').items()})
     level, message = health
     return DiagnosticStatus(level=bytes([level]), name=f'yolo_trt_ros: {name}',
                             hardware_id=name, message=message,

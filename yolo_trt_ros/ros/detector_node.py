@@ -357,6 +357,7 @@ class DetectorNode(Node):
                                     f'{type(exc).__name__}: {exc} (please report this)')
 
     def _process(self, frames) -> None:
+        taken = time.monotonic()
         parsed = []  # (frame, header, pixels: ImageView, or a payload still encoded)
         for frame in frames:
             try:
@@ -388,7 +389,7 @@ class DetectorNode(Node):
             camera = self.cameras[frame.camera]
             # Serialized straight to CDR: no Python message built field by field.
             camera.detections.publish(detection_array_cdr(det, header, label))
-            camera.stats.add_latency(time.monotonic() - frame.received)
+            camera.stats.add_latency(time.monotonic() - frame.received, taken - frame.received)
             if self.config.publish_annotated and camera.annotated.get_subscription_count() > 0:
                 self._publish_annotated(camera, frame, header, image, det)
 

@@ -10,12 +10,12 @@ export PYTHONUNBUFFERED=1
 python3 -m yolo_trt_ros.cli bench --frames 300 --warmup 30 --json "$OUT/stages.json" \
     2>&1 | tee "$OUT/stages.txt"
 python3 bench/ros_roundtrip.py --frames 150 --rate 20 --json "$OUT/roundtrip.json" \
-    2>&1 | tail -12
+    2>&1 | grep -v "^{"
 for mode in raw compressed; do
     flag=$([[ $mode == compressed ]] && echo --compressed)
     for workers in 1 auto; do
         python3 bench/capacity.py --cameras 8 --fps 30 --size 1920x1080 \
             --seconds "$SECONDS_EACH" --workers "$workers" $flag \
-            --json "$OUT/capacity_${mode}_w${workers}.json" 2>&1 | head -16
+            --json "$OUT/capacity_${mode}_w${workers}.json" 2>&1
     done
 done

@@ -284,6 +284,19 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> float
     return _gpu_detector(report, view, data, h, w, size, frames, warmup)
 
 
+def _camera_frame(h: int, w: int) -> np.ndarray:
+    """A natural-looking frame for JPEG rows (noise would make a JPEG of unrealistic size):
+    the bus sample photo resized where it is at hand, else a smooth synthetic scene."""
+    from .core import assets
+
+    path = assets.sample_image_paths()[0]
+    if path.is_file():
+        return cv2.resize(cv2.imread(str(path)), (w, h), interpolation=cv2.INTER_LINEAR)
+    yy, xx = np.mgrid[0:h, 0:w]
+    scene = (np.sin(xx / 40) + np.cos(yy / 30)) * 60 + 128
+    return np.repeat(scene[..., None], 3, 2).astype(np.uint8)
+
+
 def _standin():
     """bench/standin_trt.py (the GPU stand-in for inference) from a source checkout."""
     bench_dir = Path(__file__).resolve().parents[1] / 'bench'
@@ -330,7 +343,7 @@ def _gpu_detector(report, view, data, h, w, size, frames, warmup) -> float | Non
             gpu_all = report.add('GPU path, all but inference: view, upload+kernel, stand-in, '
                                  'GPU decode, NMS, CDR message', size,
                                  measure(everything, frames, warmup), where)
-            jpeg = cv2.imencode('.jpg', np.ascontiguousarray(view.pixels),
+            jpeg = cv2.imencode('.jpg', _camera_frame(h, w),
                                 [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
             def from_jpeg():

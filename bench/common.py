@@ -43,19 +43,12 @@ def inference(directory: Path, max_batch: int = 8) -> tuple[dict, dict]:
 
 
 def camera_jpeg(h: int, w: int, quality: int = 90) -> bytes:
-    """A camera-like frame (the bus photo resized where it is at hand) as JPEG."""
+    """A camera-like frame (yolo_trt_ros.bench.camera_frame) as JPEG."""
     import cv2
-    import numpy as np
 
-    from yolo_trt_ros.core import assets
+    from yolo_trt_ros.bench import camera_frame
 
-    path = assets.sample_image_paths()[0]
-    if path.is_file():
-        bgr = cv2.resize(cv2.imread(str(path)), (w, h), interpolation=cv2.INTER_LINEAR)
-    else:
-        yy, xx = np.mgrid[0:h, 0:w]
-        bgr = np.repeat(((np.sin(xx / 40) + np.cos(yy / 30)) * 60 + 128)[..., None], 3, 2)
-    ok, data = cv2.imencode('.jpg', bgr.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, data = cv2.imencode('.jpg', camera_frame(h, w), [cv2.IMWRITE_JPEG_QUALITY, quality])
     return data.tobytes()
 
 

@@ -284,7 +284,7 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> float
     return _gpu_detector(report, view, data, h, w, size, frames, warmup)
 
 
-def _camera_frame(h: int, w: int) -> np.ndarray:
+def camera_frame(h: int, w: int) -> np.ndarray:
     """A natural-looking frame for JPEG rows (noise would make a JPEG of unrealistic size):
     the bus sample photo resized where it is at hand, else a smooth synthetic scene."""
     from .core import assets
@@ -343,7 +343,7 @@ def _gpu_detector(report, view, data, h, w, size, frames, warmup) -> float | Non
             gpu_all = report.add('GPU path, all but inference: view, upload+kernel, stand-in, '
                                  'GPU decode, NMS, CDR message', size,
                                  measure(everything, frames, warmup), where)
-            jpeg = cv2.imencode('.jpg', _camera_frame(h, w),
+            jpeg = cv2.imencode('.jpg', camera_frame(h, w),
                                 [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
             def from_jpeg():

@@ -138,8 +138,8 @@ def main() -> int:
     log = (tmp / 'launch.log').read_text()
     result = {'cameras': args.cameras, 'fps': args.fps, 'size': args.size,
               'seconds': args.seconds, 'compressed': args.compressed, 'workers': args.workers,
-              'backend': [line.split('backend ', 1)[1][:160] for line in log.splitlines()
-                          if '] backend ' in line][:1],
+              'backend': [line.split(']: backend ', 1)[1][:160] for line in log.splitlines()
+                          if ']: backend ' in line][:1],
               'publisher_processes': n_pub, 'published': published,
               'received': total_in, 'processed': sum(c['processed'] for c in cams),
               'dropped_in_node': sum(c['dropped'] for c in cams),

@@ -184,3 +184,15 @@ def test_successive_batches_of_other_sizes(decoder):
             assert (image.height, image.width) == (h, w)
             assert_within_decoder_tolerance(download(image, decoder.stream), cpu_rgb(data))
 
+
+
+@needs_nvimgcodec
+def test_importing_nvimgcodec_prints_nothing():
+    """Its notices about optional codec libraries (JPEG 2000, TIFF) would otherwise land
+    raw on stdout and stderr, in `yolo-trt detect --json` output too."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, '-c', 'from yolo_trt_ros.core.gpu_jpeg import '
+                          '_nvimgcodec; _nvimgcodec()'], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout == '' and out.stderr == '', out

@@ -215,6 +215,10 @@ def _ultralytics(report, bgr, output, size, frames, warmup) -> Result | None:
         import torch
         from ultralytics.data.augment import LetterBox
         from ultralytics.utils import ops
+        try:  # 8.4 moved it out of ops
+            from ultralytics.utils.nms import non_max_suppression
+        except ImportError:
+            non_max_suppression = ops.non_max_suppression
     except Exception as exc:
         report.add('Ultralytics pre+post', size, [0.0], f'not measured: {exc}'.strip()[:120])
         return None
@@ -231,7 +235,7 @@ def _ultralytics(report, bgr, output, size, frames, warmup) -> Result | None:
     raw = torch.from_numpy(output).to(device)
 
     def post():
-        det = ops.non_max_suppression(raw, 0.25, 0.45, max_det=300)[0]
+        det = non_max_suppression(raw, 0.25, 0.45, max_det=300)[0]
         det[:, :4] = ops.scale_boxes((INPUT, INPUT), det[:, :4], bgr.shape)
         return det.cpu()
 

@@ -90,3 +90,31 @@ def _sort_out(captured: bytes, messages: list[str]) -> None:
             os.write(2, b''.join(others))
         except OSError:
             pass  # stderr closed or gone: nowhere to put them
+
+
+@contextmanager
+def library_output() -> Iterator[list[str]]:
+    """Capture what a native library prints on fd 1 and 2 while the body runs (its import,
+    say); the lines are in the yielded list afterwards, for the caller to log or drop.
+    stdout must stay clean: `yolo-trt detect --json` writes its document there."""
+    lines: list[str] = []
+    with _lock, tempfile.TemporaryFile() as sink:
+        _flush_python_stderr()
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        saved = []
+        for fd in (1, 2):
+            try:
+                saved.append((fd, os.dup(fd)))
+            except OSError:
+                continue  # closed: nothing to restore
+            os.dup2(sink.fileno(), fd)
+        try:
+            yield lines
+        finally:
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            text = sink.read(_MAX_CAPTURED).decode('utf-8', 'replace')
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())

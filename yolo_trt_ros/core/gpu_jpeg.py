@@ -17,16 +17,21 @@ is refused before any pixel buffer is allocated.
 """
 from __future__ import annotations
 
+import logging
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
 
+from .decoder_log import library_output
 from .errors import ImageError
 from .images import RGB, check_pixels, image_size
 
 EXTRA = 'gpu-jpeg'
+CPU_THREADS = 2  # nvImageCodec's executor threads per decoder (default: one per core)
 # Per CUDA major version: nvImageCodec and the nvJPEG library its JPEG decoder loads.
 PACKAGES = {13: ('nvidia-nvimgcodec-cu13', 'nvidia-nvjpeg'),
             12: ('nvidia-nvimgcodec-cu12', 'nvidia-nvjpeg-cu12')}
@@ -46,10 +51,20 @@ class DeviceImage:
     order: str = RGB
 
 
-def _nvimgcodec():
-    from nvidia import nvimgcodec
+# nvImageCodec announces on import, in raw lines, each optional codec extension whose
+# library is missing (JPEG 2000, TIFF): we decode JPEG only, so those are dropped.
+_OPTIONAL_EXTENSION = re.compile(r'nvjpeg2k|nvtiff|nvJPEG2000|nvTIFF', re.IGNORECASE)
+_LOG = logging.getLogger('yolo_trt_ros.gpu_jpeg')
 
-    return nvimgcodec
+
+def _nvimgcodec():
+    if 'nvidia.nvimgcodec' not in sys.modules:
+        with library_output() as lines:
+            from nvidia import nvimgcodec  # noqa: F401
+        for line in lines:
+            if not _OPTIONAL_EXTENSION.search(line):
+                _LOG.warning('nvImageCodec: %s', line)
+    return sys.modules['nvidia.nvimgcodec']
 
 
 def code_stream(data, max_pixels: int):
@@ -94,7 +109,11 @@ class GpuJpegDecoder:
         self.max_pixels, self.stream = max_pixels, stream
         # fancy_upsampling: interpolate the chroma planes as libjpeg (cv2) does, rather than
         # replicating them, so the result stays within a few levels of the CPU decode.
-        self._decoder = nv.Decoder(device_id=device_id, options=':fancy_upsampling=1')
+        # Huffman decoding on the GPU too (threshold 0): several cameras' frames at once, in
+        # several detector processes, must not queue for a few CPU threads each.
+        self._decoder = nv.Decoder(
+            device_id=device_id, max_num_cpu_threads=CPU_THREADS,
+            options=':fancy_upsampling=1 nvjpeg_cuda_decoder:hybrid_huffman_threshold=0')
         self._params = nv.DecodeParams(apply_exif_orientation=False,
                                        color_spec=nv.ColorSpec.SRGB,
                                        sample_format=nv.SampleFormat.I_RGB)

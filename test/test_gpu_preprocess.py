@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from yolo_trt_ros.core import gpu_decode
 from yolo_trt_ros.core.cuda import CudaRuntime
 from yolo_trt_ros.core.gpu_preprocess import GpuPreprocessor, compile_kernel
 from yolo_trt_ros.core.images import ImageView
@@ -15,13 +16,20 @@ from yolo_trt_ros.core.preprocess import Preprocessor
 TARGETS = ['sm_75', 'sm_80', 'sm_86', 'sm_87', 'sm_89', 'sm_90', 'sm_120', 'compute_75']
 
 
+KERNELS = {'preprocess': (compile_kernel, ('letterbox_chw_f32', 'letterbox_chw_f16')),
+           'decode': (gpu_decode.compile_kernel, gpu_decode.KERNEL_NAMES)}
+
+
+@pytest.mark.parametrize('kernel', sorted(KERNELS))
 @pytest.mark.parametrize('arch', TARGETS)
-def test_kernel_compiles_for_every_target(arch):
-    code = compile_kernel(arch)
+def test_every_kernel_compiles_for_every_target(kernel, arch):
+    """Needs no GPU: CI compiles each of the project's kernels for every target."""
+    compile_for, entries = KERNELS[kernel]
+    code = compile_for(arch)
     if arch.startswith('sm_'):
         assert code[:4] == b'\x7fELF'  # a cubin
     else:
-        assert b'.entry letterbox_chw_f32' in code and b'.entry letterbox_chw_f16' in code
+        assert all(f'.entry {name}'.encode() in code for name in entries)
 
 
 NVRTC13 = [75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121]

@@ -36,33 +36,31 @@ def _check_owner_and_mode(path: Path, st: os.stat_result, what: str) -> None:
                             f'{stat.filemode(st.st_mode)}); chmod go-w it, or rebuild')
 
 
-def check_dir(path: Path) -> None:
-    """The directory is ours, not a symlink, and only we may write into it."""
+def _check(path: Path, what: str, is_kind) -> os.stat_result:
+    """lstat path: it exists, is no symlink, is of the kind wanted, ours, not writable by
+    others."""
     try:
         st = os.lstat(path)
     except FileNotFoundError as exc:
-        raise UntrustedFile(f'directory {path} does not exist') from exc
+        raise UntrustedFile(f'{what} {path} does not exist') from exc
     if stat.S_ISLNK(st.st_mode):
-        raise UntrustedFile(f'refusing directory {path}: it is a symlink')
-    if not stat.S_ISDIR(st.st_mode):
-        raise UntrustedFile(f'refusing {path}: not a directory')
-    _check_owner_and_mode(path, st, 'directory')
+        raise UntrustedFile(f'refusing {what} {path}: it is a symlink')
+    if not is_kind(st.st_mode):
+        raise UntrustedFile(f'refusing {path}: not a {what}')
+    _check_owner_and_mode(path, st, what)
+    return st
+
+
+def check_dir(path: Path) -> None:
+    """The directory is ours, not a symlink, and only we may write into it."""
+    _check(path, 'directory', stat.S_ISDIR)
 
 
 def check_file(path: Path) -> os.stat_result:
     """The file is a regular file (no symlink), ours, writable only by us, in a directory
     that passes check_dir. Returns its stat."""
     check_dir(path.parent)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError as exc:
-        raise UntrustedFile(f'{path} does not exist') from exc
-    if stat.S_ISLNK(st.st_mode):
-        raise UntrustedFile(f'refusing {path}: it is a symlink')
-    if not stat.S_ISREG(st.st_mode):
-        raise UntrustedFile(f'refusing {path}: not a regular file')
-    _check_owner_and_mode(path, st, 'file')
-    return st
+    return _check(path, 'regular file', stat.S_ISREG)
 
 
 def read_trusted(path: Path) -> bytes:

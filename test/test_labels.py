@@ -6,7 +6,7 @@ import json
 import pytest
 
 from yolo_trt_ros.core.errors import LabelsError
-from yolo_trt_ros.core.labels import check_class_count, labels_from_metadata, load_labels
+from yolo_trt_ros.core.labels import labels_from_metadata, load_labels
 
 
 @pytest.mark.parametrize('name,text', [
@@ -47,9 +47,3 @@ def test_metadata_json_and_ultralytics_dict():
     assert labels_from_metadata({}) is None
     with pytest.raises(LabelsError, match="model metadata 'names'"):
         labels_from_metadata({'names': '__import__("os").system("true")'})
-
-
-def test_class_count_check():
-    check_class_count(['a', 'b'], 2, 'x')
-    with pytest.raises(LabelsError, match='labels.txt has 2 class names but the model predicts 80'):
-        check_class_count(['a', 'b'], 80, 'labels.txt')

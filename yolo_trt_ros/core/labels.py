@@ -64,9 +64,3 @@ def labels_from_metadata(metadata: dict[str, str]) -> list[str] | None:
         except (ValueError, SyntaxError) as exc:
             raise LabelsError(f"model metadata 'names' is not a list or mapping: {exc}") from exc
     return _normalise(value, "model metadata 'names'")
-
-
-def check_class_count(names: list[str], num_classes: int, source: str) -> None:
-    if len(names) != num_classes:
-        raise LabelsError(f'{source} has {len(names)} class names but the model predicts '
-                          f'{num_classes} classes')

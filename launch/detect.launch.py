@@ -61,13 +61,15 @@ def _nodes(context):
         parameters=[params_file, _overrides(BUILDER_FROM_ARGS)])
     # workers:=N: N detector processes split the cameras (same topics as one would use),
     # each with its own CUDA context and stream on the one GPU, all on the one engine.
+    own = node_section(params_file, namespace.perform(context), skip=DETECTOR_FROM_ARGS)
     plan = worker_plan(LaunchConfiguration('image_topic').perform(context),
-                       LaunchConfiguration('workers').perform(context))
-    own = node_section(params_file) if len(plan) > 1 else {}
+                       LaunchConfiguration('workers').perform(context),
+                       names=str(own.get('camera_names', '')))
     detectors = [Node(
         package='yolo_trt_ros', executable='detector', name=worker['name'],
         namespace=namespace, output='screen',
-        parameters=[params_file, _overrides(DETECTOR_FROM_ARGS), own,
+        parameters=[params_file, *([own] if len(plan) > 1 else []),
+                    _overrides(DETECTOR_FROM_ARGS),
                     {k: v for k, v in worker.items() if k != 'name'}])
         for worker in plan]
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
@@ -390,10 +391,13 @@ def test_lookup_applies_the_write_rules(small_model, tmp_path, damage, why):
 
 
 def test_stale_temporaries_of_killed_builds_are_removed(small_model, tmp_path):
-    stale = tmp_path / '.abc.engine.999999.tmp'  # a PID that does not run
+    stale = tmp_path / '.abc.engine.999999.tmp'  # left by a builder killed long ago
     stale.write_bytes(b'partial')
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fresh = tmp_path / '.def.engine.1.tmp'  # a live writer, maybe in another PID namespace
+    fresh.write_bytes(b'being written')
     build(small_model, tmp_path)
-    assert not stale.exists()
+    assert not stale.exists() and fresh.exists()
 
 
 def test_tensorrt_path_labels_exactly_like_onnxruntime(small_model, tmp_path, bus_jpg):
@@ -462,3 +466,35 @@ def test_cli_detect_finds_the_engine_yolo_trt_build_made(small_model, tmp_path, 
     auto = subprocess.run(base + ['detect', str(bus_jpg)] + where, capture_output=True,
                           text=True, timeout=120)
     assert auto.returncode == 0 and 'onnxruntime' in auto.stderr
+
+
+def test_calibration_errors_are_kept_for_the_build_and_the_buffer_freed(tmp_path):
+    """Review finding: TensorRT calls get_batch from C++ and only prints what it raises, as
+    "no more batches". The calibrator checks its images up front, keeps a later error for
+    the builder to raise, and frees its device buffer on release. TensorRT 10's
+    IInt8EntropyCalibrator2 is not installed here: a plain base class stands in for it (the
+    TensorRT boundary), and the CUDA double for the GPU."""
+    import types
+
+    from gpu_runtime_double import HostMemoryCudaDouble
+
+    from yolo_trt_ros.core.calibrator import make_calibrator, release
+    from yolo_trt_ros.core.trust import TrustedDir
+
+    trt = types.SimpleNamespace(IInt8EntropyCalibrator2=object)
+    tensor = types.SimpleNamespace(shape=(2, 3, 32, 32))
+    images = tmp_path / 'calib'
+    images.mkdir()
+    store = TrustedDir(tmp_path / 'cache')
+    with pytest.raises(EngineError, match='at least 2 images'):
+        make_calibrator(trt, tensor, images, store, 'x.cache', HostMemoryCudaDouble())
+    for i in range(6):
+        cv2.imwrite(str(images / f'{i}.png'), np.full((16, 24, 3), i * 30, np.uint8))
+    cuda = HostMemoryCudaDouble()
+    cuda.streams.add(0)  # the legacy default stream the calibrator uses
+    calibrator = make_calibrator(trt, tensor, images, store, 'x.cache', cuda)
+    assert calibrator.get_batch(['images']) == [calibrator.device]
+    cuda.streams.discard(0)  # a CUDA failure in the middle of calibration
+    assert calibrator.get_batch(['images']) is None and calibrator.error is not None
+    release(calibrator)
+    assert cuda.live == 0

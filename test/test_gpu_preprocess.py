@@ -190,3 +190,43 @@ def test_slots_beyond_the_initial_batch_are_added_once():
     for slot, view in enumerate(frames):
         ref(view, slot)
     assert np.abs(out - ref.buffer).max() <= 1 / 255
+
+
+def test_a_failed_staging_grow_leaves_no_freed_pointer():
+    """Review finding: the slot kept its freed buffers when the larger allocation failed;
+    the next frame uploaded into freed memory and close() freed them twice."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpu_runtime_double import HostMemoryCudaDouble
+
+    from yolo_trt_ros.core.errors import CudaError
+    from yolo_trt_ros.core.gpu_preprocess import _Staging
+
+    cuda = HostMemoryCudaDouble()
+    stream = cuda.stream_create()
+    slot = _Staging()
+    slot.grow(cuda, 300, stream)
+    assert slot.nbytes == 300 and cuda.live == 2
+    cuda.fail_malloc_after = 1  # the device half of the larger pair
+    with pytest.raises(CudaError):
+        slot.grow(cuda, 600, stream)
+    assert (slot.nbytes, slot.host, slot.device) == (0, 0, 0) and cuda.live == 0
+    slot.grow(cuda, 600, stream)  # the next frame allocates afresh
+    slot.release(cuda)
+    slot.release(cuda)  # a second release frees nothing twice
+    assert cuda.live == 0
+
+
+def test_an_unusable_kernel_cache_compiles_without_it(tmp_path, monkeypatch, caplog):
+    """Review finding: a cache directory others may write (or a read-only one) stopped the
+    GPU path instead of running uncached."""
+    from yolo_trt_ros.core import nvrtc
+    from yolo_trt_ros.core.gpu_preprocess import KERNEL_SOURCE
+    shared = tmp_path / 'yolo_trt_ros' / 'kernels'
+    shared.mkdir(parents=True)
+    shared.chmod(0o775)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    code = nvrtc._cached_code(KERNEL_SOURCE, 'sm_90', 'letterbox.cu')
+    assert code[:4] == b'\x7fELF' and not list(shared.iterdir())
+    assert 'kernel cache unusable' in caplog.text

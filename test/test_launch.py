@@ -301,3 +301,44 @@ def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
         assert rc == 0, out
     finally:
         launch.finish(timeout=0)
+
+
+def test_worker_sections_follow_rcl_matching_and_leave_launch_arguments_alone(tmp_path):
+    """Review findings: camera_names from the parameters file, the namespace of a section,
+    and launch arguments winning over the detector section with N workers as with one."""
+    params = tmp_path / 'p.yaml'
+    params.write_text(yaml.safe_dump({
+        '/robot1/detector': {'ros__parameters': {'labels_file': 'r1.txt',
+                                                 'camera_names': 'front,back'}},
+        '/robot2/detector': {'ros__parameters': {'labels_file': 'r2.txt'}},
+        '/**/detector': {'ros__parameters': {'conf_threshold': 0.9, 'max_detections': 7}}}))
+    own = launch_args.node_section(params, 'robot1', skip=launch_args.DETECTOR_FROM_ARGS)
+    assert own == {'labels_file': 'r1.txt', 'camera_names': 'front,back', 'max_detections': 7}
+    plan = launch_args.worker_plan('a/image,b/image', '2', names=own['camera_names'])
+    assert [w['camera_names'] for w in plan] == ['front', 'back']
+
+
+def test_a_hung_detector_cannot_hang_yolo_trt_launch():
+    """Review finding: after a signal, wait() blocked on a child that ignores SIGINT, so the
+    SIGKILL after STOP_TIMEOUT_S never came."""
+    import threading
+
+    from yolo_trt_ros.launcher import STOP_TIMEOUT_S, Launcher, parse_assignments
+    hung = subprocess.Popen([sys.executable, '-c', 'import signal, time; '
+                             'signal.signal(signal.SIGINT, signal.SIG_IGN); '
+                             'print("ready", flush=True); time.sleep(600)'],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert hung.stdout.readline().strip() == 'ready'
+        launcher = Launcher(parse_assignments([]))
+        launcher.children = launcher.detectors = [hung]
+        threading.Timer(0.3, launcher.interrupt).start()
+        start = time.monotonic()
+        assert launcher.wait() == 0
+        launcher.stop()
+        assert hung.poll() is not None
+        assert time.monotonic() - start < STOP_TIMEOUT_S + 5
+    finally:
+        if hung.poll() is None:
+            hung.kill()
+        hung.wait()

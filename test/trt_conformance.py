@@ -63,8 +63,9 @@ def uses_in(path: Path) -> list[Use]:
             for base in node.bases:
                 name, chain = _chain(base)
                 if name == 'trt' and len(chain) == 1:
-                    for item in node.body:
-                        if isinstance(item, ast.FunctionDef) and item.name != '__init__':
+                    for item in node.body:  # _name: a helper of ours, no override
+                        if isinstance(item, ast.FunctionDef) and item.name != '__init__' \
+                                and not item.name.startswith('_'):
                             params = tuple(a.arg for a in item.args.args[1:])
                             found.append(Use(chain[0], item.name, item.lineno, path.name,
                                              params=params))

@@ -6,6 +6,7 @@ test_launch.py checks the launch file, the YAML and the nodes' parameters agains
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -107,19 +108,21 @@ def camera_names(topics: tuple[str, ...], names: tuple[str, ...] = ()) -> tuple[
     return tuple(f'camera{i}' for i in range(len(topics)))
 
 
-def worker_plan(image_topic: str, workers: str, cores: int | None = None) -> list[dict]:
+def worker_plan(image_topic: str, workers: str, cores: int | None = None,
+                names: str = '') -> list[dict]:
     """The detector processes to start: [{'name', 'image_topics', 'camera_names'}]. One
     worker keeps the plain `detector` node and its parameters as given. Several split the
     cameras into contiguous groups (sizes differing by one at most), each named
     detector_<i> and told its cameras' output prefixes explicitly, so every camera keeps
-    the topics it has with one worker."""
+    the topics it has with one worker. names: the detector's camera_names parameter
+    (comma-separated), if the parameters file sets one."""
     topics = tuple(split_list(image_topic))
     wanted = min(len(topics), cores or os.cpu_count() or 1) if workers == 'auto' \
         else int(workers)
     count = max(1, min(wanted, len(topics)))
     if count == 1:
         return [{'name': 'detector'}]
-    names = camera_names(topics)
+    names = camera_names(topics, tuple(split_list(names)))
     bounds = [round(i * len(topics) / count) for i in range(count + 1)]
     return [{'name': f'detector_{i}',
              'image_topics': ','.join(topics[lo:hi]),
@@ -127,15 +130,22 @@ def worker_plan(image_topic: str, workers: str, cores: int | None = None) -> lis
             for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False))]
 
 
-def node_section(params_file: str | Path, node: str = 'detector') -> dict:
-    """The parameters a YAML file sets for `node` by name (sections `node`, `/**/node`,
-    `/ns/node`): what a worker renamed detector_<i> must be given explicitly."""
+def node_section(params_file: str | Path, namespace: str = '', node: str = 'detector',
+                 skip: Iterable[str] = ()) -> dict:
+    """The parameters a YAML file sets for `node` in `namespace` by name (sections `node`,
+    `/**/node`, `/*/node` or `/<namespace>/node`, as rcl matches them): what a worker
+    renamed detector_<i> must be given explicitly. skip: keys a launch argument sets, so
+    that the argument wins with N workers as it does with one."""
+    ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
+    wanted = {node, f'/**/{node}', f'{ns}/{node}' if ns else f'/{node}'}
+    if ns.count('/') == 1:
+        wanted.add(f'/*/{node}')
     doc = yaml.safe_load(Path(params_file).read_text()) or {}
     merged: dict = {}
     for key, section in doc.items():
-        if str(key).rsplit('/', 1)[-1] == node and isinstance(section, dict):
+        if key in wanted and isinstance(section, dict):
             merged.update(section.get('ros__parameters') or {})
-    return merged
+    return {k: v for k, v in merged.items() if k not in set(skip)}
 
 
 def _config_file(name: str) -> Path:

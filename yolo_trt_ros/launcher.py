@@ -89,25 +89,30 @@ class Launcher:
             self.log(f'yolo-trt launch: engine_builder failed (exit {rc}); not starting the '
                      f'detector')
             return rc
-        plan = worker_plan(self.args['image_topic'], self.args['workers'])
-        own = node_section(self.args['params_file'] or default_params_file()) \
-            if len(plan) > 1 else {}
+        # Keys a launch argument sets stay out of `own`: the argument wins, as with one.
+        own = node_section(self.args['params_file'] or default_params_file(),
+                           self.args['namespace'], skip=DETECTOR_FROM_ARGS)
+        plan = worker_plan(self.args['image_topic'], self.args['workers'],
+                           names=str(own.get('camera_names', '')))
         self.detectors = [
             self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS,
                         None if len(plan) == 1 else worker['name'],
-                        {**own, **{k: v for k, v in worker.items() if k != 'name'}})
+                        {**(own if len(plan) > 1 else {}),
+                         **{k: v for k, v in worker.items() if k != 'name'}})
             for worker in plan]
+        if self.stopping.is_set():  # a signal while they were being started
+            self.interrupt()
         return 0
 
     def wait(self) -> int:
-        """Until a detector exits (the first non-zero status wins); then the rest stop."""
-        while True:
+        """Until a detector exits (its status), or a signal asks to stop (0): stop() then
+        ends the rest, escalating to SIGKILL, so a hung child cannot hang the launch."""
+        while not self.stopping.is_set():
             for proc in self.detectors:
                 if proc.poll() is not None:
                     return proc.returncode
             self.stopping.wait(0.2)
-            if self.stopping.is_set():
-                return max((proc.wait() for proc in self.detectors), key=abs)
+        return 0
 
     def interrupt(self) -> None:
         """SIGINT to every running child. Safe in a signal handler: it never waits (the

@@ -37,11 +37,16 @@ def calibration_files(directory: Path) -> list[Path]:
 def calibration_batches(directory: Path, batch: int, height: int,
                         width: int) -> Iterator[np.ndarray]:
     """(batch, 3, H, W) float32 batches of the images in directory (unreadable files are
-    skipped); the last partial batch is dropped, as TensorRT wants full batches."""
+    skipped); the last partial batch is dropped, as TensorRT wants full batches. The
+    directory is checked now, not at the first batch."""
     files = calibration_files(directory)
     if len(files) < batch:
         raise EngineError(f'calibration needs at least {batch} images in {directory}, '
                           f'found {len(files)}')
+    return _batches(files, batch, height, width)
+
+
+def _batches(files: list[Path], batch: int, height: int, width: int) -> Iterator[np.ndarray]:
     pre = Preprocessor(height, width, batch=batch)
     slot = 0
     for path in files:
@@ -56,20 +61,26 @@ def calibration_batches(directory: Path, batch: int, height: int,
 
 
 def make_calibrator(trt: ModuleType, input_tensor, directory: Path, store: TrustedDir,
-                    cache_name: str):
+                    cache_name: str, cuda=None):
     """An IInt8EntropyCalibrator2 over directory. Its table is cached under cache_name
     (keyed by model, images, shape and preprocessing: see builder.calibration_cache_name),
-    read and written under the trust policy."""
+    read and written under the trust policy.
+
+    TensorRT calls get_batch from C++ and only prints what it raises, taking it for "no
+    more batches": a failure would end calibration early and still build. So get_batch
+    keeps the error (`error`) for the builder to raise after the build, and the device
+    buffer is freed by release(), which the builder calls whatever happened."""
     n, _, h, w = (d if d > 0 else 1 for d in input_tensor.shape)
     if h == 1 or w == 1:
         raise EngineError('int8 calibration needs a static image size in the ONNX input')
+    batches = calibration_batches(directory, n, h, w)  # checked here, before the build
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self.cuda = CudaRuntime()
-            self.batches = calibration_batches(directory, n, h, w)
-            self.device = self.cuda.malloc(n * 3 * h * w * 4)
+            self.cuda = cuda or CudaRuntime()
+            self.device = 0
+            self.error: BaseException | None = None
 
         def get_batch_size(self) -> int:
             return n
@@ -78,14 +89,18 @@ def make_calibrator(trt: ModuleType, input_tensor, directory: Path, store: Trust
         # against the real bindings by test_trt_conformance.py).
         def get_batch(self, names):
             try:
-                batch = next(self.batches)
-            except StopIteration:
-                self.cuda.free(self.device)
+                batch = next(batches, None)
+                if batch is None:
+                    return None
+                if not self.device:
+                    self.device = self.cuda.malloc(batch.nbytes)
+                stream = 0  # legacy default stream: calibration is not latency-critical
+                self.cuda.copy_to_device(self.device, batch.ctypes.data, batch.nbytes, stream)
+                self.cuda.stream_synchronize(stream)
+                return [self.device]
+            except Exception as exc:
+                self.error = exc
                 return None
-            stream = 0  # legacy default stream: calibration is not latency-critical
-            self.cuda.copy_to_device(self.device, batch.ctypes.data, batch.nbytes, stream)
-            self.cuda.stream_synchronize(stream)
-            return [self.device]
 
         def read_calibration_cache(self):
             return store.read(cache_name)[0]
@@ -93,4 +108,14 @@ def make_calibrator(trt: ModuleType, input_tensor, directory: Path, store: Trust
         def write_calibration_cache(self, cache) -> None:
             store.write(cache_name, bytes(cache))
 
+        def _release(self) -> None:  # ours, not TensorRT's (see release())
+            if self.device:
+                self.cuda.free(self.device)
+                self.device = 0
+
     return Calibrator()
+
+
+def release(calibrator) -> None:
+    """Free the calibrator's device buffer (after the build, whatever happened)."""
+    calibrator._release()

@@ -2,7 +2,9 @@
 
 An engine is only ever loaded when its sidecar exists, parses, repeats the key exactly,
 carries a hash over its own content (so an edited `names`, `tensors` or `format` is a
-miss) and records the engine's size and SHA-256, and when the engine, the sidecar and the
+miss: a guard against damage and hand edits, not against this same user, who could as well
+rebuild the engine; other users are kept out by the trust policy) and records the engine's
+size and SHA-256, and when the engine, the sidecar and the
 directory pass the trust policy (core/trust.py: ours, no symlink, not writable by others).
 Anything else is a miss (rebuilt), never a load. An engine named explicitly
 (`engine_path`) goes through the same policy in `load_engine`.

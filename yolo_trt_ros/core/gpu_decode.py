@@ -143,6 +143,13 @@ class GpuDecoder:
                                       cc)[f'decode_{fmt}_{suffix}']
         self.cuda, self.stream = cuda or CudaRuntime(), stream
         self._pointers: list[tuple[str, int]] = []  # (kind, pointer) freed by close()
+        try:
+            self._allocate()
+        except BaseException:
+            self.close()  # what was allocated before the failure
+            raise
+
+    def _allocate(self) -> None:
         row_bytes = self.batch * self.capacity * ROW_FIELDS * 4
         self._d_counts = self._alloc('device', self.batch * 4)
         self._d_rows = self._alloc('device', row_bytes)

@@ -111,6 +111,27 @@ class _Staging:
     host: int = 0
     device: int = 0
 
+    def grow(self, cuda: CudaRuntime, nbytes: int, stream: int) -> None:
+        """Replace the buffers by larger ones. The slot never holds a freed pointer: it is
+        emptied before the new allocations, which are made one at a time (a failure frees
+        what was made and leaves the slot empty)."""
+        cuda.stream_synchronize(stream)  # nothing may still read the old buffers
+        self.release(cuda)
+        host = cuda.malloc_host(nbytes)
+        try:
+            device = cuda.malloc(nbytes)
+        except BaseException:
+            cuda.free_host(host)
+            raise
+        self.host, self.device, self.nbytes = host, device, nbytes
+
+    def release(self, cuda: CudaRuntime) -> None:
+        if self.nbytes:
+            host, device = self.host, self.device
+            self.nbytes = self.host = self.device = 0
+            cuda.free_host(host)
+            cuda.free(device)
+
 
 class GpuPreprocessor:
     """Letterbox frames on the GPU into a device buffer (B, 3, H, W) of `dtype`.
@@ -156,12 +177,7 @@ class GpuPreprocessor:
             self._staging.append(_Staging())
         st = self._staging[slot]
         if nbytes > st.nbytes:  # a larger frame than before: grow once
-            if st.nbytes:
-                self.cuda.stream_synchronize(self.stream)
-                self.cuda.free_host(st.host)
-                self.cuda.free(st.device)
-            st.host, st.device, st.nbytes = (self.cuda.malloc_host(nbytes),
-                                             self.cuda.malloc(nbytes), nbytes)
+            st.grow(self.cuda, nbytes, self.stream)
         return st
 
     def __call__(self, image: ImageView, slot: int = 0) -> Letterbox:
@@ -219,10 +235,7 @@ class GpuPreprocessor:
     def close(self) -> None:
         self.cuda.stream_synchronize(self.stream)
         for st in self._staging:
-            if st.nbytes:
-                self.cuda.free_host(st.host)
-                self.cuda.free(st.device)
-                st.nbytes = 0
+            st.release(self.cuda)
         if self._owns_out and self.out_ptr:
             self.cuda.free(self.out_ptr)
             self.out_ptr = 0

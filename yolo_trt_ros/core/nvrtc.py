@@ -10,6 +10,7 @@ needs no GPU, so CI checks every kernel against every target architecture.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .cuda import CudaRuntime, check
-from .errors import CudaError
+from .errors import CudaError, EngineError
+
+_LOG = logging.getLogger('yolo_trt_ros.nvrtc')
 
 
 def _nvrtc():
@@ -107,7 +110,10 @@ def _cached_code(source: str, target: str, filename: str) -> bytes:
     code, _why = cache.read(name)
     if code is None:
         code = compile_source(source, target, filename)
-        cache.write(name, code)
+        try:
+            cache.write(name, code)
+        except (EngineError, OSError) as exc:  # a read-only or untrusted cache: run uncached
+            _LOG.warning('kernel cache unusable (%s): compiling at every start', exc)
     return code
 
 

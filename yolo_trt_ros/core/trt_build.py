@@ -204,7 +204,15 @@ def build_plan(trt: ModuleType, model: onnx.ModelProto, settings: TrtSettings,
     network, _parser = parse(trt, builder, logger, model, strongly_typed)
     with Progress(trt, log) as progress:
         config = configure(trt, builder, network, settings, strongly_typed, cache, progress)
-        plan = builder.build_serialized_network(network, config)
+        calibrator = getattr(config, 'int8_calibrator', None)
+        try:
+            plan = builder.build_serialized_network(network, config)
+        finally:
+            if calibrator is not None:
+                from .calibrator import release
+                release(calibrator)
+    if calibrator is not None and calibrator.error is not None:
+        raise EngineError(f'int8 calibration failed: {calibrator.error}') from calibrator.error
     if plan is None:
         raise EngineError('TensorRT failed to build the engine: ' + ('; '.join(messages[-5:])
                                                                       or 'no message'))

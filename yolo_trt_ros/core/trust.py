@@ -20,7 +20,9 @@ from pathlib import Path
 from .errors import EngineError
 from .files import atomic_write
 
-STALE_TMP_S = 60.0  # a temporary file this old belongs to a build that died
+# A temporary file untouched this long belongs to a writer that died: atomic_write writes
+# and renames in one go, so a live one is seconds old even for a large engine.
+STALE_TMP_S = 15 * 60.0
 
 
 class UntrustedFile(EngineError):
@@ -108,15 +110,19 @@ class TrustedDir:
         return path
 
     def remove_stale_temporaries(self, older_than_s: float = STALE_TMP_S) -> list[Path]:
-        """Delete temporaries of writers that died (atomic_write's `.NAME.PID.tmp`);
-        call under the directory's lock. A live writer's file is younger or its PID runs."""
+        """Delete temporaries of writers that died (atomic_write's `.NAME.PID.tmp`), under
+        the directory's lock. Age decides, not the PID: a live writer in another PID
+        namespace (a container sharing the cache) has a PID we cannot see. A writer may
+        finish (and its temporary vanish) while we look: that is not an error."""
         removed = []
         now = time.time()
         for tmp in self.dir.glob('.*.tmp'):
-            pid = tmp.name.rsplit('.', 2)[-2]
-            if pid.isdigit() and _alive(int(pid)) and now - tmp.stat().st_mtime < older_than_s:
+            try:
+                if now - tmp.lstat().st_mtime < older_than_s:
+                    continue
+                tmp.unlink()
+            except FileNotFoundError:
                 continue
-            tmp.unlink(missing_ok=True)
             removed.append(tmp)
         return removed
 
@@ -131,13 +137,3 @@ class TrustedDir:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

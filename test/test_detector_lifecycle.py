@@ -147,7 +147,10 @@ def test_frames_lost_in_dds_are_counted_warned_once_and_diagnosed():
     assert log.count('frames lost in DDS before reaching the detector') == 1, log
     assert 'qos_reliability:=reliable' in log
     warned = [s for d in diags for s in d.status if 'frames lost in DDS' in s.message]
-    assert warned and all(s.level == DiagnosticStatus.WARN for s in warned)
+    # WARN, or ERROR where the same window also processed nothing (a loaded machine): a
+    # window that lost frames is never OK.
+    assert warned and all(s.level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
+                          for s in warned)
 
 
 def test_auto_qos_still_matches_a_best_effort_camera(bus_jpg):

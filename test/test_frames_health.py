@@ -15,3 +15,10 @@ def test_levels_and_reasons():
     level, why = health(Window(5, 0, 4, 0), 0)
     assert level == ERROR and '5 frames in, none processed' in why
     assert health(Window(5, 5, 0, 0), 2) == (WARN, 'bad input seen')
+
+
+def test_a_stalled_window_that_lost_frames_names_both():
+    # Seen in CI under load: the window that lost frames in DDS also processed none, and
+    # its ERROR message said nothing of the loss.
+    level, why = health(Window(5, 0, 4, 2), 0)
+    assert level == ERROR and why == '5 frames in, none processed; 2 frames lost in DDS'

@@ -122,17 +122,20 @@ OK, WARN, ERROR = 0, 1, 2  # the levels of diagnostic_msgs/DiagnosticStatus
 
 
 def health(window: Window, bad_input: int) -> tuple[int, str]:
-    """(level, reason) for one camera's last window: ERROR when frames came and none was
+    """(level, reasons) for one camera's last window: ERROR when frames came and none was
     processed; WARN when more than half were dropped, any were lost in DDS, or bad input
-    was seen; OK otherwise."""
-    if window.frames_in > 0 and window.processed == 0:
-        return ERROR, f'{window.frames_in} frames in, none processed'
+    was seen; OK otherwise. The message names every reason that applies."""
     problems = []
-    if window.dropped * 2 > window.frames_in > 0:
+    stalled = window.frames_in > 0 and window.processed == 0
+    if stalled:
+        problems.append(f'{window.frames_in} frames in, none processed')
+    elif window.dropped * 2 > window.frames_in > 0:
         problems.append(f'{window.dropped} of {window.frames_in} frames dropped (the model '
                         f'is slower than the camera)')
     if window.lost:
         problems.append(f'{window.lost} frames lost in DDS')
     if bad_input:
         problems.append('bad input seen')
-    return (WARN, '; '.join(problems)) if problems else (OK, 'ok')
+    # Every reason in the message: a stalled window that also lost frames says both.
+    level = ERROR if stalled else WARN if problems else OK
+    return level, '; '.join(problems) or 'ok'

@@ -161,14 +161,15 @@ def _build(trt, data: bytes, onnx_path: Path, onnx_sha256: str, fields: dict, ke
                            options.opt_level, options.calib_dir,
                            calibration_cache_name(fields, static_input))
     plan, tensors = build_plan(trt, model, settings, strongly_typed, cache.store_dir, log)
+    names = _names(meta)
     sidecar = {
         'key': fields,
         'onnx_path': str(onnx_path.resolve()),
         'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
         'build_seconds': round(time.monotonic() - t0, 3),
         'tensors': tensors,
-        'names': _names(meta),
-        'format': _output_format(tensors, meta),
+        'names': names,
+        'format': _output_format(tensors, names),
         'metadata': meta,
     }
     path = cache.store(key, plan, sidecar)
@@ -186,12 +187,11 @@ def _names(meta: dict[str, str]) -> list[str] | None:
         return None
 
 
-def _output_format(tensors: dict, meta: dict[str, str]) -> str | None:
+def _output_format(tensors: dict, names: list[str] | None) -> str | None:
     """The output layout, decided once at build time from the ONNX (the detector reads it
     from the sidecar instead of guessing from the engine)."""
     from .postprocess import detect_format
 
-    names = _names(meta)
     try:
         return detect_format(tuple(tensors['outputs'][0]['shape']),
                              len(names) if names else None)

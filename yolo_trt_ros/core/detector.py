@@ -164,13 +164,11 @@ class Detector:
                     *self.input_size, batch=len(images), dtype=self.backend.input.dtype)
             self._pre = pre
         shape = self._pre.buffer.shape
+        decoder = None
         if self._gpu_pre is None:
             boxes = [self._pre(image, slot) for slot, image in enumerate(images)]
             t1 = time.perf_counter()
             output = self.backend.infer(self._pre.buffer)[0]
-            t2 = time.perf_counter()
-            results = [postprocess(output[i], self.output_format, box, self.post)
-                       for i, box in enumerate(boxes)]
         else:  # letterbox on the GPU, straight into the engine input; decode there too
             io = self.backend.device_io()
             self._gpu_pre.out_ptr = io.input_ptr(shape)
@@ -178,15 +176,15 @@ class Detector:
                      else self._gpu_pre(image, slot) for slot, image in enumerate(images)]
             t1 = time.perf_counter()
             decoder = self._gpu_decoder(shape)
-            if decoder is None:
-                output = io.run(shape)[0]
-                t2 = time.perf_counter()
-                results = [postprocess(output[i], self.output_format, box, self.post)
-                           for i, box in enumerate(boxes)]
-            else:  # the outputs stay on the GPU; only the candidates come back
-                io.run(shape, download=False)
-                t2 = time.perf_counter()
-                results = decoder(io.output_buffer(shape)[0], boxes, self.post)
+            # With a GPU decoder the outputs stay on the GPU; only the candidates come back.
+            outputs = io.run(shape, download=decoder is None)
+            output = outputs[0] if decoder is None else None
+        t2 = time.perf_counter()
+        if decoder is not None:
+            results = decoder(io.output_buffer(shape)[0], boxes, self.post)
+        else:
+            results = [postprocess(output[i], self.output_format, box, self.post)
+                       for i, box in enumerate(boxes)]
         t3 = time.perf_counter()
         self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
         return results

@@ -89,9 +89,6 @@ class TrustedDir:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         check_dir(self.dir)
 
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
     def read(self, name: str) -> tuple[bytes | None, str]:
         """(contents, 'hit') or (None, why not): a missing or untrusted entry is a miss."""
         path = self.dir / name

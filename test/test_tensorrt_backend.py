@@ -358,3 +358,25 @@ def test_compressed_frames_decode_on_the_gpu_and_detect_like_the_cpu(tmp_path, d
         assert det.class_ids.tolist() == reference.class_ids.tolist()
         np.testing.assert_allclose(det.boxes, reference.boxes, atol=4.0)
         np.testing.assert_allclose(det.scores, reference.scores, atol=0.03)
+
+
+@pytest.mark.gpu
+def test_gpu_path_without_a_gpu_decoder_downloads_and_decodes_on_the_host(tmp_path, bus_jpg):
+    """End-to-end layouts need no GPU decode: the GPU path preprocesses on the GPU and
+    decodes the downloaded output on the host, with the CPU path's detections."""
+    out = np.zeros((5, 6), np.float32)
+    out[0] = [10, 20, 30, 40, 0.9, 2]
+    out[1] = [5, 5, 25, 25, 0.6, 0]
+    model = make_constant_model(tmp_path / 'e2e.onnx', out, input_hw=(64, 64))
+    backend = TensorRTBackend(engine_file(tmp_path, model, profile=None),
+                              trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()),
+                              cuda=CudaRuntime())
+    image = read_image(str(bus_jpg))
+    with Detector(backend, None, 'end2end') as gpu, \
+            Detector.open(DetectorConfig(model, backend='onnxruntime',
+                                         output_format='end2end')) as cpu:
+        a = gpu.detect([image])[0]
+        assert gpu.preprocess_device == 'gpu' and gpu.decode_device == 'cpu'
+        b = cpu.detect([image])[0]
+    assert len(a) == 2 and a.class_ids.tolist() == b.class_ids.tolist()
+    np.testing.assert_allclose(a.boxes, b.boxes)

@@ -8,8 +8,8 @@ Publisher processes send N streams (bgr8 Images, or JPEG q90 CompressedImages wi
 (the same as detect.launch.py: engine_builder, then `workers` detector processes that split
 the cameras), each batching the newest frame of its cameras into one inference call.
 Inference is taken out (bench/common.py `inference`): on a GPU the TensorRT backend runs
-the stand-in engine (bench/standin_trt.py), so upload or GPU JPEG decode, the preprocessing
-kernel, GPU output decode, download and publishing all run for real; elsewhere the
+the stand-in engine (yolo_trt_ros/testing/gpu_standin.py), so upload or GPU JPEG decode,
+the preprocessing kernel, GPU output decode, download and publishing all run for real; elsewhere the
 null-inference model on ONNX Runtime. Counts come from the nodes' own diagnostics.
 """
 from __future__ import annotations
@@ -151,7 +151,7 @@ def main() -> int:
     for c in cams:
         print(c)
     if args.json:
-        from yolo_trt_ros.bench import machine_info
+        from yolo_trt_ros.benchmarks.stages import machine_info
         Path(args.json).write_text(json.dumps({'machine': machine_info(), 'result': result},
                                               indent=2))
     rclpy.shutdown()

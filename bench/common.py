@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from yolo_trt_ros.core.synthetic import constant_output_model, yolov8_output
+from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
 from yolo_trt_ros.launcher import param_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,29 +24,27 @@ def null_model(directory: Path, batch: int | str = 1) -> Path:
 
 def inference(directory: Path, max_batch: int = 8) -> tuple[dict, dict]:
     """(detector parameters, environment additions) that take inference out. On a GPU: the
-    TensorRT backend on the stand-in engine (bench/standin_trt.py), so the whole GPU path
-    runs; elsewhere the null-inference model on ONNX Runtime."""
-    from yolo_trt_ros.core.backends.tensorrt import RUNTIME_MODULE_ENV
-    from yolo_trt_ros.core.cuda import probe_gpu
+    TensorRT backend on the stand-in engine (yolo_trt_ros/testing/gpu_standin.py), so the
+    whole GPU path runs; elsewhere the null-inference model on ONNX Runtime."""
+    from yolo_trt_ros.core.backends.trt_module import RUNTIME_MODULE_ENV
+    from yolo_trt_ros.core.gpu.cuda import probe_gpu
 
     if probe_gpu().count == 0:
         return {'model': str(null_model(directory, batch='N')), 'backend': 'onnxruntime'}, {}
-    import standin_trt
+    from yolo_trt_ros.testing import gpu_standin
 
-    engine = standin_trt.make_engine(directory / 'standin' / 'standin.engine',
+    engine = gpu_standin.make_engine(directory / 'standin' / 'standin.engine',
                                      max_batch=max_batch)
-    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent),
-                                       os.environ.get('PYTHONPATH', '')) if p)
     return ({'model': str(null_model(directory, batch='N')), 'backend': 'auto',
              'engine_path': str(engine)},
-            {RUNTIME_MODULE_ENV: 'standin_trt', 'PYTHONPATH': path})
+            {RUNTIME_MODULE_ENV: gpu_standin.__name__})
 
 
 def camera_jpeg(h: int, w: int, quality: int = 90) -> bytes:
     """A camera-like frame (yolo_trt_ros.bench.camera_frame) as JPEG."""
     import cv2
 
-    from yolo_trt_ros.bench import camera_frame
+    from yolo_trt_ros.benchmarks.stages import camera_frame
 
     ok, data = cv2.imencode('.jpg', camera_frame(h, w), [cv2.IMWRITE_JPEG_QUALITY, quality])
     return data.tobytes()

@@ -18,15 +18,17 @@ import numpy as np
 from common import camera_jpeg
 from stage_report import Log, run_stages
 
-from yolo_trt_ros.bench import Report, measure
-from yolo_trt_ros.core.cuda import CudaRuntime
-from yolo_trt_ros.core.gpu_decode import GpuDecoder
-from yolo_trt_ros.core.gpu_jpeg import open_gpu_jpeg
-from yolo_trt_ros.core.gpu_preprocess import GpuPreprocessor
-from yolo_trt_ros.core.images import ImageView, decode_compressed
-from yolo_trt_ros.core.postprocess import PostprocessConfig, postprocess
-from yolo_trt_ros.core.preprocess import Letterbox, Preprocessor
-from yolo_trt_ros.core.synthetic import yolov8_output
+from yolo_trt_ros.benchmarks.stages import Report, measure
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+from yolo_trt_ros.core.gpu.decode import GpuDecoder
+from yolo_trt_ros.core.gpu.jpeg import open_gpu_jpeg
+from yolo_trt_ros.core.gpu.preprocess import GpuPreprocessor
+from yolo_trt_ros.core.image.buffers import ImageView
+from yolo_trt_ros.core.image.decode import decode_compressed
+from yolo_trt_ros.core.models.synthetic import yolov8_output
+from yolo_trt_ros.core.pipeline.decode import postprocess
+from yolo_trt_ros.core.pipeline.preprocess import Letterbox, Preprocessor
+from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 
 H, W, INPUT, CAMERAS = 1080, 1920, 640, 8
 SIZE = f'{W}x{H}'

@@ -13,10 +13,10 @@ from rclpy.serialization import serialize_message
 from stage_report import Log, run_stages
 from std_msgs.msg import Header
 
-from yolo_trt_ros.bench import Report, measure
-from yolo_trt_ros.core.cdr import Stamped
-from yolo_trt_ros.core.cdr_writer import detection_array_cdr
-from yolo_trt_ros.core.postprocess import Detections
+from yolo_trt_ros.benchmarks.stages import Report, measure
+from yolo_trt_ros.core.pipeline.results import Detections
+from yolo_trt_ros.core.serving.cdr import Stamped
+from yolo_trt_ros.core.serving.cdr_writer import detection_array_cdr
 from yolo_trt_ros.ros.conversions import detection_array
 
 COUNTS = (0, 5, 20, 100, 300)

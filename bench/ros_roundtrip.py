@@ -36,10 +36,10 @@ def in_process_ms(params: dict, env: dict, h: int, w: int, jpeg: bytes | None,
     detect, message as CDR bytes."""
     import os
 
-    from yolo_trt_ros.core.cdr import Stamped
-    from yolo_trt_ros.core.cdr_writer import detection_array_cdr
-    from yolo_trt_ros.core.detector import Detector, DetectorConfig
-    from yolo_trt_ros.core.images import view_image
+    from yolo_trt_ros.core.image.buffers import view_image
+    from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
+    from yolo_trt_ros.core.serving.cdr import Stamped
+    from yolo_trt_ros.core.serving.cdr_writer import detection_array_cdr
 
     os.environ.update(env)
     engine = Path(params['engine_path']) if params.get('engine_path') else None
@@ -180,7 +180,7 @@ def main() -> int:
               f"{r['in_process_ms']:>8} {r.get('ros_adds_ms', '-'):>9}  "
               f"{r['breakdown_p50_ms']}")
     if args.json:
-        from yolo_trt_ros.bench import machine_info
+        from yolo_trt_ros.benchmarks.stages import machine_info
         Path(args.json).write_text(json.dumps({'machine': machine_info(), 'results': rows},
                                               indent=2))
     return 0

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from yolo_trt_ros.bench import Report, format_table, machine_info
+from yolo_trt_ros.benchmarks.stages import Report, format_table, machine_info
 
 Log = Callable[[str], None]
 

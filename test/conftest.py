@@ -15,20 +15,19 @@ os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(
     Path(__file__).resolve().parents[1] / 'config' / 'fastdds_large_frames.xml'))
 
-from yolo_trt_ros.core import assets
-from yolo_trt_ros.core.synthetic import constant_output_model as make_constant_model  # noqa: F401
+from yolo_trt_ros.core.models import paths
 
 
 @pytest.fixture(scope='session')
 def default_model() -> Path:
-    path = assets.default_model_path()
+    path = paths.default_model_path()
     if not path.is_file():
         pytest.fail(f'default model {path} missing: run `bash pip_env/setup.sh` first')
     return path
 
 
 def _sample(index: int) -> Path:
-    path = assets.sample_image_paths()[index]
+    path = paths.sample_image_paths()[index]
     if not path.is_file():
         pytest.fail(f'sample image {path} missing: run `bash pip_env/setup.sh` first')
     return path
@@ -48,7 +47,7 @@ def pytest_runtest_setup(item):
     """Tests marked gpu run where a CUDA device answers, and are skipped (with the reason)
     elsewhere: CI has no GPU, the lent H100 has."""
     if item.get_closest_marker('gpu'):
-        from yolo_trt_ros.core.cuda import probe_gpu
+        from yolo_trt_ros.core.gpu.cuda import probe_gpu
         gpu = probe_gpu()
         if gpu.count == 0:
             pytest.skip(f'needs a GPU: {gpu.reason}')

@@ -14,13 +14,15 @@ import numpy as np
 import onnx
 import pytest
 import tensorrt_rtx
-from conftest import make_constant_model
 from onnx import TensorProto, helper
+from support.logs import core_log
 
-from yolo_trt_ros.core.builder import BuildOptions, ShapeProfile, build_engine, engine_for_backend
-from yolo_trt_ros.core.calibrator import calibration_batches
-from yolo_trt_ros.core.engine_cache import EngineCache
+from yolo_trt_ros.core.build.builder import build_engine, engine_for_backend
+from yolo_trt_ros.core.build.calibrator import calibration_batches
+from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
 from yolo_trt_ros.core.errors import EngineError
+from yolo_trt_ros.core.models.synthetic import constant_output_model as make_constant_model
+from yolo_trt_ros.core.store.cache import EngineCache
 
 RTX = BuildOptions(flavour='tensorrt_rtx')
 
@@ -33,9 +35,8 @@ def small_model(tmp_path) -> Path:
 
 
 def build(model, cache, log=None, **options):
-    lines = [] if log is None else log
-    result = build_engine(model, BuildOptions(flavour='tensorrt_rtx', **options), cache,
-                          log=lines.append)
+    with core_log(log) as lines:
+        result = build_engine(model, BuildOptions(flavour='tensorrt_rtx', **options), cache)
     return result, lines
 
 
@@ -74,7 +75,7 @@ def test_second_build_is_a_cache_hit_and_builds_nothing(small_model, tmp_path):
     assert second.cache_hit and second.engine_path == first.engine_path
     assert first.engine_path.stat().st_mtime_ns == mtime
     assert log == [f'using cached engine {first.engine_path}']
-    forced = build_engine(small_model, RTX, tmp_path, force=True, log=lambda m: None)
+    forced = build_engine(small_model, RTX, tmp_path, force=True)
     assert not forced.cache_hit
 
 
@@ -147,14 +148,15 @@ def test_two_builders_at_once_build_once(small_model, tmp_path):
 def test_crash_between_engine_and_sidecar_leaves_nothing_loadable(small_model, tmp_path):
     script = textwrap.dedent(f'''
         import os
-        from yolo_trt_ros.core import engine_cache
+        from yolo_trt_ros.core.store import cache as engine_cache
         real = engine_cache.atomic_write
         def crash_on_sidecar(path, data, mode=0o644):
             if path.suffix == '.json':
                 os._exit(9)  # the process dies after the engine landed
             real(path, data, mode)
         engine_cache.atomic_write = crash_on_sidecar
-        from yolo_trt_ros.core.builder import BuildOptions, build_engine
+        from yolo_trt_ros.core.build.builder import build_engine
+        from yolo_trt_ros.core.build.options import BuildOptions
         build_engine({str(small_model)!r}, BuildOptions(flavour='tensorrt_rtx'), {str(tmp_path)!r})
     ''')
     proc = subprocess.run([sys.executable, '-c', script], capture_output=True, timeout=240)
@@ -194,7 +196,7 @@ def test_int8_on_a_strongly_typed_builder_says_what_to_install(small_model, tmp_
 
 
 @pytest.mark.parametrize('kwargs,message', [
-    (dict(precision='int4'), "precision 'int4'"),
+    (dict(precision='int4'), "precision: 'int4' is not fp32, fp16 or int8"),
     (dict(precision='int8'), 'int8 needs --calib-dir'),
     (dict(opt_level=9), 'optimisation level 9'),
     (dict(workspace_mb=0), 'workspace 0 MB'),
@@ -211,16 +213,18 @@ def test_bad_profiles(text):
 
 
 def test_engine_for_backend(small_model, tmp_path):
-    lines = []
-    assert engine_for_backend(small_model, RTX, 'onnxruntime', tmp_path, log=lines.append) is None
+    with core_log() as lines:
+        assert engine_for_backend(small_model, RTX, 'onnxruntime', tmp_path) is None
     assert lines == ['backend onnxruntime: no engine needed']
-    result = engine_for_backend(small_model, RTX, 'auto', tmp_path, log=lines.append)
+    with core_log(lines):
+        result = engine_for_backend(small_model, RTX, 'auto', tmp_path)
     assert result is not None and result.engine_path.is_file()
     with pytest.raises(EngineError, match='TensorRT is not installed'):
         engine_for_backend(small_model, BuildOptions(flavour='tensorrt'), 'tensorrt', tmp_path)
     lines.clear()
-    assert engine_for_backend(small_model, BuildOptions(flavour='tensorrt'), 'auto', tmp_path,
-                              log=lines.append) is None
+    with core_log(lines):
+        assert engine_for_backend(small_model, BuildOptions(flavour='tensorrt'), 'auto',
+                                  tmp_path) is None
     assert lines[0].startswith('no TensorRT builder (TensorRT is not installed')
 
 
@@ -315,7 +319,7 @@ def test_fp16_then_dynamic_stays_dynamic(small_model, tmp_path):
 def test_fp16_cache_is_keyed_by_simplification_and_converter(small_model, tmp_path, monkeypatch):
     build(small_model, tmp_path, precision='fp16')
     build(small_model, tmp_path, precision='fp16', simplify=False)
-    from yolo_trt_ros.core import fp16
+    from yolo_trt_ros.core.build import fp16
     monkeypatch.setattr(fp16, 'CONVERTER_VERSION', fp16.CONVERTER_VERSION + 1)
     _, log = build(small_model, tmp_path, precision='fp16', opt_level=2)
     assert len(list(tmp_path.glob('fp16-*.onnx'))) == 3
@@ -334,7 +338,8 @@ def test_an_untrusted_fp16_onnx_is_never_used(small_model, tmp_path):
 
 def test_calibration_key_follows_image_contents_model_and_shape(small_model, tmp_path):
     """Defect 5: one calibration.cache served every model and image set."""
-    from yolo_trt_ros.core.builder import calibration_cache_name, calibration_set_hash
+    from yolo_trt_ros.core.build.builder import calibration_cache_name
+    from yolo_trt_ros.core.build.lookup import calibration_set_hash
     images = tmp_path / 'calib'
     images.mkdir()
     for i in range(3):
@@ -354,7 +359,7 @@ def test_timing_cache_is_keyed_by_gpu_and_version():
     """Defect 9: tactic timings were shared across GPUs (loaded with ignore_mismatch)."""
     import types
 
-    from yolo_trt_ros.core.trt_build import timing_cache_name
+    from yolo_trt_ros.core.build.trt_build import timing_cache_name
     a = timing_cache_name(types.SimpleNamespace(__name__='tensorrt', __version__='10.13.3.9'))
     b = timing_cache_name(types.SimpleNamespace(__name__='tensorrt', __version__='10.3.0'))
     assert a != b and '10.13.3.9' in a
@@ -403,12 +408,12 @@ def test_stale_temporaries_of_killed_builds_are_removed(small_model, tmp_path):
 def test_tensorrt_path_labels_exactly_like_onnxruntime(small_model, tmp_path, bus_jpg):
     """Defect 1: class names reach the TensorRT backend from the engine's sidecar; the
     engine is a real tensorrt_rtx build, run by the named runtime double."""
-    from gpu_runtime_double import HostMemoryCudaDouble, TensorRTRuntimeDouble
+    from support.trt_double import HostMemoryCudaDouble, TensorRTRuntimeDouble
 
     from yolo_trt_ros.core.backends.select import RuntimeParts
-    from yolo_trt_ros.core.detector import Detector, DetectorConfig
-    from yolo_trt_ros.core.images import read_image
-    from yolo_trt_ros.core.postprocess import PostprocessConfig
+    from yolo_trt_ros.core.image.decode import read_image
+    from yolo_trt_ros.core.pipeline.results import PostprocessConfig
+    from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 
     result, _ = build(small_model, tmp_path)
     cuda = HostMemoryCudaDouble()
@@ -435,8 +440,9 @@ def test_the_engine_loads_with_the_tensorrt_that_built_it(small_model, tmp_path,
     with tensorrt_rtx (its sidecar says so), and a version mismatch is named."""
     import types
 
-    from yolo_trt_ros.core.backends.tensorrt import check_built_by, runtime_module
-    from yolo_trt_ros.core.engine_cache import load_engine
+    from yolo_trt_ros.core.backends.tensorrt import runtime_module
+    from yolo_trt_ros.core.backends.trt_module import check_built_by
+    from yolo_trt_ros.core.store.cache import load_engine
     result, _ = build(small_model, tmp_path)
     # A stand-in `tensorrt` module, importable first (only its name matters here).
     monkeypatch.setitem(sys.modules, 'tensorrt', types.SimpleNamespace(
@@ -476,10 +482,10 @@ def test_calibration_errors_are_kept_for_the_build_and_the_buffer_freed(tmp_path
     TensorRT boundary), and the CUDA double for the GPU."""
     import types
 
-    from gpu_runtime_double import HostMemoryCudaDouble
+    from support.trt_double import HostMemoryCudaDouble
 
-    from yolo_trt_ros.core.calibrator import make_calibrator, release
-    from yolo_trt_ros.core.trust import TrustedDir
+    from yolo_trt_ros.core.build.calibrator import make_calibrator, release
+    from yolo_trt_ros.core.store.trust import TrustedDir
 
     trt = types.SimpleNamespace(IInt8EntropyCalibrator2=object)
     tensor = types.SimpleNamespace(shape=(2, 3, 32, 32))

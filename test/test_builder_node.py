@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_constant_model
 from rclpy.executors import SingleThreadedExecutor
-from ros_helpers import make_node, ros_context, spin_until
 from std_msgs.msg import String
+from support.ros import make_node, ros_context, spin_until
 
-from yolo_trt_ros.ros.build_params import LATCHED_QOS
+from yolo_trt_ros.core.models.synthetic import constant_output_model as make_constant_model
+from yolo_trt_ros.ros.parameters import LATCHED_QOS
 
 pytestmark = pytest.mark.ros
 
@@ -82,7 +82,7 @@ def test_late_subscriber_receives_the_engine_and_builder_exits_0(model, tmp_path
 @pytest.mark.parametrize('params,rc,text', [
     (['model:=/nonexistent/model.onnx'], 1, 'engine build failed: cannot read ONNX model'),
     (['backend:=tensorrt', 'flavour:=tensorrt'], 1, 'engine build failed: TensorRT is not installed'),
-    (['precision:=fp64'], 2, "bad parameter: precision 'fp64'"),
+    (['precision:=fp64'], 2, "bad parameter: parameter precision: 'fp64' is not fp32, fp16 or int8"),
     (['backend:=gpu'], 2, "bad parameter: parameter backend: 'gpu' is not auto"),
     (['backend:=auto', 'flavour:=tensorrt', 'linger_s:=0.0'], 0, 'the detector will use ONNX Runtime'),
     (['backend:=onnxruntime', 'linger_s:=0.0'], 0, 'backend onnxruntime: no engine needed'),

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from yolo_trt_ros.core.cdr import parse_compressed, parse_image
 from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.serving.cdr import parse_compressed, parse_image
 
 
 def image(frame_id: str, encoding: str, h: int, w: int, channels: int, pad: int, sec: int,

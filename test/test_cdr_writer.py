@@ -10,9 +10,9 @@ from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
-from yolo_trt_ros.core.cdr import Stamped
-from yolo_trt_ros.core.cdr_writer import detection_array_cdr
-from yolo_trt_ros.core.postprocess import Detections
+from yolo_trt_ros.core.pipeline.results import Detections
+from yolo_trt_ros.core.serving.cdr import Stamped
+from yolo_trt_ros.core.serving.cdr_writer import detection_array_cdr
 from yolo_trt_ros.ros.conversions import detection_array
 
 

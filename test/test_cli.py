@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import cv2
-from hostile_images import corrupt_jpegs, png_with_size
+from support.images import corrupt_jpegs, png_with_size
 
 
 def run_cli(*args, timeout=120):

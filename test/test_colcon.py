@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ros_helpers import NodeProcess, ros_context
 from sensor_msgs.msg import Image
-from test_detector_node import Client, assert_bus_and_people, frame
+from support.ros import Client, NodeProcess, frame, ros_context
+from support.truth import assert_bus_and_people
 from vision_msgs.msg import Detection2DArray
 
 pytestmark = pytest.mark.ros

@@ -7,13 +7,14 @@ import re
 import numpy as np
 import onnx
 import pytest
-from conftest import make_constant_model
 
 from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
-from yolo_trt_ros.core.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.errors import ModelError
-from yolo_trt_ros.core.images import ImageView
-from yolo_trt_ros.core.postprocess import PostprocessConfig, detect_format
+from yolo_trt_ros.core.image.buffers import ImageView
+from yolo_trt_ros.core.models.synthetic import constant_output_model as make_constant_model
+from yolo_trt_ros.core.pipeline.decode import detect_format
+from yolo_trt_ros.core.pipeline.results import PostprocessConfig
+from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 
 NAMES = ['cat', 'dog', 'bird']
 # One box in model-input pixels (64x64 input): cx cy w h = 32 32 16 8 -> xyxy 24 28 40 36.

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from support.truth import BUS, PEOPLE, iou
 
-from yolo_trt_ros.core import assets
-from yolo_trt_ros.core.darknet import convert, parse_cfg
-from yolo_trt_ros.core.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.errors import ModelError
-from yolo_trt_ros.core.images import read_image
-from yolo_trt_ros.core.preprocess import Preprocessor
+from yolo_trt_ros.core.image.decode import read_image
+from yolo_trt_ros.core.models import paths
+from yolo_trt_ros.core.models.darknet import convert, parse_cfg
+from yolo_trt_ros.core.pipeline.preprocess import Preprocessor
+from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 
 OPENCV4 = Path(sys.prefix) / 'opt' / 'opencv4'
 REFERENCE = '''
@@ -27,25 +28,13 @@ net = cv2.dnn.readNetFromDarknet(cfg, weights)
 net.setInput(np.load(blob))
 np.save(out, np.concatenate(net.forward(net.getUnconnectedOutLayersNames()), 0))
 '''
-# Ground truth for bus.jpg (810x1080), boxes drawn by hand: the bus and the people.
-BUS = [0, 230, 810, 740]
-PEOPLE = [[50, 400, 245, 905], [670, 380, 810, 880], [220, 405, 345, 860]]
-
-
-def iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def test_onnx_matches_opencv4_darknet(default_model, bus_jpg, tmp_path):
     if not (OPENCV4 / 'cv2').is_dir():
         pytest.fail(f'OpenCV 4 reference missing at {OPENCV4}: run `bash pip_env/setup.sh`')
     pre = Preprocessor(416, 416)
     pre(read_image(str(bus_jpg)))
     np.save(tmp_path / 'blob.npy', pre.buffer)
-    src = assets.darknet_dir()
+    src = paths.darknet_dir()
     env = dict(os.environ, PYTHONPATH=str(OPENCV4))
     subprocess.run([sys.executable, '-c', REFERENCE, str(src / 'yolov3-tiny.cfg'),
                     str(src / 'yolov3-tiny.weights'), str(tmp_path / 'blob.npy'),
@@ -76,7 +65,7 @@ def test_default_model_finds_the_bus_and_the_people(default_model, bus_jpg):
 
 
 def test_converter_refuses_mismatched_weights_and_bad_cfg():
-    cfg = assets.darknet_dir() / 'yolov3-tiny.cfg'
+    cfg = paths.darknet_dir() / 'yolov3-tiny.cfg'
     text = cfg.read_text()
     header = np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes()
     with pytest.raises(ModelError, match='weights file ends early'):

@@ -5,19 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from rclpy.parameter import Parameter
 
 from yolo_trt_ros import launch_args
 from yolo_trt_ros.cli import build_parser
 from yolo_trt_ros.core import defaults
-from yolo_trt_ros.core.postprocess import PostprocessConfig
-from yolo_trt_ros.ros import builder_node, detector_node
-from yolo_trt_ros.ros.build_params import BUILD_PARAMETERS
+from yolo_trt_ros.core.pipeline.results import PostprocessConfig
+from yolo_trt_ros.core.serving.config import (
+    BUILD_PARAMETERS,
+    BUILDER_PARAMETERS,
+    DETECTOR_PARAMETERS,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = {
-    'engine_builder': {**BUILD_PARAMETERS, **builder_node.PARAMETERS},
-    'detector': {**BUILD_PARAMETERS, **detector_node.PARAMETERS},
+    'engine_builder': {**BUILD_PARAMETERS, **BUILDER_PARAMETERS},
+    'detector': {**BUILD_PARAMETERS, **DETECTOR_PARAMETERS},
 }
 # Deliberate differences from a node's own default, each with its reason in the YAML.
 YAML_OVERRIDES = {('engine_builder', 'linger_s')}
@@ -38,8 +40,9 @@ def yaml_problems(text: str) -> list[str]:
     problems = []
     values = yaml_values(text)
     for node, table in NODES.items():
-        for name, (default, _) in table.items():
-            if isinstance(default, Parameter.Type):  # no default value: listed as a comment
+        for name, spec in table.items():
+            default = spec.default
+            if default is None:  # no default value: listed as a comment
                 if f'# {name}: ' not in text:
                     problems.append(f'{node}.{name} is missing from detector.yaml')
             elif name not in values[node]:
@@ -62,12 +65,12 @@ def test_yaml_check_fails_on_a_drifted_or_missing_default():
 
 
 def test_nodes_launch_arguments_and_cli_use_the_same_defaults():
-    det = detector_node.PARAMETERS
-    assert det['conf_threshold'][0] == defaults.CONF_THRESHOLD == PostprocessConfig().conf_threshold
-    assert det['iou_threshold'][0] == defaults.IOU_THRESHOLD == PostprocessConfig().iou_threshold
-    assert det['max_detections'][0] == defaults.MAX_DETECTIONS == PostprocessConfig().max_detections
-    assert BUILD_PARAMETERS['backend'][0] == defaults.BACKEND
-    assert BUILD_PARAMETERS['precision'][0] == defaults.PRECISION
+    det = DETECTOR_PARAMETERS
+    assert det['conf_threshold'].default == defaults.CONF_THRESHOLD == PostprocessConfig().conf_threshold
+    assert det['iou_threshold'].default == defaults.IOU_THRESHOLD == PostprocessConfig().iou_threshold
+    assert det['max_detections'].default == defaults.MAX_DETECTIONS == PostprocessConfig().max_detections
+    assert BUILD_PARAMETERS['backend'].default == defaults.BACKEND
+    assert BUILD_PARAMETERS['precision'].default == defaults.PRECISION
     args = {k: v for k, (v, _) in launch_args.LAUNCH_ARGUMENTS.items()}
     assert float(args['conf']) == defaults.CONF_THRESHOLD
     assert float(args['iou']) == defaults.IOU_THRESHOLD

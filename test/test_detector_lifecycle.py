@@ -12,9 +12,16 @@ import time
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
-from ros_helpers import NodeProcess, make_node, ros_context, spin_until
 from sensor_msgs.msg import Image
-from test_detector_node import Client, diagnostics_value, frame
+from support.ros import (
+    Client,
+    NodeProcess,
+    diagnostics_value,
+    frame,
+    make_node,
+    ros_context,
+    spin_until,
+)
 from vision_msgs.msg import Detection2DArray
 
 from yolo_trt_ros.launcher import param_args

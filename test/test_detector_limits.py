@@ -8,7 +8,9 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-from test_detector_node import assert_bus_and_people, diagnostics_value, frame, running
+from support.images import claiming
+from support.ros import diagnostics_value, frame, running
+from support.truth import assert_bus_and_people
 from vision_msgs.msg import Detection2DArray
 
 from yolo_trt_ros.ros.image_source_node import to_message
@@ -17,13 +19,9 @@ pytestmark = pytest.mark.ros
 
 
 def jpeg_bomb(height: int = 30000, width: int = 30000) -> bytes:
-    """A small JPEG whose frame header (SOF0) claims height x width: libjpeg would fill
-    the missing rows in, allocating the whole claimed image."""
+    """A small JPEG whose frame header claims height x width."""
     ok, data = cv2.imencode('.jpg', np.full((64, 64, 3), 128, np.uint8))
-    jpeg = bytearray(data.tobytes())
-    sof = jpeg.index(b'\xff\xc0')  # marker, length (2), precision (1), height, width
-    jpeg[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
-    return bytes(jpeg)
+    return claiming(data.tobytes(), width, height)
 
 
 def send_and_count(client, pub, bad, good, diags, results) -> dict[str, str]:

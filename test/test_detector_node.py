@@ -3,99 +3,26 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 
-import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_helpers import NodeProcess, make_node, ros_context, spin_until
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header, String
-from test_default_model import BUS, PEOPLE, iou
+from std_msgs.msg import String
+from support.ros import (
+    diagnostics_value,
+    double,
+    frame,
+    running,
+    set_parameter,
+)
+from support.truth import assert_bus_and_people, found
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from yolo_trt_ros.ros.build_params import LATCHED_QOS
 from yolo_trt_ros.ros.image_source_node import to_message
+from yolo_trt_ros.ros.parameters import LATCHED_QOS
 
 pytestmark = pytest.mark.ros
-DETECTOR = 'yolo_trt_ros.ros.detector_node'
-PUB_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-
-
-class Client:
-    """The test's side of the graph: publishers, collected messages, deadline waits."""
-
-    def __init__(self, context):
-        self.executor = SingleThreadedExecutor(context=context)
-        self.node = make_node(context, 'test_client', self.executor)
-        self.received: dict[str, list] = {}
-
-    def collect(self, msg_type, topic: str, qos=10) -> list:
-        box = self.received.setdefault(topic, [])
-        self.node.create_subscription(msg_type, topic, box.append, qos)
-        return box
-
-    def publisher(self, msg_type, topic: str):
-        pub = self.node.create_publisher(msg_type, topic, PUB_QOS)
-        spin_until(self.executor, lambda: pub.get_subscription_count() > 0,
-                   what=f'the detector to subscribe to {topic}')
-        return pub
-
-    def wait(self, condition, what: str, timeout: float = 30.0) -> None:
-        spin_until(self.executor, condition, timeout=timeout, what=what)
-
-
-@contextmanager
-def running(**params):
-    params.setdefault('backend', 'onnxruntime')
-    # Reliable input QoS: a frame published once is delivered even while discovery is
-    # still settling on a loaded machine (best effort would drop it; the overload test
-    # keeps the sensor-data default on purpose).
-    params.setdefault('qos_reliability', 'reliable')
-    with NodeProcess(DETECTOR, params) as proc, ros_context() as context:
-        proc.wait_for_output('-> ')  # subscriptions made
-        client = Client(context)
-        try:
-            yield proc, client
-        finally:
-            client.executor.shutdown()
-
-
-def frame(path, encoding: str, stamp_sec: int, frame_id: str):
-    msg = to_message(cv2.imread(str(path)), encoding)
-    msg.header = Header(frame_id=frame_id)
-    msg.header.stamp.sec = stamp_sec
-    return msg
-
-
-def found(arr: Detection2DArray) -> list[tuple[str, list[float]]]:
-    out = []
-    for d in arr.detections:
-        c, w, h = d.bbox.center.position, d.bbox.size_x, d.bbox.size_y
-        out.append((d.results[0].hypothesis.class_id,
-                    [c.x - w / 2, c.y - h / 2, c.x + w / 2, c.y + h / 2]))
-    return out
-
-
-def assert_bus_and_people(arr: Detection2DArray, bus: bool = True, min_iou: float = 0.6) -> None:
-    boxes = found(arr)
-    if bus:
-        assert any(n == 'bus' and iou(b, BUS) > 0.8 for n, b in boxes), boxes
-    for truth in PEOPLE:
-        assert any(n == 'person' and iou(b, truth) > min_iou for n, b in boxes), (truth, boxes)
-
-
-def diagnostics_value(diags: list, key: str, status: int = 0) -> str | None:
-    if not diags:
-        return None
-    values = {kv.key: kv.value for kv in diags[-1].status[status].values}
-    return values.get(key)
 
 
 def test_raw_encodings_keep_the_header_and_find_the_bus_and_people(bus_jpg):
@@ -149,24 +76,14 @@ def test_two_cameras_get_their_own_results(bus_jpg, zidane_jpg):
     assert 'tie' in labels_two and 'bus' not in labels_two
 
 
-def set_parameter(client: Client, name: str, value: float) -> bool:
-    cli = client.node.create_client(SetParameters, '/detector/set_parameters')
-    client.wait(lambda: cli.service_is_ready(), 'the parameter service')
-    req = SetParameters.Request(parameters=[ParameterMsg(name=name, value=ParameterValue(
-        type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
-    future = cli.call_async(req)
-    client.wait(future.done, 'the parameter change')
-    return future.result().results[0].successful
-
-
 def test_threshold_changed_at_run_time_changes_the_next_result(bus_jpg):
     with running() as (proc, client):
         results = client.collect(Detection2DArray, 'detections')
         pub = client.publisher(Image, 'image')
         pub.publish(frame(bus_jpg, 'bgr8', 1, 'cam'))
         client.wait(lambda: results, 'the first result')
-        assert set_parameter(client, 'conf_threshold', 0.9)
-        assert not set_parameter(client, 'conf_threshold', 1.5)  # validated, refused
+        assert set_parameter(client, 'conf_threshold', double(0.9))[0]
+        assert not set_parameter(client, 'conf_threshold', double(1.5))[0]  # validated, refused
         pub.publish(frame(bus_jpg, 'bgr8', 2, 'cam'))
         client.wait(lambda: len(results) > 1, 'the second result')
     before = [d.results[0].hypothesis.score for d in results[0].detections]

@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Image
-from test_detector_node import found, frame, running
+from support.ros import frame, running, set_parameter
+from support.truth import found
 from vision_msgs.msg import Detection2DArray
 
 pytestmark = pytest.mark.ros
@@ -52,16 +51,6 @@ def test_model_directory_and_missing_engine_are_named(tmp_path):
 def test_misspelled_parameter_is_reported(bus_jpg):
     with running(conf_treshold=0.5) as (proc, client):
         proc.wait_for_output("'conf_treshold' (did you mean 'conf_threshold'?)")
-
-
-def set_parameter(client, name: str, value: ParameterValue) -> tuple[bool, str]:
-    cli = client.node.create_client(SetParameters, '/detector/set_parameters')
-    client.wait(lambda: cli.service_is_ready(), 'the parameter service')
-    future = cli.call_async(SetParameters.Request(parameters=[ParameterMsg(name=name,
-                                                                            value=value)]))
-    client.wait(future.done, 'the parameter change')
-    result = future.result().results[0]
-    return result.successful, result.reason
 
 
 def test_classes_is_an_integer_array_set_at_run_time_and_names_work(bus_jpg):

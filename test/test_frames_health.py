@@ -1,7 +1,7 @@
 """Diagnostics levels from one camera's last window (issue 11.7): no ROS needed."""
 from __future__ import annotations
 
-from yolo_trt_ros.core.frames import ERROR, OK, WARN, Window, health
+from yolo_trt_ros.core.serving.health import ERROR, OK, WARN, Window, health
 
 
 def test_levels_and_reasons():

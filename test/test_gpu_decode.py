@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from counting_cuda import CountingCuda
+from support.cuda import CountingCuda
 
-from yolo_trt_ros.core.cuda import CudaRuntime
-from yolo_trt_ros.core.gpu_decode import GpuDecoder
-from yolo_trt_ros.core.postprocess import Detections, PostprocessConfig, postprocess
-from yolo_trt_ros.core.preprocess import Letterbox
-from yolo_trt_ros.core.synthetic import yolov8_output
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+from yolo_trt_ros.core.gpu.decode import GpuDecoder
+from yolo_trt_ros.core.models.synthetic import yolov8_output
+from yolo_trt_ros.core.pipeline.decode import postprocess
+from yolo_trt_ros.core.pipeline.preprocess import Letterbox
+from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
 
 
 @pytest.mark.parametrize('fmt, shape, dtype, match', [
@@ -164,7 +165,7 @@ def test_steady_calls_allocate_nothing_and_download_only_candidates():
 
 def test_a_kernel_that_does_not_compile_names_its_file_and_the_compiler_message():
     from yolo_trt_ros.core.errors import CudaError
-    from yolo_trt_ros.core.nvrtc import compile_source
+    from yolo_trt_ros.core.gpu.nvrtc import compile_source
 
     with pytest.raises(CudaError, match=r'could not compile broken\.cu for sm_90: .*error'):
         compile_source('extern "C" __global__ void k() { undeclared(); }', 'sm_90', 'broken.cu')

@@ -5,18 +5,17 @@ skip where it is not installed, as on CI)."""
 from __future__ import annotations
 
 import gc
-import struct
 from importlib import metadata, util
 
 import cv2
 import numpy as np
 import pytest
-from test_gpu_preprocess import frame
+from support.images import camera_like, claiming
 
-from yolo_trt_ros.core import cuda as cuda_module
-from yolo_trt_ros.core.cuda import CudaRuntime, GpuInfo
 from yolo_trt_ros.core.errors import ImageError
-from yolo_trt_ros.core.gpu_jpeg import DeviceImage, check_headers, code_stream, open_gpu_jpeg
+from yolo_trt_ros.core.gpu import cuda as cuda_module
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime, GpuInfo
+from yolo_trt_ros.core.gpu.jpeg import DeviceImage, check_headers, code_stream, open_gpu_jpeg
 
 
 def _installed() -> bool:
@@ -35,12 +34,6 @@ def jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
     ok, data = cv2.imencode('.jpg', pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     return data.tobytes()
-
-
-def claiming(data: bytes, width: int, height: int) -> bytes:
-    """data with its frame header (SOF0) rewritten to claim width x height."""
-    sof = data.index(b'\xff\xc0')
-    return data[:sof + 5] + struct.pack('>HH', height, width) + data[sof + 9:]
 
 
 def test_without_a_gpu_the_cpu_decoder_is_chosen_with_the_reason(monkeypatch):
@@ -68,8 +61,8 @@ def test_without_nvjpeg_the_cpu_decoder_is_chosen_with_the_reason(monkeypatch):
 @pytest.mark.parametrize('data, cause', [
     (b'', 'empty'),
     (b'not an image at all' * 5, 'decode'),
-    (claiming(jpeg(frame(16, 16, 3, 0)), 30000, 30000), 'too_large'),
-    (claiming(jpeg(frame(16, 16, 3, 0)), 0, 16), 'empty'),
+    (claiming(jpeg(camera_like(16, 16, 3, 0)), 30000, 30000), 'too_large'),
+    (claiming(jpeg(camera_like(16, 16, 3, 0)), 0, 16), 'empty'),
 ])
 def test_headers_are_checked_before_decoding(data, cause):
     with pytest.raises(ImageError) as info:
@@ -79,7 +72,7 @@ def test_headers_are_checked_before_decoding(data, cause):
 
 @needs_nvimgcodec
 def test_size_limit_reads_the_header():
-    data = jpeg(frame(48, 64, 3, 1))
+    data = jpeg(camera_like(48, 64, 3, 1))
     assert (code_stream(data, 64 * 48).width, code_stream(data, 64 * 48).height) == (64, 48)
     with pytest.raises(ImageError, match='64x48 = 3072 pixels, more than max_image_pixels 3071'):
         code_stream(data, 64 * 48 - 1)
@@ -90,8 +83,8 @@ def test_bad_frames_leave_no_reference_cycle():
     """Stored errors must not keep their call's frame (and with it the batch's decoded
     device images) alive until a garbage collection, which may come after the images' CUDA
     stream is destroyed: that segfaulted on the H200."""
-    frames = [b'', b'garbage' * 9, claiming(jpeg(frame(16, 16, 3, 0)), 30000, 30000),
-              jpeg(frame(16, 16, 3, 0))]
+    frames = [b'', b'garbage' * 9, claiming(jpeg(camera_like(16, 16, 3, 0)), 30000, 30000),
+              jpeg(camera_like(16, 16, 3, 0))]
     gc.collect()
     gc.disable()
     try:
@@ -144,9 +137,9 @@ def decoder():
 
 
 def camera_jpegs(bus_jpg, zidane_jpg) -> list[bytes]:
-    return [bus_jpg.read_bytes(), zidane_jpg.read_bytes(), jpeg(frame(1080, 1920, 3, 2)),
-            jpeg(frame(517, 333, 3, 3), 75), jpeg(frame(480, 640, 1, 4)),
-            jpeg(frame(9, 16, 3, 5), 100)]
+    return [bus_jpg.read_bytes(), zidane_jpg.read_bytes(), jpeg(camera_like(1080, 1920, 3, 2)),
+            jpeg(camera_like(517, 333, 3, 3), 75), jpeg(camera_like(480, 640, 1, 4)),
+            jpeg(camera_like(9, 16, 3, 5), 100)]
 
 
 @needs_nvimgcodec
@@ -179,7 +172,7 @@ def test_bad_frames_fail_alone_and_the_batch_still_decodes(decoder, bus_jpg):
 @pytest.mark.gpu
 def test_successive_batches_of_other_sizes(decoder):
     for seed, (h, w) in enumerate([(720, 1280), (64, 48), (1080, 1920), (720, 1280)]):
-        frames = [jpeg(frame(h, w, 3, seed * 10 + k)) for k in range(1 + seed % 3)]
+        frames = [jpeg(camera_like(h, w, 3, seed * 10 + k)) for k in range(1 + seed % 3)]
         for data, image in zip(frames, decoder(frames), strict=True):
             assert (image.height, image.width) == (h, w)
             assert_within_decoder_tolerance(download(image, decoder.stream), cpu_rgb(data))
@@ -192,7 +185,7 @@ def test_importing_nvimgcodec_prints_nothing():
     raw on stdout and stderr, in `yolo-trt detect --json` output too."""
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, '-c', 'from yolo_trt_ros.core.gpu_jpeg import '
+    out = subprocess.run([sys.executable, '-c', 'from yolo_trt_ros.core.gpu.jpeg import '
                           '_nvimgcodec; _nvimgcodec()'], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout == '' and out.stderr == '', out

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.cuda import CountingCuda
+from support.images import camera_like
 
-from yolo_trt_ros.core import gpu_decode
-from yolo_trt_ros.core.cuda import CudaRuntime
-from yolo_trt_ros.core.gpu_preprocess import GpuPreprocessor, compile_kernel
-from yolo_trt_ros.core.images import ImageView
-from yolo_trt_ros.core.nvrtc import pick_target, supported_archs
-from yolo_trt_ros.core.preprocess import Preprocessor
+from yolo_trt_ros.core.gpu import decode as gpu_decode
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+from yolo_trt_ros.core.gpu.nvrtc import pick_target, supported_archs
+from yolo_trt_ros.core.gpu.preprocess import GpuPreprocessor, compile_kernel
+from yolo_trt_ros.core.image.buffers import ImageView
+from yolo_trt_ros.core.pipeline.preprocess import Preprocessor
 
 # Turing, Ampere, Jetson Orin, Ada, Hopper, Blackwell (desktop).
 TARGETS = ['sm_75', 'sm_80', 'sm_86', 'sm_87', 'sm_89', 'sm_90', 'sm_120', 'compute_75']
@@ -70,9 +72,9 @@ def test_cuda_12_bindings_and_nvrtc_12_work_with_our_code(tmp_path):
     lib = next(cu12.glob('nvidia/cuda_nvrtc/lib/libnvrtc.so.12'))
     code = (f'import ctypes; ctypes.CDLL({str(lib)!r}, mode=ctypes.RTLD_GLOBAL)\n'
             'import cuda.bindings, json\n'
-            'from yolo_trt_ros.core.cuda import probe_gpu\n'
-            'from yolo_trt_ros.core.gpu_preprocess import compile_kernel\n'
-            'from yolo_trt_ros.core.nvrtc import pick_target, supported_archs\n'
+            'from yolo_trt_ros.core.gpu.cuda import probe_gpu\n'
+            'from yolo_trt_ros.core.gpu.preprocess import compile_kernel\n'
+            'from yolo_trt_ros.core.gpu.nvrtc import pick_target, supported_archs\n'
             'archs = supported_archs()\n'
             'target = pick_target((7, 0), archs)\n'
             'print(json.dumps([cuda.bindings.__version__, probe_gpu().count, probe_gpu().reason,\n'
@@ -85,7 +87,7 @@ def test_cuda_12_bindings_and_nvrtc_12_work_with_our_code(tmp_path):
     import json
     version, count, reason, target, magic = json.loads(out.stdout)
     assert version.startswith('12.') and target == 'sm_70' and magic == '7f454c46'  # ELF
-    from yolo_trt_ros.core.cuda import probe_gpu
+    from yolo_trt_ros.core.gpu.cuda import probe_gpu
     if probe_gpu().count == 0:
         assert count == 0 and 'cudaError' in reason
 
@@ -93,15 +95,6 @@ def test_cuda_12_bindings_and_nvrtc_12_work_with_our_code(tmp_path):
 ORDERS = {'bgr8': ('bgr', 3), 'rgb8': ('rgb', 3), 'bgra8': ('bgra', 4), 'rgba8': ('rgba', 4),
           'mono8': ('gray', 1)}
 SIZES = [(1080, 1920), (721, 1281), (480, 640), (517, 333), (9, 16), (640, 640)]
-
-
-def frame(h: int, w: int, channels: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    # Smooth content plus noise: like a camera, and hard on interpolation at edges.
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = (np.sin(xx / 7.0) + np.cos(yy / 5.0)) * 60 + 128
-    img = base[..., None] + rng.normal(0, 25, (h, w, channels))
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 @pytest.mark.gpu
@@ -112,7 +105,7 @@ def frame(h: int, w: int, channels: int, seed: int) -> np.ndarray:
 def test_gpu_matches_cpu(encoding, size, dtype, layout):
     order, channels = ORDERS[encoding]
     h, w = size
-    pixels = frame(h, w, channels, seed=h * w)
+    pixels = camera_like(h, w, channels, seed=h * w)
     if layout == 'row-padded':  # step > width * channels, as a camera message can be:
         padded = np.zeros((h, w * channels + 5), np.uint8)  # uploaded via pinned staging
         padded[:, :w * channels] = pixels.reshape(h, -1)
@@ -134,32 +127,21 @@ def test_gpu_matches_cpu(encoding, size, dtype, layout):
 
 @pytest.mark.gpu
 def test_steady_frames_allocate_nothing_and_batch_slots_are_separate():
-    class CountingCuda(CudaRuntime):  # the real runtime, counting its allocations
-        allocations = 0
-
-        def malloc(self, nbytes):
-            CountingCuda.allocations += 1
-            return super().malloc(nbytes)
-
-        def malloc_host(self, nbytes):
-            CountingCuda.allocations += 1
-            return super().malloc_host(nbytes)
-
-    cuda = CountingCuda()
+    cuda = CountingCuda()  # the real runtime, counting its allocations
     stream = cuda.stream_create()
-    a = ImageView(frame(720, 1280, 3, 1), 'bgr')
-    b = ImageView(frame(480, 640, 3, 2), 'rgb')
+    a = ImageView(camera_like(720, 1280, 3, 1), 'bgr')
+    b = ImageView(camera_like(480, 640, 3, 2), 'rgb')
     try:
         with GpuPreprocessor(320, 320, batch=2, stream=stream, cuda=cuda) as gpu:
             gpu(a, 0)
             gpu(b, 1)
             cuda.stream_synchronize(stream)
-            before = CountingCuda.allocations
+            before = cuda.allocations
             for _ in range(50):
                 gpu(a, 0)
                 gpu(b, 1)
             out = gpu.download()
-            assert CountingCuda.allocations == before
+            assert cuda.allocations == before
     finally:
         cuda.stream_destroy(stream)
     ref = Preprocessor(320, 320, batch=2)
@@ -173,7 +155,7 @@ def test_slots_beyond_the_initial_batch_are_added_once():
     """A dynamic-batch engine: the detector may hand more frames than it first planned for."""
     cuda = CudaRuntime()
     stream = cuda.stream_create()
-    frames = [ImageView(frame(360, 640, 3, s), 'bgr') for s in range(3)]
+    frames = [ImageView(camera_like(360, 640, 3, s), 'bgr') for s in range(3)]
     engine_input = cuda.malloc(3 * 3 * 160 * 160 * 4)  # the engine's (N=3) input buffer
     try:
         with GpuPreprocessor(160, 160, batch=1, stream=stream, cuda=cuda,
@@ -195,13 +177,10 @@ def test_slots_beyond_the_initial_batch_are_added_once():
 def test_a_failed_staging_grow_leaves_no_freed_pointer():
     """Review finding: the slot kept its freed buffers when the larger allocation failed;
     the next frame uploaded into freed memory and close() freed them twice."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).parent))
-    from gpu_runtime_double import HostMemoryCudaDouble
+    from support.trt_double import HostMemoryCudaDouble
 
     from yolo_trt_ros.core.errors import CudaError
-    from yolo_trt_ros.core.gpu_preprocess import _Staging
+    from yolo_trt_ros.core.gpu.preprocess import _Staging
 
     cuda = HostMemoryCudaDouble()
     stream = cuda.stream_create()
@@ -221,8 +200,8 @@ def test_a_failed_staging_grow_leaves_no_freed_pointer():
 def test_an_unusable_kernel_cache_compiles_without_it(tmp_path, monkeypatch, caplog):
     """Review finding: a cache directory others may write (or a read-only one) stopped the
     GPU path instead of running uncached."""
-    from yolo_trt_ros.core import nvrtc
-    from yolo_trt_ros.core.gpu_preprocess import KERNEL_SOURCE
+    from yolo_trt_ros.core.gpu import nvrtc
+    from yolo_trt_ros.core.gpu.preprocess import KERNEL_SOURCE
     shared = tmp_path / 'yolo_trt_ros' / 'kernels'
     shared.mkdir(parents=True)
     shared.chmod(0o775)

@@ -12,8 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hostile_images import (
+from support.images import (
     COLOUR,
+    claiming,
     corrupt_jpegs,
     encode,
     jpeg_with_size,
@@ -21,15 +22,12 @@ from hostile_images import (
     trailing_junk_jpegs,
 )
 
-from yolo_trt_ros.core.decoder_log import decoder_messages
+from yolo_trt_ros.core.defaults import MAX_IMAGE_PIXELS
 from yolo_trt_ros.core.errors import ImageError
-from yolo_trt_ros.core.images import (
-    MAX_IMAGE_PIXELS,
-    decode_compressed,
-    image_size,
-    read_image,
-    view_image,
-)
+from yolo_trt_ros.core.image.buffers import view_image
+from yolo_trt_ros.core.image.capture import decoder_messages
+from yolo_trt_ros.core.image.decode import decode_compressed, read_image
+from yolo_trt_ros.core.image.header import image_size
 
 
 @pytest.mark.parametrize('ext,params', [
@@ -101,9 +99,9 @@ def test_empty_and_unsupported_codecs_are_refused():
 BOMB_CHILD = textwrap.dedent('''
     import json, resource, sys, time
     sys.path.insert(0, sys.argv[2])
-    from hostile_images import limit_memory
+    from support.images import limit_memory
     from yolo_trt_ros.core.errors import ImageError
-    from yolo_trt_ros.core.images import decode_compressed
+    from yolo_trt_ros.core.image.decode import decode_compressed
     data = open(sys.argv[1], 'rb').read()
     limit_memory()  # a decoder that believes the header runs out instead of paging
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -119,10 +117,7 @@ BOMB_CHILD = textwrap.dedent('''
 
 
 def jpeg_bomb(source: bytes) -> bytes:
-    data = bytearray(source)
-    sof = data.index(b'\xff\xc0')
-    data[sof + 5:sof + 9] = (30000).to_bytes(2, 'big') * 2
-    return bytes(data)
+    return claiming(source, 30000, 30000)
 
 
 def png_chunk_bomb(source: bytes) -> bytes:
@@ -154,7 +149,7 @@ def test_bombs_are_refused_fast_without_memory(tmp_path, bus_jpg, make, length, 
 DECODE_CHILD = textwrap.dedent('''
     import collections, json, sys
     from yolo_trt_ros.core.errors import ImageError
-    from yolo_trt_ros.core.images import decode_compressed
+    from yolo_trt_ros.core.image.decode import decode_compressed
     outcomes = collections.Counter()
     for path in sys.argv[1:]:
         try:
@@ -191,8 +186,8 @@ def test_trailing_bytes_after_complete_data_pass_quietly(bus_jpg, capfd):
 
 def test_decoder_warnings_are_caught_where_there_is_no_stderr(bus_jpg):
     # A daemon may run with fd 2 closed: the decode must still refuse, not raise OSError.
-    child = ('import os, sys; from hostile_images import corrupt_jpegs; '
-             'from yolo_trt_ros.core.images import decode_compressed; '
+    child = ('import os, sys; from support.images import corrupt_jpegs; '
+             'from yolo_trt_ros.core.image.decode import decode_compressed; '
              'from yolo_trt_ros.core.errors import ImageError; '
              'data = open(sys.argv[1], "rb").read(); decode_compressed(data); os.close(2)\n'
              'try:\n    decode_compressed(corrupt_jpegs(data, 1)[0])\n'

@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from yolo_trt_ros.core.errors import ImageError
-from yolo_trt_ros.core.images import (
-    SUPPORTED_ENCODINGS,
-    decode_compressed,
-    read_image,
-    to_bgr,
-    view_image,
-)
+from yolo_trt_ros.core.image.buffers import SUPPORTED_ENCODINGS, to_bgr, view_image
+from yolo_trt_ros.core.image.decode import decode_compressed, read_image
 
 RNG = np.random.default_rng(7)
 H, W = 5, 6

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from yolo_trt_ros.core.errors import LabelsError
-from yolo_trt_ros.core.labels import labels_from_metadata, load_labels
+from yolo_trt_ros.core.pipeline.labels import labels_from_metadata, load_labels
 
 
 @pytest.mark.parametrize('name,text', [

@@ -15,18 +15,22 @@ from pathlib import Path
 import pytest
 import yaml
 from rclpy.executors import SingleThreadedExecutor
-from ros_helpers import NodeProcess, make_node, ros_context, spin_until
+from support.ros import NodeProcess, make_node, ros_context, spin_until
 from vision_msgs.msg import Detection2DArray
 
 from yolo_trt_ros import launch_args
-from yolo_trt_ros.ros import builder_node, detector_node, image_source_node
-from yolo_trt_ros.ros.build_params import BUILD_PARAMETERS
+from yolo_trt_ros.core.serving.config import (
+    BUILD_PARAMETERS,
+    BUILDER_PARAMETERS,
+    DETECTOR_PARAMETERS,
+)
+from yolo_trt_ros.ros import image_source_node
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'detect.launch.py'
 NODE_PARAMETERS = {
-    'engine_builder': {**BUILD_PARAMETERS, **builder_node.PARAMETERS},
-    'detector': {**BUILD_PARAMETERS, **detector_node.PARAMETERS},
+    'engine_builder': {**BUILD_PARAMETERS, **BUILDER_PARAMETERS},
+    'detector': {**BUILD_PARAMETERS, **DETECTOR_PARAMETERS},
     'image_source': dict(image_source_node.PARAMETERS),
 }
 REQUIRED_ARGUMENTS = {'model', 'image_topic', 'compressed', 'precision', 'conf', 'iou',
@@ -87,9 +91,9 @@ def launch_problems(launch_source: str, yaml_text: str, arguments: dict, builder
         for param in mapping:
             if param not in NODE_PARAMETERS[node]:
                 problems.append(f'launch sets {node}.{param}, which the node does not declare')
-            elif type(NODE_PARAMETERS[node][param][0]) is not param_types.get(param):
+            elif type(NODE_PARAMETERS[node][param].default) is not param_types.get(param):
                 problems.append(f'{node}.{param}: launch type {param_types.get(param)} differs '
-                                f'from the node default {NODE_PARAMETERS[node][param][0]!r}')
+                                f'from the node default {NODE_PARAMETERS[node][param].default!r}')
     # Every key in the YAML is a parameter of the node(s) it is for; `/**` keys of one at
     # least. A key a launch argument sets must sit under `/**`: rcl lets a node-specific
     # section beat command-line overrides, which would silently ignore the argument.
@@ -265,7 +269,7 @@ def test_workers_is_validated_and_worker_parameters_come_from_the_detector_secti
         with pytest.raises(ValueError, match=f"launch argument workers: '{bad}' is not auto"):
             launch_args.validate(dict(values, workers=bad))
     section = launch_args.node_section(ROOT / 'config' / 'detector.yaml')
-    assert section['max_detections'] == detector_node.PARAMETERS['max_detections'][0]
+    assert section['max_detections'] == DETECTOR_PARAMETERS['max_detections'].default
     assert 'model' not in section  # /** keys reach every node by themselves
 
 

@@ -5,28 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.nms import brute_force
 
-from yolo_trt_ros.core.nms import nms
-
-
-def iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def brute_force(boxes, scores, classes, thr, max_det):
-    """The definition, spelled out: walk boxes by falling score; keep one unless a kept
-    box of the same class overlaps it by more than thr."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    kept: list[int] = []
-    for i in order:
-        if all(iou(boxes[i], boxes[k]) <= thr for k in kept
-               if classes is None or classes[k] == classes[i]):
-            kept.append(i)
-    return kept[:max_det]
+from yolo_trt_ros.core.pipeline.nms import nms
 
 
 @st.composite

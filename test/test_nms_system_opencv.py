@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_nms import brute_force
+from support.nms import brute_force
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = '/usr/bin/python3'
@@ -18,7 +18,7 @@ SYSTEM_PYTHON = '/usr/bin/python3'
 SCRIPT = """
 import json, sys
 import cv2, numpy as np
-from yolo_trt_ros.core.nms import nms
+from yolo_trt_ros.core.pipeline.nms import nms
 cases = json.load(sys.stdin)
 out = [nms(np.array(c['boxes'], np.float32).reshape(-1, 4), np.array(c['scores'], np.float32),
            None if c['classes'] is None else np.array(c['classes']), c['thr'], c['max_det']).tolist()

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yolo_trt_ros.core.images import ImageView
-from yolo_trt_ros.core.preprocess import PAD_VALUE, Letterbox, Preprocessor
+from yolo_trt_ros.core.image.buffers import ImageView
+from yolo_trt_ros.core.pipeline.preprocess import PAD_VALUE, Letterbox, Preprocessor
 
 sizes = st.integers(min_value=1, max_value=4000)
 

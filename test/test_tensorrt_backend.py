@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_constant_model
-from gpu_runtime_double import (
+from support.trt_double import (
     CudaDeviceAccess,
     DeviceMemoryOverrun,
     HostMemoryCudaDouble,
@@ -19,10 +18,11 @@ from gpu_runtime_double import (
 from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
 from yolo_trt_ros.core.backends.select import RuntimeParts, open_backend
 from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
-from yolo_trt_ros.core.cuda import CudaRuntime, GpuInfo
-from yolo_trt_ros.core.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.errors import BackendError, CudaError, EngineError
-from yolo_trt_ros.core.images import read_image
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime, GpuInfo
+from yolo_trt_ros.core.image.decode import read_image
+from yolo_trt_ros.core.models.synthetic import constant_output_model as make_constant_model
+from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 A_GPU = GpuInfo(1, 'double GPU', (8, 6))  # what probe_gpu says on a machine with a GPU
@@ -223,7 +223,7 @@ def test_dynamic_height_and_width_take_the_profile_size(tmp_path):
 
 
 def read_image_array(pixels):
-    from yolo_trt_ros.core.images import view_image
+    from yolo_trt_ros.core.image.buffers import view_image
     h, w, _ = pixels.shape
     return view_image(pixels.tobytes(), h, w, 'bgr8', w * 3)
 
@@ -236,7 +236,7 @@ def test_missing_engine_file(tmp_path):
 
 def test_without_a_gpu_the_real_cause_is_named(tmp_path, model):
     """Issue 11: no GPU is not "built for another TensorRT version or corrupt"."""
-    from yolo_trt_ros.core.cuda import probe_gpu
+    from yolo_trt_ros.core.gpu.cuda import probe_gpu
     if probe_gpu().count:
         pytest.skip('this machine has a GPU')
     trt, _ = doubles()
@@ -281,7 +281,7 @@ def test_gpu_preprocessing_falls_back_to_the_cpu_where_nvrtc_has_no_code(tmp_pat
                                                                        monkeypatch, bus_jpg):
     """Defect 10: a GPU that NVRTC cannot target (sm_70 with NVRTC 13) preprocesses on the
     CPU, logged once with the reason, instead of failing."""
-    from yolo_trt_ros.core import nvrtc
+    from yolo_trt_ros.core.gpu import nvrtc
     monkeypatch.setattr(nvrtc, 'supported_archs', lambda: [200])
     logs = []
     backend = TensorRTBackend(engine_file(tmp_path, model),
@@ -296,8 +296,9 @@ def test_gpu_preprocessing_falls_back_to_the_cpu_where_nvrtc_has_no_code(tmp_pat
 @pytest.mark.gpu
 def test_kernel_cache_is_read_only_under_the_trust_policy(tmp_path, monkeypatch):
     """Defect 12: a cached cubin that others may write is compiled again, never loaded."""
-    from yolo_trt_ros.core import gpu_preprocess, nvrtc
-    from yolo_trt_ros.core.cuda import probe_gpu
+    from yolo_trt_ros.core.gpu import nvrtc
+    from yolo_trt_ros.core.gpu import preprocess as gpu_preprocess
+    from yolo_trt_ros.core.gpu.cuda import probe_gpu
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
     monkeypatch.setattr(nvrtc, '_FUNCTIONS', {})
     gpu_preprocess.load_kernels(probe_gpu().compute_capability)
@@ -313,7 +314,7 @@ def test_compressed_payloads_on_the_cpu_path(model, bus_jpg):
     """Without the GPU path, every codec decodes with OpenCV; bad payloads come back as
     their ImageError, in place, and the good ones still decode."""
     from yolo_trt_ros.core.errors import ImageError
-    from yolo_trt_ros.core.images import ImageView
+    from yolo_trt_ros.core.image.buffers import ImageView
     with Detector.open(DetectorConfig(model, backend='onnxruntime')) as det:
         png = cv2_encode('.png', read_image(str(bus_jpg)).pixels)
         out = det.decode_compressed([(bus_jpg.read_bytes(), 'jpeg'), (b'junk', 'jpeg'),
@@ -336,7 +337,7 @@ def test_compressed_frames_decode_on_the_gpu_and_detect_like_the_cpu(tmp_path, d
     """Issue 12: JPEGs decode on the GPU in one batch and go straight into the kernel; other
     codecs and bad frames take the CPU path or come back as errors, in place."""
     from yolo_trt_ros.core.errors import ImageError
-    from yolo_trt_ros.core.gpu_jpeg import DeviceImage, open_gpu_jpeg
+    from yolo_trt_ros.core.gpu.jpeg import DeviceImage, open_gpu_jpeg
     if open_gpu_jpeg(1)[0] is None:
         pytest.skip(f'no GPU JPEG decoder: {open_gpu_jpeg(1)[1]}')
     engine = engine_file(tmp_path, default_model, profile=None, name='default.engine')

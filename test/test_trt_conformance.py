@@ -1,6 +1,6 @@
 """Our TensorRT calls against the REAL TensorRT Python bindings: 10.3 (JetPack 6), 10.13,
 11.4 and tensorrt_rtx. Each binding is imported in a process of its own on stub libraries
-(test/trt_stub.c) and checked from its pybind signatures by trt_conformance.py: names,
+(test/support/trt_stub.c) and checked from its pybind signatures by trt_conformance.py: names,
 arity, keywords, and the parameter order of every method we override."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parent / 'support'
 BINDINGS = Path(sys.prefix) / 'opt' / 'tensorrt-bindings'  # installed by pip_env/setup.sh
 VERSIONS = ['10.3.0', '10.13.3.9', '11.4.0.106', 'rtx']
 # TensorRT 11 and TensorRT-RTX build only strongly typed networks: the weak-typing API is
@@ -38,7 +38,7 @@ def stub_libs(tmp_path_factory) -> Path:
     for major in (10, 11):
         for lib in ('nvinfer', 'nvinfer_plugin', 'nvonnxparser'):
             subprocess.run(['cc', '-shared', '-fPIC', '-o', str(out / f'lib{lib}.so.{major}'),
-                            str(HERE / 'trt_stub.c')], check=True)
+                            str(SUPPORT / 'trt_stub.c')], check=True)
     return out
 
 
@@ -51,11 +51,11 @@ def check(version: str, stub_libs: Path, *files: Path) -> list[str]:
         if not folder.is_dir():
             pytest.fail(f'{folder} missing: run `bash pip_env/setup.sh`')
         module = 'tensorrt_bindings'
-        env['PYTHONPATH'] = os.pathsep.join([str(folder), str(HERE)])
+        env['PYTHONPATH'] = os.pathsep.join([str(folder), str(SUPPORT)])
         env['LD_LIBRARY_PATH'] = str(stub_libs)
-    out = subprocess.run([sys.executable, str(HERE / 'trt_conformance.py'), module,
+    out = subprocess.run([sys.executable, str(SUPPORT / 'trt_conformance.py'), module,
                           *map(str, files)], env=env, capture_output=True, text=True,
-                         timeout=120, cwd=HERE)
+                         timeout=120, cwd=SUPPORT)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -70,11 +70,7 @@ def test_our_tensorrt_calls_match_the_real_bindings(version, stub_libs):
 
 
 def test_the_scan_sees_what_it_must():
-    sys.path.insert(0, str(HERE))
-    try:
-        import trt_conformance as scan
-    finally:
-        sys.path.remove(str(HERE))
+    from support import trt_conformance as scan
     uses = {(u.owner, u.attr) for u in scan.all_uses()}
     for needed in [('IExecutionContext', 'execute_async_v3'), ('IExecutionContext', 'set_input_shape'),
                    ('ICudaEngine', 'get_tensor_profile_shape'), ('Runtime', 'deserialize_cuda_engine'),

@@ -9,8 +9,8 @@ import vision_msgs
 from geometry_msgs.msg import Pose, PoseWithCovariance
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
-from ros_helpers import make_node, ros_context, spin_until
 from std_msgs.msg import Header
+from support.ros import make_node, ros_context, spin_until
 from vision_msgs.msg import (
     BoundingBox2D,
     Detection2D,

@@ -3,16 +3,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
-from .core import assets, defaults
-from .core.errors import YoloTrtError
-from .core.postprocess import PostprocessConfig
+from yolo_trt_ros.core import defaults
+from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.models import paths
+from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 
 
 def _err(msg: str) -> None:
     print(f'yolo-trt: {msg}', file=sys.stderr)
+
+
+def _print_core_log() -> None:
+    """The core logs through Python logging (the `yolo_trt_ros` logger): on the terminal it
+    is plain lines on stderr, so stdout keeps only results (`--json` stays JSON)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('%(message)s'))
+    core = logging.getLogger('yolo_trt_ros')
+    core.addHandler(handler)
+    core.setLevel(logging.INFO)
+    core.propagate = False
 
 
 def _positive_int(value: str) -> int:
@@ -28,7 +41,7 @@ def _positive_int(value: str) -> int:
 def _model_arg(value: str | None) -> Path:
     if value:
         return Path(value)
-    path = assets.default_model_path()
+    path = paths.default_model_path()
     if not path.is_file():
         raise YoloTrtError(f'default model {path} is missing: run `yolo-trt fetch-assets` '
                            f'(or pip_env/setup.sh), or pass --model')
@@ -36,7 +49,7 @@ def _model_arg(value: str | None) -> Path:
 
 
 def _open_detector(args):
-    from .core.detector import Detector, DetectorConfig
+    from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 
     config = DetectorConfig(
         model=_model_arg(args.model), backend=args.backend,
@@ -69,9 +82,10 @@ def _save_dir(value: str | None) -> Path | None:
 def cmd_detect(args) -> int:
     import cv2
 
-    from .core.annotate import draw
-    from .core.detector import detections_to_dicts
-    from .core.images import read_image, to_bgr
+    from yolo_trt_ros.core.image.buffers import to_bgr
+    from yolo_trt_ros.core.image.decode import read_image
+    from yolo_trt_ros.core.pipeline.annotate import draw
+    from yolo_trt_ros.core.pipeline.results import detections_to_dicts
 
     try:
         save = _save_dir(args.save)
@@ -90,7 +104,7 @@ def cmd_detect(args) -> int:
                 failed += 1
                 continue
             entry = {'image': path, 'width': image.width, 'height': image.height,
-                     'detections': detections_to_dicts(det, detector)}
+                     'detections': detections_to_dicts(det, detector.label)}
             results.append(entry)
             if not args.json:
                 found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
@@ -125,7 +139,7 @@ def add_build_options(p: argparse.ArgumentParser, lookup: bool = False) -> None:
 
 
 def build_options(args):
-    from .core.builder import BuildOptions, ShapeProfile
+    from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
 
     return BuildOptions(
         precision=args.precision,
@@ -136,14 +150,11 @@ def build_options(args):
 
 
 def cmd_build(args) -> int:
-    from .core.builder import build_engine
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+    from yolo_trt_ros.core.build.builder import build_engine
 
     try:
         result = build_engine(_model_arg(args.model), build_options(args),
-                              Path(args.cache_dir) if args.cache_dir else None, args.force, log)
+                              Path(args.cache_dir) if args.cache_dir else None, args.force)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
         return 1
@@ -154,12 +165,11 @@ def cmd_build(args) -> int:
 
 
 def cmd_fetch_assets(args) -> int:
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr)
+    from yolo_trt_ros.core.models import assets
 
     try:
-        model = assets.ensure_default_model(log)
-        images = assets.ensure_sample_images(log)
+        model = assets.ensure_default_model()
+        images = assets.ensure_sample_images()
     except YoloTrtError as exc:
         _err(str(exc))
         return 1
@@ -171,19 +181,19 @@ def cmd_fetch_assets(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job: sample photos -> image_source -> engine_builder -> detector."""
-    from .ros.demo import run_demo
+    from yolo_trt_ros.demo import run_demo
 
     return run_demo(Path(args.save), args.backend, args.frames)
 
 
 def cmd_bench(args) -> int:
-    from .bench import main as bench_main
+    from yolo_trt_ros.benchmarks.stages import main as bench_main
 
     return bench_main(args.frames, args.warmup, args.json, args.model)
 
 
 def cmd_launch(args) -> int:
-    from .launcher import run
+    from yolo_trt_ros.launcher import run
 
     return run(args.assignments)
 
@@ -252,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _print_core_log()
     return args.func(args)
 
 

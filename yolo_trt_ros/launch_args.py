@@ -11,28 +11,32 @@ from pathlib import Path
 
 import yaml
 
-from .core import defaults
+from yolo_trt_ros.core import defaults
+from yolo_trt_ros.core.defaults import check_choice
+from yolo_trt_ros.core.serving.config import camera_names, split_list
 
 # name -> (default, description). Values are strings, as launch arguments are.
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     'namespace': ('', 'namespace of both nodes; detections go out on <namespace>/detections'),
     'model': ('', 'ONNX model; empty: the default YOLOv3-tiny COCO model'),
-    'image_topic': ('image', 'camera image topic; several cameras: comma-separated'),
-    'compressed': ('false', 'subscribe to <image_topic>/compressed (CompressedImage)'),
+    'image_topic': (defaults.IMAGE_TOPIC, 'camera image topic; several cameras: comma-separated'),
+    'compressed': (str(defaults.COMPRESSED).lower(), 'subscribe to <image_topic>/compressed '
+                                                    '(CompressedImage)'),
     'precision': (defaults.PRECISION, f"engine precision: {', '.join(defaults.PRECISIONS)}"),
     'conf': (str(defaults.CONF_THRESHOLD), 'confidence threshold'),
     'iou': (str(defaults.IOU_THRESHOLD), 'NMS IoU threshold'),
     'backend': (defaults.BACKEND, ', '.join(defaults.BACKENDS)),
     'cache_dir': ('', 'engine cache directory; empty: ~/.cache/yolo_trt_ros/engines'),
-    'publish_annotated': ('true', 'publish detections_image while someone subscribes'),
+    'publish_annotated': (str(defaults.PUBLISH_ANNOTATED).lower(), 'publish detections_image '
+                                                                  'while someone subscribes'),
     'qos_reliability': (defaults.QOS_RELIABILITY, 'input QoS: auto (reliable when every '
                                                   'publisher is), reliable or best_effort'),
     'qos_depth': (str(defaults.QOS_DEPTH), 'input QoS history depth'),
     'params_file': ('', 'parameter YAML; empty: the installed config/detector.yaml'),
-    'workers': ('1', 'detector processes that split the cameras and share the engine and the '
-                     'GPU: a number, or auto (one per camera, at most one per CPU core)'),
+    'workers': (defaults.WORKERS, 'detector processes that split the cameras and share the '
+                                  'engine and the GPU: a number, or auto (one per camera, at '
+                                  'most one per CPU core)'),
 }
-MAX_WORKERS = 64
 
 # node parameter -> launch argument that sets it
 BUILDER_FROM_ARGS = {'model': 'model', 'precision': 'precision', 'backend': 'backend',
@@ -49,13 +53,16 @@ PARAM_TYPES = {'model': str, 'precision': str, 'backend': str, 'cache_dir': str,
                'image_topics': str, 'compressed': bool, 'conf_threshold': float,
                'iou_threshold': float, 'publish_annotated': bool, 'qos_reliability': str,
                'qos_depth': int}
-MAX_QOS_DEPTH = 100
 BOOLEANS = ('true', 'false')
 
 
 def _check(name: str, value: str, ok: bool, accepted: str) -> None:
     if not ok:
         raise ValueError(f"launch argument {name}: '{value}' is not {accepted}")
+
+
+def _choice(name: str, value: str, choices) -> None:
+    check_choice(f'launch argument {name}', value, choices)
 
 
 def _is_fraction(text: str) -> bool:
@@ -74,38 +81,16 @@ def validate(values: dict[str, str]) -> None:
         _check(name, values[name], _is_fraction(values[name]), 'a number in [0, 1]')
     for name, choices in (('precision', defaults.PRECISIONS), ('backend', defaults.BACKENDS),
                           ('qos_reliability', defaults.QOS_RELIABILITIES)):
-        _check(name, values[name], values[name] in choices, ', '.join(choices))
+        _choice(name, values[name], choices)
     depth = values['qos_depth']
-    _check('qos_depth', depth, depth.isdigit() and 1 <= int(depth) <= MAX_QOS_DEPTH,
-           f'an integer in 1..{MAX_QOS_DEPTH}')
+    _check('qos_depth', depth, depth.isdigit() and 1 <= int(depth) <= defaults.MAX_QOS_DEPTH,
+           f'an integer in 1..{defaults.MAX_QOS_DEPTH}')
     _check('image_topic', values['image_topic'], bool(values['image_topic'].strip(' ,')),
            'a topic name (several: comma-separated)')
     workers = values['workers']
     _check('workers', workers, workers == 'auto' or
-           (workers.isdigit() and 1 <= int(workers) <= MAX_WORKERS),
-           f'auto or an integer in 1..{MAX_WORKERS}')
-
-
-def split_list(text: str) -> list[str]:
-    """'a, b,,c' -> ['a', 'b', 'c'] (launch arguments and list parameters)."""
-    return [t.strip() for t in str(text).split(',') if t.strip()]
-
-
-def camera_names(topics: tuple[str, ...], names: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The output prefix of each camera: the names given; else none for a single camera
-    (outputs sit in the node's namespace); else the topics' parents (cam1/image_raw ->
-    cam1) where they are distinct; else camera0, camera1, ..."""
-    if names:
-        if len(names) != len(topics):
-            raise ValueError(f'parameter camera_names: {len(names)} names for '
-                             f'{len(topics)} image_topics')
-        return tuple(names)
-    if len(topics) == 1:
-        return ('',)
-    derived = tuple(t.strip('/').rsplit('/', 1)[0] if '/' in t.strip('/') else '' for t in topics)
-    if len(set(derived)) == len(topics) and all(derived):
-        return derived
-    return tuple(f'camera{i}' for i in range(len(topics)))
+           (workers.isdigit() and 1 <= int(workers) <= defaults.MAX_WORKERS),
+           f'auto or an integer in 1..{defaults.MAX_WORKERS}')
 
 
 def worker_plan(image_topic: str, workers: str, cores: int | None = None,

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterable
 
-from .launch_args import (
+from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
     LAUNCH_ARGUMENTS,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
@@ -24,40 +23,27 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from ..core.builder import BuildResult, engine_for_backend
-from ..core.errors import YoloTrtError
-from .build_params import (
-    LATCHED_QOS,
-    BuildParams,
-    declare_parameters,
-    read_build_params,
-    unknown_overrides,
+from yolo_trt_ros.core.build.builder import BuildResult, engine_for_backend
+from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.serving.config import (
+    BUILD_PARAMETERS,
+    BUILDER_PARAMETERS,
+    DETECTOR_PARAMETERS,
+    BuilderConfig,
+    builder_config,
 )
-
-# Beyond the shared build parameters (build_params.py).
-PARAMETERS: dict[str, tuple[object, str]] = {
-    'force': (False, 'rebuild even when the cache has the engine'),
-    'linger_s': (10.0, 'seconds to wait for a subscriber to take the engine message'),
-}
-
-
-@dataclass(frozen=True)
-class BuilderConfig:
-    build: BuildParams
-    force: bool
-    linger_s: float
+from yolo_trt_ros.ros.log_bridge import route_to
+from yolo_trt_ros.ros.parameters import LATCHED_QOS, declare, unknown_overrides
 
 
 def read_config(node: Node) -> BuilderConfig:
-    from .detector_node import PARAMETERS as DETECTOR_PARAMETERS  # a cycle at import time
-
-    build = read_build_params(node)
-    p = declare_parameters(node, PARAMETERS)
+    given = {**declare(node, BUILD_PARAMETERS), **declare(node, BUILDER_PARAMETERS)}
+    config = builder_config(given)
     unknown = unknown_overrides(node, set(DETECTOR_PARAMETERS))
     if unknown:
-        node.get_logger().warn(f"parameters given but not known to engine_builder: "
-                               f"{', '.join(unknown)}")
-    return BuilderConfig(build, bool(p['force']), max(0.0, float(p['linger_s'])))
+        node.get_logger().warning(f"parameters given but not known to engine_builder: "
+                                  f"{', '.join(unknown)}")
+    return config
 
 
 def announcement(model: Path, result: BuildResult | None) -> dict:
@@ -71,6 +57,7 @@ def announcement(model: Path, result: BuildResult | None) -> dict:
 class EngineBuilderNode(Node):
     def __init__(self) -> None:
         super().__init__('engine_builder')
+        route_to(self.get_logger())  # the build's progress, TensorRT's messages
         self.config = read_config(self)
         self.publisher = self.create_publisher(String, 'engine', LATCHED_QOS)
 
@@ -79,7 +66,7 @@ class EngineBuilderNode(Node):
         build = self.config.build
         try:
             result = engine_for_backend(build.model, build.options, build.backend,
-                                        build.cache_dir, self.config.force, log.info)
+                                        build.cache_dir, self.config.force)
         except (YoloTrtError, ValueError) as exc:
             log.error(f'engine build failed: {exc}')
             return 1

@@ -14,11 +14,11 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
-from ..core.cdr import RawCompressed, Stamped, parse_compressed, parse_image
-from ..core.defaults import MAX_IMAGE_PIXELS
-from ..core.frames import CameraStats, Window
-from ..core.images import ImageView, decode_compressed, view_image
-from ..core.postprocess import Detections
+from yolo_trt_ros.core.image.buffers import ImageView, view_image
+from yolo_trt_ros.core.image.decode import decode_compressed
+from yolo_trt_ros.core.pipeline.results import Detections
+from yolo_trt_ros.core.serving.cdr import Stamped
+from yolo_trt_ros.core.serving.health import CameraStats, Window
 
 
 def image_view(msg: Image | CompressedImage) -> ImageView:
@@ -27,21 +27,6 @@ def image_view(msg: Image | CompressedImage) -> ImageView:
         return decode_compressed(msg.data, msg.format)
     return view_image(msg.data, msg.height, msg.width, msg.encoding, msg.step,
                       bool(msg.is_bigendian))
-
-
-def parse_frame(data: bytes, compressed: bool, max_pixels: int = MAX_IMAGE_PIXELS
-                ) -> tuple[Stamped, ImageView | RawCompressed]:
-    """A serialized Image or CompressedImage (a raw subscription) -> (its header, a view of
-    its pixels, or for a CompressedImage its still-encoded payload, which the detector
-    decodes with the rest of the batch). Parses only what it must; a raw frame above
-    max_pixels is refused from its header (ImageError 'too_large') before any pixel memory
-    is allocated; raises ImageError."""
-    if compressed:
-        m = parse_compressed(data)
-        return m.header, m
-    m = parse_image(data)
-    return m.header, view_image(m.data, m.height, m.width, m.encoding, m.step,
-                                m.is_bigendian, max_pixels=max_pixels)
 
 
 def header_message(stamp: Stamped) -> Header:

@@ -7,7 +7,6 @@ from a parameter. Stops by itself after `count` frames (0: never).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -18,50 +17,23 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from ..core.calibrator import IMAGE_SUFFIXES
-from ..core.errors import YoloTrtError
-from ..core.images import read_image, to_bgr
-from .build_params import declare_parameters
+from yolo_trt_ros.core.defaults import check_choice
+from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.image.sources import frames_from
+from yolo_trt_ros.core.serving.params import Table, check_values, param
+from yolo_trt_ros.ros.parameters import declare
 
-PARAMETERS: dict[str, tuple[object, str]] = {
-    'path': ('', 'an image file, a folder of images, or a video file'),
-    'rate': (10.0, 'frames per second'),
-    'encoding': ('bgr8', 'bgr8, rgb8, mono8 or compressed (JPEG on image/compressed)'),
-    'frame_id': ('camera', 'header frame_id'),
-    'loop': (True, 'start again at the end'),
-    'count': (0, 'stop after this many frames; 0: never'),
-    'reliable': (True, 'reliable QoS (a best-effort subscriber still matches)'),
-    'wait_for_subscriber': (True, 'start publishing once a subscriber has matched'),
-}
 ENCODINGS = ('bgr8', 'rgb8', 'mono8', 'compressed')
-
-
-def frames_from(path: Path, loop: bool) -> Iterator[tuple[int | None, np.ndarray]]:
-    """(index, BGR frame) from a file, a folder (sorted) or a video; ValueError if none.
-    index identifies a still image (so its message can be reused); None for video."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f'parameter path: no images in {path}')
-        images = [to_bgr(read_image(str(f))) for f in files]
-    elif path.suffix.lower() in IMAGE_SUFFIXES:
-        images = [to_bgr(read_image(str(path)))]
-    else:
-        capture = cv2.VideoCapture(str(path))
-        if not capture.isOpened():
-            raise ValueError(f'parameter path: cannot open {path} as an image or a video')
-        images = None
-    while True:
-        if images is not None:
-            yield from enumerate(images)
-        else:
-            ok, frame = capture.read()
-            if ok:
-                yield None, frame
-                continue
-            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        if not loop:
-            return
+PARAMETERS: Table = {
+    'path': param('', 'an image file, a folder of images, or a video file'),
+    'rate': param(10.0, 'frames per second'),
+    'encoding': param('bgr8', f"{', '.join(ENCODINGS)} (compressed: JPEG on image/compressed)"),
+    'frame_id': param('camera', 'header frame_id'),
+    'loop': param(True, 'start again at the end'),
+    'count': param(0, 'stop after this many frames; 0: never'),
+    'reliable': param(True, 'reliable QoS (a best-effort subscriber still matches)'),
+    'wait_for_subscriber': param(True, 'start publishing once a subscriber has matched'),
+}
 
 
 def to_message(bgr: np.ndarray, encoding: str) -> Image | CompressedImage:
@@ -80,10 +52,8 @@ def to_message(bgr: np.ndarray, encoding: str) -> Image | CompressedImage:
 class ImageSourceNode(Node):
     def __init__(self) -> None:
         super().__init__('image_source')
-        p = declare_parameters(self, PARAMETERS)
-        if p['encoding'] not in ENCODINGS:
-            raise ValueError(f"parameter encoding: '{p['encoding']}' is not one of "
-                             f"{', '.join(ENCODINGS)}")
+        p = check_values(PARAMETERS, declare(self, PARAMETERS))
+        check_choice('parameter encoding', p['encoding'], ENCODINGS)
         if p['rate'] <= 0:
             raise ValueError(f"parameter rate: {p['rate']} must be positive")
         if not p['path']:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, ModelError
-from .base import BackendInfo, InputProfile, TensorSpec
+from yolo_trt_ros.core.backends.base import BackendInfo, InputProfile, TensorSpec
+from yolo_trt_ros.core.errors import BackendError, ModelError
 
 _DTYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16,
            'tensor(double)': np.float64, 'tensor(uint8)': np.uint8,

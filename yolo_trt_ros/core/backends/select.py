@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..cuda import GpuInfo, probe_gpu
-from ..defaults import BACKENDS
-from ..errors import BackendError, YoloTrtError
-from .base import Backend
+from yolo_trt_ros.core.backends.base import Backend
+from yolo_trt_ros.core.defaults import BACKENDS
+from yolo_trt_ros.core.errors import BackendError, YoloTrtError
+from yolo_trt_ros.core.gpu.cuda import GpuInfo, probe_gpu
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,13 @@ REAL_RUNTIME = RuntimeParts()
 
 
 def _onnxruntime(model: Path, reason: str) -> Backend:
-    from .onnxruntime import OnnxRuntimeBackend
+    from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(model, reason=reason)
 
 
 def _tensorrt(engine: Path | None, reason: str, parts: RuntimeParts, why: str) -> Backend:
-    from .tensorrt import TensorRTBackend
+    from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
 
     if engine is None:
         raise BackendError(f'backend tensorrt needs an engine ({why or "none given"}): build '

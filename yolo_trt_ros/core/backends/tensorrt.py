@@ -22,50 +22,19 @@ from types import ModuleType
 
 import numpy as np
 
-from ..cuda import CudaRuntime, probe_gpu
-from ..defaults import FLAVOURS
-from ..engine_cache import LoadedEngine, load_engine
-from ..errors import BackendError, CudaError, EngineError
-from .base import BackendInfo, InputProfile, TensorSpec
+from yolo_trt_ros.core.backends.base import BackendInfo, InputProfile, TensorSpec
+from yolo_trt_ros.core.backends.trt_module import (
+    RUNTIME_MODULE_ENV,
+    check_built_by,
+    flavour_of,
+    import_tensorrt,
+    make_logger,
+)
+from yolo_trt_ros.core.errors import BackendError, CudaError, EngineError
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime, probe_gpu
+from yolo_trt_ros.core.store.cache import LoadedEngine, load_engine
 
-# For benchmarks only: a module with TensorRT's runtime API to load engines with instead
-# (bench/standin_trt.py runs a GPU stand-in for inference). Never set in production.
-RUNTIME_MODULE_ENV = 'YOLO_TRT_ROS_RUNTIME_MODULE'
-_LOG = logging.getLogger('yolo_trt_ros.tensorrt')
-
-
-def import_tensorrt(flavour: str | None = None) -> ModuleType:
-    """The TensorRT Python module: `flavour` if given, else the first importable one."""
-    errors = []
-    for name in ([flavour] if flavour else FLAVOURS):
-        if name not in FLAVOURS:
-            raise BackendError(f"unknown TensorRT flavour '{name}': use {' or '.join(FLAVOURS)}")
-        try:
-            return importlib.import_module(name)
-        except ImportError as exc:  # the PyPI 'tensorrt' stub raises on import too
-            errors.append(f'{name}: {exc}')
-    raise BackendError('TensorRT is not installed (' + '; '.join(errors) + ')')
-
-
-def flavour_of(trt: ModuleType) -> str:
-    return trt.__name__.split('.')[0]
-
-
-def make_logger(trt: ModuleType, messages: list[str]):
-    """A TensorRT logger that keeps warnings and errors (for our error messages) and sends
-    them to stderr through Python logging: nothing of TensorRT's reaches stdout, where it
-    would corrupt `yolo-trt detect --json`."""
-
-    class Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg) -> None:
-            if severity <= trt.ILogger.Severity.WARNING:
-                messages.append(str(msg))
-                _LOG.warning('TensorRT: %s', msg)
-
-    return Logger()
+_LOG = logging.getLogger(__name__)
 
 
 def runtime_module(loaded: LoadedEngine) -> tuple[ModuleType, str]:
@@ -85,14 +54,6 @@ def runtime_module(loaded: LoadedEngine) -> tuple[ModuleType, str]:
     trt = import_tensorrt(key.get('flavour'))
     check_built_by(trt, key)
     return trt, ''
-
-
-def check_built_by(trt: ModuleType, key: dict) -> None:
-    built = f"{key.get('flavour')} {key.get('tensorrt_version')}"
-    here = f'{flavour_of(trt)} {trt.__version__}'
-    if built != here:
-        raise EngineError(f'the engine was built with {built}, this machine has {here}: '
-                          f'rebuild it here (yolo-trt build --force)')
 
 
 def _dims(shape) -> tuple[int | None, ...]:

@@ -1,0 +1,1 @@
+"""`yolo-trt bench` and the pieces the ROS benchmarks in the repository's bench/ share."""

@@ -1,0 +1,251 @@
+"""Decode YOLO outputs on the GPU where the engine wrote them; download candidates only.
+
+One CUDA kernel (compiled by NVRTC, see nvrtc.py) gives each anchor a thread: it finds
+the anchor's best allowed class, applies the confidence threshold (YOLOv5: objectness
+first, then objectness x class score) and appends the survivors through an atomic counter
+to a device buffer. The host downloads the per-image counts, then only those rows (a few
+hundred bytes instead of the 2.7 MB (1, 84, 8400) output), and finishes with the same
+NMS and letterbox un-mapping as the CPU decoder (postprocess.select), so the detections
+are identical to `postprocess()`'s.
+
+Exactness: scores are compared in float32 (as numpy compares a float32 array with a
+Python float), fp16 outputs are widened exactly, YOLOv5 products are rounded once
+(__fmul_rn, no fused multiply-add), classes are scanned in the order numpy's argmax
+sees them (first maximum wins), a NaN score rejects the anchor (numpy's max is NaN), and
+candidates are sorted back into anchor order before NMS.
+
+The candidate buffer holds `capacity` rows per image (default: every anchor, so it cannot
+overflow). With a smaller capacity, an image with more candidates is decoded on the CPU
+from its downloaded output instead: never truncated.
+"""
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+import numpy as np
+
+from yolo_trt_ros.core.errors import CudaError
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime, check, probe_gpu
+from yolo_trt_ros.core.gpu.nvrtc import compile_source, launch, load_functions
+from yolo_trt_ros.core.pipeline.decode import postprocess, select, xywh_to_xyxy
+from yolo_trt_ros.core.pipeline.preprocess import Letterbox
+from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
+
+KERNEL_SOURCE = r'''
+typedef unsigned short u16;
+
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ float load(const u16* p) {
+    float f;  // half -> float is exact; without cuda_fp16.h (not in every NVRTC)
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(*p));
+    return f;
+}
+
+// One candidate row, 8 x 4 bytes: anchor, class, score, cx, cy, w, h, unused.
+template <typename T, bool V5>
+__device__ void decode(const T* __restrict__ output, int anchors, int classes,
+                       const int* __restrict__ allowed, int n_allowed, float conf,
+                       int* __restrict__ counts, float* __restrict__ rows, int capacity) {
+    int a = blockIdx.x * blockDim.x + threadIdx.x;
+    int n = blockIdx.y;
+    if (a >= anchors) return;
+    int fields = (V5 ? 5 : 4) + classes;
+    const T* image = output + (size_t)n * fields * anchors;
+    // Field f of anchor a: yolov8 (4+C, A) is field-major, yolov5 (A, 5+C) anchor-major.
+    #define FIELD(f) load(V5 ? image + (size_t)a * fields + (f) : image + (size_t)(f) * anchors + a)
+    float obj = 1.0f;
+    if (V5) {
+        obj = FIELD(4);
+        if (!(obj > conf)) return;
+    }
+    int first = V5 ? 5 : 4;
+    int scanned = n_allowed < 0 ? classes : n_allowed;
+    float best = __int_as_float(0xff800000);  // -infinity
+    int best_class = -1;
+    for (int k = 0; k < scanned; ++k) {
+        int c = n_allowed < 0 ? k : allowed[k];
+        float s = FIELD(first + c);
+        if (V5) s = __fmul_rn(s, obj);
+        if (s != s) return;  // NaN: numpy's max is NaN, which passes no threshold
+        if (s > best) { best = s; best_class = c; }
+    }
+    if (!(best > conf)) return;
+    int i = atomicAdd(counts + n, 1);
+    if (i >= capacity) return;  // counted all the same: the host sees the overflow
+    float* row = rows + ((size_t)n * capacity + i) * 8;
+    row[0] = __int_as_float(a);
+    row[1] = __int_as_float(best_class);
+    row[2] = best;
+    row[3] = FIELD(0); row[4] = FIELD(1); row[5] = FIELD(2); row[6] = FIELD(3);
+    #undef FIELD
+}
+
+#define DECODE_ENTRY(NAME, T, V5)                                                         \
+extern "C" __global__ void NAME(const T* output, int anchors, int classes,              \
+                                const int* allowed, int n_allowed, float conf,          \
+                                int* counts, float* rows, int capacity) {               \
+    decode<T, V5>(output, anchors, classes, allowed, n_allowed, conf, counts, rows,       \
+                  capacity);                                                              \
+}
+DECODE_ENTRY(decode_yolov8_f32, float, false)
+DECODE_ENTRY(decode_yolov8_f16, u16, false)
+DECODE_ENTRY(decode_yolov5_f32, float, true)
+DECODE_ENTRY(decode_yolov5_f16, u16, true)
+'''
+KERNEL_NAMES = tuple(f'decode_{fmt}_{t}' for fmt in ('yolov8', 'yolov5') for t in ('f32', 'f16'))
+FORMATS = ('yolov8', 'yolov5')  # end2end outputs are already decoded: download them whole
+ROW_FIELDS = 8
+BLOCK = 256
+
+
+def compile_kernel(arch: str) -> bytes:
+    """KERNEL_SOURCE for arch ('sm_90': cubin, 'compute_90': PTX); needs no GPU."""
+    return compile_source(KERNEL_SOURCE, arch, 'gpu_decode.cu')
+
+
+def _host_array(ptr: int, nbytes: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), dtype).reshape(shape)
+
+
+class GpuDecoder:
+    """Decode an engine output lying on the GPU: (N, 4+C, A) yolov8 or (N, A, 5+C) yolov5,
+    float32 or float16, into one Detections per image, equal to `postprocess()`'s.
+
+    shape: the output's largest shape (batch first); a call may decode fewer images.
+    capacity: candidate rows per image (default: all anchors, which cannot overflow).
+    All work is queued on `stream`; a call synchronises it twice (counts, then rows).
+    Device and pinned buffers are allocated once, in the constructor; `close()` frees them.
+    """
+
+    def __init__(self, fmt: str, shape: tuple[int, int, int], dtype=np.float32,
+                 capacity: int | None = None, stream: int = 0, cuda: CudaRuntime | None = None,
+                 compute_capability: tuple[int, int] | None = None) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"GPU decoding takes the {' or '.join(FORMATS)} layout, not "
+                             f"'{fmt}'")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float16):
+            raise ValueError(f'GPU decoding reads float32 or float16 outputs, not {self.dtype}')
+        self.fmt, self.batch = fmt, int(shape[0])
+        rows, cols = int(shape[1]), int(shape[2])
+        self.anchors, self.classes = (cols, rows - 4) if fmt == 'yolov8' else (rows, cols - 5)
+        if self.classes < 1 or self.anchors < 1:
+            raise ValueError(f'output shape {list(shape)} has no classes or anchors for {fmt}')
+        self.capacity = self.anchors if capacity is None else int(capacity)
+        if self.capacity < 1:
+            raise ValueError(f'capacity must be at least 1, got {capacity}')
+        self.image_bytes = rows * cols * self.dtype.itemsize
+        cc = compute_capability or probe_gpu().compute_capability
+        if cc is None:
+            raise CudaError(f'no GPU for GPU decoding: {probe_gpu().reason}')
+        suffix = 'f32' if self.dtype == np.float32 else 'f16'
+        self._kernel = load_functions(KERNEL_SOURCE, 'gpu_decode.cu', KERNEL_NAMES,
+                                      cc)[f'decode_{fmt}_{suffix}']
+        self.cuda, self.stream = cuda or CudaRuntime(), stream
+        self._pointers: list[tuple[str, int]] = []  # (kind, pointer) freed by close()
+        try:
+            self._allocate()
+        except BaseException:
+            self.close()  # what was allocated before the failure
+            raise
+
+    def _allocate(self) -> None:
+        row_bytes = self.batch * self.capacity * ROW_FIELDS * 4
+        self._d_counts = self._alloc('device', self.batch * 4)
+        self._d_rows = self._alloc('device', row_bytes)
+        self._d_allowed = self._alloc('device', self.classes * 4)
+        counts_ptr = self._alloc('host', self.batch * 4)
+        rows_ptr = self._alloc('host', row_bytes)
+        allowed_ptr = self._alloc('host', self.classes * 4)
+        self._counts = _host_array(counts_ptr, self.batch * 4, np.int32, (self.batch,))
+        self._rows = _host_array(rows_ptr, row_bytes, np.float32,
+                                 (self.batch, self.capacity, ROW_FIELDS))
+        self._allowed = _host_array(allowed_ptr, self.classes * 4, np.int32, (self.classes,))
+        self._allowed_for: tuple[int, ...] | None = None  # cfg.classes _d_allowed holds
+        self._fallback: np.ndarray | None = None  # pinned output copy, made on first overflow
+
+    def _alloc(self, kind: str, nbytes: int) -> int:
+        ptr = self.cuda.malloc(nbytes) if kind == 'device' else self.cuda.malloc_host(nbytes)
+        self._pointers.append((kind, ptr))
+        return ptr
+
+    def _class_filter(self, classes: tuple[int, ...] | None) -> int:
+        """Upload the allowed classes (in cfg's order, as the CPU decoder scans them, in
+        range, first occurrence of each) when they change; -1 means every class."""
+        if classes is None:
+            return -1
+        allowed = list(dict.fromkeys(c for c in classes if 0 <= c < self.classes))
+        if classes != self._allowed_for:
+            self._allowed[:len(allowed)] = allowed
+            self.cuda.copy_to_device(self._d_allowed, self._allowed.ctypes.data,
+                                     len(allowed) * 4, self.stream)
+            self._allowed_for = classes
+        return len(allowed)
+
+    def __call__(self, output_ptr: int, boxes: Sequence[Letterbox],
+                 cfg: PostprocessConfig) -> list[Detections]:
+        """output_ptr: the device output (images back to back, this decoder's dtype and
+        layout); boxes: one Letterbox per image to decode (at most the batch)."""
+        images = len(boxes)
+        if not 0 < images <= self.batch:
+            raise ValueError(f'{images} images for a decoder of batch {self.batch}')
+        n_allowed = self._class_filter(cfg.classes)
+        if n_allowed == 0:  # no allowed class in range: as the CPU decoder, nothing
+            return [Detections.empty() for _ in boxes]
+        check(self.cuda.rt.cudaMemsetAsync(self._d_counts, 0, images * 4, self.stream),
+              'cudaMemsetAsync(counts)')
+        launch(self._kernel, ((self.anchors + BLOCK - 1) // BLOCK, images, 1), (BLOCK, 1, 1),
+               [np.uint64(output_ptr), np.int32(self.anchors), np.int32(self.classes),
+                np.uint64(self._d_allowed), np.int32(n_allowed),
+                np.float32(cfg.conf_threshold), np.uint64(self._d_counts),
+                np.uint64(self._d_rows), np.int32(self.capacity)], self.stream)
+        self.cuda.copy_to_host(self._counts.ctypes.data, self._d_counts, images * 4,
+                               self.stream)
+        self.cuda.stream_synchronize(self.stream)
+        counts = self._counts[:images].tolist()
+        row_bytes = self.capacity * ROW_FIELDS * 4
+        for i, count in enumerate(counts):
+            if count > self.capacity:
+                self._download_output(output_ptr, i)
+            elif count:
+                self.cuda.copy_to_host(self._rows[i].ctypes.data, self._d_rows + i * row_bytes,
+                                       count * ROW_FIELDS * 4, self.stream)
+        self.cuda.stream_synchronize(self.stream)
+        return [self._finish(i, count, box, cfg)
+                for i, (count, box) in enumerate(zip(counts, boxes, strict=True))]
+
+    def _download_output(self, output_ptr: int, image: int) -> None:
+        if self._fallback is None:
+            nbytes = self.batch * self.image_bytes
+            self._fallback = _host_array(self._alloc('host', nbytes), nbytes, self.dtype,
+                                         (self.batch, self.image_bytes // self.dtype.itemsize))
+        self.cuda.copy_to_host(self._fallback[image].ctypes.data,
+                               output_ptr + image * self.image_bytes, self.image_bytes,
+                               self.stream)
+
+    def _finish(self, image: int, count: int, box: Letterbox,
+                cfg: PostprocessConfig) -> Detections:
+        if count > self.capacity:  # more candidates than rows: the CPU decoder, whole
+            shape = ((4 + self.classes, self.anchors) if self.fmt == 'yolov8' else
+                     (self.anchors, 5 + self.classes))
+            return postprocess(self._fallback[image].reshape(shape), self.fmt, box, cfg)
+        rows = self._rows[image, :count]
+        ints = rows.view(np.int32)  # columns 0 and 1 hold int32 bits: anchor, class
+        rows = rows[np.argsort(ints[:, 0], kind='stable')]  # back into anchor order
+        ids = rows.view(np.int32)[:, 1].astype(np.int64)
+        return select(xywh_to_xyxy(rows[:, 3:7]), rows[:, 2].copy(), ids, self.fmt, box, cfg)
+
+    def close(self) -> None:
+        if not self._pointers:
+            return
+        self.cuda.stream_synchronize(self.stream)
+        for kind, ptr in reversed(self._pointers):
+            (self.cuda.free if kind == 'device' else self.cuda.free_host)(ptr)
+        self._pointers.clear()
+
+    def __enter__(self) -> GpuDecoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,86 @@
+"""Compressed images (CompressedImage payloads, image files) decoded on the CPU with OpenCV.
+
+The size is read from the image header first (header.py): an image above max_pixels is
+refused before the decoder allocates its pixels. What the C decoders print is captured
+(capture.py) and turned into the error's reason.
+"""
+from __future__ import annotations
+
+import re
+
+import cv2
+import numpy as np
+
+from yolo_trt_ros.core.defaults import MAX_IMAGE_PIXELS
+from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.image.buffers import BGR, BGRA, GRAY, ImageView, check_pixels
+from yolo_trt_ros.core.image.capture import decoder_messages
+from yolo_trt_ros.core.image.header import CODECS, PNG, codec_of, image_size, png_chunk_error
+
+# Warnings about bytes around complete image data: many USB (MJPEG) webcams trail every
+# frame with padding libjpeg reports this way, and the pixels are whole. Refusing them would
+# refuse every frame of such a camera, so these are dropped quietly; every other decoder
+# warning (truncated or damaged data, filled in with grey) refuses the frame.
+BENIGN_DECODER_WARNING = re.compile(r'extraneous bytes before marker 0xd9')
+
+
+def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
+    """Decode a sensor_msgs/CompressedImage payload (JPEG, PNG, BMP, WebP) to BGR or gray.
+
+    The size is read from the image header first: an image above max_pixels is refused
+    (cause 'too_large') before the decoder allocates its pixels. A codec whose size cannot
+    be read that way is refused ('format'). An image the decoder warns about (corrupt or
+    truncated data, which libjpeg would fill in with grey) is refused too ('corrupt'), with
+    the decoder's words in the message; nothing is printed. Trailing bytes after the last
+    scan (MJPEG webcams) are not damage and pass. fmt is the message's format
+    string, for the error message only: the codec is recognised from the bytes.
+    """
+    try:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f'compressed image data is not a byte buffer: {exc}', 'size') from exc
+    if buf.size == 0:
+        raise ImageError('empty compressed image', 'empty')
+    what = f"compressed image ({buf.size} bytes, format '{fmt}')"
+    codec = codec_of(buf)
+    if codec is None:
+        raise ImageError(f'cannot decode {what}: not {", ".join(CODECS[:-1])} or {CODECS[-1]}',
+                         'format')
+    size = image_size(buf)
+    if size is None:
+        raise ImageError(f'cannot decode {what}: corrupt or unsupported codec', 'decode')
+    check_pixels(*size, max_pixels, f'{codec} header says ')
+    damage = png_chunk_error(buf) if codec == PNG else None
+    if damage:
+        raise ImageError(f'cannot decode {what}: {damage}', 'decode')
+    with decoder_messages() as messages:
+        try:
+            pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:  # OpenCV's own checks (limits, unsupported variants)
+            messages.append(str(exc).strip().splitlines()[-1])
+            pixels = None
+    if pixels is None:
+        reason = messages[0] if messages else 'corrupt or unsupported codec'
+        raise ImageError(f'cannot decode {what}: {reason}', 'decode')
+    damage = [m for m in messages if not BENIGN_DECODER_WARNING.search(m)]
+    if damage:
+        more = f' (and {len(damage) - 1} more)' if len(damage) > 1 else ''
+        raise ImageError(f'corrupt {what}: {damage[0]}{more}', 'corrupt')
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if pixels.ndim == 2:
+        return ImageView(pixels[:, :, None], GRAY)
+    return ImageView(pixels, BGRA if pixels.shape[2] == 4 else BGR)
+
+
+def read_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
+    """Read an image file from disk as BGR; ImageError with the path if it cannot."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as exc:
+        raise ImageError(f'cannot read image {path}: {exc.strerror}', 'read') from exc
+    try:
+        return decode_compressed(data, max_pixels=max_pixels)
+    except ImageError as exc:
+        raise ImageError(f'{path}: {exc}', exc.cause) from exc

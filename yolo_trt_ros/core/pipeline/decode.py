@@ -1,0 +1,156 @@
+"""Decode YOLO outputs, run NMS and map boxes back to the original image.
+
+Output layouts (the format is detected from the output shape, or forced):
+  yolov8   (N, 4+C, A)  cx cy w h, then C class scores             (YOLOv8, YOLO11, ours)
+  yolov5   (N, A, 5+C)  cx cy w h, objectness, then C class scores (YOLOv5, YOLOv7)
+  end2end  (N, K, 6)    x1 y1 x2 y2 score class, NMS done in the graph (YOLOv10, nms=True)
+Coordinates are in model-input pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from yolo_trt_ros.core.defaults import OUTPUT_FORMATS as FORMATS
+from yolo_trt_ros.core.errors import ModelError
+from yolo_trt_ros.core.pipeline.nms import nms
+from yolo_trt_ros.core.pipeline.preprocess import Letterbox
+from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
+
+# Most candidates handed to NMS: beyond this the lowest scores are dropped first.
+MAX_NMS_CANDIDATES = 30000
+
+
+def detect_format(shape: tuple[int, ...], num_classes: int | None = None) -> str:
+    """The output layout of a model from its output shape (batch first).
+
+    num_classes, where known (labels in the model's metadata), settles the cases the
+    shape alone leaves open, such as a one-class YOLOv5 whose rows are also 6 wide.
+    """
+    if len(shape) != 3:
+        raise ModelError(f'cannot decode an output of shape {list(shape)}: expected 3 '
+                         f'dimensions (batch, ...); set the output format explicitly')
+    _, rows, cols = shape
+    if num_classes is not None:
+        if rows == 4 + num_classes and cols != 4 + num_classes:
+            return 'yolov8'
+        if cols == 5 + num_classes and num_classes != 1:
+            return 'yolov5'
+    if cols == 6 and rows <= 1000:
+        return 'end2end'
+    if isinstance(rows, int) and isinstance(cols, int) and rows < cols:
+        return 'yolov8'
+    if isinstance(cols, int) and cols > 5:
+        return 'yolov5'
+    raise ModelError(f'cannot tell the output format from shape {list(shape)}; '
+                     f'set it to one of {", ".join(FORMATS)}')
+
+
+# Per layout: the output axis that holds the box and class columns, and how many of them
+# are not class scores. end2end rows are (x1 y1 x2 y2 score class): six, class a value.
+_CLASS_AXIS = {'yolov8': (1, 4), 'yolov5': (2, 5)}
+
+
+def validate_output(shape: tuple[int | None, ...], fmt: str, dtype: np.dtype | type,
+                    num_classes: int | None, source: str) -> int | None:
+    """Refuse at start-up an output the decoder cannot use; the number of classes it
+    predicts (None for end2end, whose class ids are values).
+
+    shape: batch first, None for a dynamic dimension; num_classes: how many class names
+    the detector has (None if none); source: names the model in the message.
+    """
+    dims = ', '.join('?' if d is None else str(d) for d in shape)
+    found = f'{source}: output ({dims}) {np.dtype(dtype)}'
+    if fmt not in FORMATS:
+        raise ModelError(f"unknown output format '{fmt}': use auto or one of {', '.join(FORMATS)}")
+    if np.dtype(dtype).kind != 'f':
+        raise ModelError(f'{found}: expected a floating-point output (float32 or float16)')
+    if len(shape) != 3:
+        raise ModelError(f'{found}: the {fmt} layout needs 3 dimensions (batch, ...)')
+    if fmt == 'end2end':
+        if shape[2] != 6:
+            raise ModelError(f'{found}: end2end rows must be 6 wide (x1 y1 x2 y2 score class)')
+        return None
+    axis, box_columns = _CLASS_AXIS[fmt]
+    if shape[axis] is None:
+        raise ModelError(f'{found}: dimension {axis} is dynamic; the {fmt} layout needs a '
+                         f'fixed number of classes there')
+    classes = shape[axis] - box_columns
+    if classes < 1:
+        raise ModelError(f'{found}: the {fmt} layout needs {box_columns} box columns and '
+                         f'at least one class score, so this model predicts no class')
+    if num_classes is not None and num_classes != classes:
+        raise ModelError(f'{found}: the {fmt} layout predicts {classes} classes but '
+                         f'{num_classes} class names were given')
+    return classes
+
+
+def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    half = xywh[:, 2:4] * 0.5
+    return np.concatenate([xywh[:, 0:2] - half, xywh[:, 0:2] + half], axis=1)
+
+
+def _best_class(scores: np.ndarray, cfg: PostprocessConfig):
+    """scores: (C, A) -> (kept anchor indices, their best score, its class id) for the
+    anchors whose best allowed class scores above the threshold.
+
+    The max over classes is a fast vectorised reduction; argmax over the same axis is
+    ~10x slower (0.96 vs 0.10 ms on (80, 8400)), so it runs only on the few anchors kept.
+    """
+    allowed = None
+    if cfg.classes is not None:
+        allowed = np.asarray([c for c in cfg.classes if 0 <= c < scores.shape[0]], np.int64)
+        if allowed.size == 0:
+            empty = np.zeros(0, np.int64)
+            return empty, np.zeros(0, scores.dtype), empty
+        scores = scores[allowed]
+    keep = np.flatnonzero(scores.max(axis=0) > cfg.conf_threshold)
+    sub = scores[:, keep]
+    ids = sub.argmax(axis=0)
+    best = sub[ids, np.arange(keep.size)]
+    return keep, best, (ids if allowed is None else allowed[ids])
+
+
+def _candidates(output: np.ndarray, fmt: str, cfg: PostprocessConfig):
+    """One image's output -> (boxes xyxy (M, 4), scores (M,), class ids (M,)) above the
+    confidence threshold, in model-input pixels."""
+    if fmt == 'yolov8':  # (4+C, A): reduce over classes first, touch boxes only for hits
+        keep, scores, ids = _best_class(output[4:], cfg)
+        return xywh_to_xyxy(output[:4, keep].T), scores, ids
+    if fmt == 'yolov5':  # (A, 5+C)
+        obj = output[:, 4]
+        rows = output[obj > cfg.conf_threshold]
+        keep, scores, ids = _best_class((rows[:, 5:] * rows[:, 4:5]).T, cfg)
+        return xywh_to_xyxy(rows[keep, :4]), scores, ids
+    if fmt == 'end2end':  # (K, 6)
+        ids = output[:, 5].astype(np.int64)
+        keep = output[:, 4] > cfg.conf_threshold
+        if cfg.classes is not None:
+            keep &= np.isin(ids, cfg.classes)
+        return output[keep, :4], output[keep, 4], ids[keep]
+    raise ModelError(f"unknown output format '{fmt}'; expected one of {', '.join(FORMATS)}")
+
+
+def postprocess(output: np.ndarray, fmt: str, box: Letterbox,
+                cfg: PostprocessConfig) -> Detections:
+    """One image's raw output (batch dimension removed) -> Detections in original pixels."""
+    output = np.asarray(output, dtype=np.float32)
+    return select(*_candidates(output, fmt, cfg), fmt, box, cfg)
+
+
+def select(boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray, fmt: str, box: Letterbox,
+           cfg: PostprocessConfig) -> Detections:
+    """One image's candidates above the threshold (boxes: (M, 4) float32 xyxy, model-input
+    pixels, in anchor order; scores: (M,) float32; ids: (M,) int) -> NMS (none for end2end),
+    max_detections, boxes mapped to original pixels. Shared by the CPU and GPU decoders."""
+    if len(scores) == 0:
+        return Detections.empty()
+    if len(scores) > MAX_NMS_CANDIDATES:
+        top = np.argpartition(-scores, MAX_NMS_CANDIDATES)[:MAX_NMS_CANDIDATES]
+        boxes, scores, ids = boxes[top], scores[top], ids[top]
+    if fmt == 'end2end':
+        order = np.argsort(-scores, kind='stable')[:cfg.max_detections]
+    else:
+        order = nms(boxes, scores, None if cfg.agnostic else ids, cfg.iou_threshold,
+                    cfg.max_detections)
+    return Detections(box.to_original(boxes[order]), scores[order].astype(np.float32),
+                      ids[order].astype(np.int32))

@@ -1,0 +1,281 @@
+"""The Detector: preprocess -> backend -> postprocess, the one pipeline that the node, the
+CLI and the benchmarks all run."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from yolo_trt_ros.core.backends.base import Backend
+from yolo_trt_ros.core.backends.select import REAL_RUNTIME, RuntimeParts, open_backend
+from yolo_trt_ros.core.build.lookup import find_cached_engine
+from yolo_trt_ros.core.build.options import BuildOptions
+from yolo_trt_ros.core.defaults import (
+    GPU_PREPROCESS,
+    GPU_PREPROCESS_CHOICES,
+    MAX_IMAGE_PIXELS,
+    OUTPUT_FORMAT,
+    check_choice,
+)
+from yolo_trt_ros.core.errors import CudaError, ImageError, ModelError
+from yolo_trt_ros.core.gpu.cuda import GpuInfo
+from yolo_trt_ros.core.gpu.decode import FORMATS as GPU_DECODE_FORMATS
+from yolo_trt_ros.core.gpu.decode import GpuDecoder
+from yolo_trt_ros.core.gpu.jpeg import DeviceImage, open_gpu_jpeg
+from yolo_trt_ros.core.image.buffers import ImageView
+from yolo_trt_ros.core.image.decode import decode_compressed
+from yolo_trt_ros.core.image.header import JPEG, codec_of
+from yolo_trt_ros.core.pipeline.decode import detect_format, postprocess, validate_output
+from yolo_trt_ros.core.pipeline.labels import labels_from_metadata, load_labels
+from yolo_trt_ros.core.pipeline.preprocess import Letterbox, Preprocessor
+from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    model: Path
+    backend: str = 'auto'
+    engine: Path | None = None
+    labels: Path | None = None  # overrides the names in the model's metadata
+    output_format: str = OUTPUT_FORMAT
+    post: PostprocessConfig = PostprocessConfig()
+    gpu_preprocess: str = GPU_PREPROCESS  # auto: on the GPU wherever the backend is TensorRT
+    # Where to look for the cached engine when `engine` is None (the builder's options).
+    build: BuildOptions | None = None
+    cache_dir: Path | None = None
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage by the last detect() call."""
+
+    preprocess: float = 0.0
+    infer: float = 0.0
+    postprocess: float = 0.0
+
+
+class Detector:
+    """Owns a backend; detect() takes images of any size and encoding order."""
+
+    def __init__(self, backend: Backend, names: list[str] | None = None,
+                 output_format: str = OUTPUT_FORMAT,
+                 post: PostprocessConfig = PostprocessConfig(),
+                 gpu_preprocess: str = GPU_PREPROCESS, source: str = 'model') -> None:
+        self.backend = backend
+        spec = backend.input
+        self.input_size = backend.profile.input_hw
+        self.max_batch = backend.profile.max_batch  # None: any batch
+        batch = spec.shape[0] or backend.profile.opt[0]
+        self._pre = Preprocessor(*self.input_size, batch=batch, dtype=spec.dtype)
+        self._pres = {self._pre.batch: self._pre}
+        out = backend.outputs[0]
+        self.num_classes: int | None = None
+        self.names = names
+        if names is not None:
+            self.num_classes = len(names)
+        if output_format == 'auto':
+            output_format = backend.info.output_format or detect_format(out.shape,
+                                                                        self.num_classes)
+        validate_output(out.shape, output_format, out.dtype, self.num_classes, source)
+        self.output_format = output_format
+        self.post = post
+        self.times = StageTimes()
+        self._gpu_pre = self._gpu_preprocessor(gpu_preprocess)
+        self._decoders: dict[tuple[int, ...], GpuDecoder | None] = {}  # per input shape
+        self._jpeg: tuple | None = None  # (GPU JPEG decoder or None,), chosen on first use
+
+    @classmethod
+    def open(cls, config: DetectorConfig, parts: RuntimeParts = REAL_RUNTIME,
+             gpu: GpuInfo | None = None) -> Detector:
+        """The detector for config: the engine given, else the cached engine for the build
+        options (exactly as the engine_builder made it), else ONNX Runtime where allowed.
+        parts: the TensorRT runtime to use (tests hand a named double in)."""
+        engine, why = config.engine, ''
+        if engine is None and config.backend != 'onnxruntime':
+            engine, why = find_cached_engine(config.model, config.build or BuildOptions(),
+                                             config.cache_dir)
+        elif engine is not None and not Path(engine).exists():
+            engine, why = None, f'engine {engine} does not exist'
+        backend = open_backend(config.model, config.backend, engine, why, parts, gpu)
+        try:
+            names = (load_labels(config.labels) if config.labels is not None
+                     else labels_from_metadata(backend.info.metadata))
+            return cls(backend, names, config.output_format, config.post,
+                       config.gpu_preprocess, str(config.model))
+        except BaseException:
+            backend.close()
+            raise
+
+    def _gpu_preprocessor(self, mode: str):
+        """The GPU path where the backend keeps its input on the GPU (TensorRT): 'auto'
+        takes it when possible and falls back to the CPU, logged once with the reason, where
+        the kernel cannot be built for this GPU; 'off' never; 'on' insists."""
+        check_choice('gpu_preprocess', mode, GPU_PREPROCESS_CHOICES)
+        from yolo_trt_ros.core.gpu.cuda import probe_gpu
+
+        io = self.backend.device_io()
+        on_device = io is not None and probe_gpu().count > 0
+        if mode == 'off' or (mode == 'auto' and not on_device):
+            return None
+        if not on_device:
+            raise ModelError(f'gpu_preprocess on needs the TensorRT backend on a GPU, not '
+                             f'{self.backend.info.name} ({probe_gpu().reason or "no GPU"})')
+        from yolo_trt_ros.core.gpu.preprocess import GpuPreprocessor
+
+        try:
+            return GpuPreprocessor(*self.input_size, batch=self._pre.batch,
+                                   dtype=self.backend.input.dtype, stream=io.stream, out_ptr=0)
+        except CudaError as exc:
+            if mode == 'on':
+                raise
+            _LOG.warning(f'GPU preprocessing unavailable ({exc}); preprocessing on the CPU')
+            return None
+
+    @property
+    def preprocess_device(self) -> str:
+        return 'gpu' if self._gpu_pre is not None else 'cpu'
+
+    def set_post(self, **changes) -> None:
+        """Change thresholds and filters at run time (validated as a whole)."""
+        self.post = dataclasses.replace(self.post, **changes)
+
+    def label(self, class_id: int) -> str:
+        if self.names is not None and 0 <= class_id < len(self.names):
+            return self.names[class_id]
+        return str(class_id)
+
+    def detect(self, images: list[ImageView]) -> list[Detections]:
+        """Detections for each image, in the same order."""
+        results: list[Detections] = []
+        chunk = self.max_batch or len(images) or 1
+        for start in range(0, len(images), chunk):
+            results.extend(self._detect_batch(images[start:start + chunk]))
+        return results
+
+    def preprocess(self, images: list[ImageView | DeviceImage]) -> list[Letterbox]:
+        """The first stage of detect(), public for benchmarks: each image letterboxed into
+        slot i of the model input, on the CPU (the preprocessor's buffer) or on the GPU
+        (the engine's input buffer, queued on the backend's stream). At most max_batch
+        images; returns each image's geometry."""
+        if self.backend.input.shape[0] is None and self._pre.batch != len(images):
+            # Dynamic batch: one preprocessor (and buffer) per batch size, made once.
+            pre = self._pres.get(len(images))
+            if pre is None:
+                pre = self._pres[len(images)] = Preprocessor(
+                    *self.input_size, batch=len(images), dtype=self.backend.input.dtype)
+            self._pre = pre
+        if self._gpu_pre is None:
+            return [self._pre(image, slot) for slot, image in enumerate(images)]
+        # Letterbox on the GPU, straight into the engine input.
+        self._gpu_pre.out_ptr = self.backend.device_io().input_ptr(self._pre.buffer.shape)
+        return [self._gpu_pre.from_device(image, slot) if isinstance(image, DeviceImage)
+                else self._gpu_pre(image, slot) for slot, image in enumerate(images)]
+
+    def _detect_batch(self, images: list[ImageView | DeviceImage]) -> list[Detections]:
+        t0 = time.perf_counter()
+        boxes = self.preprocess(images)
+        t1 = time.perf_counter()
+        shape = self._pre.buffer.shape
+        decoder = None
+        if self._gpu_pre is None:
+            output = self.backend.infer(self._pre.buffer)[0]
+        else:  # decode on the GPU too, where there is a decoder for the layout
+            io = self.backend.device_io()
+            decoder = self._gpu_decoder(shape)
+            # With a GPU decoder the outputs stay on the GPU; only the candidates come back.
+            outputs = io.run(shape, download=decoder is None)
+            output = outputs[0] if decoder is None else None
+        t2 = time.perf_counter()
+        if decoder is not None:
+            results = decoder(io.output_buffer(shape)[0], boxes, self.post)
+        else:
+            results = [postprocess(output[i], self.output_format, box, self.post)
+                       for i, box in enumerate(boxes)]
+        t3 = time.perf_counter()
+        self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
+        return results
+
+    def _gpu_decoder(self, shape: tuple[int, ...]):
+        """The GPU output decoder for an input shape (made once per shape), or None where
+        the layout needs none (end2end) or the decoder cannot start (logged once)."""
+        if shape in self._decoders:
+            return self._decoders[shape]
+        decoder = None
+        out = self.backend.outputs[0]
+        if self.output_format in GPU_DECODE_FORMATS and out.dtype in (np.float32, np.float16):
+            io = self.backend.device_io()
+            try:
+                decoder = GpuDecoder(self.output_format, io.output_buffer(shape)[1], out.dtype,
+                                     stream=io.stream)
+            except CudaError as exc:
+                _LOG.warning(f'GPU output decoding unavailable ({exc}); decoding on the CPU')
+        self._decoders[shape] = decoder
+        return decoder
+
+    # -- compressed input ------------------------------------------------------------------
+    def decode_compressed(self, payloads: list[tuple[object, str]],
+                          max_pixels: int = MAX_IMAGE_PIXELS
+                          ) -> list[ImageView | DeviceImage | ImageError]:
+        """Each CompressedImage payload (data, format) decoded, or the ImageError it raised.
+        On the GPU path JPEGs decode on the GPU as one batch (nvImageCodec) and stay there
+        for the preprocessing kernel; elsewhere, and for other codecs, OpenCV on the CPU.
+        Device images are valid until the next call."""
+        gpu = self._gpu_jpeg_decoder(max_pixels)
+        results: list = [None] * len(payloads)
+        on_gpu = [i for i, (data, _) in enumerate(payloads)
+                  if gpu is not None and codec_of(np.frombuffer(data, np.uint8)) == JPEG]
+        if on_gpu:
+            for i, decoded in zip(on_gpu, gpu([payloads[i][0] for i in on_gpu]), strict=True):
+                results[i] = decoded
+        for i, (data, fmt) in enumerate(payloads):
+            if results[i] is None:
+                try:
+                    results[i] = decode_compressed(data, fmt, max_pixels)
+                except ImageError as exc:
+                    results[i] = exc
+        return results
+
+    def _gpu_jpeg_decoder(self, max_pixels: int):
+        if self._gpu_pre is None:
+            return None
+        if self._jpeg is None:
+            decoder, why = open_gpu_jpeg(max_pixels, self.backend.device_io().stream)
+            _LOG.info(f'compressed images: {why}' if decoder else
+                      f'compressed images decoded on the CPU: {why}')
+            self._jpeg = (decoder,)
+        decoder = self._jpeg[0]
+        if decoder is not None:
+            decoder.max_pixels = max_pixels  # the one size rule, as on the CPU
+        return decoder
+
+    @property
+    def decode_device(self) -> str:
+        """Where the last batch's outputs were decoded: 'gpu' or 'cpu'."""
+        return 'gpu' if any(self._decoders.values()) else 'cpu'
+
+    @property
+    def jpeg_device(self) -> str:
+        """Where CompressedImage JPEGs decode: 'gpu' or 'cpu' (after the first call)."""
+        return 'gpu' if self._jpeg and self._jpeg[0] is not None else 'cpu'
+
+    def close(self) -> None:
+        if self._jpeg and self._jpeg[0] is not None:
+            self._jpeg[0].close()
+        for decoder in self._decoders.values():
+            if decoder is not None:
+                decoder.close()
+        if self._gpu_pre is not None:
+            self._gpu_pre.close()
+        self.backend.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,248 @@
+"""What the nodes are told: their parameter tables and the validated configuration.
+
+engine_builder and detector both read the build parameters (the detector finds the engine
+the builder made through the cache key, so both must see the same options), and
+config/detector.yaml sets them once for both (under `/**`). Every check here raises
+ValueError with one line naming the parameter, the value and what to change.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from yolo_trt_ros.core import defaults
+from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
+from yolo_trt_ros.core.defaults import check_choice
+from yolo_trt_ros.core.models.paths import default_model_path
+from yolo_trt_ros.core.pipeline.results import PostprocessConfig
+from yolo_trt_ros.core.runtime.detector import DetectorConfig
+from yolo_trt_ros.core.serving.params import Table, array_param, check_values, param
+
+BUILD_PARAMETERS: Table = {
+    'model': param('', 'ONNX model path; empty: the default YOLOv3-tiny COCO model'),
+    'backend': param(defaults.BACKEND, f"{', '.join(defaults.BACKENDS)} (onnxruntime needs "
+                                       'no engine)'),
+    'precision': param(defaults.PRECISION, ', '.join(defaults.PRECISIONS)),
+    'calib_dir': param('', 'directory of images for int8 calibration'),
+    'cache_dir': param('', 'engine cache directory; empty: ~/.cache/yolo_trt_ros/engines'),
+    'dynamic': param('', 'dynamic input profile MIN:OPT:MAX, each NxHxW; empty: static'),
+    'workspace_mb': param(0, 'builder workspace limit in MB; 0: TensorRT default'),
+    'opt_level': param(-1, 'builder optimisation level 0..5; -1: TensorRT default'),
+    'simplify': param(True, 'simplify the ONNX (onnxslim) before parsing'),
+    'flavour': param('', 'tensorrt or tensorrt_rtx; empty: whichever is installed'),
+}
+
+BUILDER_PARAMETERS: Table = {
+    'force': param(False, 'rebuild even when the cache has the engine'),
+    'linger_s': param(10.0, 'seconds to wait for a subscriber to take the engine message'),
+}
+
+# Lists of topics and names are comma-separated strings: launch arguments and `-p name:=value`
+# carry them as they are, and an empty list needs no special type.
+DETECTOR_PARAMETERS: Table = {
+    'engine_path': param('', 'TensorRT engine; empty: the cached engine for the build '
+                             'parameters'),
+    'engine_wait_s': param(0.0, 'wait this long for an engine message on `engine` before '
+                                'looking in the cache (a builder running separately)'),
+    'labels_file': param('', 'class names (one a line, or YAML); empty: the model metadata'),
+    'output_format': param(defaults.OUTPUT_FORMAT, ', '.join(defaults.OUTPUT_FORMAT_CHOICES)),
+    'conf_threshold': param(defaults.CONF_THRESHOLD, 'confidence threshold (changeable at '
+                                                     'run time)', runtime=True),
+    'iou_threshold': param(defaults.IOU_THRESHOLD, 'NMS IoU threshold (changeable at run '
+                                                   'time)', runtime=True),
+    'max_detections': param(defaults.MAX_DETECTIONS, 'most detections per image (changeable '
+                                                     'at run time)', runtime=True),
+    'classes': array_param('integer', 'class ids to keep, e.g. [0, 2]; not set: all '
+                                      '(changeable at run time)', runtime=True),
+    'classes_by_name': array_param('string', 'class names to keep, e.g. [person, car]; '
+                                             'added to classes (changeable at run time)',
+                                   runtime=True),
+    'agnostic_nms': param(False, 'class-agnostic NMS (changeable at run time)', runtime=True),
+    'class_id_as_index': param(False, 'hypothesis class_id holds the class index, not the '
+                                      'name'),
+    'image_topics': param(defaults.IMAGE_TOPIC, 'camera topic(s), comma-separated; '
+                                                'compressed: <topic>/compressed'),
+    'camera_names': param('', 'output prefix per camera, comma-separated (several cameras); '
+                              'empty: derived from the topics'),
+    'compressed': param(defaults.COMPRESSED, 'subscribe to sensor_msgs/CompressedImage'),
+    'qos_reliability': param(defaults.QOS_RELIABILITY, 'input QoS reliability: auto '
+                                                       '(reliable when every publisher is), '
+                                                       'reliable or best_effort'),
+    'qos_depth': param(defaults.QOS_DEPTH, 'input QoS history depth'),
+    'publish_annotated': param(defaults.PUBLISH_ANNOTATED, 'publish detections_image (bgr8) '
+                                                           'while someone subscribes'),
+    'max_image_pixels': param(defaults.MAX_IMAGE_PIXELS, 'largest frame in pixels, read from '
+                              'the header before decoding; larger frames are bad input '
+                              '(too_large)'),
+}
+RUNTIME = frozenset(name for name, spec in DETECTOR_PARAMETERS.items() if spec.runtime)
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    model: Path
+    backend: str
+    options: BuildOptions
+    cache_dir: Path | None
+
+
+def build_params(given: dict[str, object]) -> BuildParams:
+    """The build parameters from the values given (name -> value; missing: default)."""
+    p = check_values(BUILD_PARAMETERS, given)
+    check_choice('parameter backend', p['backend'], defaults.BACKENDS)
+    try:
+        options = BuildOptions(
+            precision=p['precision'], calib_dir=Path(p['calib_dir']) if p['calib_dir'] else None,
+            dynamic=ShapeProfile.parse(p['dynamic']) if p['dynamic'] else None,
+            workspace_mb=p['workspace_mb'] or None,
+            opt_level=None if p['opt_level'] < 0 else p['opt_level'], simplify=p['simplify'],
+            flavour=p['flavour'] or None)
+    except ValueError as exc:
+        raise ValueError(f'parameter {exc}') from None
+    model = Path(p['model']) if p['model'] else default_model_path()
+    if not p['model'] and not model.is_file():
+        raise ValueError(f'parameter model: not set, and the default model {model} is missing: '
+                         f'run `yolo-trt fetch-assets` (or pass model:=<your.onnx>)')
+    return BuildParams(model, p['backend'], options,
+                       Path(p['cache_dir']) if p['cache_dir'] else None)
+
+
+@dataclass(frozen=True)
+class BuilderConfig:
+    build: BuildParams
+    force: bool
+    linger_s: float
+
+
+def builder_config(given: dict[str, object]) -> BuilderConfig:
+    p = check_values(BUILDER_PARAMETERS, given)
+    return BuilderConfig(build_params(given), bool(p['force']), max(0.0, float(p['linger_s'])))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    detector: DetectorConfig
+    build: BuildParams
+    engine_wait_s: float
+    class_id_as_index: bool
+    topics: tuple[str, ...]
+    camera_names: tuple[str, ...]
+    compressed: bool
+    qos_reliability: str
+    qos_depth: int
+    publish_annotated: bool
+    max_image_pixels: int
+
+
+def detector_config(given: dict[str, object]) -> NodeConfig:
+    """The detector's configuration from the values given; `classes` is checked against
+    the model's classes later (post_config), once the model is open."""
+    build = build_params(given)
+    p = check_values(DETECTOR_PARAMETERS, given)
+    check_choice('parameter qos_reliability', p['qos_reliability'], defaults.QOS_RELIABILITIES)
+    if not 1 <= p['qos_depth'] <= defaults.MAX_QOS_DEPTH:
+        raise ValueError(f"parameter qos_depth: {p['qos_depth']} is outside "
+                         f'1..{defaults.MAX_QOS_DEPTH}')
+    topics = image_topics(p['image_topics'])
+    if build.model.is_dir():
+        raise ValueError(f'parameter model: {build.model} is a directory, not an ONNX file')
+    if not build.model.is_file():
+        raise ValueError(f'parameter model: {build.model} does not exist (the default '
+                         f'model comes from `yolo-trt fetch-assets`)')
+    engine = Path(p['engine_path']) if p['engine_path'] else None
+    if engine is not None and build.backend != 'onnxruntime' and not engine.is_file():
+        raise ValueError(f'parameter engine_path: {engine} does not exist (leave it empty to '
+                         f'use the cached engine, or set backend:=onnxruntime)')
+    if p['max_image_pixels'] < 1:
+        raise ValueError(f"parameter max_image_pixels: {p['max_image_pixels']} must be at "
+                         f'least 1')
+    check_choice('parameter output_format', p['output_format'], defaults.OUTPUT_FORMAT_CHOICES)
+    detector = DetectorConfig(
+        model=build.model, backend=build.backend, engine=engine,
+        labels=Path(p['labels_file']) if p['labels_file'] else None,
+        output_format=p['output_format'], post=post_config(p, None),
+        # With no engine_path, the core finds the engine the builder cached for these.
+        build=build.options, cache_dir=build.cache_dir)
+    names = camera_names(topics, tuple(split_list(p['camera_names'])))
+    return NodeConfig(detector, build, float(p['engine_wait_s']), bool(p['class_id_as_index']),
+                      topics, names, bool(p['compressed']), p['qos_reliability'],
+                      p['qos_depth'], bool(p['publish_annotated']), p['max_image_pixels'])
+
+
+def post_config(p: dict, names: list[str] | None) -> PostprocessConfig:
+    """The postprocessing settings from the run-time parameters; names (the model's classes,
+    None before the model is open) validate `classes` and resolve `classes_by_name`."""
+    max_det = p['max_detections']
+    if not 1 <= max_det <= defaults.MAX_DETECTIONS_LIMIT:
+        raise ValueError(f'parameter max_detections: {max_det} is outside 1..'
+                         f'{defaults.MAX_DETECTIONS_LIMIT}')
+    classes = list(p['classes'] or [])
+    if names is not None:
+        bad = [c for c in classes if not 0 <= c < len(names)]
+        if bad:
+            raise ValueError(f'parameter classes: {bad} not in 0..{len(names) - 1} (the '
+                             f'model has {len(names)} classes)')
+        index = {n: i for i, n in enumerate(names)}
+        unknown = [n for n in p['classes_by_name'] or [] if n not in index]
+        if unknown:
+            raise ValueError(f'parameter classes_by_name: {unknown} are not class names of '
+                             f"the model (e.g. {', '.join(names[:5])})")
+        classes += [index[n] for n in p['classes_by_name'] or []]
+    try:
+        return PostprocessConfig(conf_threshold=float(p['conf_threshold']),
+                                 iou_threshold=float(p['iou_threshold']),
+                                 max_detections=int(max_det),
+                                 classes=tuple(sorted(set(classes))) if classes else None,
+                                 agnostic=bool(p['agnostic_nms']))
+    except ValueError as exc:
+        raise ValueError(f'parameter {exc}') from None
+
+
+def split_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c'] (launch arguments and list parameters)."""
+    return [t.strip() for t in str(text).split(',') if t.strip()]
+
+
+# ROS 2 topic names (design.ros2.org, "Topic and Service name mapping"; rcl's
+# rcl_validate_topic_name): tokens of letters, digits and _, separated by single slashes,
+# not starting with a digit; an optional leading ~ (then a slash) or a leading slash;
+# {substitutions} of the same characters. test_serving_config.py checks it against rclpy.
+_TOKEN = r'(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})'
+_TOPIC = re.compile(rf'(?:~|~/{_TOKEN}|/?{_TOKEN})(?:/{_TOKEN})*')
+
+
+def validate_topic(topic: str) -> None:
+    """ValueError unless topic is a valid ROS 2 topic name (relative, absolute or ~)."""
+    if not _TOPIC.fullmatch(topic):
+        raise ValueError(f"parameter image_topics: '{topic}' is not a valid topic name "
+                         f'(letters, digits, _ and /; not starting with a digit)')
+
+
+def image_topics(text: str) -> tuple[str, ...]:
+    topics = tuple(split_list(text))
+    if not topics:
+        raise ValueError('parameter image_topics: no topic given')
+    for topic in topics:
+        validate_topic(topic)
+    twice = sorted({t for t in topics if topics.count(t) > 1})
+    if twice:
+        raise ValueError(f'parameter image_topics: {twice} given more than once')
+    return topics
+
+
+def camera_names(topics: tuple[str, ...], names: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The output prefix of each camera: the names given; else none for a single camera
+    (outputs sit in the node's namespace); else the topics' parents (cam1/image_raw ->
+    cam1) where they are distinct; else camera0, camera1, ..."""
+    if names:
+        if len(names) != len(topics):
+            raise ValueError(f'parameter camera_names: {len(names)} names for '
+                             f'{len(topics)} image_topics')
+        return tuple(names)
+    if len(topics) == 1:
+        return ('',)
+    derived = tuple(t.strip('/').rsplit('/', 1)[0] if '/' in t.strip('/') else '' for t in topics)
+    if len(set(derived)) == len(topics) and all(derived):
+        return derived
+    return tuple(f'camera{i}' for i in range(len(topics)))

@@ -1,0 +1,58 @@
+"""Keep-newest frame slots for the detector's worker (statistics: health.py).
+
+Callbacks put the newest frame of each camera into its slot and return at once; the worker
+takes every filled slot in one go. A frame replaced before the worker took it is counted
+as dropped: under overload the detector works on the newest frames, never on a queue.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar('T')
+
+
+@dataclass
+class Frame(Generic[T]):
+    camera: int
+    payload: T  # the message as received
+    received: float  # time.monotonic() at arrival
+
+
+class LatestFrames(Generic[T]):
+    """One slot per camera holding only the newest frame."""
+
+    def __init__(self, cameras: int) -> None:
+        self._slots: list[Frame[T] | None] = [None] * cameras
+        self._cond = threading.Condition()
+        self._closed = False
+        self.received = [0] * cameras
+        self.dropped = [0] * cameras
+
+    def put(self, camera: int, payload: T) -> None:
+        with self._cond:
+            if self._slots[camera] is not None:
+                self.dropped[camera] += 1
+            self._slots[camera] = Frame(camera, payload, time.monotonic())
+            self.received[camera] += 1
+            self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> list[Frame[T]]:
+        """Every waiting frame (one per camera, oldest camera first); [] on timeout/close."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or any(self._slots), timeout):
+                return []
+            frames = [f for f in self._slots if f is not None]
+            self._slots = [None] * len(self._slots)
+        return sorted(frames, key=lambda f: f.received)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

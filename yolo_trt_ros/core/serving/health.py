@@ -1,0 +1,101 @@
+"""Per-camera counters, latency windows and health for diagnostics, and the gate that keeps a
+bad camera from flooding the log."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    """One camera's counts over the last diagnostics window."""
+
+    frames_in: int
+    processed: int
+    dropped: int
+    lost: int  # samples DDS reported lost before they reached the node
+
+
+@dataclass
+class CameraStats:
+    """Counters and windows of recent latencies (seconds) for one camera: arrival to
+    published, and the part of it spent waiting for the worker (the rest is the pipeline)."""
+
+    processed: int = 0
+    bad_input: dict[str, int] = field(default_factory=dict)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
+    waits: deque = field(default_factory=lambda: deque(maxlen=1000))
+    lost: int = 0  # samples DDS reported lost before they reached the node
+    last: Window | None = None  # counters at the previous diagnostics window
+
+    def tick(self, received: int, dropped: int) -> tuple[Window, tuple[int, str]]:
+        """A diagnostics window ends: (the counters since start, the health of the window
+        since the last tick). received, dropped: the camera's keep-newest slot counters."""
+        now = Window(received, self.processed, dropped, self.lost)
+        last = self.last or Window(0, 0, 0, 0)
+        window = Window(now.frames_in - last.frames_in, now.processed - last.processed,
+                        now.dropped - last.dropped, now.lost - last.lost)
+        self.last = now
+        return now, health(window, sum(self.bad_input.values()))
+
+    def add_latency(self, seconds: float, waited: float = 0.0) -> None:
+        self.processed += 1
+        self.latencies.append(seconds)
+        self.waits.append(waited)
+
+    def add_bad(self, cause: str) -> int:
+        """Count a bad frame by cause; returns how many of that cause so far."""
+        self.bad_input[cause] = self.bad_input.get(cause, 0) + 1
+        return self.bad_input[cause]
+
+    def percentiles_ms(self, which: str = 'latencies') -> dict[str, float]:
+        """p50/p90/p99 in ms of `latencies` (arrival to published) or `waits` (arrival to
+        the worker taking the frame)."""
+        values = getattr(self, which)
+        if not values:
+            return {}
+        p50, p90, p99 = np.percentile(np.fromiter(values, float), [50, 90, 99]) * 1e3
+        return {'p50': float(p50), 'p90': float(p90), 'p99': float(p99)}
+
+
+class LogOncePerCause:
+    """Decides when to log a recurring problem: the first time, then at most once per
+    `interval` seconds per cause, so a bad camera cannot flood the log."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def should_log(self, cause: str) -> bool:
+        now = time.monotonic()
+        last = self._last.get(cause)
+        if last is None or now - last >= self.interval:
+            self._last[cause] = now
+            return True
+        return False
+
+
+OK, WARN, ERROR = 0, 1, 2  # the levels of diagnostic_msgs/DiagnosticStatus
+
+
+def health(window: Window, bad_input: int) -> tuple[int, str]:
+    """(level, reasons) for one camera's last window: ERROR when frames came and none was
+    processed; WARN when more than half were dropped, any were lost in DDS, or bad input
+    was seen; OK otherwise. The message names every reason that applies."""
+    problems = []
+    stalled = window.frames_in > 0 and window.processed == 0
+    if stalled:
+        problems.append(f'{window.frames_in} frames in, none processed')
+    elif window.dropped * 2 > window.frames_in > 0:
+        problems.append(f'{window.dropped} of {window.frames_in} frames dropped (the model '
+                        f'is slower than the camera)')
+    if window.lost:
+        problems.append(f'{window.lost} frames lost in DDS')
+    if bad_input:
+        problems.append('bad input seen')
+    # Every reason in the message: a stalled window that also lost frames says both.
+    level = ERROR if stalled else WARN if problems else OK
+    return level, '; '.join(problems) or 'ok'

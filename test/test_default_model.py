@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from support.needs import reference_install
 from support.truth import BUS, PEOPLE, iou
 
 from yolo_trt_ros.core.errors import ModelError
@@ -29,8 +30,7 @@ net.setInput(np.load(blob))
 np.save(out, np.concatenate(net.forward(net.getUnconnectedOutLayersNames()), 0))
 '''
 def test_onnx_matches_opencv4_darknet(default_model, bus_jpg, tmp_path):
-    if not (OPENCV4 / 'cv2').is_dir():
-        pytest.fail(f'OpenCV 4 reference missing at {OPENCV4}: run `bash pip_env/setup.sh`')
+    reference_install(OPENCV4 / 'cv2', 'the OpenCV 4 reference')
     pre = Preprocessor(416, 416)
     pre(read_image(str(bus_jpg)))
     np.save(tmp_path / 'blob.npy', pre.buffer)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from support.cuda import CountingCuda
 from support.images import camera_like
+from support.needs import reference_install
 
 from yolo_trt_ros.core.gpu import decode as gpu_decode
 from yolo_trt_ros.core.gpu.cuda import CudaRuntime
@@ -67,8 +68,7 @@ def test_cuda_12_bindings_and_nvrtc_12_work_with_our_code(tmp_path):
     import sys
     from pathlib import Path
     cu12 = Path(sys.prefix) / 'opt' / 'cuda12'
-    if not cu12.is_dir():
-        pytest.fail(f'{cu12} missing: run `bash pip_env/setup.sh`')
+    reference_install(cu12, 'cuda-python 12 with NVRTC 12')
     lib = next(cu12.glob('nvidia/cuda_nvrtc/lib/libnvrtc.so.12'))
     code = (f'import ctypes; ctypes.CDLL({str(lib)!r}, mode=ctypes.RTLD_GLOBAL)\n'
             'import cuda.bindings, json\n'

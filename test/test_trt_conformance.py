@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.needs import reference_install
 
 SUPPORT = Path(__file__).resolve().parent / 'support'
 BINDINGS = Path(sys.prefix) / 'opt' / 'tensorrt-bindings'  # installed by pip_env/setup.sh
@@ -48,8 +49,7 @@ def check(version: str, stub_libs: Path, *files: Path) -> list[str]:
         module = 'tensorrt_rtx'
     else:
         folder = BINDINGS / version
-        if not folder.is_dir():
-            pytest.fail(f'{folder} missing: run `bash pip_env/setup.sh`')
+        reference_install(folder, f'the TensorRT {version} bindings')
         module = 'tensorrt_bindings'
         env['PYTHONPATH'] = os.pathsep.join([str(folder), str(SUPPORT)])
         env['LD_LIBRARY_PATH'] = str(stub_libs)

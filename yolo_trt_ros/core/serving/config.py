@@ -7,7 +7,6 @@ ValueError with one line naming the parameter, the value and what to change.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,19 +203,52 @@ def split_list(text: str) -> list[str]:
     return [t.strip() for t in str(text).split(',') if t.strip()]
 
 
-# ROS 2 topic names (design.ros2.org, "Topic and Service name mapping"; rcl's
-# rcl_validate_topic_name): tokens of letters, digits and _, separated by single slashes,
-# not starting with a digit; an optional leading ~ (then a slash) or a leading slash;
-# {substitutions} of the same characters. test_serving_config.py checks it against rclpy.
-_TOKEN = r'(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})'
-_TOPIC = re.compile(rf'(?:~|~/{_TOKEN}|/?{_TOKEN})(?:/{_TOKEN})*')
+def topic_name_error(topic: str) -> str | None:
+    """Why rcl would refuse topic as a topic name (rcl_validate_topic_name's rules, in its
+    order), or None. Stricter in two places, where rcl refuses the name only later: repeated
+    slashes (refused in the expanded name when the node subscribes), and a two-character
+    `~x` (rcl checks the "~ then /" rule only from three characters on).
+    test_serving_config.py checks this against rclpy's own validator."""
+    if not topic:
+        return 'it is empty'
+    if topic.endswith('/'):
+        return 'it ends with /'
+    in_braces = False
+    for i, ch in enumerate(topic):
+        if ch.isascii() and (ch.isalnum() or ch == '_'):
+            if ch.isdigit() and (i == 0 or topic[i - 1] == '/'):
+                return 'a name token starts with a digit'
+            if ch.isdigit() and in_braces and topic[i - 1] == '{':
+                return 'a substitution starts with a digit'
+        elif ch == '/':
+            if in_braces:
+                return '/ inside {}'
+            if i and topic[i - 1] == '/':
+                return 'it repeats /'
+        elif ch == '~':
+            if i:
+                return '~ is not its first character'
+            if len(topic) > 1 and topic[1] != '/':
+                return '~ is not followed by /'
+        elif ch == '{':
+            if in_braces:
+                return 'unbalanced {}'
+            in_braces = True
+        elif ch == '}':
+            if not in_braces:
+                return 'unbalanced {}'
+            in_braces = False
+        else:
+            return f'{ch!r} is not a letter, digit, _, / or ~'
+    return 'unbalanced {}' if in_braces else None
 
 
 def validate_topic(topic: str) -> None:
     """ValueError unless topic is a valid ROS 2 topic name (relative, absolute or ~)."""
-    if not _TOPIC.fullmatch(topic):
+    why = topic_name_error(topic)
+    if why:
         raise ValueError(f"parameter image_topics: '{topic}' is not a valid topic name "
-                         f'(letters, digits, _ and /; not starting with a digit)')
+                         f'({why}; letters, digits, _ and /, not starting with a digit)')
 
 
 def image_topics(text: str) -> tuple[str, ...]:

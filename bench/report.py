@@ -1,0 +1,197 @@
+"""The tables of docs/PERFORMANCE.md and the README's speed table, made from the raw results
+in bench/results/*.json (never typed by hand).
+
+Each table sits between `<!-- table: NAME -->` and `<!-- end table -->` in a Markdown file;
+this script rewrites what is between them.
+
+    python bench/report.py            rewrite the tables in README.md and docs/PERFORMANCE.md
+    python bench/report.py --check    exit 1 if a table differs from what the results say (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / 'bench' / 'results'
+DOCUMENTS = (ROOT / 'README.md', ROOT / 'docs' / 'PERFORMANCE.md')
+BLOCK = re.compile(r'(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)',
+                   re.DOTALL)
+
+
+@cache
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f'{name}.json').read_text())
+
+
+def machine(name: str) -> str:
+    """'NVIDIA H200, 16-core Intel Xeon' or 'no GPU, 2-core AMD EPYC', and the date."""
+    m = load(name)['machine']
+    cpu = re.sub(r'\(R\)|\(TM\)| Processor| CPU.*', '', m['cpu']).strip()
+    return f"{m['gpu'] or 'no GPU'}, {m['cores']}-core {cpu} ({m['date'][:10]})"
+
+
+def stage(name: str, prefix: str, size: str = '1920x1080') -> dict:
+    """The one result of `name` whose stage starts with prefix, at size."""
+    rows = [r for r in load(name)['results']
+            if r['stage'].startswith(prefix) and r.get('size', r.get('input')) == size]
+    if len(rows) != 1:
+        raise KeyError(f'{name}: {len(rows)} results for {prefix!r} at {size}')
+    return rows[0]
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return '–'  # not measured (no frame answered)
+    return f'{value:.3f}' if value < 0.1 else f'{value:.2f}'
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+    return '\n'.join(lines) + '\n'
+
+
+# -- the tables ----------------------------------------------------------------------------
+def speed() -> str:
+    """README: the headline rows, each beside what it was compared with in the same run."""
+    gpu, dev = 'stages_h200_host', 'stages_dev'
+    rows = []
+    path = stage(gpu, 'GPU path, all but inference')
+    ultra = stage(gpu, 'Ultralytics pre+post')
+    rows.append([f'everything but inference, GPU path (upload, preprocessing kernel, GPU decode, '
+                 f'NMS, message); {machine(gpu)}',
+                 f"**{ms(path['median_ms'])} ms** p50 ({ms(path['p99_ms'])} p99)",
+                 f"{ultra['stage']}: {ms(ultra['median_ms'])} ms"])
+    jpeg = stage(gpu, 'JPEG decode (gpu) + preprocessing kernel')
+    cv2_decode = stage('gpu_stages_h200', 'JPEG decode CPU', '1920x1080 q90 501 KB')
+    rows.append([f'CompressedImage (JPEG q90): GPU decode + preprocessing; {machine(gpu)}',
+                 f"**{ms(jpeg['median_ms'])} ms**",
+                 f"cv2.imdecode alone: {ms(cv2_decode['median_ms'])} ms "
+                 f"({machine('gpu_stages_h200')})"])
+    for ours, theirs, what in (('preprocess CPU: ours', 'preprocess CPU: straightforward',
+                                'CPU preprocess'),
+                               ('decode+NMS: ours', 'decode+NMS: straightforward',
+                                'decode + NMS of a (1, 84, 8400) output'),
+                               ('message as CDR bytes', 'message build (rclpy',
+                                'the message (Detection2DArray as CDR bytes)')):
+        a, b = stage(dev, ours), stage(dev, theirs)
+        rows.append([f'{what}; {machine(dev)}', f"{ms(a['median_ms'])} ms",
+                     f"{b['stage']}: {ms(b['median_ms'])} ms "
+                     f"({b['median_ms'] / a['median_ms']:.1f}x)"])
+    auto, one = (load(f'capacity8_raw_w{w}_h200_host')['result'] for w in ('auto', '1'))
+    rows.append([f"8 cameras x 1080p x 30 fps bgr8 into one launch; "
+                 f"{machine('capacity8_raw_wauto_h200_host')}",
+                 f"`workers:=auto`: {auto['processed_fps']} of {auto['cameras'] * auto['fps']:.0f}"
+                 f" fps, p99 {auto['latency_p99_ms_worst']} ms",
+                 f"`workers:=1`: {one['processed_fps']} fps"])
+    return table(['1920x1080 in, 640x640 model input', 'ours', 'beside it, same run'], rows)
+
+
+def stages() -> str:
+    """Every stage of `yolo-trt bench` on each machine, side by side."""
+    names = ('stages_dev', 'stages_h200_host')
+    keys = []
+    for name in names:
+        for r in load(name)['results']:
+            key = (r['stage'], r['size'])
+            if key not in keys:
+                keys.append(key)
+    rows = []
+    for key in keys:
+        row = [key[0], key[1]]
+        for name in names:
+            found = [r for r in load(name)['results'] if (r['stage'], r['size']) == key]
+            row += [ms(found[0]['median_ms']), ms(found[0]['p99_ms'])] if found else ['–', '–']
+        rows.append(row)
+    header = ['stage', 'input'] + [f'{label} {q}' for label in ('dev', 'H200 host')
+                                   for q in ('p50', 'p99')]
+    return (f'dev: {machine(names[0])}; H200 host: {machine(names[1])}.\n\n'
+            + table(header, rows))
+
+
+def roundtrip() -> str:
+    rows = []
+    for name, label in (('roundtrip_dev', 'dev'), ('roundtrip_h200_host', 'H200 host')):
+        for r in load(name)['results']:
+            rows.append([label, r['transport'], r.get('input', r.get('size')), r['delivered'],
+                         f"{ms(r['roundtrip_p50_ms'])} / {ms(r['roundtrip_p99_ms'])}",
+                         ms(r['in_process_ms']), ms(r.get('ros_adds_ms'))])
+    return (f"dev: {machine('roundtrip_dev')}; H200 host: {machine('roundtrip_h200_host')}.\n\n"
+            + table(['machine', 'transport', 'input', 'answered', 'RTT p50 / p99 ms',
+                     'in-process ms', 'ROS adds ms'], rows))
+
+
+def capacity() -> str:
+    rows = []
+    for path in sorted(RESULTS.glob('capacity*.json')):
+        r, name = load(path.stem)['result'], path.stem
+        rows.append([machine(name), f"{r['cameras']} x {r['size']} x {r['fps']:.0f}",
+                     'CompressedImage' if r.get('compressed') else 'Image',
+                     str(r.get('workers', '1')),
+                     f"**{r['processed_fps']}** of {r['cameras'] * r['fps']:.0f} fps",
+                     str(r['dropped_in_node']), str(r['lost_before_node']),
+                     str(r.get('latency_p99_ms_worst', '–'))])
+    return table(['machine', 'cameras x size x fps', 'input', 'workers', 'processed',
+                  'dropped in node', 'lost before it', 'worst p99 ms'], rows)
+
+
+def gpu_stages() -> str:
+    rows = [[r['stage'], r['size'], ms(r['median_ms']), ms(r['p99_ms']), r['note']]
+            for r in load('gpu_stages_h200')['results']]
+    return (f"{machine('gpu_stages_h200')}.\n\n"
+            + table(['stage', 'input', 'p50 ms', 'p99 ms', 'note'], rows))
+
+
+def message_build() -> str:
+    results = load('message_build_dev')['results']
+    sizes = list(dict.fromkeys(r['size'] for r in results))
+    kinds = list(dict.fromkeys(r['stage'] for r in results))
+    rows = [[kind.strip()] + [ms(next(r['median_ms'] for r in results
+                                      if r['stage'] == kind and r['size'] == size))
+                              for size in sizes] for kind in kinds]
+    return (f"{machine('message_build_dev')}; p50 ms.\n\n"
+            + table(['Detection2DArray'] + sizes, rows))
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    'speed': speed, 'stages': stages, 'roundtrip': roundtrip, 'capacity': capacity,
+    'gpu-stages': gpu_stages, 'message-build': message_build}
+
+
+def render(text: str) -> str:
+    def one(match: re.Match) -> str:
+        name = match['name']
+        if name not in TABLES:
+            raise KeyError(f'unknown table {name!r}: one of {", ".join(TABLES)}')
+        return match.group(1) + TABLES[name]() + match.group(4)
+    return BLOCK.sub(one, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--check', action='store_true',
+                        help='exit 1 when a document differs from the results')
+    args = parser.parse_args(argv)
+    stale = []
+    for doc in DOCUMENTS:
+        text = doc.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(doc.relative_to(ROOT))
+            if not args.check:
+                doc.write_text(new)
+    if args.check and stale:
+        print(f"tables differ from bench/results in {', '.join(map(str, stale))}: run "
+              f'`python bench/report.py`', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The detector node's batch step and worker without a ROS graph (core/serving): serialized
+frames in, as rclpy hands them to a raw subscription; serialized Detection2DArrays (or the
+reason a frame was refused) out, read back with rclpy's own deserializer."""
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CompressedImage, Image
+from support.images import claiming, corrupt_jpegs
+from support.truth import assert_bus_and_people
+from vision_msgs.msg import Detection2DArray
+
+from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
+from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep
+from yolo_trt_ros.core.serving.frames import LatestFrames
+from yolo_trt_ros.core.serving.worker import Worker
+from yolo_trt_ros.ros.image_source_node import to_message
+
+
+@pytest.fixture(scope='module')
+def detector(default_model):
+    with Detector.open(DetectorConfig(default_model, backend='onnxruntime')) as det:
+        yield det
+
+
+def serialized(msg, sec: int, frame_id: str) -> bytes:
+    msg.header.stamp.sec, msg.header.frame_id = sec, frame_id
+    return serialize_message(msg)
+
+
+def frames_of(*payloads: bytes) -> list:
+    slots = LatestFrames(len(payloads))
+    for camera, payload in enumerate(payloads):
+        slots.put(camera, payload)
+    return slots.take(timeout=0)
+
+
+def test_raw_frames_of_two_cameras_become_their_detections(detector, bus_jpg):
+    bgr = cv2.imread(str(bus_jpg))
+    step = BatchStep(detector, compressed=False, max_pixels=10**8, label=detector.label)
+    result = step(frames_of(serialized(to_message(bgr, 'bgr8'), 1, 'left'),
+                            serialized(to_message(bgr, 'rgb8'), 2, 'right')))
+    assert result.refused == []
+    assert [s.frame.camera for s in result.served] == [0, 1]
+    for served, (sec, frame_id) in zip(result.served, [(1, 'left'), (2, 'right')], strict=True):
+        arr = deserialize_message(served.message, Detection2DArray)
+        assert (arr.header.stamp.sec, arr.header.frame_id) == (sec, frame_id)
+        assert_bus_and_people(arr)
+    drawn = step.annotated(result.served[0])
+    assert drawn.shape == bgr.shape and not np.array_equal(drawn, bgr)
+
+
+def test_a_bad_frame_is_refused_alone(detector, bus_jpg):
+    good = serialized(to_message(cv2.imread(str(bus_jpg)), 'bgr8'), 3, 'good')
+    odd = Image(height=2, width=2, encoding='bayer_rggb8', step=2, data=bytes(4))
+    step = BatchStep(detector, compressed=False, max_pixels=10**8, label=str)
+    result = step(frames_of(serialized(odd, 1, 'odd'), good, b'\x00\x01\x00'))
+    assert [(r.camera, r.cause) for r in result.refused] == [(0, 'encoding'), (2, 'cdr')]
+    assert [s.frame.camera for s in result.served] == [1]
+    arr = deserialize_message(result.served[0].message, Detection2DArray)
+    # label=str: class ids as text (class_id_as_index), person 0 and bus 5
+    assert {d.results[0].hypothesis.class_id for d in arr.detections} >= {'0', '5'}
+
+
+def test_compressed_frames_decode_as_one_batch_and_bad_ones_are_refused(detector, bus_jpg):
+    jpeg = bus_jpg.read_bytes()
+    step = BatchStep(detector, compressed=True, max_pixels=2_000_000, label=detector.label)
+    payloads = [serialized(CompressedImage(format='jpeg', data=data), i, f'cam{i}')
+                for i, data in enumerate([jpeg, corrupt_jpegs(jpeg, 1)[0],
+                                          claiming(jpeg, 30000, 30000), jpeg])]
+    result = step(frames_of(*payloads))
+    assert sorted((r.camera, r.cause) for r in result.refused) == [(1, 'corrupt'),
+                                                                    (2, 'too_large')]
+    assert [s.frame.camera for s in result.served] == [0, 3]
+    for served in result.served:
+        assert_bus_and_people(deserialize_message(served.message, Detection2DArray))
+
+
+def test_a_raw_frame_above_the_limit_is_refused_from_its_header(detector):
+    big = Image(height=3000, width=4000, encoding='mono8', step=4000, data=bytes(12_000_000))
+    step = BatchStep(detector, compressed=False, max_pixels=1_000_000, label=str)
+    result = step(frames_of(serialized(big, 1, 'big')))
+    assert [(r.cause, 'more than max_image_pixels 1000000' in r.reason)
+            for r in result.refused] == [('too_large', True)]
+
+
+def test_the_worker_serves_every_camera_and_survives_a_bug(detector, bus_jpg):
+    """A payload the step cannot even read (not bytes: a bug upstream, not bad input) is
+    refused as internal for its batch; the next batch is served as usual."""
+    slots = LatestFrames(2)
+    delivered: list[BatchResult] = []
+    done = threading.Condition()
+
+    def deliver(result: BatchResult) -> None:
+        with done:
+            delivered.append(result)
+            done.notify()
+
+    good = serialized(to_message(cv2.imread(str(bus_jpg)), 'bgr8'), 1, 'cam')
+    worker = Worker(slots, BatchStep(detector, False, 10**8, detector.label), deliver)
+    worker.start()
+    try:
+        slots.put(0, object())
+        with done:
+            assert done.wait_for(lambda: delivered, timeout=30)
+        slots.put(1, good)
+        with done:
+            assert done.wait_for(lambda: len(delivered) == 2, timeout=30)
+    finally:
+        worker.stop()
+    (refused,) = delivered[0].refused
+    assert refused.camera == 0 and refused.cause == 'internal'
+    assert 'please report this' in refused.reason
+    assert [s.frame.camera for s in delivered[1].served] == [1]

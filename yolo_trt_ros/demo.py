@@ -15,11 +15,12 @@ from pathlib import Path
 
 import cv2
 
+from yolo_trt_ros.core.defaults import BACKEND
 from yolo_trt_ros.core.models import paths
 from yolo_trt_ros.launcher import Launcher, param_args, parse_assignments
 
 
-def run_demo(save_dir: Path, backend: str = 'auto', frames: int = 4, rate: float = 2.0,
+def run_demo(save_dir: Path, backend: str = BACKEND, frames: int = 4, rate: float = 2.0,
              timeout: float = 120.0) -> int:
     launcher = Launcher(parse_assignments([f'backend:={backend}']),
                         log=lambda m: print(m, file=sys.stderr))

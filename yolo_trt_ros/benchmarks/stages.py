@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from yolo_trt_ros.core.defaults import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS
 from yolo_trt_ros.core.image.buffers import view_image
 from yolo_trt_ros.core.models.synthetic import yolov8_output
 from yolo_trt_ros.core.pipeline.decode import postprocess
@@ -103,8 +104,8 @@ def naive_preprocess(bgr: np.ndarray, size: int = INPUT) -> np.ndarray:
     return img[None].astype(np.float32)
 
 
-def naive_decode_nms(output: np.ndarray, box: Letterbox, conf: float = 0.25,
-                     iou: float = 0.45) -> list[tuple[int, float, list[float]]]:
+def naive_decode_nms(output: np.ndarray, box: Letterbox, conf: float = CONF_THRESHOLD,
+                     iou: float = IOU_THRESHOLD) -> list[tuple[int, float, list[float]]]:
     """Decode + NMS as a competent node writes it in numpy: best class of every anchor
     vectorised, threshold mask, OpenCV's batched NMS (no per-anchor Python loop)."""
     rows = output[0].T  # (8400, 84)
@@ -234,7 +235,8 @@ def _ultralytics(report, bgr, output, size, frames, warmup) -> Result | None:
     raw = torch.from_numpy(output).to(device)
 
     def post():
-        det = non_max_suppression(raw, 0.25, 0.45, max_det=300)[0]
+        det = non_max_suppression(raw, CONF_THRESHOLD, IOU_THRESHOLD,
+                                  max_det=MAX_DETECTIONS)[0]
         det[:, :4] = ops.scale_boxes((INPUT, INPUT), det[:, :4], bgr.shape)
         return det.cpu()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 from yolo_trt_ros.core.backends.base import Backend
-from yolo_trt_ros.core.defaults import BACKENDS
+from yolo_trt_ros.core.defaults import BACKEND, BACKENDS
 from yolo_trt_ros.core.errors import BackendError, YoloTrtError
 from yolo_trt_ros.core.gpu.cuda import GpuInfo, probe_gpu
 
@@ -40,7 +40,7 @@ def _tensorrt(engine: Path | None, reason: str, parts: RuntimeParts, why: str) -
     return TensorRTBackend(engine, trt=parts.trt, cuda=parts.cuda, reason=reason)
 
 
-def open_backend(model: Path, backend: str = 'auto', engine: Path | None = None,
+def open_backend(model: Path, backend: str = BACKEND, engine: Path | None = None,
                  engine_why: str = '', parts: RuntimeParts = REAL_RUNTIME,
                  gpu: GpuInfo | None = None) -> Backend:
     """Open the backend for `model` (ONNX) or its built `engine`. backend: auto,

@@ -21,6 +21,7 @@ import onnx
 from yolo_trt_ros.core.backends.trt_module import flavour_of, import_tensorrt
 from yolo_trt_ros.core.gpu.cuda import probe_gpu
 from yolo_trt_ros.core.store.cache import CachedEngine, EngineCache, key_of
+from yolo_trt_ros.core.defaults import BACKEND
 from yolo_trt_ros.core.errors import BackendError, EngineError, ModelError, YoloTrtError
 from yolo_trt_ros.core.build.onnx_prep import prepare_onnx
 from yolo_trt_ros.core.build.lookup import key_fields
@@ -138,7 +139,7 @@ def _output_format(tensors: dict, names: list[str] | None) -> str | None:
         return None
 
 
-def engine_for_backend(onnx_path: str | Path, options: BuildOptions, backend: str = 'auto',
+def engine_for_backend(onnx_path: str | Path, options: BuildOptions, backend: str = BACKEND,
                        cache_dir: Path | None = None, force: bool = False) -> BuildResult | None:
     """What the launch-time builder does: the engine, or None where the detector will run
     ONNX Runtime anyway (backend onnxruntime, or auto with no usable TensorRT builder).

@@ -15,6 +15,7 @@ from yolo_trt_ros.core.backends.select import REAL_RUNTIME, RuntimeParts, open_b
 from yolo_trt_ros.core.build.lookup import find_cached_engine
 from yolo_trt_ros.core.build.options import BuildOptions
 from yolo_trt_ros.core.defaults import (
+    BACKEND,
     GPU_PREPROCESS,
     GPU_PREPROCESS_CHOICES,
     MAX_IMAGE_PIXELS,
@@ -40,7 +41,7 @@ _LOG = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DetectorConfig:
     model: Path
-    backend: str = 'auto'
+    backend: str = BACKEND
     engine: Path | None = None
     labels: Path | None = None  # overrides the names in the model's metadata
     output_format: str = OUTPUT_FORMAT

@@ -19,6 +19,8 @@ from support.images import (
     encode,
     jpeg_with_size,
     png_with_size,
+    scan_bomb,
+    sixteen_bit_rgba_png,
     trailing_junk_jpegs,
 )
 
@@ -131,7 +133,13 @@ def png_chunk_bomb(source: bytes) -> bytes:
     (jpeg_bomb, None, 'too_large: JPEG header says 30000x30000'),
     (jpeg_bomb, 55_000, 'too_large: JPEG header says 30000x30000'),
     (png_chunk_bomb, None, "decode: PNG chunk 'IDAT' at byte 33 claims 4160749568 bytes"),
-])
+    # Issue 17, failure 1: decode-time bombs inside the size limit. Each took seconds (the
+    # 400-scan one 5 s on the dev machine, the PNG 5 s and 1.2 GB) before it was judged.
+    (lambda _: scan_bomb(4000, 400), None, 'too_costly: more than 64 scans'),
+    (lambda _: scan_bomb(2000, 20000), None, 'too_costly: more than 64 scans'),
+    (lambda _: sixteen_bit_rgba_png(8000), None, 'too_costly: 8000x8000, 4 channels of 16 bits'),
+], ids=['jpeg-30000', 'jpeg-30000-cut', 'png-chunk-4GB', 'jpeg-400-scans', 'jpeg-20000-scans',
+        'png-16-bit-rgba-64MP'])
 def test_bombs_are_refused_fast_without_memory(tmp_path, bus_jpg, make, length, cause):
     # Issue 11, failure 1: a JPEG whose header claims 30000x30000 (here bus.jpg with its
     # frame header patched, whole or truncated) was decoded into gigabytes.

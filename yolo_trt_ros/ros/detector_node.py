@@ -38,7 +38,7 @@ from yolo_trt_ros.core.serving.config import (
     detector_config,
     post_config,
 )
-from yolo_trt_ros.core.serving.frames import LatestFrames
+from yolo_trt_ros.core.serving.decoding import Intake
 from yolo_trt_ros.core.serving.health import CameraStats, LogOncePerCause
 from yolo_trt_ros.core.serving.params import checked_value
 from yolo_trt_ros.core.serving.worker import Worker
@@ -85,7 +85,11 @@ class DetectorNode(Node):
                  f'{self.detector.input_size[1]}x{self.detector.input_size[0]})')
         self._log_gate = LogOncePerCause()
         self._lost_warned = False
-        self.frames: LatestFrames = LatestFrames(len(self.config.topics))
+        max_pixels = self.config.max_image_pixels
+        # CompressedImage: each camera decodes in a process of its own, off the shared path.
+        self.frames = Intake(len(self.config.topics), self.config.compressed, max_pixels,
+                             lambda: self.detector.jpeg_on_gpu(max_pixels),
+                             self.config.decode_timeout_s)
         self.cameras: list[_Camera] = []
         for topic, name in zip(self.config.topics, self.config.camera_names, strict=True):
             in_topic = _join(topic, 'compressed') if self.config.compressed else topic
@@ -224,7 +228,7 @@ class DetectorNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         backend = self.detector.backend.info.name
         for i, cam in enumerate(self.cameras):
-            totals, health = cam.stats.tick(self.frames.received[i], self.frames.dropped[i])
+            totals, health = cam.stats.tick(self.frames.received(i), self.frames.dropped(i))
             msg.status.append(camera_status(cam.name, cam.topic, totals, cam.stats, backend,
                                             health))
         self.diagnostics.publish(msg)

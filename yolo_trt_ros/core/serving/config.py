@@ -16,6 +16,7 @@ from yolo_trt_ros.core.defaults import check_choice
 from yolo_trt_ros.core.models.paths import default_model_path
 from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 from yolo_trt_ros.core.runtime.detector import DetectorConfig
+from yolo_trt_ros.core.serving.decoding import DECODE_TIMEOUT_S
 from yolo_trt_ros.core.serving.params import Table, array_param, check_values, param
 
 BUILD_PARAMETERS: Table = {
@@ -73,7 +74,9 @@ DETECTOR_PARAMETERS: Table = {
                                                            'while someone subscribes'),
     'max_image_pixels': param(defaults.MAX_IMAGE_PIXELS, 'largest frame in pixels, read from '
                               'the header before decoding; larger frames are bad input '
-                              '(too_large)'),
+                              '(too_large); the decoding-cost limits scale with it'),
+    'decode_timeout_s': param(DECODE_TIMEOUT_S, 'a CompressedImage whose CPU decode takes '
+                                                'longer is refused (too_slow)'),
 }
 RUNTIME = frozenset(name for name, spec in DETECTOR_PARAMETERS.items() if spec.runtime)
 
@@ -132,6 +135,7 @@ class NodeConfig:
     qos_depth: int
     publish_annotated: bool
     max_image_pixels: int
+    decode_timeout_s: float
 
 
 def detector_config(given: dict[str, object]) -> NodeConfig:
@@ -156,6 +160,9 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
     if p['max_image_pixels'] < 1:
         raise ValueError(f"parameter max_image_pixels: {p['max_image_pixels']} must be at "
                          f'least 1')
+    if not 0 < p['decode_timeout_s'] <= 60:
+        raise ValueError(f"parameter decode_timeout_s: {p['decode_timeout_s']} is outside "
+                         f'(0, 60] seconds')
     check_choice('parameter output_format', p['output_format'], defaults.OUTPUT_FORMAT_CHOICES)
     detector = DetectorConfig(
         model=build.model, backend=build.backend, engine=engine,
@@ -166,7 +173,8 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
     names = camera_names(topics, tuple(split_list(p['camera_names'])))
     return NodeConfig(detector, build, float(p['engine_wait_s']), bool(p['class_id_as_index']),
                       topics, names, bool(p['compressed']), p['qos_reliability'],
-                      p['qos_depth'], bool(p['publish_annotated']), p['max_image_pixels'])
+                      p['qos_depth'], bool(p['publish_annotated']), p['max_image_pixels'],
+                      float(p['decode_timeout_s']))
 
 
 def post_config(p: dict, names: list[str] | None) -> PostprocessConfig:

@@ -19,6 +19,7 @@ from support.images import (
     encode,
     jpeg_with_size,
     png_with_size,
+    rle8_bmp,
     scan_bomb,
     sixteen_bit_rgba_png,
     trailing_junk_jpegs,
@@ -229,3 +230,31 @@ def test_corrupt_png_names_the_decoder_reason():
                                          r"'png'\): libpng error: IDAT: ") as exc:
         decode_compressed(bytes(data), 'png')
     assert exc.value.cause == 'decode'
+
+
+def test_rle_compressed_bmp_is_refused():
+    """Issue 17, failure 2: OpenCV decoded an RLE8 BMP wrongly (98.6 levels off two other
+    decoders) and it was served with no objects; RLE and embedded-codec BMPs are refused."""
+    rng = np.random.default_rng(5)
+    index = np.zeros((60, 80), np.uint8)
+    index[10:40, 5:70], index[45:, :] = 7, 200
+    data = rle8_bmp(index, rng.integers(0, 256, (256, 3)))
+    with pytest.raises(ImageError) as exc:
+        decode_compressed(data, 'bmp')
+    assert exc.value.cause == 'format'
+    assert 'RLE8-compressed BMP is not supported' in str(exc.value)
+    assert decode_compressed(encode('.bmp'), 'bmp').pixels.shape == (48, 64, 3)  # plain BMP
+
+
+@pytest.mark.parametrize('patch,cause,reason', [
+    (lambda jpeg: jpeg.replace(b'\xff\xc0\x00\x11\x08', b'\xff\xc0\x00\x11\x0c', 1), 'format',
+     '12-bit JPEG (sample precision 12); only 8-bit JPEG is supported'),
+    (lambda jpeg: claiming(jpeg, 1, 65535), 'too_large',
+     '1x65535, libjpeg decodes at most 65500 pixels a side'),
+])
+def test_jpeg_variants_libjpeg_refuses_get_its_reason(patch, cause, reason):
+    """Issue 17, failure 8: a 12-bit JPEG and a 1x65535 JPEG were refused as 'corrupt or
+    unsupported codec', without the actual reason."""
+    with pytest.raises(ImageError) as exc:
+        decode_compressed(patch(encode('.jpg')), 'jpeg')
+    assert exc.value.cause == cause and reason in str(exc.value)

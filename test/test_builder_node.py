@@ -80,7 +80,9 @@ def test_late_subscriber_receives_the_engine_and_builder_exits_0(model, tmp_path
 
 
 @pytest.mark.parametrize('params,rc,text', [
-    (['model:=/nonexistent/model.onnx'], 1, 'engine build failed: cannot read ONNX model'),
+    (['model:=/nonexistent/model.onnx'], 2, 'bad parameter: parameter model: /nonexistent/model.onnx does not exist'),
+    (['model:=/dev/zero'], 2, 'parameter model: /dev/zero is not a regular file'),  # issue 17.4
+    (['model:=JUNK'], 1, 'engine build failed: JUNK is not an ONNX model'),
     (['backend:=tensorrt', 'flavour:=tensorrt'], 1, 'engine build failed: TensorRT is not installed'),
     (['precision:=fp64'], 2, "bad parameter: parameter precision: 'fp64' is not fp32, fp16 or int8"),
     (['backend:=gpu'], 2, "bad parameter: parameter backend: 'gpu' is not auto"),
@@ -92,6 +94,10 @@ def test_late_subscriber_receives_the_engine_and_builder_exits_0(model, tmp_path
 def test_exit_codes_and_reasons(model, tmp_path, params, rc, text):
     if not any(p.startswith('model:=') for p in params):
         params.append(f'model:={model}')
+    if 'model:=JUNK' in params:
+        (tmp_path / 'junk.onnx').write_bytes(b'not a model')
+        params = [p.replace('JUNK', str(tmp_path / 'junk.onnx')) for p in params]
+        text = text.replace('JUNK', str(tmp_path / 'junk.onnx'))
     code, out = finish(start_builder(f'cache_dir:={tmp_path}', *params))
     assert code == rc, out
     assert text in out

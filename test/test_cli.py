@@ -67,7 +67,7 @@ def test_missing_image_and_model(tmp_path, bus_jpg):
     assert 'cannot read image' in proc.stderr and 'none.jpg' in proc.stderr
     proc = run_cli('detect', str(bus_jpg), '--model', str(tmp_path / 'none.onnx'))
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f'yolo-trt: model file not found: {tmp_path}/none.onnx'
+    assert proc.stderr.strip().splitlines()[-1] == f'yolo-trt: model {tmp_path}/none.onnx does not exist'
     bad = tmp_path / 'bad.onnx'
     bad.write_bytes(b'not onnx')
     proc = run_cli('detect', str(bus_jpg), '--model', str(bad))

@@ -25,6 +25,7 @@ from yolo_trt_ros.core.build.options import BuildOptions
 from yolo_trt_ros.core.build.trt_build import TrtSettings, build_plan, strongly_typed_only
 from yolo_trt_ros.core.defaults import BACKEND
 from yolo_trt_ros.core.errors import BackendError, EngineError, ModelError, YoloTrtError
+from yolo_trt_ros.core.files import MODEL_FILE_LIMIT, FileError, read_regular
 from yolo_trt_ros.core.gpu.cuda import probe_gpu
 from yolo_trt_ros.core.store.cache import CachedEngine, EngineCache, key_of
 
@@ -54,9 +55,9 @@ def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
     t0 = time.monotonic()
     onnx_path = Path(onnx_path)
     try:
-        data = onnx_path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f'cannot read ONNX model {onnx_path}: {exc.strerror}') from exc
+        data = read_regular(onnx_path, MODEL_FILE_LIMIT, 'ONNX model')
+    except FileError as exc:
+        raise ModelError(str(exc)) from None
     try:
         trt = import_tensorrt(options.flavour)
     except BackendError as exc:

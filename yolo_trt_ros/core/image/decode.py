@@ -13,6 +13,7 @@ import numpy as np
 
 from yolo_trt_ros.core.defaults import MAX_IMAGE_PIXELS
 from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.files import IMAGE_FILE_LIMIT, FileError, read_regular
 from yolo_trt_ros.core.image.admission import admit
 from yolo_trt_ros.core.image.buffers import BGR, BGRA, GRAY, ImageView
 from yolo_trt_ros.core.image.capture import decoder_messages
@@ -59,12 +60,12 @@ def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -
 
 
 def read_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
-    """Read an image file from disk as BGR; ImageError with the path if it cannot."""
+    """Read an image file from disk as BGR; ImageError with the path if it cannot (a pipe
+    or a device is refused at once, a file above IMAGE_FILE_LIMIT before it is read)."""
     try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as exc:
-        raise ImageError(f'cannot read image {path}: {exc.strerror}', 'read') from exc
+        data = read_regular(path, IMAGE_FILE_LIMIT, 'image')
+    except FileError as exc:
+        raise ImageError(str(exc), 'read') from None
     try:
         return decode_compressed(data, max_pixels=max_pixels)
     except ImageError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
 from yolo_trt_ros.core.defaults import check_choice
+from yolo_trt_ros.core.files import regular_file_problem
 from yolo_trt_ros.core.models.paths import default_model_path
 from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 from yolo_trt_ros.core.runtime.detector import DetectorConfig
@@ -103,9 +104,12 @@ def build_params(given: dict[str, object]) -> BuildParams:
     except ValueError as exc:
         raise ValueError(f'parameter {exc}') from None
     model = Path(p['model']) if p['model'] else default_model_path()
-    if not p['model'] and not model.is_file():
+    problem = regular_file_problem(model)
+    if not p['model'] and problem:
         raise ValueError(f'parameter model: not set, and the default model {model} is missing: '
                          f'run `yolo-trt fetch-assets` (or pass model:=<your.onnx>)')
+    if problem:
+        raise ValueError(f'parameter model: {model} {problem}')
     return BuildParams(model, p['backend'], options,
                        Path(p['cache_dir']) if p['cache_dir'] else None)
 
@@ -148,11 +152,6 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
         raise ValueError(f"parameter qos_depth: {p['qos_depth']} is outside "
                          f'1..{defaults.MAX_QOS_DEPTH}')
     topics = image_topics(p['image_topics'])
-    if build.model.is_dir():
-        raise ValueError(f'parameter model: {build.model} is a directory, not an ONNX file')
-    if not build.model.is_file():
-        raise ValueError(f'parameter model: {build.model} does not exist (the default '
-                         f'model comes from `yolo-trt fetch-assets`)')
     engine = Path(p['engine_path']) if p['engine_path'] else None
     if engine is not None and build.backend != 'onnxruntime' and not engine.is_file():
         raise ValueError(f'parameter engine_path: {engine} does not exist (leave it empty to '

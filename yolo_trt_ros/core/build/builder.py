@@ -19,14 +19,14 @@ from pathlib import Path
 import onnx
 
 from yolo_trt_ros.core.backends.trt_module import flavour_of, import_tensorrt
-from yolo_trt_ros.core.gpu.cuda import probe_gpu
-from yolo_trt_ros.core.store.cache import CachedEngine, EngineCache, key_of
-from yolo_trt_ros.core.defaults import BACKEND
-from yolo_trt_ros.core.errors import BackendError, EngineError, ModelError, YoloTrtError
-from yolo_trt_ros.core.build.onnx_prep import prepare_onnx
 from yolo_trt_ros.core.build.lookup import key_fields
+from yolo_trt_ros.core.build.onnx_prep import prepare_onnx
 from yolo_trt_ros.core.build.options import BuildOptions
 from yolo_trt_ros.core.build.trt_build import TrtSettings, build_plan, strongly_typed_only
+from yolo_trt_ros.core.defaults import BACKEND
+from yolo_trt_ros.core.errors import BackendError, EngineError, ModelError, YoloTrtError
+from yolo_trt_ros.core.gpu.cuda import probe_gpu
+from yolo_trt_ros.core.store.cache import CachedEngine, EngineCache, key_of
 
 _LOG = logging.getLogger(__name__)
 

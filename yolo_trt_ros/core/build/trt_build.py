@@ -19,9 +19,9 @@ from types import ModuleType
 import onnx
 
 from yolo_trt_ros.core.backends.trt_module import flavour_of, make_logger
-from yolo_trt_ros.core.gpu.cuda import probe_gpu
-from yolo_trt_ros.core.errors import EngineError
 from yolo_trt_ros.core.build.options import ShapeProfile
+from yolo_trt_ros.core.errors import EngineError
+from yolo_trt_ros.core.gpu.cuda import probe_gpu
 from yolo_trt_ros.core.store.trust import TrustedDir
 
 _LOG = logging.getLogger(__name__)

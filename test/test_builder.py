@@ -207,6 +207,11 @@ def test_int8_on_a_strongly_typed_builder_says_what_to_install(small_model, tmp_
     (dict(precision='int8'), 'int8 needs --calib-dir'),
     (dict(opt_level=9), 'optimisation level 9'),
     (dict(workspace_mb=0), 'workspace 0 MB'),
+    # Issue 16: calibration never got a profile and blamed "the ONNX input".
+    (dict(precision='int8', calib_dir=Path('images'),
+          dynamic=ShapeProfile.parse('1x32x32:2x32x32:4x32x32')),
+     r"int8 with --dynamic is not supported: int8 calibration runs at the ONNX input's static "
+     r'shape; build int8 without --dynamic, or fp16 with it'),
 ])
 def test_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -518,3 +523,14 @@ def test_calibration_errors_are_kept_for_the_build_and_the_buffer_freed(tmp_path
     assert calibrator.get_batch(['images']) is None and calibrator.error is not None
     release(calibrator)
     assert cuda.live == 0
+
+
+def test_int8_with_dynamic_is_one_line_from_the_cli(small_model, tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model',
+                           str(small_model), '--cache-dir', str(tmp_path), '--precision', 'int8',
+                           '--calib-dir', str(tmp_path), '--dynamic', '1x32x32:2x32x32:4x32x32'],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        'int8 with --dynamic is not supported: int8 calibration runs at the ONNX input\'s '
+        'static shape; build int8 without --dynamic, or fp16 with it')

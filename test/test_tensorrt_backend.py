@@ -1,6 +1,6 @@
 """The TensorRT backend (its API use is checked against the real bindings in
 test_trt_conformance.py): its logic (buffers, shapes, checks, clean-up) run against the named test
-double for the TensorRT runtime (gpu_runtime_double.py), with real ONNX Runtime numbers."""
+double for the TensorRT runtime (support/trt_double.py), with real ONNX Runtime numbers."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,7 +4,8 @@ TensorRT version, timing cache, progress), serialized plan.
 Serves TensorRT 10 (`tensorrt`, weakly typed: precision through builder flags), TensorRT
 11 and TensorRT-RTX (strongly typed: precision comes from the ONNX). Every API this module
 touches is checked against the real 10.3, 10.13, 11.4 and tensorrt_rtx bindings by
-test/test_trt_conformance.py, argument names and order included.
+test/test_trt_conformance.py: names, properties set, argument counts, keywords and types,
+and the parameters of the progress monitor's overrides.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ launch file, launch_args.py, config/detector.yaml, setup.py and the nodes."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import signal
 import subprocess
@@ -207,10 +208,20 @@ def test_yolo_trt_launch_runs_the_pair_and_stops_on_sigterm(bus_jpg, tmp_path):
 
 
 def test_yolo_trt_launch_stops_when_the_build_fails(tmp_path):
-    rc, out = YoloTrt('launch', f'model:={tmp_path}/missing.onnx', 'backend:=tensorrt').finish(60)
+    (tmp_path / 'junk.onnx').write_bytes(b'not a model')
+    rc, out = YoloTrt('launch', f'model:={tmp_path}/junk.onnx', 'backend:=tensorrt').finish(60)
     assert rc == 1
     assert 'engine_builder failed (exit 1); not starting the detector' in out
-    assert re.search(r'cannot read ONNX model .*missing.onnx', out)
+    assert re.search(r'junk.onnx is not an ONNX model', out)
+
+
+def test_yolo_trt_launch_with_a_pipe_for_a_model_stops_at_once(tmp_path):
+    # Issue 17, failure 4: a FIFO as model:= hung the launch forever.
+    os.mkfifo(tmp_path / 'model.onnx')
+    rc, out = YoloTrt('launch', f'model:={tmp_path}/model.onnx').finish(60)
+    assert rc == 2, out
+    assert 'model.onnx is not a regular file (a pipe or a device)' in out
+    assert 'engine_builder failed (exit 2); not starting the detector' in out
 
 
 def test_yolo_trt_launch_refuses_unknown_arguments():

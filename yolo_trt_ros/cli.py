@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 
 
 def _err(msg: str) -> None:
-    print(f'yolo-trt: {msg}', file=sys.stderr)
+    print(f'yolo-trt: {msg}', file=sys.stderr, flush=True)
 
 
 def _print_core_log() -> None:
@@ -80,15 +82,15 @@ def _save_dir(value: str | None) -> Path | None:
 
 
 def cmd_detect(args) -> int:
-    import cv2
-
     from yolo_trt_ros.core.image.buffers import to_bgr
     from yolo_trt_ros.core.image.decode import read_image
+    from yolo_trt_ros.core.image.files import ImageWriter, shown
     from yolo_trt_ros.core.pipeline.annotate import draw
     from yolo_trt_ros.core.pipeline.results import detections_to_dicts
 
     try:
         save = _save_dir(args.save)
+        writer = ImageWriter(save) if save is not None else None
         detector = _open_detector(args)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
@@ -103,16 +105,17 @@ def cmd_detect(args) -> int:
                 _err(str(exc))
                 failed += 1
                 continue
-            entry = {'image': path, 'width': image.width, 'height': image.height,
+            entry = {'image': shown(path), 'width': image.width, 'height': image.height,
                      'detections': detections_to_dicts(det, detector.label)}
             results.append(entry)
             if not args.json:
                 found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
-                print(f'{path}: {len(det)} objects ({found or "none"})')
-            if save is not None:
-                out = save / (Path(path).stem + '.jpg')
-                if not cv2.imwrite(str(out), draw(to_bgr(image), det, detector.label)):
-                    _err(f'cannot write {out}')
+                print(f'{shown(path)}: {len(det)} objects ({found or "none"})', flush=True)
+            if writer is not None:
+                try:
+                    writer.write(path, draw(to_bgr(image), det, detector.label))
+                except YoloTrtError as exc:
+                    _err(str(exc))
                     failed += 1
     if args.json:
         print(json.dumps(results, indent=2))
@@ -260,10 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _guard_streams() -> None:
+    """Started with stderr closed (a daemon, `2>&-`), Python has no sys.stderr, and print()
+    to it would write to stdout, into the JSON: send those lines nowhere instead."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # for the life of the process
+
+
 def main(argv: list[str] | None = None) -> int:
+    _guard_streams()
     args = build_parser().parse_args(argv)
     _print_core_log()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`yolo-trt detect --json | head`): stop quietly, as other
+        # command-line tools do, without a traceback when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == '__main__':

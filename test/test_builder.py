@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,12 +18,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from support.logs import core_log
+from support.models import conv_stack
 from support.needs import optional_module
 
 from yolo_trt_ros.core.build.builder import build_engine, engine_for_backend
 from yolo_trt_ros.core.build.calibrator import calibration_batches
 from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
-from yolo_trt_ros.core.errors import EngineError
+from yolo_trt_ros.core.errors import Cancelled, EngineError
 from yolo_trt_ros.core.gpu.cuda import probe_gpu
 from yolo_trt_ros.core.models.synthetic import constant_output_model as make_constant_model
 from yolo_trt_ros.core.store.cache import EngineCache
@@ -653,3 +657,67 @@ def test_a_timing_cache_tensorrt_refuses_is_one_error(tmp_path):
     trt = types.SimpleNamespace(__name__='tensorrt', __version__='10.13.3.9')
     with pytest.raises(EngineError, match=r'TensorRT cannot create a timing cache \(timing-'):
         _set_timing_cache(trt, BuilderConfigDouble(refuse_all=True), TrustedDir(tmp_path))
+
+
+# -- issue 17, failure 7: a build can be stopped ---------------------------------------------
+def test_a_cancelled_build_stops_at_the_next_step_and_writes_nothing(tmp_path):
+    """Cancel is set as soon as TensorRT starts building (its first progress phase): the
+    build ends at TensorRT's next step with Cancelled, long before it would have ended."""
+    rtx()
+    model = conv_stack(tmp_path / 'stack.onnx', 1200)  # about 5 s to build on the dev machine
+    cancel = threading.Event()
+
+    class CancelOnBuild(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if 'Building engine' in record.getMessage():
+                cancel.set()
+
+    handler = CancelOnBuild()
+    logging.getLogger('yolo_trt_ros').addHandler(handler)
+    start = time.monotonic()
+    try:
+        with core_log(), pytest.raises(Cancelled, match='stopped before it finished'):
+            build_engine(model, BuildOptions(flavour='tensorrt_rtx', simplify=False),
+                         tmp_path / 'cache', cancel=cancel)
+    finally:
+        logging.getLogger('yolo_trt_ros').removeHandler(handler)
+    assert time.monotonic() - start < 2.0
+    assert not [p for p in (tmp_path / 'cache').iterdir() if not p.name.endswith('.lock')]
+
+
+@pytest.mark.parametrize('how', ['engine_builder SIGTERM', 'yolo-trt build SIGINT'])
+def test_a_signal_stops_a_build_within_2_s(tmp_path, how):
+    rtx()
+    model = conv_stack(tmp_path / 'stack.onnx', 1200)
+    cache = tmp_path / 'cache'
+    if how.startswith('engine_builder'):
+        command = [sys.executable, '-m', 'yolo_trt_ros.ros.builder_node', '--ros-args',
+                   '-p', f'model:={model}', '-p', 'backend:=tensorrt', '-p', 'simplify:=false',
+                   '-p', 'flavour:=tensorrt_rtx', '-p', f'cache_dir:={cache}']
+        signum = signal.SIGTERM
+    else:
+        command = [sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model', str(model),
+                   '--no-simplify', '--flavour', 'tensorrt_rtx', '--cache-dir', str(cache)]
+        signum = signal.SIGINT
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # until TensorRT has started building
+            lines.append(line)
+            if 'Building engine' in line:
+                break
+        proc.send_signal(signum)
+        start = time.monotonic()
+        rc = proc.wait(timeout=30)
+        stopped_in = time.monotonic() - start
+        lines += proc.stdout.readlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = ''.join(lines)
+    assert rc == 128 + signum, out
+    assert stopped_in < 2.0, (stopped_in, out)
+    assert f'stopped by {signum.name}' in out and 'nothing was written' in out
+    assert 'Traceback' not in out
+    assert not list(cache.glob('*.engine')) and not list(cache.glob('.*.tmp'))

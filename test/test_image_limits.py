@@ -223,6 +223,18 @@ def test_decoder_messages_keep_other_lines(capfd):
     assert capfd.readouterr().err == 'after\n'  # fd 2 restored
 
 
+def test_other_threads_lines_beyond_64_kib_are_all_kept(capfd):
+    """Issue 17, failure 6: during a long decode, other threads' log lines beyond 64 KiB
+    were dropped (184 of 800)."""
+    with decoder_messages() as messages:
+        for i in range(800):
+            os.write(2, f'[INFO] [node]: line {i:03d} '.encode() + b'.' * 80 + b'\n')
+        os.write(2, b'Corrupt JPEG data: premature end of data segment\n')
+    lines = capfd.readouterr().err.splitlines()
+    assert [line.split()[3] for line in lines] == [f'{i:03d}' for i in range(800)]
+    assert messages == ['Corrupt JPEG data: premature end of data segment']
+
+
 def test_corrupt_png_names_the_decoder_reason():
     data = bytearray(encode('.png'))
     data[45] ^= 0xFF  # inside IDAT's compressed data

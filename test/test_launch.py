@@ -251,10 +251,14 @@ def test_yolo_trt_launch_validates_arguments_before_any_node_starts(argument, ex
 
 
 def test_yolo_trt_launch_exits_non_zero_when_the_detector_fails(tmp_path):
-    rc, out = YoloTrt('launch', f'model:={tmp_path}', 'backend:=onnxruntime',
+    params = tmp_path / 'params.yaml'  # a mistake only the detector reads
+    params.write_text(yaml.safe_dump({'/**/detector': {'ros__parameters': {
+        'output_format': 'yolo9000'}}}))
+    rc, out = YoloTrt('launch', f'params_file:={params}', 'backend:=onnxruntime',
                       f'cache_dir:={tmp_path}').finish(60)
     assert rc == 2, out
-    assert 'is a directory' in out and 'the detector exited with 2' in out
+    assert "'yolo9000' is not auto" in out
+    assert 'yolo-trt launch: detector exited with 2; stopping the other nodes' in out
 
 
 # -- issue 12: workers:=N detector processes split the cameras -------------------------------
@@ -311,9 +315,14 @@ def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
                 for camera in cameras:
                     camera.stop()
             executor.shutdown()
-        launch.proc.send_signal(signal.SIGINT)
+        # Issue 17, failure 8: a worker killed was reported as "the detector exited with -9".
+        (worker,) = [int(p.parent.name) for p in Path('/proc').glob('[0-9]*/cmdline')
+                     if b'__node:=detector_1' in p.read_bytes()]
+        os.kill(worker, signal.SIGKILL)
         rc, out = launch.finish(timeout=20)
-        assert rc == 0, out
+        assert rc == 128 + signal.SIGKILL, out
+        assert 'yolo-trt launch: detector_1 was killed by SIGKILL; stopping the other nodes' \
+            in out
     finally:
         launch.finish(timeout=0)
 
@@ -346,10 +355,10 @@ def test_a_hung_detector_cannot_hang_yolo_trt_launch():
     try:
         assert hung.stdout.readline().strip() == 'ready'
         launcher = Launcher(parse_assignments([]))
-        launcher.children = launcher.detectors = [hung]
+        launcher.children, launcher.detectors = [hung], {'detector': hung}
         threading.Timer(0.3, launcher.interrupt).start()
         start = time.monotonic()
-        assert launcher.wait() == 0
+        assert launcher.wait() == ('', 0)
         launcher.stop()
         assert hung.poll() is not None
         assert time.monotonic() - start < STOP_TIMEOUT_S + 5

@@ -153,14 +153,34 @@ def build_options(args):
 
 
 def cmd_build(args) -> int:
-    from yolo_trt_ros.core.build.builder import build_engine
+    """Ctrl-C or SIGTERM stop the build at TensorRT's next progress step, with one line and
+    128 + the signal's number; nothing is written."""
+    import threading
 
+    from yolo_trt_ros.core.build.builder import build_engine
+    from yolo_trt_ros.core.errors import Cancelled
+
+    cancel, caught = threading.Event(), []
+
+    def on_signal(signum, _frame) -> None:
+        caught.append(signum)
+        cancel.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = build_engine(_model_arg(args.model), build_options(args),
-                              Path(args.cache_dir) if args.cache_dir else None, args.force)
+                              Path(args.cache_dir) if args.cache_dir else None, args.force,
+                              cancel)
+    except Cancelled as exc:
+        name = signal.Signals(caught[0]).name if caught else 'a signal'
+        _err(f'build stopped by {name}: {exc}; nothing was written')
+        return 128 + (caught[0] if caught else signal.SIGINT)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
         return 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     what = 'cache hit' if result.cache_hit else 'built'
     print(f'{what} in {result.seconds:.1f} s')
     print(result.engine_path)

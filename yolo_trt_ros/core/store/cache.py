@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,9 +153,9 @@ class EngineCache:
         return engine
 
     @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str, cancel: threading.Event | None = None) -> Iterator[None]:
         """Exclusive per-key lock: a second builder waits here, then finds the engine.
         Temporaries left by builders that were killed are removed under it."""
-        with self.store_dir.lock(key):
+        with self.store_dir.lock(key, cancel):
             self.store_dir.remove_stale_temporaries()
             yield

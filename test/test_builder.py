@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -159,7 +160,7 @@ def test_two_builders_at_once_build_once(small_model, tmp_path):
 def test_crash_between_engine_and_sidecar_leaves_nothing_loadable(small_model, tmp_path):
     script = textwrap.dedent(f'''
         import os
-        from yolo_trt_ros.core.store import cache as engine_cache
+        from yolo_trt_ros.core.store import trust as engine_cache
         real = engine_cache.atomic_write
         def crash_on_sidecar(path, data, mode=0o644):
             if path.suffix == '.json':
@@ -721,3 +722,67 @@ def test_a_signal_stops_a_build_within_2_s(tmp_path, how):
     assert f'stopped by {signum.name}' in out and 'nothing was written' in out
     assert 'Traceback' not in out
     assert not list(cache.glob('*.engine')) and not list(cache.glob('.*.tmp'))
+
+
+# -- issue 17, failure 5: filesystem trouble is one line, and nothing half-written ---------
+def fs_case(tmp_path: Path, case: str) -> tuple[list[str], dict, object]:
+    """(extra CLI arguments, environment, preexec_fn) for one kind of filesystem trouble."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('YOLO_TRT_ROS_CACHE', 'XDG_CACHE_HOME')}
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    if case == 'cache dir is a file':
+        return ['--cache-dir', str(blocker)], env, None
+    if case == 'cache dir below a file':
+        return ['--cache-dir', str(blocker / 'cache')], env, None
+    if case == 'HOME is a file':
+        return [], {**env, 'HOME': str(blocker)}, None
+    # A file size limit (ulimit -f) below the engine's size: the engine write fails.
+    return (['--cache-dir', str(tmp_path / 'cache')], env,
+            lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10)))
+
+
+@pytest.mark.parametrize('case,cause', [
+    ('cache dir is a file', 'a file stands where the directory should be'),
+    ('cache dir below a file', 'a file stands where a directory should be'),
+    ('HOME is a file', 'a file stands where a directory should be'),
+    ('file size limit', 'file too large (a file size limit, ulimit -f?)'),
+])
+def test_filesystem_trouble_is_one_line_and_leaves_nothing(small_model, tmp_path, case, cause):
+    rtx()
+    extra, env, limit = fs_case(tmp_path, case)
+    proc = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model',
+                           str(small_model), '--flavour', 'tensorrt_rtx', *extra],
+                          env=env, preexec_fn=limit, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
+    assert len(errors) == 1 and cause in errors[0], proc.stderr
+    assert 'Traceback' not in proc.stderr
+    left = [p for p in tmp_path.rglob('*') if p.suffix in ('.engine', '.json', '.tmp')]
+    assert left == [], left
+
+
+def test_a_directory_swapped_for_a_symlink_after_its_check_is_not_followed(tmp_path,
+                                                                           monkeypatch):
+    """Issue 17, failure 9: swapping the cache directory for a symlink between the check
+    and the read fooled a trusted read (58 times in 1.3 million tries). The check and the
+    read are the same opened directory now: swapped right after the check, the read still
+    gets our file, never the one behind the symlink."""
+    from yolo_trt_ros.core.store import trust
+
+    ours, theirs = tmp_path / 'cache', tmp_path / 'theirs'
+    for folder, content in ((ours, b'ours'), (theirs, b'theirs')):
+        folder.mkdir(mode=0o700)
+        (folder / 'x.engine').write_bytes(content)
+        (folder / 'x.engine').chmod(0o600)
+    real_open_dir = trust.open_dir
+
+    def open_then_swap(path):
+        fd = real_open_dir(path)
+        ours.rename(tmp_path / 'moved')
+        ours.symlink_to(theirs)  # the attacker's move, right after the check
+        return fd
+
+    monkeypatch.setattr(trust, 'open_dir', open_then_swap)
+    assert trust.read_trusted(ours / 'x.engine') == b'ours'

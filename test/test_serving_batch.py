@@ -116,3 +116,19 @@ def test_the_worker_serves_every_camera_and_survives_a_bug(detector, bus_jpg):
     assert refused.camera == 0 and refused.cause == 'internal'
     assert 'please report this' in refused.reason
     assert [s.frame.camera for s in delivered[1].served] == [1]
+
+
+def test_the_annotated_image_is_bounded(detector):
+    """Issue 17, failure 8: a 64 MP frame with a detections_image subscriber made a 192 MB
+    annotated image. It is scaled to at most ANNOTATED_MAX_PIXELS, the boxes with it."""
+    from yolo_trt_ros.core.image.buffers import ImageView
+    from yolo_trt_ros.core.pipeline.annotate import ANNOTATED_MAX_PIXELS, annotated
+    from yolo_trt_ros.core.pipeline.results import Detections
+
+    big = ImageView(np.full((6000, 8000, 3), 255, np.uint8), 'bgr')
+    det = Detections(np.array([[4000, 3000, 8000, 6000]], np.float32),
+                     np.array([0.9], np.float32), np.array([0], np.int32))
+    drawn = annotated(big, det, detector.label)
+    h, w = drawn.shape[:2]
+    assert h * w <= ANNOTATED_MAX_PIXELS and abs(w / h - 8000 / 6000) < 0.01
+    assert (drawn[h // 2:, w // 2:] != 255).any() and (drawn[:h // 3, :w // 3] == 255).all()

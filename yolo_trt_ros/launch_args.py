@@ -34,6 +34,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
                                                   'publisher is), reliable or best_effort'),
     'qos_depth': (str(defaults.QOS_DEPTH), 'input QoS history depth'),
     'params_file': ('', 'parameter YAML; empty: the installed config/detector.yaml'),
+    'autostart': ('true', 'configure and activate the detector(s) at start; false: a '
+                          'lifecycle manager does (the detector is a managed node)'),
     'workers': (defaults.WORKERS, 'detector processes that split the cameras and share the '
                                   'engine and the GPU: a number, or auto (one per camera, at '
                                   'most one per CPU core)'),
@@ -46,14 +48,15 @@ DETECTOR_FROM_ARGS = {'model': 'model', 'precision': 'precision', 'backend': 'ba
                       'cache_dir': 'cache_dir', 'image_topics': 'image_topic',
                       'compressed': 'compressed', 'conf_threshold': 'conf',
                       'iou_threshold': 'iou', 'publish_annotated': 'publish_annotated',
-                      'qos_reliability': 'qos_reliability', 'qos_depth': 'qos_depth'}
+                      'qos_reliability': 'qos_reliability', 'qos_depth': 'qos_depth',
+                      'autostart': 'autostart'}
 
 # Python type of each node parameter set from a launch argument: launch arguments are
 # strings, and an empty string must stay a string, not become YAML's null.
 PARAM_TYPES = {'model': str, 'precision': str, 'backend': str, 'cache_dir': str,
                'image_topics': str, 'compressed': bool, 'conf_threshold': float,
                'iou_threshold': float, 'publish_annotated': bool, 'qos_reliability': str,
-               'qos_depth': int}
+               'qos_depth': int, 'autostart': bool}
 BOOLEANS = ('true', 'false')
 
 
@@ -76,7 +79,7 @@ def _is_fraction(text: str) -> bool:
 def validate(values: dict[str, str]) -> None:
     """Check every launch argument before any node starts; ValueError names the argument,
     the value and what is accepted. detect.launch.py and `yolo-trt launch` both call it."""
-    for name in ('compressed', 'publish_annotated'):
+    for name in ('compressed', 'publish_annotated', 'autostart'):
         _check(name, values[name], values[name].lower() in BOOLEANS, 'true or false')
     for name in ('conf', 'iou'):
         _check(name, values[name], _is_fraction(values[name]), 'a number in [0, 1]')

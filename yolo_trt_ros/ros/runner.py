@@ -75,6 +75,12 @@ def run(make_node: Callable[[], Node], name: str, args=None) -> None:
         logger.error(f'cannot start: {exc}')
         rclpy.try_shutdown()
         sys.exit(1)
+    try:  # a lifecycle node with autostart configures and activates itself here
+        getattr(node, 'start', lambda: None)()
+    except (ValueError, YoloTrtError) as exc:  # the node has logged why
+        node.destroy_node()
+        rclpy.try_shutdown()
+        sys.exit(2 if isinstance(exc, ValueError) else 1)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -42,6 +42,8 @@ BUILDER_PARAMETERS: Table = {
 # Lists of topics and names are comma-separated strings: launch arguments and `-p name:=value`
 # carry them as they are, and an empty list needs no special type.
 DETECTOR_PARAMETERS: Table = {
+    'autostart': param(True, 'configure and activate at start; false: wait for a lifecycle '
+                             'manager (the detector is a managed node)'),
     'engine_path': param('', 'TensorRT engine; empty: the cached engine for the build '
                              'parameters'),
     'engine_wait_s': param(0.0, 'wait this long for an engine message on `engine` before '

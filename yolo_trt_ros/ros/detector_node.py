@@ -237,8 +237,8 @@ class DetectorNode(LifecycleNode):
         backend = self.detector.backend.info.name
         for i, cam in enumerate(self.cameras):
             totals, health = cam.stats.tick(self.frames.received(i), self.frames.dropped(i))
-            msg.status.append(camera_status(cam.name, cam.topic, totals, cam.stats, backend,
-                                            health))
+            msg.status.append(camera_status(self.get_fully_qualified_name(), cam.name,
+                                            cam.topic, totals, cam.stats, backend, health))
         self.diagnostics.publish(msg)
 
     def _on_parameters(self, params: list[Parameter]) -> SetParametersResult:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 
 try:
@@ -17,6 +18,9 @@ except ImportError:  # Humble
 from yolo_trt_ros.core.serving.config import NodeConfig
 from yolo_trt_ros.core.serving.health import CameraStats
 
+# MessageInfo (publication sequence numbers) in subscription callbacks: rclpy of Iron on;
+# Humble's calls every callback with the message alone.
+WITH_MESSAGE_INFO = hasattr(Subscription, 'CallbackType')
 LOST_FIX = ('use the Fast DDS profile of the launch files for the camera too '
             '(FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml), set '
             'qos_reliability:=reliable, or subscribe to the compressed topic')
@@ -70,14 +74,29 @@ class CameraInputs:
         msg_type = CompressedImage if self.config.compressed else Image
         # raw=True: the serialized bytes, no Python message (see core/serving/cdr.py); the
         # worker parses only the frames it takes.
+        if cam.reliable is None:  # the first subscription: publishers there before the node
+            cam.stats.sequences.preexisting = {
+                bytes(info.endpoint_gid) for info in
+                self.node.get_publishers_info_by_topic(self.node.resolve_topic_name(cam.topic))}
+        if WITH_MESSAGE_INFO:  # rclpy passes MessageInfo to a callback of two arguments
+            callback = lambda data, info, i=i: self._on_frame(i, data, info)  # noqa: E731
+        else:
+            callback = lambda data, i=i: self._on_frame(i, data, None)  # noqa: E731
         cam.subscription = self.node.create_subscription(
-            msg_type, cam.topic, lambda data, i=i: self.put(i, data), qos, raw=True,
+            msg_type, cam.topic, callback, qos, raw=True,
             event_callbacks=SubscriptionEventCallbacks(
                 message_lost=lambda info, i=i: self._on_lost(i, info.total_count_change)))
         cam.reliable = reliable
         self.node.get_logger().info(f"{cam.topic}: input QoS "
                                     f"{'reliable' if reliable else 'best effort'} "
                                     f'({self.config.qos_reliability})')
+
+    def _on_frame(self, camera: int, data: bytes, info: dict | None) -> None:
+        """A frame, and what rmw says of it (MessageInfo; None on Humble's rclpy)."""
+        self.put(camera, data)
+        if info is not None and info.get('publisher_gid'):
+            self.cameras[camera].stats.sequences.seen(
+                bytes(info['publisher_gid']['data']), info.get('publication_sequence_number'))
 
     def follow(self) -> None:
         """Publishers come and go (a camera driver restarts): follow their QoS."""

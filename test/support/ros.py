@@ -11,7 +11,7 @@ import cv2
 import rclpy
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -182,6 +182,15 @@ def set_parameter(client: Client, name: str, value: ParameterValue,
     client.wait(future.done, 'the parameter change')
     result = future.result().results[0]
     return result.successful, result.reason
+
+
+def get_parameter(client: Client, name: str, node: str = '/detector') -> ParameterValue:
+    """One parameter's value through the node's service, with its type as stored."""
+    cli = client.node.create_client(GetParameters, f'{node}/get_parameters')
+    client.wait(lambda: cli.service_is_ready(), 'the parameter service')
+    future = cli.call_async(GetParameters.Request(names=[name]))
+    client.wait(future.done, 'the parameter value')
+    return future.result().values[0]
 
 
 def double(value: float) -> ParameterValue:

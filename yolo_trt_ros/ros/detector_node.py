@@ -41,7 +41,14 @@ from yolo_trt_ros.core.serving.worker import Worker
 from yolo_trt_ros.ros.conversions import bgr_image, camera_status, header_message, label_info
 from yolo_trt_ros.ros.inputs import Camera, CameraInputs, join
 from yolo_trt_ros.ros.log_bridge import route_to
-from yolo_trt_ros.ros.parameters import LATCHED_QOS, declare, unknown_overrides, value_of
+from yolo_trt_ros.ros.parameters import (
+    LATCHED_QOS,
+    declare,
+    keep_kinds,
+    kind_refusal,
+    unknown_overrides,
+    value_of,
+)
 from yolo_trt_ros.ros.runner import run
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -62,6 +69,7 @@ class DetectorNode(LifecycleNode):
         self._timers: list = []
         self.configure_error: Exception | None = None  # why the last configure failed
         self._log_gate = LogOncePerCause()
+        keep_kinds(self, DETECTOR_PARAMETERS)
         self.add_on_set_parameters_callback(self._on_parameters)
 
     def start(self) -> None:
@@ -249,6 +257,9 @@ class DetectorNode(LifecycleNode):
         values = self._runtime_values()
         try:
             for p in params:
+                refusal = kind_refusal(p, DETECTOR_PARAMETERS[p.name])
+                if refusal:
+                    return SetParametersResult(successful=False, reason=refusal)
                 values[p.name] = checked_value(p.name, p.value, DETECTOR_PARAMETERS[p.name])
             post = post_config(values, self._class_names() if self.detector else None)
         except (ValueError, TypeError) as exc:

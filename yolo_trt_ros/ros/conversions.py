@@ -81,6 +81,7 @@ def camera_status(name: str, topic: str, totals: Window, stats: CameraStats, bac
               'processed': totals.processed, 'dropped': totals.dropped,
               'lost_in_dds': totals.lost, 'bad_input': bad}
     values.update({f'bad_input.{cause}': n for cause, n in sorted(stats.bad_input.items())})
+    values.update(sorted(stats.counts.items()))
     values.update({f'latency_ms.{k}': round(v, 2) for k, v in stats.percentiles_ms().items()})
     # Of which waiting for the worker (the rest: parse, decode, detect, publish).
     values.update({f'queue_ms.{k}': round(v, 2)

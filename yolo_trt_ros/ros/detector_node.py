@@ -1,4 +1,5 @@
-"""detector: camera images in, vision_msgs/Detection2DArray out.
+"""detector: camera images (and aligned depth) in, vision_msgs/Detection2DArray (and
+Detection3DArray) out.
 
 Wiring only: parameters, subscriptions, publishers, timers and shutdown. Image callbacks
 store the newest serialized frame per camera and return; the core's worker
@@ -19,9 +20,9 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
-from vision_msgs.msg import Detection2DArray, LabelInfo
+from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -30,6 +31,7 @@ except ImportError:  # Humble
 
 from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep
+from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
     BUILDER_PARAMETERS,
@@ -37,6 +39,7 @@ from yolo_trt_ros.core.serving.config import (
     RUNTIME,
     detector_config,
     post_config,
+    tracker_config,
 )
 from yolo_trt_ros.core.serving.frames import LatestFrames
 from yolo_trt_ros.core.serving.health import CameraStats, LogOncePerCause
@@ -59,8 +62,10 @@ class _Camera:
     detections: object  # publishers
     annotated: object
     stats: CameraStats
+    state: CameraState  # tracks, depth frames, camera model (core/serving/cameras.py)
     subscription: object = None
     reliable: bool | None = None  # the input QoS now in use
+    detections_3d: object = None  # cameras with depth
 
 
 class DetectorNode(Node):
@@ -86,6 +91,8 @@ class DetectorNode(Node):
         self._log_gate = LogOncePerCause()
         self._lost_warned = False
         self.frames: LatestFrames = LatestFrames(len(self.config.topics))
+        values = self._runtime_values()
+        self.tracking = Tracking(tracker_config(values), values['track_reset_gap_s'])
         self.cameras: list[_Camera] = []
         for topic, name in zip(self.config.topics, self.config.camera_names, strict=True):
             in_topic = _join(topic, 'compressed') if self.config.compressed else topic
@@ -93,11 +100,12 @@ class DetectorNode(Node):
                 name or 'camera', in_topic,
                 self.create_publisher(Detection2DArray, _join(name, 'detections'), 10),
                 self.create_publisher(Image, _join(name, 'detections_image'), 2),
-                CameraStats()))
+                CameraStats(), CameraState(self.tracking)))
             self._subscribe(len(self.cameras) - 1)
+            self._subscribe_depth(len(self.cameras) - 1, name)
             log.info(f'{in_topic} -> {self.cameras[-1].detections.topic_name}')
         self.label_pub = self.create_publisher(LabelInfo, 'label_info', LATCHED_QOS)
-        self._publish_label_info()
+        self._publish_label_info(values['conf_threshold'])
         # The builder's announcement ends with its process; this one lasts as long as the
         # detector and says what it really loaded.
         self.engine_pub = self.create_publisher(String, 'engine', LATCHED_QOS)
@@ -112,7 +120,8 @@ class DetectorNode(Node):
         self.add_on_set_parameters_callback(self._on_parameters)
         label = str if self.config.class_id_as_index else self.detector.label
         self.step = BatchStep(self.detector, self.config.compressed,
-                              self.config.max_image_pixels, label)
+                              self.config.max_image_pixels, label,
+                              [c.state for c in self.cameras], self.config.depth)
         self.worker = Worker(self.frames, self.step, self._deliver)
         self.worker.start()
 
@@ -148,6 +157,20 @@ class DetectorNode(Node):
         cam.reliable = reliable
         self.get_logger().info(f"{cam.topic}: input QoS {'reliable' if reliable else 'best effort'}"
                                f' ({self.config.qos_reliability})')
+
+    def _subscribe_depth(self, i: int, name: str) -> None:
+        """Depth (serialized, kept for pairing by stamp) and camera_info for camera i."""
+        depth, cam = self.config.depth, self.cameras[i]
+        if not depth.enabled(i):
+            return
+        self.create_subscription(Image, depth.topics[i], cam.state.put_depth,
+                                 qos_profile_sensor_data, raw=True)
+        self.create_subscription(CameraInfo, depth.info_topics[i], lambda m, s=cam.state:
+                                 s.set_camera_info(m.k, m.width, m.height), 10)
+        cam.detections_3d = self.create_publisher(Detection3DArray,
+                                                  _join(name, 'detections_3d'), 10)
+        self.get_logger().info(f'{depth.topics[i]} + {depth.info_topics[i]} -> '
+                               f'{cam.detections_3d.topic_name}')
 
     def _follow_publishers(self) -> None:
         for i in range(len(self.cameras)):
@@ -205,25 +228,32 @@ class DetectorNode(Node):
             if self.config.publish_annotated and camera.annotated.get_subscription_count() > 0:
                 camera.annotated.publish(bgr_image(self.step.annotated(served),
                                                    header_message(served.header)))
+            if served.message_3d is not None:
+                camera.detections_3d.publish(served.message_3d)
+            bad = camera.stats.count_3d(served.message_3d is not None, served.left_out,
+                                        served.depth_problem)
+            if bad is not None:
+                self._bad_input(served.frame.camera, bad.cause, bad.reason, 'no 3D')
 
-    def _bad_input(self, camera: int, cause: str, message: str) -> None:
+    def _bad_input(self, camera: int, cause: str, message: str,
+                   skipped: str = 'bad frame skipped') -> None:
         cam = self.cameras[camera]
         count = cam.stats.add_bad(cause)
         if self._log_gate.should_log(f'{camera}:{cause}'):
-            self.get_logger().warning(f'{cam.topic}: bad frame skipped ({cause}, {count} so '
-                                      f'far): {message}')
+            self.get_logger().warning(f'{cam.topic}: {skipped} ({cause}, {count} so far): '
+                                      f'{message}')
 
     # -- side channels -------------------------------------------------------------------
-    def _publish_label_info(self) -> None:
+    def _publish_label_info(self, threshold: float) -> None:
         header = Header(stamp=self.get_clock().now().to_msg())
-        self.label_pub.publish(label_info(self._class_names(), self.detector.post.conf_threshold,
-                                          header))
+        self.label_pub.publish(label_info(self._class_names(), threshold, header))
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         backend = self.detector.backend.info.name
         for i, cam in enumerate(self.cameras):
+            cam.stats.counts['tracking.resets'] = cam.state.resets
             totals, health = cam.stats.tick(self.frames.received[i], self.frames.dropped[i])
             msg.status.append(camera_status(cam.name, cam.topic, totals, cam.stats, backend,
                                             health))
@@ -242,8 +272,11 @@ class DetectorNode(Node):
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.detector.post = post  # one reference swap: the worker sees old or new, whole
+        if (tracker := tracker_config(values)) != self.tracking.config:  # checked above
+            self.tracking.config = tracker  # each camera's tracks reset on its next frame
+        self.tracking.reset_gap_s = values['track_reset_gap_s']
         if any(p.name == 'conf_threshold' for p in params):
-            self._publish_label_info()
+            self._publish_label_info(values['conf_threshold'])
         self.get_logger().info(f'thresholds now conf {post.conf_threshold}, iou '
                                f'{post.iou_threshold}, max {post.max_detections}, classes '
                                f"{list(post.classes) if post.classes else 'all'}")

@@ -28,6 +28,9 @@ CENTRAL = 0.5  # the central half of the box, in each direction: mostly the obje
 SAMPLES = 4096  # most depth pixels read per detection
 MIN_VALID = 0.1  # of the pixels read, at least this fraction must be valid depth
 SPREAD = (10, 50, 90)  # percentiles: near side, distance, far side
+# Depth outside this range is invalid by default: nearer than any depth camera measures,
+# farther than a stereo or time-of-flight camera measures reliably.
+MIN_M, MAX_M = 0.1, 20.0
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,8 @@ def _region(box: np.ndarray, h: int, w: int) -> tuple[slice, slice] | None:
 
 
 def positions(depth: DepthImage, camera: CameraModel, boxes: np.ndarray,
-              masks: np.ndarray | None = None, min_m: float = 0.0,
-              max_m: float = math.inf) -> Positions:
+              masks: np.ndarray | None = None, min_m: float = MIN_M,
+              max_m: float = MAX_M) -> Positions:
     """boxes: (N, 4) xyxy in pixels of the depth image; masks: (N, H, W) bool (instance
     masks, where a segmentation model gives them) or None for the box's central region.
     Depths outside (min_m, max_m), zero and NaN are ignored; a detection with too few valid

@@ -15,6 +15,7 @@ from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
 from yolo_trt_ros.core.defaults import check_choice
 from yolo_trt_ros.core.models.paths import default_model_path
+from yolo_trt_ros.core.pipeline import depth as depth_defaults
 from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 from yolo_trt_ros.core.pipeline.tracking import GMC_METHODS, TrackerConfig, detection_floor
 from yolo_trt_ros.core.runtime.detector import DetectorConfig
@@ -106,8 +107,8 @@ DETECTOR_PARAMETERS: Table = {
                                 '<depth topic parent>/camera_info'),
     'depth_slop': param(0.02, 'seconds a depth stamp may differ from the image stamp (the '
                         'nearest is taken; 0: exact stamps only)'),
-    'depth_min_m': param(0.1, 'nearer depth is invalid (m)'),
-    'depth_max_m': param(20.0, 'farther depth is invalid (m)'),
+    'depth_min_m': param(depth_defaults.MIN_M, 'nearer depth is invalid (m)'),
+    'depth_max_m': param(depth_defaults.MAX_M, 'farther depth is invalid (m)'),
 }
 RUNTIME = frozenset(name for name, spec in DETECTOR_PARAMETERS.items() if spec.runtime)
 

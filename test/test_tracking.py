@@ -11,7 +11,11 @@ from support.tracking_reference import ReferenceTracker
 from yolo_trt_ros.core.pipeline.results import Detections
 from yolo_trt_ros.core.pipeline.tracking import DetectionTracker, TrackerConfig, detection_floor
 from yolo_trt_ros.core.pipeline.tracking.cmc import SparseFlowCMC, grey_for_cmc
-from yolo_trt_ros.core.pipeline.tracking.kalman import KalmanFilter, xyxy_to_measurement
+from yolo_trt_ros.core.pipeline.tracking.kalman import (
+    KalmanFilter,
+    PairwiseKalmanFilter,
+    xyxy_to_measurement,
+)
 from yolo_trt_ros.core.pipeline.tracking.matching import assign, iou_matrix
 
 
@@ -218,6 +222,24 @@ def test_kalman_learns_a_constant_velocity_and_warps_with_the_camera():
     assert np.allclose(moved[0, :4], [15, 17, 4, 8]) and np.allclose(moved_cov, cov)
     scale = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
     assert np.allclose(kf.warp(mean, cov, scale)[0][0, :4], [20, 40, 8, 16])
+
+
+def test_the_pairwise_filter_is_the_xyah_filter():
+    """ByteTrack's filter stored as four (value, rate) pairs gives the 8x8 filter's numbers."""
+    rng = np.random.default_rng(5)
+    full, pairs = KalmanFilter('xyah'), PairwiseKalmanFilter()
+    z = xyxy_to_measurement(np.array([box(100, 100), box(400, 300, 60, 120)]), 'xyah')
+    (m1, c1), (m2, c2) = full.initiate(z), pairs.initiate(z)
+    for _ in range(20):
+        (m1, c1), (m2, c2) = full.predict(m1, c1), pairs.predict(m2, c2)
+        z = z + rng.normal(0, [2, 2, 0.01, 2], z.shape)
+        (m1, c1), (m2, c2) = full.update(m1, c1, z), pairs.update(m2, c2, z)
+    assert np.allclose(m1, m2, rtol=1e-12, atol=1e-9)
+    i = np.arange(4)
+    assert np.allclose(c1[:, i, i], c2[:, :, 0]) and np.allclose(c1[:, i, i + 4], c2[:, :, 1])
+    assert np.allclose(c1[:, i + 4, i + 4], c2[:, :, 2])
+    c1[:, i, i] = c1[:, i, i + 4] = c1[:, i + 4, i] = c1[:, i + 4, i + 4] = 0
+    assert np.abs(c1).max() < 1e-12  # nothing else: the coordinates never couple
 
 
 def test_assignment_refuses_pairs_above_the_threshold():

@@ -10,8 +10,9 @@ Per detection: the depth of the box's central region (or of a segmentation mask 
 is given), invalid pixels (0, NaN, out of range) ignored, its median as the distance, the
 box centre back-projected through the pinhole model at that distance, and the size from
 the box's size at that distance and the spread of the depths (10th to 90th percentile).
-At most SAMPLES pixels are read per box, so a box filling the frame costs what a small
-one does.
+A box's region is read on a fixed 32 x 32 grid, every detection of a frame in one gather
+and one sort: a box filling the frame costs what a small one does, and 20 detections cost
+a few numpy calls, not 20 times a few.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from yolo_trt_ros.core.errors import ImageError
 
 DEPTH_ENCODINGS = {'16UC1': ('u2', 0.001), 'mono16': ('u2', 0.001), '32FC1': ('f4', 1.0)}
 CENTRAL = 0.5  # the central half of the box, in each direction: mostly the object itself
-SAMPLES = 4096  # most depth pixels read per detection
+GRID = 32  # depth is read on a GRID x GRID grid over each box's central region
+SAMPLES = GRID * GRID  # most depth pixels read per detection (masks: evenly thinned)
 MIN_VALID = 0.1  # of the pixels read, at least this fraction must be valid depth
 SPREAD = (10, 50, 90)  # percentiles: near side, distance, far side
 # Depth outside this range is invalid by default: nearer than any depth camera measures,
@@ -145,15 +147,31 @@ class Positions:
     size: np.ndarray
 
 
-def _region(box: np.ndarray, h: int, w: int) -> tuple[slice, slice] | None:
-    x1, y1, x2, y2 = (float(v) for v in box)
+def _box_samples(depth: DepthImage, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, GRID*GRID) depth values on a regular grid over each box's central region, and
+    (N,) bool: the region lies outside the image (no samples)."""
+    h, w = depth.pixels.shape
+    x1, y1, x2, y2 = boxes.T
     mx, my = (x2 - x1) * (1 - CENTRAL) / 2, (y2 - y1) * (1 - CENTRAL) / 2
-    c0, c1 = max(0, int(x1 + mx)), min(w, int(math.ceil(x2 - mx)))
-    r0, r1 = max(0, int(y1 + my)), min(h, int(math.ceil(y2 - my)))
-    if c1 <= c0 or r1 <= r0:
-        return None
-    stride = max(1, math.ceil(math.sqrt((r1 - r0) * (c1 - c0) / SAMPLES)))
-    return slice(r0, r1, stride), slice(c0, c1, stride)
+    c0, c1 = np.maximum(np.floor(x1 + mx), 0), np.minimum(np.ceil(x2 - mx), w)
+    r0, r1 = np.maximum(np.floor(y1 + my), 0), np.minimum(np.ceil(y2 - my), h)
+    outside = (c1 <= c0) | (r1 <= r0)
+    t = (np.arange(GRID) + 0.5) / GRID
+    cols = (c0[:, None] + np.maximum(c1 - c0, 0)[:, None] * t).astype(np.intp)
+    rows = (r0[:, None] + np.maximum(r1 - r0, 0)[:, None] * t).astype(np.intp)
+    cols[outside] = rows[outside] = 0
+    return depth.pixels[rows[:, :, None], cols[:, None, :]].reshape(len(boxes), -1), outside
+
+
+def _mask_samples(depth: DepthImage, masks: np.ndarray, invalid) -> np.ndarray:
+    """(N, SAMPLES) depth values under each mask (evenly thinned), padded with `invalid`."""
+    out = np.full((len(masks), SAMPLES), invalid, depth.pixels.dtype)
+    for i, mask in enumerate(masks):
+        rows, cols = np.nonzero(mask)
+        step = max(1, -(-len(rows) // SAMPLES))
+        values = depth.pixels[rows[::step], cols[::step]]
+        out[i, :len(values)] = values
+    return out
 
 
 def positions(depth: DepthImage, camera: CameraModel, boxes: np.ndarray,
@@ -162,34 +180,29 @@ def positions(depth: DepthImage, camera: CameraModel, boxes: np.ndarray,
     """boxes: (N, 4) xyxy in pixels of the depth image; masks: (N, H, W) bool (instance
     masks, where a segmentation model gives them) or None for the box's central region.
     Depths outside (min_m, max_m), zero and NaN are ignored; a detection with too few valid
-    pixels is not valid."""
+    pixels is not valid. All detections at once: one gather, one sort."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     n = len(boxes)
-    valid = np.zeros(n, bool)
-    centre = np.full((n, 3), np.nan)
-    size = np.full((n, 3), np.nan)
-    h, w = depth.pixels.shape
+    invalid = np.inf if depth.pixels.dtype.kind == 'f' else np.iinfo(depth.pixels.dtype).max
+    if masks is None:
+        values, outside = _box_samples(depth, boxes)
+    else:
+        values, outside = _mask_samples(depth, masks, invalid), np.zeros(n, bool)
     lo, hi = max(min_m, 0.0) / depth.scale, max_m / depth.scale
-    for i, box in enumerate(np.asarray(boxes, np.float64)):
-        if masks is not None:
-            rows, cols = np.nonzero(masks[i])
-            step = max(1, len(rows) // SAMPLES)
-            values = depth.pixels[rows[::step], cols[::step]]
-        else:
-            region = _region(box, h, w)
-            if region is None:
-                continue
-            values = depth.pixels[region].ravel()
-        if values.size == 0:
-            continue
-        good = values[(values > lo) & (values < hi)]  # NaN compares false: dropped too
-        if good.size < max(1, MIN_VALID * values.size):
-            continue
-        # Nearest-rank percentiles by one partial sort: a third of np.percentile's cost.
-        ranks = [min(good.size - 1, good.size * p // 100) for p in SPREAD]
-        near, z, far = (float(v) * depth.scale for v in np.partition(good, ranks)[ranks])
-        u, v = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        centre[i] = ((u - camera.cx) * z / camera.fx, (v - camera.cy) * z / camera.fy, z)
-        size[i] = ((box[2] - box[0]) * z / camera.fx, (box[3] - box[1]) * z / camera.fy,
-                   far - near)
-        valid[i] = True
+    good = (values > lo) & (values < hi)  # NaN compares false: dropped too
+    count = good.sum(axis=1)
+    total = values.shape[1] if masks is None else np.maximum(
+        masks.reshape(n, -1).sum(axis=1).clip(max=SAMPLES), 1)
+    valid = ~outside & (count >= np.maximum(1, MIN_VALID * total))
+    # Nearest-rank percentiles of the valid values: invalid ones sort last.
+    ordered = np.sort(np.where(good, values, invalid), axis=1)
+    ranks = np.minimum(count[:, None] * np.array(SPREAD) // 100,
+                       np.maximum(count - 1, 0)[:, None])
+    near, z, far = np.where(valid[:, None], np.take_along_axis(ordered, ranks, axis=1)
+                            .astype(np.float64) * depth.scale, np.nan).T
+    u, v = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    centre = np.stack([(u - camera.cx) * z / camera.fx, (v - camera.cy) * z / camera.fy, z],
+                      axis=1)
+    size = np.stack([(boxes[:, 2] - boxes[:, 0]) * z / camera.fx,
+                     (boxes[:, 3] - boxes[:, 1]) * z / camera.fy, far - near], axis=1)
     return Positions(valid, centre, size)

@@ -26,6 +26,7 @@ import numpy as np
 
 from yolo_trt_ros.core.pipeline.tracking.kalman import (
     KalmanFilter,
+    PairwiseKalmanFilter,
     measurement_to_xyxy,
     xyxy_to_measurement,
 )
@@ -90,15 +91,16 @@ class Tracker:
 
     def __init__(self, config: TrackerConfig, ids: Iterator[int] | None = None) -> None:
         self.config = config
-        self.kf = KalmanFilter('xywh' if config.kind == 'botsort' else 'xyah')
+        self.kf = KalmanFilter('xywh') if config.kind == 'botsort' else PairwiseKalmanFilter()
+        # The rates of the box size in the state: h's (xyah), or w's and h's (xywh).
+        self._size_rates = slice(7, 8) if self.kf.kind == 'xyah' else slice(6, 8)
         self.ids = ids if ids is not None else itertools.count(1)
         self.reset()
 
     def reset(self) -> None:
         """Forget every track (a bag looping, a long pause); ids are not reused."""
         self.frame = 0
-        self.mean = np.zeros((0, 8))
-        self.cov = np.zeros((0, 8, 8))
+        self.mean, self.cov = self.kf.initiate(np.zeros((0, 4)))
         self.track_id = np.zeros(0, np.int64)  # 0: not confirmed yet
         self.state = np.zeros(0, np.int8)
         self.last = np.zeros(0, np.int64)  # the frame of the last match
@@ -130,40 +132,29 @@ class Tracker:
             # A lost track's size stops changing: its last size rate would otherwise grow
             # or shrink the box for as long as it is lost.
             lost = self.state == LOST
-            if self.kf.kind == 'xyah':
-                self.mean[lost, 7] = 0
-            else:
-                self.mean[lost, 6:8] = 0
+            if lost.any():
+                self.mean[lost, self._size_rates] = 0
             self.mean, self.cov = self.kf.predict(self.mean, self.cov)
             if affine is not None:
                 self.mean, self.cov = self.kf.warp(self.mean, self.cov, affine)
         predicted = self.boxes
-        confirmed = np.flatnonzero(self.track_id > 0)
         fuse = scores if c.fuse_score else None
 
         # 1. Confirmed tracks, tracked or lost, with the high-score detections.
-        pairs, rest_t, rest_h = assign(
-            iou_cost(predicted[confirmed], boxes[high], fuse[high] if fuse is not None
-                     else None), c.match_thresh)
-        self._match(confirmed[pairs[:, 0]], high[pairs[:, 1]], z)
-        rest_t = confirmed[rest_t]
-        high = high[rest_h]
+        confirmed = np.flatnonzero(self.track_id > 0)
+        rest_t, high = self._stage(confirmed, high, boxes, predicted, fuse, c.match_thresh, z)
 
         # 2. Tracks still tracked (not lost) with the low-score detections: the occluded.
         tracked = rest_t[self.state[rest_t] == TRACKED]
-        pairs, rest_tracked, _ = assign(iou_cost(predicted[tracked], boxes[low]), SECOND_MATCH)
-        self._match(tracked[pairs[:, 0]], low[pairs[:, 1]], z)
-        self.state[tracked[rest_tracked]] = LOST
+        unmatched, _ = self._stage(tracked, low, boxes, predicted, None, SECOND_MATCH, z)
+        self.state[unmatched] = LOST
 
         # 3. Tracks seen once (not confirmed) with the high-score detections left.
         tentative = np.flatnonzero(self.track_id == 0)
-        pairs, rest_u, rest_h = assign(
-            iou_cost(predicted[tentative], boxes[high], fuse[high] if fuse is not None
-                     else None), UNCONFIRMED_MATCH)
-        self._match(tentative[pairs[:, 0]], high[pairs[:, 1]], z)
+        unseen, high = self._stage(tentative, high, boxes, predicted, fuse, UNCONFIRMED_MATCH,
+                                   z)
         keep = np.ones(len(self), bool)
-        keep[tentative[rest_u]] = False  # seen once and not again: a false positive
-        high = high[rest_h]
+        keep[unseen] = False  # seen once and not again: a false positive
 
         # 4. Lost for longer than the buffer: gone.
         keep &= self.frame - self.last <= c.track_buffer
@@ -178,6 +169,19 @@ class Tracker:
         on = np.flatnonzero((self.det >= 0) & (self.track_id > 0))
         order = np.argsort(self.det[on], kind='stable')
         return TrackOutput(self.det[on][order], self.track_id[on][order])
+
+    def _stage(self, tracks: np.ndarray, dets: np.ndarray, boxes: np.ndarray,
+               predicted: np.ndarray, fuse: np.ndarray | None, threshold: float,
+               z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Associate tracks with dets (indices) and update the matched tracks; returns the
+        tracks and the detections left unmatched."""
+        if not len(tracks) or not len(dets):
+            return tracks, dets
+        pairs, rest_t, rest_d = assign(
+            iou_cost(predicted[tracks], boxes[dets], None if fuse is None else fuse[dets]),
+            threshold)
+        self._match(tracks[pairs[:, 0]], dets[pairs[:, 1]], z)
+        return tracks[rest_t], dets[rest_d]
 
     def _match(self, tracks: np.ndarray, dets: np.ndarray, z: np.ndarray) -> None:
         if not len(tracks):

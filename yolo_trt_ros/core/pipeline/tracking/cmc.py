@@ -14,7 +14,10 @@ import cv2
 import numpy as np
 
 WORK_SIDE = 480
-MAX_CORNERS = 400
+MAX_CORNERS = 200
+# Lucas-Kanade window and pyramid depth: +-30 px per frame at the working size, which is
+# 120 px at 1080p, more than a camera pans between two frames of a live stream.
+LK_WINDOW, LK_LEVELS = (15, 15), 2
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -22,16 +25,15 @@ def grey_for_cmc(pixels: np.ndarray, order: str) -> tuple[np.ndarray, float]:
     """(H, W, C) uint8 in channel order `order` ('bgr', 'rgb', 'bgra', 'rgba', 'gray') ->
     (small grey uint8 image, original pixels per small pixel)."""
     h, w = pixels.shape[:2]
-    scale = max(1.0, max(h, w) / WORK_SIDE)
-    size = (max(1, round(w / scale)), max(1, round(h / scale)))
-    small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    step = max(1, -(-max(h, w) // WORK_SIDE))  # ceil
+    small = np.ascontiguousarray(pixels[::step, ::step])
     if small.ndim == 3 and small.shape[2] > 1:
         codes = {'bgr': cv2.COLOR_BGR2GRAY, 'rgb': cv2.COLOR_RGB2GRAY,
                  'bgra': cv2.COLOR_BGRA2GRAY, 'rgba': cv2.COLOR_RGBA2GRAY}
         small = cv2.cvtColor(small, codes[order])
     elif small.ndim == 3:
         small = small[:, :, 0]
-    return np.ascontiguousarray(small), scale
+    return np.ascontiguousarray(small), float(step)
 
 
 class SparseFlowCMC:
@@ -53,7 +55,8 @@ class SparseFlowCMC:
                                                minDistance=8, blockSize=3)
         if prev is None or points is None or prev.shape != grey.shape or len(points) < 8:
             return IDENTITY.copy()
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(prev, grey, points, None)
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(prev, grey, points, None, winSize=LK_WINDOW,
+                                                    maxLevel=LK_LEVELS)
         ok = status.ravel() == 1
         if ok.sum() < 8:
             return IDENTITY.copy()

@@ -3,9 +3,12 @@ steps, holes, masks, both encodings, and the camera_info YAML and depth files th
 reads."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from yolo_trt_ros.core.errors import ImageError
 from yolo_trt_ros.core.pipeline.depth import (
@@ -152,3 +155,13 @@ def test_files_the_cli_reads(tmp_path):
     cv2.imwrite(str(tmp_path / 'colour.png'), np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match='3 channels; depth has one'):
         read_depth_file(tmp_path / 'colour.png')
+
+
+def test_the_shipped_rviz_config_shows_detections_3d():
+    """rviz shows the 3D result through vision_msgs_rviz_plugins' Detection3DArray display,
+    on the topic the node publishes."""
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / 'config' / 'detect.rviz')
+                         .read_text())
+    displays = doc['Visualization Manager']['Displays']
+    shown = [(d['Class'], d['Topic']['Value']) for d in displays if d.get('Enabled')]
+    assert ('vision_msgs_rviz_plugins/Detection3DArray', 'detections_3d') in shown

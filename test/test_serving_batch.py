@@ -211,3 +211,28 @@ def test_bad_depth_costs_the_frame_its_3d_only(detector, bus_jpg, case, cause):
     assert served.message_3d is None and served.depth_problem.cause == cause
     assert served.depth_problem.bad == (cause != 'unpaired')
     assert '\n' not in served.depth_problem.reason
+
+
+def test_a_pause_in_the_stamps_resets_the_tracks(detector, bus_jpg):
+    bgr = cv2.imread(str(bus_jpg))
+    step, states = tracked_step(detector, 1)
+    states[0].tracking.reset_gap_s = 0.5
+    for sec in (1, 1, 3):  # 2 s without a frame: longer than the 0.5 s allowed
+        (served,) = step(frames_of(serialized(to_message(bgr, 'bgr8'), sec, 'a'))).served
+    assert states[0].resets == 1
+    assert min(int(d.id) for d in deserialize_message(served.message,
+                                                      Detection2DArray).detections) > 1
+
+
+def test_botsort_gets_a_grey_frame_from_a_gpu_decoded_jpeg(detector, bus_jpg):
+    """On the GPU path a CompressedImage never reaches the host decoded: camera-motion
+    compensation decodes it again at a quarter size, in grey, on the CPU."""
+    from yolo_trt_ros.core.gpu.jpeg import DeviceImage
+
+    payload = serialized(CompressedImage(format='jpeg', data=bus_jpg.read_bytes()), 1, 'cam')
+    (frame,) = frames_of(payload)
+    step = BatchStep(detector, True, 10**8, detector.label)
+    grey, scale = step._grey(frame, DeviceImage(ptr=0, pitch=810 * 3, width=810, height=1080,
+                                                channels=3))
+    assert grey.dtype == np.uint8 and grey.ndim == 2
+    assert max(grey.shape) <= 480 and abs(grey.shape[1] * scale - 810) < 2 * scale

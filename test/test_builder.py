@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import resource
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,12 +19,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from support.logs import core_log
+from support.models import conv_stack
 from support.needs import optional_module
 
 from yolo_trt_ros.core.build.builder import build_engine, engine_for_backend
 from yolo_trt_ros.core.build.calibrator import calibration_batches
 from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
-from yolo_trt_ros.core.errors import EngineError
+from yolo_trt_ros.core.errors import Cancelled, EngineError
 from yolo_trt_ros.core.gpu.cuda import probe_gpu
 from yolo_trt_ros.core.models.synthetic import constant_output_model as make_constant_model
 from yolo_trt_ros.core.store.cache import EngineCache
@@ -155,7 +160,7 @@ def test_two_builders_at_once_build_once(small_model, tmp_path):
 def test_crash_between_engine_and_sidecar_leaves_nothing_loadable(small_model, tmp_path):
     script = textwrap.dedent(f'''
         import os
-        from yolo_trt_ros.core.store import cache as engine_cache
+        from yolo_trt_ros.core.store import trust as engine_cache
         real = engine_cache.atomic_write
         def crash_on_sidecar(path, data, mode=0o644):
             if path.suffix == '.json':
@@ -207,6 +212,11 @@ def test_int8_on_a_strongly_typed_builder_says_what_to_install(small_model, tmp_
     (dict(precision='int8'), 'int8 needs --calib-dir'),
     (dict(opt_level=9), 'optimisation level 9'),
     (dict(workspace_mb=0), 'workspace 0 MB'),
+    # Issue 16: calibration never got a profile and blamed "the ONNX input".
+    (dict(precision='int8', calib_dir=Path('images'),
+          dynamic=ShapeProfile.parse('1x32x32:2x32x32:4x32x32')),
+     r"int8 with --dynamic is not supported: int8 calibration runs at the ONNX input's static "
+     r'shape; build int8 without --dynamic, or fp16 with it'),
 ])
 def test_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -518,3 +528,261 @@ def test_calibration_errors_are_kept_for_the_build_and_the_buffer_freed(tmp_path
     assert calibrator.get_batch(['images']) is None and calibrator.error is not None
     release(calibrator)
     assert cuda.live == 0
+
+
+def test_int8_with_dynamic_is_one_line_from_the_cli(small_model, tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model',
+                           str(small_model), '--cache-dir', str(tmp_path), '--precision', 'int8',
+                           '--calib-dir', str(tmp_path), '--dynamic', '1x32x32:2x32x32:4x32x32'],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        'int8 with --dynamic is not supported: int8 calibration runs at the ONNX input\'s '
+        'static shape; build int8 without --dynamic, or fp16 with it')
+
+
+# -- issue 16: the corners of the TensorRT build that no test reached ----------------------
+
+def test_workspace_mb_reaches_tensorrt_in_bytes(small_model, tmp_path, monkeypatch):
+    """--workspace-mb 64: the builder config TensorRT builds with holds a 64 MiB WORKSPACE
+    pool (read back from TensorRT-RTX), and the sidecar records it."""
+    from yolo_trt_ros.core.build import trt_build
+    configs, configure = [], trt_build.configure
+
+    def keep(*args, **kwargs):  # the real configure; its config kept to read back
+        configs.append(configure(*args, **kwargs))
+        return configs[-1]
+
+    monkeypatch.setattr(trt_build, 'configure', keep)
+    result, _ = build(small_model, tmp_path, workspace_mb=64)
+    assert configs[0].get_memory_pool_limit(rtx().MemoryPoolType.WORKSPACE) == 64 << 20
+    assert result.sidecar['key']['workspace_mb'] == 64
+
+
+def test_cli_build_with_workspace_mb(small_model, tmp_path):
+    """End to end: `yolo-trt build --workspace-mb` builds, and the engine is keyed by it."""
+    rtx()
+    cmd = [sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model', str(small_model),
+           '--cache-dir', str(tmp_path), '--flavour', 'tensorrt_rtx']
+    runs = [subprocess.run(cmd + extra, capture_output=True, text=True, timeout=240)
+            for extra in (['--workspace-mb', '32'], ['--workspace-mb', '32'], [])]
+    assert [r.returncode for r in runs] == [0, 0, 0], runs[0].stderr
+    assert [r.stdout.split(' in ')[0] for r in runs] == ['built', 'cache hit', 'built']
+    engine = Path(runs[0].stdout.strip().splitlines()[-1])
+    assert json.loads(engine.with_suffix('.json').read_text())['key']['workspace_mb'] == 32
+
+
+@pytest.mark.parametrize('flavour,version,strong', [
+    ('tensorrt', '10.3.0', False), ('tensorrt', '10.13.3.9', False),
+    ('tensorrt', '11.4.0.106', True), ('tensorrt', '12.0.1', True),
+    ('tensorrt_rtx', '1.7.1.116', True)])
+def test_strongly_typed_by_version(flavour, version, strong):
+    """TensorRT 10 takes precision from builder flags; TensorRT 11+ and TensorRT-RTX only
+    from the network (test_trt_conformance checks this against the real bindings)."""
+    import types
+
+    from yolo_trt_ros.core.build.trt_build import strongly_typed_only
+    assert strongly_typed_only(types.SimpleNamespace(__name__=flavour, __version__=version)) \
+        is strong
+
+
+def test_a_build_that_fails_after_parsing_is_one_error(tmp_path):
+    """The network parses, TensorRT-RTX's build_serialized_network returns None (a reshape
+    the profile's batch cannot take): our error with TensorRT's message, no TypeError."""
+    from yolo_trt_ros.core.build.onnx_prep import make_dynamic
+    from yolo_trt_ros.core.build.trt_build import TrtSettings, build_plan
+    from yolo_trt_ros.core.store.trust import TrustedDir
+    x = helper.make_tensor_value_info('images', TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info('out', TensorProto.FLOAT, [1, 6, 32])
+    shape = onnx.numpy_helper.from_array(np.array([1, 6, 32], np.int64), 'shape')
+    graph = helper.make_graph([helper.make_node('Reshape', ['images', 'shape'], ['out'])],
+                              'batch1', [x], [y], [shape])
+    model = make_dynamic(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]))
+    settings = TrtSettings('fp32', ShapeProfile.parse('1x8x8:2x8x8:4x8x8'), None, None, None,
+                           'unused.cache')
+    with pytest.raises(EngineError, match=r'TensorRT failed to build the engine: .*'
+                                          r'buildSerializedNetwork.*reshap'):
+        build_plan(rtx(), model, settings, True, TrustedDir(tmp_path))
+
+
+def test_the_logger_keeps_warnings_and_errors_only():
+    """make_logger on TensorRT-RTX's real ILogger: INTERNAL_ERROR, ERROR and WARNING are
+    kept (for our error messages) and logged; INFO and VERBOSE are not."""
+    from yolo_trt_ros.core.backends.trt_module import make_logger
+    trt = rtx()
+    kept: list[str] = []
+    logger = make_logger(trt, kept)
+    assert isinstance(logger, trt.ILogger)
+    with core_log() as lines:
+        for severity in trt.ILogger.Severity.__members__.values():
+            logger.log(severity, f'message {severity.name}')
+    assert kept == ['message INTERNAL_ERROR', 'message ERROR', 'message WARNING']
+    assert lines == [f'TensorRT: {m}' for m in kept]
+
+
+@pytest.mark.parametrize('stored,rejected', [
+    (None, False), ('this GPU', False), ('another GPU', True), ('not a cache', False)])
+def test_a_timing_cache_from_another_gpu_is_replaced_never_forced(tmp_path, stored, rejected):
+    """Full TensorRT (a named double of its timing-cache calls: nothing here runs them):
+    a stored cache TensorRT rejects is replaced by a new one, never loaded with
+    ignore_mismatch; a cache of this GPU is used."""
+    import types
+
+    from support.trt_timing_double import BuilderConfigDouble, TimingCacheDouble
+
+    from yolo_trt_ros.core.build.trt_build import _set_timing_cache, timing_cache_name
+    from yolo_trt_ros.core.store.trust import TrustedDir
+    trt = types.SimpleNamespace(__name__='tensorrt', __version__='10.13.3.9')
+    store = TrustedDir(tmp_path)
+    if stored == 'not a cache':
+        store.write(timing_cache_name(trt), b'junk')
+    elif stored is not None:
+        store.write(timing_cache_name(trt), TimingCacheDouble(stored, b'tactics').serialize())
+    config = BuilderConfigDouble()
+    with core_log() as lines:
+        _set_timing_cache(trt, config, store)
+    assert config.cache is not None and config.cache.device == 'this GPU'
+    assert config.cache.entries == (b'tactics' if stored == 'this GPU' else b'')
+    assert all(ignore is False for _, _, ignore in config.calls)
+    assert lines == ([f'  timing cache {timing_cache_name(trt)} rejected by TensorRT: '
+                      f'starting a new one'] if rejected else [])
+
+
+def test_a_timing_cache_tensorrt_refuses_is_one_error(tmp_path):
+    import types
+
+    from support.trt_timing_double import BuilderConfigDouble
+
+    from yolo_trt_ros.core.build.trt_build import _set_timing_cache
+    from yolo_trt_ros.core.store.trust import TrustedDir
+    trt = types.SimpleNamespace(__name__='tensorrt', __version__='10.13.3.9')
+    with pytest.raises(EngineError, match=r'TensorRT cannot create a timing cache \(timing-'):
+        _set_timing_cache(trt, BuilderConfigDouble(refuse_all=True), TrustedDir(tmp_path))
+
+
+# -- issue 17, failure 7: a build can be stopped ---------------------------------------------
+def test_a_cancelled_build_stops_at_the_next_step_and_writes_nothing(tmp_path):
+    """Cancel is set as soon as TensorRT starts building (its first progress phase): the
+    build ends at TensorRT's next step with Cancelled, long before it would have ended."""
+    rtx()
+    model = conv_stack(tmp_path / 'stack.onnx', 1200)  # about 5 s to build on the dev machine
+    cancel = threading.Event()
+
+    class CancelOnBuild(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if 'Building engine' in record.getMessage():
+                cancel.set()
+
+    handler = CancelOnBuild()
+    logging.getLogger('yolo_trt_ros').addHandler(handler)
+    start = time.monotonic()
+    try:
+        with core_log(), pytest.raises(Cancelled, match='stopped before it finished'):
+            build_engine(model, BuildOptions(flavour='tensorrt_rtx', simplify=False),
+                         tmp_path / 'cache', cancel=cancel)
+    finally:
+        logging.getLogger('yolo_trt_ros').removeHandler(handler)
+    assert time.monotonic() - start < 2.0
+    assert not [p for p in (tmp_path / 'cache').iterdir() if not p.name.endswith('.lock')]
+
+
+@pytest.mark.parametrize('how', ['engine_builder SIGTERM', 'yolo-trt build SIGINT'])
+def test_a_signal_stops_a_build_within_2_s(tmp_path, how):
+    rtx()
+    model = conv_stack(tmp_path / 'stack.onnx', 1200)
+    cache = tmp_path / 'cache'
+    if how.startswith('engine_builder'):
+        command = [sys.executable, '-m', 'yolo_trt_ros.ros.builder_node', '--ros-args',
+                   '-p', f'model:={model}', '-p', 'backend:=tensorrt', '-p', 'simplify:=false',
+                   '-p', 'flavour:=tensorrt_rtx', '-p', f'cache_dir:={cache}']
+        signum = signal.SIGTERM
+    else:
+        command = [sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model', str(model),
+                   '--no-simplify', '--flavour', 'tensorrt_rtx', '--cache-dir', str(cache)]
+        signum = signal.SIGINT
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # until TensorRT has started building
+            lines.append(line)
+            if 'Building engine' in line:
+                break
+        proc.send_signal(signum)
+        start = time.monotonic()
+        rc = proc.wait(timeout=30)
+        stopped_in = time.monotonic() - start
+        lines += proc.stdout.readlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = ''.join(lines)
+    assert rc == 128 + signum, out
+    assert stopped_in < 2.0, (stopped_in, out)
+    assert f'stopped by {signum.name}' in out and 'nothing was written' in out
+    assert 'Traceback' not in out
+    assert not list(cache.glob('*.engine')) and not list(cache.glob('.*.tmp'))
+
+
+# -- issue 17, failure 5: filesystem trouble is one line, and nothing half-written ---------
+def fs_case(tmp_path: Path, case: str) -> tuple[list[str], dict, object]:
+    """(extra CLI arguments, environment, preexec_fn) for one kind of filesystem trouble."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('YOLO_TRT_ROS_CACHE', 'XDG_CACHE_HOME')}
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    if case == 'cache dir is a file':
+        return ['--cache-dir', str(blocker)], env, None
+    if case == 'cache dir below a file':
+        return ['--cache-dir', str(blocker / 'cache')], env, None
+    if case == 'HOME is a file':
+        return [], {**env, 'HOME': str(blocker)}, None
+    # A file size limit (ulimit -f) below the engine's size: the engine write fails.
+    return (['--cache-dir', str(tmp_path / 'cache')], env,
+            lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10)))
+
+
+@pytest.mark.parametrize('case,cause', [
+    ('cache dir is a file', 'a file stands where the directory should be'),
+    ('cache dir below a file', 'a file stands where a directory should be'),
+    ('HOME is a file', 'a file stands where a directory should be'),
+    ('file size limit', 'file too large (a file size limit, ulimit -f?)'),
+])
+def test_filesystem_trouble_is_one_line_and_leaves_nothing(small_model, tmp_path, case, cause):
+    rtx()
+    extra, env, limit = fs_case(tmp_path, case)
+    proc = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.cli', 'build', '--model',
+                           str(small_model), '--flavour', 'tensorrt_rtx', *extra],
+                          env=env, preexec_fn=limit, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
+    assert len(errors) == 1 and cause in errors[0], proc.stderr
+    assert 'Traceback' not in proc.stderr
+    left = [p for p in tmp_path.rglob('*') if p.suffix in ('.engine', '.json', '.tmp')]
+    assert left == [], left
+
+
+def test_a_directory_swapped_for_a_symlink_after_its_check_is_not_followed(tmp_path,
+                                                                           monkeypatch):
+    """Issue 17, failure 9: swapping the cache directory for a symlink between the check
+    and the read fooled a trusted read (58 times in 1.3 million tries). The check and the
+    read are the same opened directory now: swapped right after the check, the read still
+    gets our file, never the one behind the symlink."""
+    from yolo_trt_ros.core.store import trust
+
+    ours, theirs = tmp_path / 'cache', tmp_path / 'theirs'
+    for folder, content in ((ours, b'ours'), (theirs, b'theirs')):
+        folder.mkdir(mode=0o700)
+        (folder / 'x.engine').write_bytes(content)
+        (folder / 'x.engine').chmod(0o600)
+    real_open_dir = trust.open_dir
+
+    def open_then_swap(path):
+        fd = real_open_dir(path)
+        ours.rename(tmp_path / 'moved')
+        ours.symlink_to(theirs)  # the attacker's move, right after the check
+        return fd
+
+    monkeypatch.setattr(trust, 'open_dir', open_then_swap)
+    assert trust.read_trusted(ours / 'x.engine') == b'ours'

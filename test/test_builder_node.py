@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -80,7 +81,9 @@ def test_late_subscriber_receives_the_engine_and_builder_exits_0(model, tmp_path
 
 
 @pytest.mark.parametrize('params,rc,text', [
-    (['model:=/nonexistent/model.onnx'], 1, 'engine build failed: cannot read ONNX model'),
+    (['model:=/nonexistent/model.onnx'], 2, 'bad parameter: parameter model: /nonexistent/model.onnx does not exist'),
+    (['model:=/dev/zero'], 2, 'parameter model: /dev/zero is not a regular file'),  # issue 17.4
+    (['model:=JUNK'], 1, 'engine build failed: JUNK is not an ONNX model'),
     (['backend:=tensorrt', 'flavour:=tensorrt'], 1, 'engine build failed: TensorRT is not installed'),
     (['precision:=fp64'], 2, "bad parameter: parameter precision: 'fp64' is not fp32, fp16 or int8"),
     (['backend:=gpu'], 2, "bad parameter: parameter backend: 'gpu' is not auto"),
@@ -92,6 +95,10 @@ def test_late_subscriber_receives_the_engine_and_builder_exits_0(model, tmp_path
 def test_exit_codes_and_reasons(model, tmp_path, params, rc, text):
     if not any(p.startswith('model:=') for p in params):
         params.append(f'model:={model}')
+    if 'model:=JUNK' in params:
+        (tmp_path / 'junk.onnx').write_bytes(b'not a model')
+        params = [p.replace('JUNK', str(tmp_path / 'junk.onnx')) for p in params]
+        text = text.replace('JUNK', str(tmp_path / 'junk.onnx'))
     code, out = finish(start_builder(f'cache_dir:={tmp_path}', *params))
     assert code == rc, out
     assert text in out
@@ -103,3 +110,29 @@ def test_missing_default_model_points_at_fetch_assets(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert 'the default model' in proc.stderr and 'run `yolo-trt fetch-assets`' in proc.stderr
+
+
+@pytest.mark.parametrize('home', ['unset', 'a file'])
+def test_the_nodes_run_without_a_usable_home(model, tmp_path, home):
+    """Issue 17, failure 5: with HOME unset (as under some service managers) both nodes
+    died in rclpy.init with an RCLError traceback (rcl's log directory)."""
+    env = {k: v for k, v in os.environ.items() if k not in ('HOME', 'ROS_HOME', 'ROS_LOG_DIR')}
+    if home == 'a file':
+        (tmp_path / 'home').write_text('')
+        env['HOME'] = str(tmp_path / 'home')
+    common = ['--ros-args', '-p', f'model:={model}', '-p', 'backend:=onnxruntime']
+    builder = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.ros.builder_node', *common,
+                              '-p', 'linger_s:=0.0'], env=env, capture_output=True, text=True,
+                             timeout=120)
+    out = builder.stdout + builder.stderr
+    assert builder.returncode == 0, out
+    assert 'Traceback' not in out and 'logging to ' in out and 'ROS_LOG_DIR' in out
+    detector = subprocess.Popen([sys.executable, '-m', 'yolo_trt_ros.ros.detector_node',
+                                 *common], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_line(detector, '-> ')  # subscribed: it runs
+    finally:
+        detector.send_signal(signal.SIGINT)
+        rc, rest = finish(detector, 20)
+    assert rc == 0 and 'Traceback' not in rest

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
+import pytest
 from support.images import corrupt_jpegs, png_with_size
 
 
@@ -57,7 +60,7 @@ def test_bad_image_exits_nonzero_with_a_one_line_reason(bus_jpg, tmp_path):
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
     assert errors == [f'yolo-trt: {bad}: cannot decode compressed image (12 bytes, format \'\'): '
-                      f'corrupt or unsupported codec']
+                      f'corrupt or unsupported codec (no readable JPEG header)']
     assert [d['image'] for d in json.loads(proc.stdout)] == [str(bus_jpg)]  # the rest served
 
 
@@ -67,7 +70,7 @@ def test_missing_image_and_model(tmp_path, bus_jpg):
     assert 'cannot read image' in proc.stderr and 'none.jpg' in proc.stderr
     proc = run_cli('detect', str(bus_jpg), '--model', str(tmp_path / 'none.onnx'))
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f'yolo-trt: model file not found: {tmp_path}/none.onnx'
+    assert proc.stderr.strip().splitlines()[-1] == f'yolo-trt: model {tmp_path}/none.onnx does not exist'
     bad = tmp_path / 'bad.onnx'
     bad.write_bytes(b'not onnx')
     proc = run_cli('detect', str(bus_jpg), '--model', str(bad))
@@ -124,3 +127,64 @@ def test_corrupt_jpegs_give_one_line_each_and_no_decoder_output(tmp_path, bus_jp
     assert [line.split(': ')[1] for line in lines] == paths
     assert all('corrupt compressed image' in line and 'Corrupt JPEG data' in line
                for line in lines), lines
+
+
+# -- issue 17: files that are not files, names that are not text, outputs that go away ------
+YOLO_TRT = [sys.executable, '-m', 'yolo_trt_ros.cli']
+
+
+@pytest.mark.parametrize('special', ['/dev/zero', 'fifo'])
+@pytest.mark.parametrize('where', ['image', '--model', '--labels'])
+def test_a_device_or_a_pipe_is_one_line_at_once(tmp_path, bus_jpg, where, special):
+    """Issue 17, failure 4: /dev/zero read until a MemoryError at ~3 GB; a FIFO hung."""
+    path = special
+    if special == 'fifo':
+        path = str(tmp_path / 'pipe')
+        os.mkfifo(path)
+    args = {'image': ['detect', path, str(bus_jpg)],
+            '--model': ['detect', str(bus_jpg), '--model', path],
+            '--labels': ['detect', str(bus_jpg), '--labels', path]}[where]
+    start = time.monotonic()
+    proc = run_cli(*args, '--backend', 'onnxruntime', timeout=60)
+    assert time.monotonic() - start < 30
+    assert proc.returncode == (1 if where == 'image' else 2), proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
+    assert len(errors) == 1 and 'is not a regular file (a pipe or a device)' in errors[0]
+    assert 'Traceback' not in proc.stderr
+
+
+def test_save_with_names_that_collide_or_are_not_utf8(tmp_path, bus_jpg):
+    """Issue 17, failures 3 and 6: a file name that is not UTF-8 crashed OpenCV's imwrite
+    (exit 139, the JSON lost); inputs sharing a stem overwrote each other's output."""
+    data = bus_jpg.read_bytes()
+    inputs = [os.fsencode(tmp_path) + b'/caf\xe9.jpg', tmp_path / 'a' / 'x.jpg',
+              tmp_path / 'b' / 'x.jpg', tmp_path / 'x.png']
+    for path in inputs:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(os.fsdecode(path)).write_bytes(data if not str(path).endswith('.png') else
+                                            cv2.imencode('.png', cv2.imread(str(bus_jpg)))[1])
+    out = tmp_path / 'out'
+    proc = subprocess.run([*YOLO_TRT, 'detect', *map(os.fsencode, inputs), '--json', '--save',
+                           str(out), '--backend', 'onnxruntime'], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == 4
+    assert sorted(os.listdir(os.fsencode(out))) == [b'caf\xe9.jpg', b'x-1.jpg', b'x-2.jpg',
+                                                    b'x.jpg']
+    assert not list(out.glob('.*.tmp'))
+
+
+def test_output_to_a_closed_pipe_or_without_stderr_stays_clean(tmp_path, bus_jpg):
+    """Issue 17, failure 6: `--json | head` ended in a BrokenPipeError traceback; with
+    stderr closed, error lines went into stdout and the JSON was no longer JSON."""
+    bad = tmp_path / 'bad.jpg'
+    bad.write_bytes(b'\xff\xd8 truncated')
+    command = ' '.join(map(str, [*YOLO_TRT, 'detect', '--backend', 'onnxruntime', '--json',
+                                 bus_jpg, bus_jpg]))
+    piped = subprocess.run(['bash', '-c', f'{command} 2>{tmp_path}/err | head -c 1'],
+                           capture_output=True, text=True, timeout=120)
+    assert piped.stdout == '['
+    assert 'Traceback' not in (tmp_path / 'err').read_text()
+    closed = subprocess.run(['bash', '-c', f'{command} {bad} 2>&-'],
+                            capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 1  # the bad image, reported to a stderr that is not there
+    assert [d['image'] for d in json.loads(closed.stdout)] == [str(bus_jpg)] * 2

@@ -14,18 +14,26 @@ from __future__ import annotations
 import array
 import json
 import os
+import struct
 import subprocess
 import sys
+import time
+import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 from support.fuzz import REFERENCE_MAX_PIXELS
+from support.images import encode, png_chunk, scan_bomb
 
 from yolo_trt_ros.core.errors import ImageError
 from yolo_trt_ros.core.image.buffers import IMAGE_ERROR_CAUSES, view_image
+from yolo_trt_ros.core.image.decode import decode_compressed
 
 RAW_CASES = 4000
 COMPRESSED_CASES = 4000
+COST_CASES = 120
+COST_BUDGET_S = 1.0  # per image, on a loaded 2-core CI machine; 0.5 s is the target
 
 # (channels, bytes per channel, channels handed on) of each encoding, stated here again
 # from REP 104 / sensor_msgs/image_encodings.h rather than taken from the code under test.
@@ -100,3 +108,49 @@ def test_compressed_frames_fuzz():
     assert outcomes['decoded'] >= COMPRESSED_CASES // 10, outcomes
     for cause in ('too_large', 'decode', 'corrupt', 'format'):
         assert outcomes.get(cause, 0) >= 10, outcomes
+
+
+def _cost_case(rng: np.random.Generator) -> bytes:
+    """An image whose decoding cost, not its size, is the attack: progressive JPEGs with
+    repeated scans, restart-interval storms, PNGs of every bit depth and colour type,
+    interlaced or not, with their data split into a storm of tiny chunks."""
+    kind = int(rng.integers(4))
+    side = int(rng.integers(16, 2400))
+    if kind == 0:  # many scans
+        return scan_bomb(side, int(rng.integers(1, 400)))
+    if kind == 1:  # a restart marker after every MCU
+        pixels = rng.integers(0, 256, (side // 4 + 8, side // 4 + 8, 3), dtype=np.uint8)
+        return encode('.jpg', pixels, cv2.IMWRITE_JPEG_RST_INTERVAL, 1)
+    depth = int(rng.choice([8, 16]))
+    colour = int(rng.choice([0, 2, 4, 6]))
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
+    width, height = side * 2, side * 2
+    row = bytes(1 + width * channels * depth // 8)
+    squash = zlib.compressobj(9)
+    data = b''.join(squash.compress(row) for _ in range(height)) + squash.flush()
+    chunks = [data] if kind == 2 else [data[i:i + 7] for i in range(0, len(data), 7)]
+    header = struct.pack('>IIBBBBB', width, height, depth, colour, 0, 0,
+                         int(rng.integers(2)))  # interlaced or not
+    return (b'\x89PNG\r\n\x1a\n' + png_chunk(b'IHDR', header) +
+            b''.join(png_chunk(b'IDAT', c) for c in chunks) + png_chunk(b'IEND', b''))
+
+
+def test_decoding_cost_fuzz():
+    """Issue 17: every image is decoded or refused within the time budget, whatever its
+    headers make the decoder do; the costly ones are refused before decoding."""
+    rng = np.random.default_rng(1717)
+    outcomes: dict[str, int] = {}
+    for case in range(COST_CASES):
+        data = _cost_case(rng)
+        start = time.perf_counter()
+        try:
+            decode_compressed(data, max_pixels=4_000_000)
+            outcome = 'decoded'
+        except ImageError as exc:
+            assert exc.cause in IMAGE_ERROR_CAUSES, f'case {case}: {exc}'
+            outcome = exc.cause
+        seconds = time.perf_counter() - start
+        assert seconds < COST_BUDGET_S, f'case {case} ({outcome}) took {seconds:.2f} s'
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert outcomes.get('decoded', 0) >= COST_CASES // 5, outcomes
+    assert outcomes.get('too_costly', 0) >= COST_CASES // 10, outcomes

@@ -60,7 +60,7 @@ def test_without_nvjpeg_the_cpu_decoder_is_chosen_with_the_reason(monkeypatch):
 @needs_nvimgcodec
 @pytest.mark.parametrize('data, cause', [
     (b'', 'empty'),
-    (b'not an image at all' * 5, 'decode'),
+    (b'not an image at all' * 5, 'format'),  # the same rules as the CPU path (admission)
     (claiming(jpeg(camera_like(16, 16, 3, 0)), 30000, 30000), 'too_large'),
     (claiming(jpeg(camera_like(16, 16, 3, 0)), 0, 16), 'empty'),
 ])
@@ -89,7 +89,7 @@ def test_bad_frames_leave_no_reference_cycle():
     gc.disable()
     try:
         checked = check_headers(frames, MAX_PIXELS)
-        assert [getattr(c, 'cause', 'ok') for c in checked] == ['empty', 'decode', 'too_large',
+        assert [getattr(c, 'cause', 'ok') for c in checked] == ['empty', 'format', 'too_large',
                                                                'ok']
         del checked
         assert gc.collect() == 0  # everything was freed by reference counting alone

@@ -19,6 +19,9 @@ from support.images import (
     encode,
     jpeg_with_size,
     png_with_size,
+    rle8_bmp,
+    scan_bomb,
+    sixteen_bit_rgba_png,
     trailing_junk_jpegs,
 )
 
@@ -131,7 +134,13 @@ def png_chunk_bomb(source: bytes) -> bytes:
     (jpeg_bomb, None, 'too_large: JPEG header says 30000x30000'),
     (jpeg_bomb, 55_000, 'too_large: JPEG header says 30000x30000'),
     (png_chunk_bomb, None, "decode: PNG chunk 'IDAT' at byte 33 claims 4160749568 bytes"),
-])
+    # Issue 17, failure 1: decode-time bombs inside the size limit. Each took seconds (the
+    # 400-scan one 5 s on the dev machine, the PNG 5 s and 1.2 GB) before it was judged.
+    (lambda _: scan_bomb(4000, 400), None, 'too_costly: more than 64 scans'),
+    (lambda _: scan_bomb(2000, 20000), None, 'too_costly: more than 64 scans'),
+    (lambda _: sixteen_bit_rgba_png(8000), None, 'too_costly: 8000x8000, 4 channels of 16 bits'),
+], ids=['jpeg-30000', 'jpeg-30000-cut', 'png-chunk-4GB', 'jpeg-400-scans', 'jpeg-20000-scans',
+        'png-16-bit-rgba-64MP'])
 def test_bombs_are_refused_fast_without_memory(tmp_path, bus_jpg, make, length, cause):
     # Issue 11, failure 1: a JPEG whose header claims 30000x30000 (here bus.jpg with its
     # frame header patched, whole or truncated) was decoded into gigabytes.
@@ -214,6 +223,18 @@ def test_decoder_messages_keep_other_lines(capfd):
     assert capfd.readouterr().err == 'after\n'  # fd 2 restored
 
 
+def test_other_threads_lines_beyond_64_kib_are_all_kept(capfd):
+    """Issue 17, failure 6: during a long decode, other threads' log lines beyond 64 KiB
+    were dropped (184 of 800)."""
+    with decoder_messages() as messages:
+        for i in range(800):
+            os.write(2, f'[INFO] [node]: line {i:03d} '.encode() + b'.' * 80 + b'\n')
+        os.write(2, b'Corrupt JPEG data: premature end of data segment\n')
+    lines = capfd.readouterr().err.splitlines()
+    assert [line.split()[3] for line in lines] == [f'{i:03d}' for i in range(800)]
+    assert messages == ['Corrupt JPEG data: premature end of data segment']
+
+
 def test_corrupt_png_names_the_decoder_reason():
     data = bytearray(encode('.png'))
     data[45] ^= 0xFF  # inside IDAT's compressed data
@@ -221,3 +242,31 @@ def test_corrupt_png_names_the_decoder_reason():
                                          r"'png'\): libpng error: IDAT: ") as exc:
         decode_compressed(bytes(data), 'png')
     assert exc.value.cause == 'decode'
+
+
+def test_rle_compressed_bmp_is_refused():
+    """Issue 17, failure 2: OpenCV decoded an RLE8 BMP wrongly (98.6 levels off two other
+    decoders) and it was served with no objects; RLE and embedded-codec BMPs are refused."""
+    rng = np.random.default_rng(5)
+    index = np.zeros((60, 80), np.uint8)
+    index[10:40, 5:70], index[45:, :] = 7, 200
+    data = rle8_bmp(index, rng.integers(0, 256, (256, 3)))
+    with pytest.raises(ImageError) as exc:
+        decode_compressed(data, 'bmp')
+    assert exc.value.cause == 'format'
+    assert 'RLE8-compressed BMP is not supported' in str(exc.value)
+    assert decode_compressed(encode('.bmp'), 'bmp').pixels.shape == (48, 64, 3)  # plain BMP
+
+
+@pytest.mark.parametrize('patch,cause,reason', [
+    (lambda jpeg: jpeg.replace(b'\xff\xc0\x00\x11\x08', b'\xff\xc0\x00\x11\x0c', 1), 'format',
+     '12-bit JPEG (sample precision 12); only 8-bit JPEG is supported'),
+    (lambda jpeg: claiming(jpeg, 1, 65535), 'too_large',
+     '1x65535, libjpeg decodes at most 65500 pixels a side'),
+])
+def test_jpeg_variants_libjpeg_refuses_get_its_reason(patch, cause, reason):
+    """Issue 17, failure 8: a 12-bit JPEG and a 1x65535 JPEG were refused as 'corrupt or
+    unsupported codec', without the actual reason."""
+    with pytest.raises(ImageError) as exc:
+        decode_compressed(patch(encode('.jpg')), 'jpeg')
+    assert exc.value.cause == cause and reason in str(exc.value)

@@ -4,6 +4,7 @@ launch file, launch_args.py, config/detector.yaml, setup.py and the nodes."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import signal
 import subprocess
@@ -207,10 +208,20 @@ def test_yolo_trt_launch_runs_the_pair_and_stops_on_sigterm(bus_jpg, tmp_path):
 
 
 def test_yolo_trt_launch_stops_when_the_build_fails(tmp_path):
-    rc, out = YoloTrt('launch', f'model:={tmp_path}/missing.onnx', 'backend:=tensorrt').finish(60)
+    (tmp_path / 'junk.onnx').write_bytes(b'not a model')
+    rc, out = YoloTrt('launch', f'model:={tmp_path}/junk.onnx', 'backend:=tensorrt').finish(60)
     assert rc == 1
     assert 'engine_builder failed (exit 1); not starting the detector' in out
-    assert re.search(r'cannot read ONNX model .*missing.onnx', out)
+    assert re.search(r'junk.onnx is not an ONNX model', out)
+
+
+def test_yolo_trt_launch_with_a_pipe_for_a_model_stops_at_once(tmp_path):
+    # Issue 17, failure 4: a FIFO as model:= hung the launch forever.
+    os.mkfifo(tmp_path / 'model.onnx')
+    rc, out = YoloTrt('launch', f'model:={tmp_path}/model.onnx').finish(60)
+    assert rc == 2, out
+    assert 'model.onnx is not a regular file (a pipe or a device)' in out
+    assert 'engine_builder failed (exit 2); not starting the detector' in out
 
 
 def test_yolo_trt_launch_refuses_unknown_arguments():
@@ -242,10 +253,14 @@ def test_yolo_trt_launch_validates_arguments_before_any_node_starts(argument, ex
 
 
 def test_yolo_trt_launch_exits_non_zero_when_the_detector_fails(tmp_path):
-    rc, out = YoloTrt('launch', f'model:={tmp_path}', 'backend:=onnxruntime',
+    params = tmp_path / 'params.yaml'  # a mistake only the detector reads
+    params.write_text(yaml.safe_dump({'/**/detector': {'ros__parameters': {
+        'output_format': 'yolo9000'}}}))
+    rc, out = YoloTrt('launch', f'params_file:={params}', 'backend:=onnxruntime',
                       f'cache_dir:={tmp_path}').finish(60)
     assert rc == 2, out
-    assert 'is a directory' in out and 'the detector exited with 2' in out
+    assert "'yolo9000' is not auto" in out
+    assert 'yolo-trt launch: detector exited with 2; stopping the other nodes' in out
 
 
 # -- issue 12: workers:=N detector processes split the cameras -------------------------------
@@ -309,9 +324,14 @@ def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
                 for camera in cameras:
                     camera.stop()
             executor.shutdown()
-        launch.proc.send_signal(signal.SIGINT)
+        # Issue 17, failure 8: a worker killed was reported as "the detector exited with -9".
+        (worker,) = [int(p.parent.name) for p in Path('/proc').glob('[0-9]*/cmdline')
+                     if b'__node:=detector_1' in p.read_bytes()]
+        os.kill(worker, signal.SIGKILL)
         rc, out = launch.finish(timeout=20)
-        assert rc == 0, out
+        assert rc == 128 + signal.SIGKILL, out
+        assert 'yolo-trt launch: detector_1 was killed by SIGKILL; stopping the other nodes' \
+            in out
     finally:
         launch.finish(timeout=0)
 
@@ -344,10 +364,10 @@ def test_a_hung_detector_cannot_hang_yolo_trt_launch():
     try:
         assert hung.stdout.readline().strip() == 'ready'
         launcher = Launcher(parse_assignments([]))
-        launcher.children = launcher.detectors = [hung]
+        launcher.children, launcher.detectors = [hung], {'detector': hung}
         threading.Timer(0.3, launcher.interrupt).start()
         start = time.monotonic()
-        assert launcher.wait() == 0
+        assert launcher.wait() == ('', 0)
         launcher.stop()
         assert hung.poll() is not None
         assert time.monotonic() - start < STOP_TIMEOUT_S + 5

@@ -1,6 +1,6 @@
 """The TensorRT backend (its API use is checked against the real bindings in
 test_trt_conformance.py): its logic (buffers, shapes, checks, clean-up) run against the named test
-double for the TensorRT runtime (gpu_runtime_double.py), with real ONNX Runtime numbers."""
+double for the TensorRT runtime (support/trt_double.py), with real ONNX Runtime numbers."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +11,7 @@ from support.trt_double import (
     CudaDeviceAccess,
     DeviceMemoryOverrun,
     HostMemoryCudaDouble,
+    InFlightRelease,
     TensorRTRuntimeDouble,
     plan_for,
 )
@@ -381,3 +382,202 @@ def test_gpu_path_without_a_gpu_decoder_downloads_and_decodes_on_the_host(tmp_pa
         b = cpu.detect([image])[0]
     assert len(a) == 2 and a.class_ids.tolist() == b.class_ids.tolist()
     np.testing.assert_allclose(a.boxes, b.boxes)
+
+
+# -- issue 16: the double as strict as TensorRT, and the backend's corners -----------------
+
+def io_model(path: Path, in_type: int, out_type: int, batch: int | str = 1) -> Path:
+    """images (batch, 3, 4, 4) of in_type -> out (same shape) of out_type (a Cast, or an
+    Identity where the types agree)."""
+    import onnx
+    from onnx import helper
+    shape = [batch, 3, 4, 4]
+    node = helper.make_node('Identity', ['images'], ['out']) if in_type == out_type else \
+        helper.make_node('Cast', ['images'], ['out'], to=out_type)
+    graph = helper.make_graph([node], 'io', [helper.make_tensor_value_info('images', in_type, shape)],
+                              [helper.make_tensor_value_info('out', out_type, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 21)])
+    model.ir_version = 10
+    onnx.save(model, str(path))
+    return path
+
+
+def nonzero_model(path: Path) -> Path:
+    """images (1, 3, 8, 8) -> the indices of its non-zero pixels, (4, count): the output
+    size depends on the pixel values."""
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node('NonZero', ['images'], ['indices'])], 'nonzero',
+        [helper.make_tensor_value_info('images', TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info('indices', TensorProto.INT64, [4, 'count'])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    return path
+
+
+def test_keyword_calls_use_the_bindings_parameter_names(tmp_path, model):
+    """The double's parameters are named as in the bindings (stream_handle, memory, ...):
+    correct keyword code runs, and a wrong keyword is a TypeError as on TensorRT."""
+    trt, cuda = doubles()
+    runtime = trt.Runtime(trt.Logger())
+    engine = runtime.deserialize_cuda_engine(
+        serialized_engine=engine_file(tmp_path, model).read_bytes())
+    assert engine.get_tensor_profile_shape(name='images', profile_index=0)[2] == (4, 3, 32, 32)
+    ctx = engine.create_execution_context()
+    assert ctx.set_input_shape(name='images', shape=(1, 3, 32, 32))
+    stream = cuda.stream_create()
+    for name in ('images', 'output0'):
+        assert ctx.set_tensor_address(name=name, memory=cuda.malloc(1 << 14))
+    assert ctx.execute_async_v3(stream_handle=stream)
+    cuda.stream_synchronize(stream)
+    with pytest.raises(TypeError):
+        ctx.execute_async_v3(stream=stream)
+    with pytest.raises(TypeError):
+        ctx.set_tensor_address('images', ptr=cuda.malloc(256))
+
+
+def test_a_data_dependent_output_is_minus_one_and_refused(tmp_path):
+    """TensorRT reports -1 for an output dimension that depends on the data (NonZero); the
+    backend allocates buffers from the output shapes, so it refuses such an engine in one
+    line instead of guessing a size."""
+    engine = engine_file(tmp_path, nonzero_model(tmp_path / 'nz.onnx'), profile=None)
+    trt, cuda = doubles()
+    with TensorRTBackend(engine, trt=trt, cuda=cuda) as backend:
+        assert backend._context.get_tensor_shape('indices') == (4, -1)
+        with pytest.raises(BackendError, match=r"output 'indices' has a data-dependent shape "
+                                               r"\[4, -1\].*use backend onnxruntime"):
+            backend.infer(np.ones((1, 3, 8, 8), np.float32))
+    assert cuda.live == 0 and not cuda.streams
+
+
+def test_the_double_catches_an_output_larger_than_its_buffer(tmp_path):
+    """Sized from a run on zeros, a data-dependent output got a 1-byte buffer and 768 bytes
+    were written into it: the double reports such a write."""
+    trt, cuda = doubles()
+    runtime = trt.Runtime(trt.Logger())
+    engine = runtime.deserialize_cuda_engine(
+        engine_file(tmp_path, nonzero_model(tmp_path / 'nz.onnx'), profile=None).read_bytes())
+    ctx, stream = engine.create_execution_context(), cuda.stream_create()
+    pixels = cuda.malloc(3 * 8 * 8 * 4)
+    cuda.write(pixels, np.ones((1, 3, 8, 8), np.float32).tobytes())
+    assert ctx.set_tensor_address('images', pixels)
+    assert ctx.set_tensor_address('indices', cuda.malloc(1))
+    assert ctx.execute_async_v3(stream)
+    with pytest.raises(DeviceMemoryOverrun, match='6144 bytes written into a buffer of 1'):
+        cuda.stream_synchronize(stream)
+
+
+NUMPY_TYPES = ['FLOAT', 'FLOAT16', 'INT8', 'UINT8', 'INT32', 'INT64', 'BOOL']
+
+
+@pytest.mark.parametrize('onnx_type', NUMPY_TYPES)
+def test_every_io_type_trt_nptype_maps_runs(tmp_path, onnx_type):
+    """Every DataType trt.nptype maps runs through the backend, in and out, with ONNX
+    Runtime's numbers."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    elem = getattr(TensorProto, onnx_type)
+    model = io_model(tmp_path / 'io.onnx', elem, elem)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+    values = np.random.default_rng(4).uniform(-100, 100, (1, 3, 4, 4))
+    batch = (values > 0 if dtype.kind == 'b' else values).astype(dtype)
+    trt, cuda = doubles()
+    with TensorRTBackend(engine_file(tmp_path, model, profile=None), trt=trt, cuda=cuda) as b:
+        assert b.input.dtype == dtype and b.outputs[0].dtype == dtype
+        out = b.infer(batch)[0]
+    reference = ort.InferenceSession(str(model)).run(None, {'images': batch})[0]
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, reference)
+
+
+NO_NUMPY_TYPE = [('BFLOAT16', 'input'), ('BFLOAT16', 'output'), ('FLOAT8E4M3FN', 'output'),
+                 ('INT4', 'output')]
+
+
+@pytest.mark.parametrize('onnx_type,where', NO_NUMPY_TYPE)
+def test_engines_with_types_numpy_lacks_are_refused_and_auto_falls_back(tmp_path, model,
+                                                                       onnx_type, where):
+    """BF16, FP8 and INT4 tensors have no numpy type (trt.nptype raises TypeError): the
+    backend refuses the engine in one line, and auto falls back to ONNX Runtime with it."""
+    from onnx import TensorProto
+    elem = getattr(TensorProto, onnx_type)
+    types = (elem, TensorProto.FLOAT) if where == 'input' else (TensorProto.FLOAT, elem)
+    engine = engine_file(tmp_path, io_model(tmp_path / 'x.onnx', *types), profile=None)
+    name = {'BFLOAT16': 'BF16', 'FLOAT8E4M3FN': 'FP8', 'INT4': 'INT4'}[onnx_type]
+    tensor = 'images' if where == 'input' else 'out'
+    trt, cuda = doubles()
+    with pytest.raises(EngineError, match=f"tensor '{tensor}' is {name}, which has no numpy "
+                                          f"type.*use backend onnxruntime"):
+        TensorRTBackend(engine, trt=trt, cuda=cuda)
+    with open_backend(model, 'auto', engine, parts=RuntimeParts(trt, cuda), gpu=A_GPU) as b:
+        assert b.info.name == 'onnxruntime' and f'is {name}, which has no numpy' in b.info.reason
+    assert cuda.live == 0 and not cuda.streams
+
+
+@pytest.mark.parametrize('kind', ['E8M0', 'FP4'])
+def test_engines_with_types_onnxruntime_cannot_run_are_refused(tmp_path, kind):
+    """E8M0 and FP4 (TensorRT 10.8+) have neither a numpy type nor an ONNX Runtime kernel:
+    a plain fake engine (fake_tensorrt.py) carries them."""
+    from yolo_trt_ros.testing.fake_tensorrt import (
+        DataType,
+        EnginePlan,
+        FakeTensorRT,
+        Tensor,
+        TensorIOMode,
+    )
+    plan = EnginePlan([Tensor('images', TensorIOMode.INPUT, (1, 3, 8, 8), DataType.FLOAT),
+                       Tensor('scales', TensorIOMode.OUTPUT, (1, 8), DataType[kind])],
+                      [(1, 3, 8, 8)] * 3, lambda shape: {'scales': (1, 8)},
+                      lambda addresses, shape, stream: None)
+    trt, cuda = FakeTensorRT(lambda data: plan), HostMemoryCudaDouble()
+    path = tmp_path / 'e.engine'
+    path.write_bytes(b'fake engine')
+    path.chmod(0o600)
+    with pytest.raises(EngineError, match=f"tensor 'scales' is {kind}, which has no numpy type"):
+        TensorRTBackend(path, trt=trt, cuda=cuda)
+    assert cuda.live == 0 and not cuda.streams
+
+
+def test_an_error_quotes_only_the_messages_of_its_own_call(tmp_path, model):
+    """TensorRT's messages were kept for the backend's whole life: the list grew without
+    bound and an execute error quoted an earlier call's warnings."""
+    trt, cuda = doubles()
+    batch = np.zeros((1, 3, 32, 32), np.float32)
+    with TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda) as backend:
+        trt.fail = 'address'
+        with pytest.raises(BackendError, match="set_tensor_address failed for tensor 'images' "
+                                               r"\(IExecutionContext::setTensorAddress"):
+            backend.infer(batch)
+        trt.fail = None
+        backend.infer(batch)
+        trt.fail = 'execute'
+        for _ in range(3):
+            with pytest.raises(BackendError) as failed:
+                backend.infer(batch)
+            assert str(failed.value) == ('TensorRT execute_async_v3 failed: IExecutionContext::'
+                                         'enqueueV3: Error Code 1: Cuda Runtime (an illegal '
+                                         'memory access was encountered)')
+
+
+def test_close_waits_for_work_still_queued(tmp_path, model):
+    """run(download=False) leaves the engine's work on the stream for a kernel to read the
+    outputs; close() right after must synchronise before freeing what that work uses
+    (execute_async_v3: releasing registered memory before synchronization is undefined)."""
+    trt, cuda = doubles()
+    backend = TensorRTBackend(engine_file(tmp_path, model), trt=trt, cuda=cuda)
+    backend.run((2, 3, 32, 32), download=False)
+    assert cuda.pending(backend.stream) == 1
+    backend.close()
+    assert cuda.live == 0 and not cuda.streams
+    backend.close()  # a second close does nothing
+
+
+def test_the_double_refuses_to_free_memory_that_queued_work_uses():
+    cuda = HostMemoryCudaDouble()
+    stream, src, dst = cuda.stream_create(), cuda.malloc(512), cuda.malloc(512)
+    cuda.copy_to_device(dst, src, 512, stream)
+    with pytest.raises(InFlightRelease, match='synchronise the stream first'):
+        cuda.free(src)
+    cuda.stream_synchronize(stream)
+    cuda.free(src)
+    cuda.free(dst)

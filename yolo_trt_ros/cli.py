@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 
 
 def _err(msg: str) -> None:
-    print(f'yolo-trt: {msg}', file=sys.stderr)
+    print(f'yolo-trt: {msg}', file=sys.stderr, flush=True)
 
 
 def _print_core_log() -> None:
@@ -80,16 +82,16 @@ def _save_dir(value: str | None) -> Path | None:
 
 
 def cmd_detect(args) -> int:
-    import cv2
-
     from yolo_trt_ros.core.image.buffers import to_bgr
     from yolo_trt_ros.core.image.decode import read_image
+    from yolo_trt_ros.core.image.files import ImageWriter, shown
     from yolo_trt_ros.core.pipeline.annotate import draw
     from yolo_trt_ros.core.pipeline.results import detections_to_dicts
 
     try:
         save = _save_dir(args.save)
         depth_of, camera = _depth_inputs(args)
+        writer = ImageWriter(save) if save is not None else None
         detector = _open_detector(args)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
@@ -104,18 +106,19 @@ def cmd_detect(args) -> int:
                 _err(str(exc))
                 failed += 1
                 continue
-            entry = {'image': path, 'width': image.width, 'height': image.height,
+            entry = {'image': shown(path), 'width': image.width, 'height': image.height,
                      'detections': detections_to_dicts(det, detector.label)}
             if path in depth_of and not _add_positions(entry, det, depth_of[path], camera):
                 failed += 1
             results.append(entry)
             if not args.json:
                 found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
-                print(f'{path}: {len(det)} objects ({found or "none"})')
-            if save is not None:
-                out = save / (Path(path).stem + '.jpg')
-                if not cv2.imwrite(str(out), draw(to_bgr(image), det, detector.label)):
-                    _err(f'cannot write {out}')
+                print(f'{shown(path)}: {len(det)} objects ({found or "none"})', flush=True)
+            if writer is not None:
+                try:
+                    writer.write(path, draw(to_bgr(image), det, detector.label))
+                except YoloTrtError as exc:
+                    _err(str(exc))
                     failed += 1
     if args.json:
         print(json.dumps(results, indent=2))
@@ -165,10 +168,9 @@ def _add_positions(entry: dict, det, depth_path: str, camera) -> bool:
 def cmd_track(args) -> int:
     """Track objects through a video, a folder of images (sorted by name) or listed images:
     the node's per-camera tracker, frame by frame, so the ids are the node's."""
-    import cv2
-
     from yolo_trt_ros.core.errors import ImageError
     from yolo_trt_ros.core.image.buffers import to_bgr
+    from yolo_trt_ros.core.image.files import ImageWriter, shown
     from yolo_trt_ros.core.image.sources import frames_of
     from yolo_trt_ros.core.pipeline.annotate import draw
     from yolo_trt_ros.core.pipeline.results import detections_to_dicts
@@ -178,6 +180,7 @@ def cmd_track(args) -> int:
         config = _tracker_config(args)
         args.conf = detection_floor(args.conf, config)  # what the tracker's second stage needs
         save = _save_dir(args.save)
+        writer = ImageWriter(save) if save is not None else None
         detector = _open_detector(args)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
@@ -198,16 +201,18 @@ def cmd_track(args) -> int:
                 continue
             grey = tracker.grey(image.pixels, image.order) if tracker.needs_frame else None
             tracked = tracker.update(det, grey)
-            entry = {'frame': i, 'image': name, 'width': image.width, 'height': image.height,
+            entry = {'frame': i, 'image': shown(name), 'width': image.width,
+                     'height': image.height,
                      'detections': detections_to_dicts(tracked, detector.label)}
             results.append(entry)
             if not args.json:
                 found = ', '.join(f"#{d['track_id']} {d['label']}" for d in entry['detections'])
-                print(f'frame {i} {name}: {found or "no tracks"}')
-            if save is not None:
-                out = save / f'frame_{i:06d}.jpg'
-                if not cv2.imwrite(str(out), draw(to_bgr(image), tracked, detector.label)):
-                    _err(f'cannot write {out}')
+                print(f'frame {i} {shown(name)}: {found or "no tracks"}', flush=True)
+            if writer is not None:
+                try:
+                    writer.write(f'frame_{i:06d}', draw(to_bgr(image), tracked, detector.label))
+                except YoloTrtError as exc:
+                    _err(str(exc))
                     failed += 1
     if args.json:
         print(json.dumps(results, indent=2))
@@ -277,14 +282,34 @@ def build_options(args):
 
 
 def cmd_build(args) -> int:
-    from yolo_trt_ros.core.build.builder import build_engine
+    """Ctrl-C or SIGTERM stop the build at TensorRT's next progress step, with one line and
+    128 + the signal's number; nothing is written."""
+    import threading
 
+    from yolo_trt_ros.core.build.builder import build_engine
+    from yolo_trt_ros.core.errors import Cancelled
+
+    cancel, caught = threading.Event(), []
+
+    def on_signal(signum, _frame) -> None:
+        caught.append(signum)
+        cancel.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = build_engine(_model_arg(args.model), build_options(args),
-                              Path(args.cache_dir) if args.cache_dir else None, args.force)
+                              Path(args.cache_dir) if args.cache_dir else None, args.force,
+                              cancel)
+    except Cancelled as exc:
+        name = signal.Signals(caught[0]).name if caught else 'a signal'
+        _err(f'build stopped by {name}: {exc}; nothing was written')
+        return 128 + (caught[0] if caught else signal.SIGINT)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
         return 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     what = 'cache hit' if result.cache_hit else 'built'
     print(f'{what} in {result.seconds:.1f} s')
     print(result.engine_path)
@@ -422,10 +447,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _guard_streams() -> None:
+    """Started with stderr closed (a daemon, `2>&-`), Python has no sys.stderr, and print()
+    to it would write to stdout, into the JSON: send those lines nowhere instead."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # for the life of the process
+
+
 def main(argv: list[str] | None = None) -> int:
+    _guard_streams()
     args = build_parser().parse_args(argv)
     _print_core_log()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`yolo-trt detect --json | head`): stop quietly, as other
+        # command-line tools do, without a traceback when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == '__main__':

@@ -64,7 +64,8 @@ def run_demo(save_dir: Path, backend: str = BACKEND, frames: int = 4, rate: floa
         node.create_subscription(Image, 'detections_image', on_annotated, 10)
         ready = time.monotonic() + timeout
         while node.count_subscribers('image') == 0 or node.count_publishers('detections') == 0:
-            if time.monotonic() > ready or any(p.poll() is not None for p in launcher.detectors):
+            exited = any(p.poll() is not None for p in launcher.detectors.values())
+            if time.monotonic() > ready or exited:
                 print('yolo-trt demo: the detector did not come up', file=sys.stderr)
                 return 1
             rclpy.spin_once(node, timeout_sec=0.1)

@@ -13,6 +13,7 @@ import yaml
 
 from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.defaults import check_choice
+from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, read_regular
 from yolo_trt_ros.core.serving.config import camera_names, per_camera, split_list
 
 # name -> (default, description). Values are strings, as launch arguments are.
@@ -146,7 +147,7 @@ def node_section(params_file: str | Path, namespace: str = '', node: str = 'dete
     wanted = {node, f'/**/{node}', f'{ns}/{node}' if ns else f'/{node}'}
     if ns.count('/') == 1:
         wanted.add(f'/*/{node}')
-    doc = yaml.safe_load(Path(params_file).read_text()) or {}
+    doc = yaml.safe_load(read_regular(params_file, TEXT_FILE_LIMIT, 'parameter file')) or {}
     merged: dict = {}
     for key, section in doc.items():
         if key in wanted and isinstance(section, dict):

@@ -95,25 +95,26 @@ class Launcher:
         plan = worker_plan(self.args['image_topic'], self.args['workers'],
                            names=str(own.get('camera_names', '')),
                            depth=self.args['depth_topic'], info=self.args['camera_info_topic'])
-        self.detectors = [
-            self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS,
-                        None if len(plan) == 1 else worker['name'],
-                        {**(own if len(plan) > 1 else {}),
-                         **{k: v for k, v in worker.items() if k != 'name'}})
-            for worker in plan]
+        self.detectors = {
+            worker['name']: self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS,
+                                        None if len(plan) == 1 else worker['name'],
+                                        {**(own if len(plan) > 1 else {}),
+                                         **{k: v for k, v in worker.items() if k != 'name'}})
+            for worker in plan}
         if self.stopping.is_set():  # a signal while they were being started
             self.interrupt()
         return 0
 
-    def wait(self) -> int:
-        """Until a detector exits (its status), or a signal asks to stop (0): stop() then
-        ends the rest, escalating to SIGKILL, so a hung child cannot hang the launch."""
+    def wait(self) -> tuple[str, int]:
+        """Until a detector exits (its node name and status), or a signal asks to stop
+        ('', 0): stop() then ends the rest, escalating to SIGKILL, so a hung child cannot
+        hang the launch."""
         while not self.stopping.is_set():
-            for proc in self.detectors:
+            for name, proc in self.detectors.items():
                 if proc.poll() is not None:
-                    return proc.returncode
+                    return name, proc.returncode
             self.stopping.wait(0.2)
-        return 0
+        return '', 0
 
     def interrupt(self) -> None:
         """SIGINT to every running child. Safe in a signal handler: it never waits (the
@@ -154,10 +155,11 @@ def run(items: list[str]) -> int:
         rc = launcher.start()
         if rc != 0:
             return rc
-        rc = launcher.wait()
+        name, rc = launcher.wait()
         if rc != 0 and not launcher.stopping.is_set():
-            print(f'yolo-trt launch: the detector exited with {rc}', file=sys.stderr)
-            return rc
+            how = f'was killed by {signal.Signals(-rc).name}' if rc < 0 else f'exited with {rc}'
+            print(f'yolo-trt launch: {name} {how}; stopping the other nodes', file=sys.stderr)
+            return 128 - rc if rc < 0 else rc
         return 0
     finally:
         launcher.stop()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import resource
+import struct
 import zlib
 
 import cv2
@@ -69,3 +70,74 @@ def camera_like(h: int, w: int, channels: int, seed: int) -> np.ndarray:
     base = (np.sin(xx / 7.0) + np.cos(yy / 5.0)) * 60 + 128
     img = base[..., None] + rng.normal(0, 25, (h, w, channels))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each segment of a JPEG, a scan's entropy-coded data included."""
+    i, out = 2, []
+    while i < len(data):
+        marker = data[i + 1]
+        if marker == 0xD9:
+            out.append((marker, i, i + 2))
+            break
+        end = i + 2 + int.from_bytes(data[i + 2:i + 4], 'big')
+        if marker == 0xDA:
+            while True:
+                end = data.index(b'\xff', end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        out.append((marker, i, end))
+        i = end
+    return out
+
+
+def scan_bomb(side: int = 8000, scans: int = 883) -> bytes:
+    """A progressive grey JPEG of side x side whose last scan is repeated until the file has
+    `scans` scans: every scan is a pass over the whole image for libjpeg (883 scans of a
+    64 MP image took 19 s in the attack that found it); the file stays small."""
+    pixels = np.full((side, side), 128, np.uint8)  # flat: every scan is a few bytes
+    progressive = encode('.jpg', pixels, cv2.IMWRITE_JPEG_PROGRESSIVE, 1,
+                         cv2.IMWRITE_JPEG_QUALITY, 50)
+    sos = [(start, end) for marker, start, end in _jpeg_segments(progressive) if marker == 0xDA]
+    last = progressive[sos[-1][0]:sos[-1][1]]
+    return progressive[:sos[-1][1]] + last * (scans - len(sos)) + b'\xff\xd9'
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return (struct.pack('>I', len(body)) + kind + body +
+            struct.pack('>I', zlib.crc32(kind + body)))
+
+
+def sixteen_bit_rgba_png(side: int = 8000) -> bytes:
+    """A valid side x side PNG of 16-bit RGBA (8 bytes a pixel decoded: 512 MB at 8000),
+    made row by row so that the test itself never holds the pixels."""
+    squash = zlib.compressobj(9)
+    row = bytes(1 + side * 8)  # filter byte 0, then zeros
+    data = b''.join(squash.compress(row) for _ in range(side)) + squash.flush()
+    header = struct.pack('>IIBBBBB', side, side, 16, 6, 0, 0, 0)
+    return (b'\x89PNG\r\n\x1a\n' + png_chunk(b'IHDR', header) + png_chunk(b'IDAT', data) +
+            png_chunk(b'IEND', b''))
+
+
+def rle8_bmp(index: np.ndarray, palette: np.ndarray) -> bytes:
+    """An 8-bit palette BMP (BI_RLE8): encoded runs of one palette index, a row at a time,
+    bottom-up; palette (N, 3) as BGR."""
+    h, w = index.shape
+    body = bytearray()
+    for row in index[::-1]:
+        x = 0
+        while x < w:
+            run = 1
+            while x + run < w and run < 255 and row[x + run] == row[x]:
+                run += 1
+            body += bytes([run, int(row[x])])
+            x += run
+        body += b'\x00\x00'  # end of line
+    body += b'\x00\x01'  # end of bitmap
+    colours = b''.join(bytes([int(b), int(g), int(r), 0]) for b, g, r in palette)
+    offset = 14 + 40 + len(colours)
+    return (b'BM' + struct.pack('<IHHI', offset + len(body), 0, 0, offset) +
+            struct.pack('<IiiHHIIiiII', 40, w, h, 1, 8, 1, len(body), 2835, 2835,
+                        len(palette), 0) + colours + bytes(body))

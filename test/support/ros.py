@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import rclpy
@@ -83,12 +84,21 @@ class NodeProcess:
                 raise AssertionError(f'no {text!r} within {timeout:.0f} s:\n{self.output()}')
             time.sleep(0.05)  # polling a log file: there is nothing to block on
 
-    def rss_kib(self) -> int:
-        with open(f'/proc/{self.proc.pid}/status') as f:
-            for line in f:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1])
-        raise AssertionError('no VmRSS')
+    def rss_kib(self, children: bool = False) -> int:
+        """Resident memory of the node; children: with its child processes (decoders)."""
+        pids = [self.proc.pid]
+        if children:
+            for task in Path(f'/proc/{self.proc.pid}/task').iterdir():
+                pids += [int(p) for p in (task / 'children').read_text().split()]
+        total = 0
+        for pid in pids:
+            try:
+                status = Path(f'/proc/{pid}/status').read_text()
+            except FileNotFoundError:
+                continue  # a child that has just ended
+            total += int(next(line for line in status.splitlines()
+                              if line.startswith('VmRSS:')).split()[1])
+        return total
 
     def stop(self, timeout: float = 10.0) -> int:
         import signal

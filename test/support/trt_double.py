@@ -9,12 +9,21 @@ No machine in this project can deserialize and execute a TensorRT engine (see
   so outputs are real numbers. A double plan names its ONNX model (`plan_for`); a real
   engine built by tensorrt_rtx is accepted once registered with `register_engine` (the
   ONNX it was built from runs).
+  The ONNX engine has the I/O tensors of its model, each of the DataType TensorRT gives
+  that ONNX type (float, float16, bfloat16, float8e4m3fn, int4, int8, uint8, int32, int64,
+  bool: every type ONNX Runtime runs that TensorRT has; the others cannot be engine I/O).
+  Its output shapes at an input shape are what ONNX shape inference derives from the input
+  shape alone, as TensorRT's builder does; a dimension it cannot derive depends on the
+  data and is -1 (see fake_tensorrt.py), and every run checks the shapes it reported.
 - `HostMemoryCudaDouble`: the CUDA runtime calls of `yolo_trt_ros.core.gpu.cuda.CudaRuntime`
   served from host memory, for machines without a GPU: allocations 256-byte aligned and
-  sized (so an overrun is caught), copies and the engine's work queued per stream and run
-  only at synchronisation (cudaMemcpyAsync / enqueueV3 are asynchronous: a missing
-  synchronisation gives wrong output in a test, not a lucky pass). On a GPU machine the
-  tests use the real CudaRuntime with `CudaDeviceAccess` instead.
+  sized (so an overrun is caught, also when the engine writes an output larger than its
+  buffer), copies and the engine's work queued per stream and run only at synchronisation
+  (cudaMemcpyAsync / enqueueV3 are asynchronous: a missing synchronisation gives wrong
+  output in a test, not a lucky pass), and memory that queued work still uses cannot be
+  freed (execute_async_v3: releasing registered memory before stream synchronization is
+  undefined behaviour; cudaMemcpyAsync's buffers likewise). On a GPU machine the tests use
+  the real CudaRuntime with `CudaDeviceAccess` instead.
 
 Both record what was called, so tests can check allocation and failure handling.
 """
@@ -28,25 +37,33 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from yolo_trt_ros.testing.fake_tensorrt import (
     ALIGNMENT,
+    DataType,
     DeviceMemoryOverrun,
     EnginePlan,
     FakeTensorRT,
     Tensor,
     TensorIOMode,
-    datatype_of,
     nptype,
 )
 
-__all__ = ['CudaDeviceAccess', 'DeviceMemoryOverrun', 'HostMemoryCudaDouble',
+__all__ = ['CudaDeviceAccess', 'DeviceMemoryOverrun', 'HostMemoryCudaDouble', 'InFlightRelease',
            'TensorRTRuntimeDouble', 'plan_for']
 PLAN_MAGIC = b'TRT-DOUBLE:'
-_ORT_DTYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16,
-               'tensor(int32)': np.int32, 'tensor(int64)': np.int64, 'tensor(int8)': np.int8,
-               'tensor(uint8)': np.uint8, 'tensor(bool)': np.bool_}
+# ONNX Runtime's type of an I/O tensor -> the DataType of that tensor in a TensorRT engine.
+_ORT_DTYPES = {'tensor(float)': DataType.FLOAT, 'tensor(float16)': DataType.HALF,
+               'tensor(bfloat16)': DataType.BF16, 'tensor(float8e4m3fn)': DataType.FP8,
+               'tensor(int4)': DataType.INT4, 'tensor(int8)': DataType.INT8,
+               'tensor(uint8)': DataType.UINT8, 'tensor(int32)': DataType.INT32,
+               'tensor(int64)': DataType.INT64, 'tensor(bool)': DataType.BOOL}
+
+
+class InFlightRelease(AssertionError):
+    """Memory freed while work queued on a stream still uses it (undefined on a GPU)."""
 
 
 def plan_for(onnx_path: Path, profile: list[list[int]] | None = None) -> bytes:
@@ -55,35 +72,74 @@ def plan_for(onnx_path: Path, profile: list[list[int]] | None = None) -> bytes:
     return PLAN_MAGIC + json.dumps({'onnx': str(onnx_path), 'profile': profile}).encode()
 
 
+def _datatype(arg) -> DataType:
+    if arg.type not in _ORT_DTYPES:
+        raise ValueError(f"double: '{arg.name}' is {arg.type}, which no TensorRT engine has")
+    return _ORT_DTYPES[arg.type]
+
+
+def inferred_output_shapes(model: onnx.ModelProto, input_name: str,
+                           shape: tuple[int, ...]) -> dict[str, tuple[int, ...]] | None:
+    """The output shapes that follow from the input shape alone (ONNX shape inference with
+    data propagation through shape arithmetic), -1 where they depend on the data; None
+    where the inference loses track of an output's rank."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    (inp,) = [i for i in fixed.graph.input if i.name == input_name]
+    for dim, value in zip(inp.type.tensor_type.shape.dim, shape, strict=True):
+        dim.Clear()
+        dim.dim_value = value
+    del fixed.graph.value_info[:]  # declared shapes would hide what inference derives
+    for out in fixed.graph.output:
+        out.type.tensor_type.ClearField('shape')
+    inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    shapes = {}
+    for out in inferred.graph.output:
+        if not out.type.tensor_type.HasField('shape'):
+            return None
+        shapes[out.name] = tuple(d.dim_value if d.HasField('dim_value') else -1
+                                 for d in out.type.tensor_type.shape.dim)
+    return shapes
+
+
 def _onnx_engine(onnx_path: str, profile, memory) -> EnginePlan:
     """An EnginePlan that runs onnx_path with ONNX Runtime on `memory` (host or device)."""
     session = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+    model = onnx.load(onnx_path)
     tensors = [Tensor(arg.name, mode, tuple(d if isinstance(d, int) else -1 for d in arg.shape),
-                      datatype_of(_ORT_DTYPES[arg.type]))
+                      _datatype(arg))
                for mode, args in ((TensorIOMode.INPUT, session.get_inputs()),
                                   (TensorIOMode.OUTPUT, session.get_outputs()))
                for arg in args]
     (inp,) = [t for t in tensors if t.mode == TensorIOMode.INPUT]
     outputs = [t for t in tensors if t.mode == TensorIOMode.OUTPUT]
-    in_dtype = np.dtype(nptype(inp.dtype))
     shapes: dict[tuple[int, ...], dict[str, tuple[int, ...]]] = {}
 
     def output_shapes(shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-        # What TensorRT's shape inference gives: the output shapes at an input shape.
+        # What TensorRT's shape analysis gives: the output shapes at an input shape.
         if shape not in shapes:
-            outs = session.run(None, {inp.name: np.zeros(shape, in_dtype)})
-            shapes[shape] = {t.name: o.shape for t, o in zip(outputs, outs, strict=True)}
+            found = inferred_output_shapes(model, inp.name, shape)
+            if found is None:  # inference lost track: the shapes of a run (checked below)
+                outs = session.run(None, {inp.name: np.zeros(shape, nptype(inp.dtype))})
+                found = {t.name: o.shape for t, o in zip(outputs, outs, strict=True)}
+            shapes[shape] = found
         return shapes[shape]
 
     def enqueue(addresses: dict[str, int], shape: tuple[int, ...], stream_handle: int) -> None:
+        in_dtype = np.dtype(nptype(inp.dtype))
         nbytes = int(np.prod(shape)) * in_dtype.itemsize
 
         def run() -> None:  # on the stream, after everything queued before it
             x = np.frombuffer(memory.read(addresses[inp.name], nbytes), in_dtype).reshape(shape)
+            reported = output_shapes(shape)
             for tensor, value in zip(outputs, session.run(None, {inp.name: x}), strict=True):
+                want = reported[tensor.name]
+                assert len(want) == value.ndim and all(
+                    w in (-1, v) for w, v in zip(want, value.shape, strict=True)), \
+                    f'double: {tensor.name} reported {want}, the model gave {value.shape}'
                 memory.write(addresses[tensor.name], np.ascontiguousarray(value).tobytes())
 
-        memory.enqueue(stream_handle, run)
+        memory.enqueue(stream_handle, run, tuple(addresses.values()))
 
     profile = [tuple(s) for s in profile] if profile else [inp.shape] * 3
     return EnginePlan(tensors, profile, output_shapes, enqueue)
@@ -131,7 +187,9 @@ class HostMemoryCudaDouble:
         self.streams: set[int] = set()
         self.synchronized = 0
         self.fail_malloc_after = fail_malloc_after
-        self._queues: dict[int, list[Callable[[], None]]] = defaultdict(list)
+        # Per stream: the queued work and the addresses it uses.
+        self._queues: dict[int, list[tuple[Callable[[], None], tuple[int, ...]]]] = \
+            defaultdict(list)
 
     def _alloc(self, nbytes: int) -> int:
         from yolo_trt_ros.core.errors import CudaError
@@ -151,7 +209,12 @@ class HostMemoryCudaDouble:
     malloc = malloc_host = _alloc
 
     def _free(self, ptr: int) -> None:
-        del self._blocks[ptr]  # KeyError on a double free
+        _, nbytes = self._blocks[ptr]  # KeyError on a double free
+        for stream, queue in self._queues.items():
+            if any(ptr <= used < ptr + nbytes for _, uses in queue for used in uses):
+                raise InFlightRelease(f'freed {nbytes} bytes that work queued on stream '
+                                      f'{stream} still uses: synchronise the stream first')
+        del self._blocks[ptr]
 
     free = free_host = _free
 
@@ -175,9 +238,10 @@ class HostMemoryCudaDouble:
         assert not self._queues[stream], 'stream destroyed with work still queued'
         self.streams.remove(stream)
 
-    def enqueue(self, stream: int, work: Callable[[], None]) -> None:
+    def enqueue(self, stream: int, work: Callable[[], None], uses: tuple[int, ...] = ()) -> None:
+        """Queue work on stream; uses: the addresses it reads or writes."""
         assert stream in self.streams, f'stream {stream} does not exist'
-        self._queues[stream].append(work)
+        self._queues[stream].append((work, uses))
 
     def pending(self, stream: int) -> int:
         return len(self._queues[stream])
@@ -185,12 +249,12 @@ class HostMemoryCudaDouble:
     def stream_synchronize(self, stream: int) -> None:
         assert stream in self.streams
         queue, self._queues[stream] = self._queues[stream], []
-        for work in queue:
+        for work, _ in queue:
             work()
         self.synchronized += 1
 
     def copy_to_device(self, dst: int, src: int, nbytes: int, stream: int) -> None:
-        self.enqueue(stream, lambda: ctypes.memmove(dst, src, nbytes))
+        self.enqueue(stream, lambda: ctypes.memmove(dst, src, nbytes), (dst, src))
 
     copy_to_host = copy_to_device
 
@@ -198,6 +262,9 @@ class HostMemoryCudaDouble:
         return ctypes.string_at(ptr, nbytes)
 
     def write(self, ptr: int, data: bytes) -> None:
+        room = self.size_of(ptr)
+        if room is not None and room < len(data):
+            raise DeviceMemoryOverrun(f'{len(data)} bytes written into a buffer of {room}')
         ctypes.memmove(ptr, data, len(data))
 
 
@@ -212,7 +279,7 @@ class CudaDeviceAccess:
     def size_of(self, ptr: int) -> None:
         return None
 
-    def enqueue(self, stream: int, work: Callable[[], None]) -> None:
+    def enqueue(self, stream: int, work: Callable[[], None], uses: tuple[int, ...] = ()) -> None:
         from yolo_trt_ros.core.gpu.cuda import check
         check(self.rt.cudaStreamSynchronize(stream), 'cudaStreamSynchronize')
         work()

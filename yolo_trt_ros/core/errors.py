@@ -36,5 +36,9 @@ class EngineError(YoloTrtError):
     """A TensorRT engine cannot be built, found, trusted or loaded."""
 
 
+class Cancelled(EngineError):
+    """A build stopped on request (a signal): nothing was written."""
+
+
 class AssetError(YoloTrtError):
     """A downloaded asset is missing or does not match its pinned hash."""

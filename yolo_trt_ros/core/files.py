@@ -1,9 +1,63 @@
-"""File helpers shared by the asset fetcher, the converter and the engine cache."""
+"""File helpers: reading a file a user names (images, models, labels) without hanging on a
+FIFO or reading /dev/zero forever, and writing atomically."""
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
+
+from yolo_trt_ros.core.errors import YoloTrtError
+
+# Largest files read whole: an ONNX protobuf cannot exceed 2 GB; an image file of the
+# largest frame (64 MP, 16-bit RGBA, uncompressed) is 512 MB; a labels file is text.
+MODEL_FILE_LIMIT = 2 << 30
+IMAGE_FILE_LIMIT = 512 << 20
+TEXT_FILE_LIMIT = 1 << 20
+
+
+class FileError(YoloTrtError):
+    """A file a user named cannot be read: missing, not a regular file, too large."""
+
+
+def read_regular(path: str | Path, limit: int, what: str = 'file') -> bytes:
+    """The bytes of a regular file of at most limit bytes; FileError naming the path and
+    the cause otherwise, at once: a FIFO is opened without blocking and refused, a device
+    (/dev/zero) refused before it is read, the size checked before reading."""
+    path = Path(os.fsdecode(path))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileError(f'cannot read {what} {path}: {exc.strerror}') from None
+    with os.fdopen(fd, 'rb') as f:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FileError(f'{what} {path} is a directory, not a file')
+        if not stat.S_ISREG(st.st_mode):
+            raise FileError(f'{what} {path} is not a regular file (a pipe or a device)')
+        if st.st_size > limit:
+            raise FileError(f'{what} {path} is {st.st_size} bytes, more than the {limit} '
+                            f'a {what} may have')
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise FileError(f'cannot read {what} {path}: {exc.strerror}') from None
+    if len(data) > limit:  # it grew while we read
+        raise FileError(f'{what} {path} is larger than the {limit} bytes a {what} may have')
+    return data
+
+
+def regular_file_problem(path: Path) -> str | None:
+    """Why path is not a regular file one could read (None if it is), without opening it."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return 'does not exist' if isinstance(exc, FileNotFoundError) else exc.strerror
+    if stat.S_ISDIR(st.st_mode):
+        return 'is a directory, not a file'
+    if not stat.S_ISREG(st.st_mode):
+        return 'is not a regular file (a pipe or a device)'
+    return None
 
 
 def sha256_file(path: Path) -> str:

@@ -13,7 +13,9 @@ on the message's timing.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,10 +23,11 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from yolo_trt_ros.core.build.builder import BuildResult, engine_for_backend
-from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.errors import Cancelled, YoloTrtError
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
     BUILDER_PARAMETERS,
@@ -34,6 +37,7 @@ from yolo_trt_ros.core.serving.config import (
 )
 from yolo_trt_ros.ros.log_bridge import route_to
 from yolo_trt_ros.ros.parameters import LATCHED_QOS, declare, unknown_overrides
+from yolo_trt_ros.ros.runner import init
 
 
 def read_config(node: Node) -> BuilderConfig:
@@ -55,18 +59,22 @@ def announcement(model: Path, result: BuildResult | None) -> dict:
 
 
 class EngineBuilderNode(Node):
-    def __init__(self) -> None:
+    def __init__(self, cancel: threading.Event | None = None) -> None:
         super().__init__('engine_builder')
         route_to(self.get_logger())  # the build's progress, TensorRT's messages
         self.config = read_config(self)
+        self.cancel = cancel or threading.Event()
         self.publisher = self.create_publisher(String, 'engine', LATCHED_QOS)
 
     def run(self) -> int:
+        """0 with the engine announced; 1 when the build failed; Cancelled propagates."""
         log = self.get_logger()
         build = self.config.build
         try:
             result = engine_for_backend(build.model, build.options, build.backend,
-                                        build.cache_dir, self.config.force)
+                                        build.cache_dir, self.config.force, self.cancel)
+        except Cancelled:
+            raise
         except (YoloTrtError, ValueError) as exc:
             log.error(f'engine build failed: {exc}')
             return 1
@@ -79,32 +87,48 @@ class EngineBuilderNode(Node):
         return 0
 
     def _linger(self) -> None:
-        """Stay until a subscriber has acknowledged the message, or linger_s passed."""
+        """Stay until a subscriber has acknowledged the message, linger_s passed, or a
+        signal asked to stop."""
         deadline = time.monotonic() + self.config.linger_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.cancel.is_set():
             if self.publisher.get_subscription_count() > 0 and \
                     self.publisher.wait_for_all_acked(Duration(seconds=1.0)):
                 return
-            time.sleep(0.05)
+            self.cancel.wait(0.05)
 
 
 def main(args=None) -> None:
-    rc = 0
-    rclpy.init(args=args)
+    """Exit 0 with an engine (or none needed), 1 when the build failed, 2 on a bad
+    parameter, 128 + the signal's number when SIGINT or SIGTERM stopped it (a build stops
+    at TensorRT's next progress step, within a second or two, and writes nothing)."""
+    init(args, signal_handler_options=SignalHandlerOptions.NO)
+    log = rclpy.logging.get_logger('engine_builder')
+    cancel, caught = threading.Event(), []
+
+    def on_signal(signum, _frame) -> None:
+        caught.append(signum)
+        cancel.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     try:
-        node = EngineBuilderNode()
+        node = EngineBuilderNode(cancel)
     except ValueError as exc:
-        rclpy.logging.get_logger('engine_builder').error(f'bad parameter: {exc}')
+        log.error(f'bad parameter: {exc}')
         rclpy.try_shutdown()
         sys.exit(2)
     try:
         rc = node.run()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except Cancelled as exc:
+        rc = 1  # replaced by the signal's code below
+        name = signal.Signals(caught[0]).name if caught else 'a signal'
+        log.error(f'engine build stopped by {name}: {exc}; nothing was written')
+    except ExternalShutdownException:
         rc = 130
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    sys.exit(rc)
+    sys.exit(128 + caught[0] if caught else rc)
 
 
 if __name__ == '__main__':

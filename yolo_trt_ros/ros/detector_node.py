@@ -1,5 +1,4 @@
-"""detector: camera images (and aligned depth) in, vision_msgs/Detection2DArray (and
-Detection3DArray) out.
+"""detector: images (and aligned depth) in, Detection2DArray (and Detection3DArray) out.
 
 Wiring only: parameters, subscriptions, publishers, timers and shutdown. Image callbacks
 store the newest serialized frame per camera and return; the core's worker
@@ -41,7 +40,7 @@ from yolo_trt_ros.core.serving.config import (
     post_config,
     tracker_config,
 )
-from yolo_trt_ros.core.serving.frames import LatestFrames
+from yolo_trt_ros.core.serving.decoding import Intake
 from yolo_trt_ros.core.serving.health import CameraStats, LogOncePerCause
 from yolo_trt_ros.core.serving.params import checked_value
 from yolo_trt_ros.core.serving.worker import Worker
@@ -90,7 +89,11 @@ class DetectorNode(Node):
                  f'{self.detector.input_size[1]}x{self.detector.input_size[0]})')
         self._log_gate = LogOncePerCause()
         self._lost_warned = False
-        self.frames: LatestFrames = LatestFrames(len(self.config.topics))
+        max_pixels = self.config.max_image_pixels
+        # CompressedImage: each camera decodes in a process of its own, off the shared path.
+        self.frames = Intake(len(self.config.topics), self.config.compressed, max_pixels,
+                             lambda: self.detector.jpeg_on_gpu(max_pixels),
+                             self.config.decode_timeout_s)
         values = self._runtime_values()
         self.tracking = Tracking(tracker_config(values), values['track_reset_gap_s'])
         self.cameras: list[_Camera] = []
@@ -100,7 +103,7 @@ class DetectorNode(Node):
                 name or 'camera', in_topic,
                 self.create_publisher(Detection2DArray, _join(name, 'detections'), 10),
                 self.create_publisher(Image, _join(name, 'detections_image'), 2),
-                CameraStats(), CameraState(self.tracking)))
+                stats := CameraStats(), CameraState(self.tracking, stats.counts)))
             self._subscribe(len(self.cameras) - 1)
             self._subscribe_depth(len(self.cameras) - 1, name)
             log.info(f'{in_topic} -> {self.cameras[-1].detections.topic_name}')
@@ -165,8 +168,7 @@ class DetectorNode(Node):
             return
         self.create_subscription(Image, depth.topics[i], cam.state.put_depth,
                                  qos_profile_sensor_data, raw=True)
-        self.create_subscription(CameraInfo, depth.info_topics[i], lambda m, s=cam.state:
-                                 s.set_camera_info(m.k, m.width, m.height), 10)
+        self.create_subscription(CameraInfo, depth.info_topics[i], cam.state.camera_info, 10)
         cam.detections_3d = self.create_publisher(Detection3DArray,
                                                   _join(name, 'detections_3d'), 10)
         self.get_logger().info(f'{depth.topics[i]} + {depth.info_topics[i]} -> '
@@ -253,8 +255,7 @@ class DetectorNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         backend = self.detector.backend.info.name
         for i, cam in enumerate(self.cameras):
-            cam.stats.counts['tracking.resets'] = cam.state.resets
-            totals, health = cam.stats.tick(self.frames.received[i], self.frames.dropped[i])
+            totals, health = cam.stats.tick(self.frames.received(i), self.frames.dropped(i))
             msg.status.append(camera_status(cam.name, cam.topic, totals, cam.stats, backend,
                                             health))
         self.diagnostics.publish(msg)
@@ -272,9 +273,7 @@ class DetectorNode(Node):
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.detector.post = post  # one reference swap: the worker sees old or new, whole
-        if (tracker := tracker_config(values)) != self.tracking.config:  # checked above
-            self.tracking.config = tracker  # each camera's tracks reset on its next frame
-        self.tracking.reset_gap_s = values['track_reset_gap_s']
+        self.tracking.set(tracker_config(values), values['track_reset_gap_s'])  # checked
         if any(p.name == 'conf_threshold' for p in params):
             self._publish_label_info(values['conf_threshold'])
         self.get_logger().info(f'thresholds now conf {post.conf_threshold}, iou '

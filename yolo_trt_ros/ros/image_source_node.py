@@ -22,6 +22,7 @@ from yolo_trt_ros.core.errors import YoloTrtError
 from yolo_trt_ros.core.image.sources import frames_from
 from yolo_trt_ros.core.serving.params import Table, check_values, param
 from yolo_trt_ros.ros.parameters import declare
+from yolo_trt_ros.ros.runner import init
 
 ENCODINGS = ('bgr8', 'rgb8', 'mono8', 'compressed')
 PARAMETERS: Table = {
@@ -92,7 +93,7 @@ class ImageSourceNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    init(args)
     try:
         node = ImageSourceNode()
     except (ValueError, OSError, YoloTrtError) as exc:

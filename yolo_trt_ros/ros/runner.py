@@ -3,8 +3,10 @@ them), 2 on a bad parameter, 1 when it cannot start (a model or engine that cann
 opened), each with one line on the log."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 
@@ -16,10 +18,40 @@ from rclpy.signals import SignalHandlerOptions
 from yolo_trt_ros.core.errors import YoloTrtError
 
 
+def ros_log_dir() -> str | None:
+    """rcl writes its log under $ROS_LOG_DIR, else $ROS_HOME/log, else ~/.ros/log, and
+    rclpy.init fails when it cannot (HOME unset, as under some service managers, or HOME
+    pointing at a file). Where it cannot, log to a directory of this user's in the temp
+    directory instead: returns why, for a line once the node runs, or None."""
+    if os.environ.get('ROS_LOG_DIR'):
+        return None
+    home = os.environ.get('ROS_HOME') or (os.path.join(os.environ['HOME'], '.ros')
+                                          if os.environ.get('HOME') else None)
+    if home is not None:
+        try:
+            os.makedirs(os.path.join(home, 'log'), exist_ok=True)
+            return None
+        except OSError as exc:
+            why = f'cannot create {home}/log ({exc.strerror})'
+    else:
+        why = 'neither HOME nor ROS_HOME nor ROS_LOG_DIR is set'
+    fallback = os.path.join(tempfile.gettempdir(), f'ros_log-{os.getuid()}')
+    os.environ['ROS_LOG_DIR'] = fallback
+    return f'{why}: logging to {fallback} (set ROS_LOG_DIR to choose)'
+
+
+def init(args=None, **options) -> None:
+    """rclpy.init, with a log directory that works (ros_log_dir)."""
+    why = ros_log_dir()
+    rclpy.init(args=args, **options)
+    if why:
+        rclpy.logging.get_logger('yolo_trt_ros').warning(why)
+
+
 def run(make_node: Callable[[], Node], name: str, args=None) -> None:
     """Start make_node() and spin it until a signal; node.close() (if it has one) runs
     before the node is destroyed, so nothing publishes into a context that is gone."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    init(args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
 
     def on_signal(*_) -> None:

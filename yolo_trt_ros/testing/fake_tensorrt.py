@@ -7,8 +7,10 @@ one module: the tests' runtime double (test/support/trt_double.py: the engine is
 model run by ONNX Runtime on host memory) and the benchmarks' GPU stand-in for inference
 (testing/gpu_standin.py: the engine is one CUDA kernel). Never used in production.
 
-Names, parameter names and return conventions are those of the real bindings (checked
-against tensorrt 10.13's pybind signatures); every rule names the TensorRT 10 API it mirrors:
+Names, parameter names, enum values and `nptype` are those of the real bindings: the
+test/test_trt_conformance.py checks them against the pybind signatures of TensorRT 10.3 and
+10.13, so keyword calls (`execute_async_v3(stream_handle=...)`) behave as on TensorRT. Every
+rule names the TensorRT 10 API it mirrors:
 - `Runtime(logger)` raises TypeError when creation fails, as the pybind factory does when
   createInferRuntime returns nullptr ("factory function returned nullptr").
 - `deserialize_cuda_engine(serialized_engine)` returns None for a plan it cannot read
@@ -21,7 +23,9 @@ against tensorrt 10.13's pybind signatures); every rule names the TensorRT 10 AP
   (IExecutionContext::setInputShape).
 - `IExecutionContext.get_tensor_shape(name)` of an output is -1 in every dimension that
   depends on an input shape not yet set, and in every dimension that depends on the data
-  (getTensorShape: "-1 ... data-dependent"; such outputs need an IOutputAllocator).
+  (a "data-dependent shape: a dynamic dimension not calculated solely from network input
+  dimensions and shape tensors", TensorRT glossary; known only after enqueueV3, through an
+  IOutputAllocator's notifyShape). The plan's output_shapes says which those are.
 - `set_tensor_address(name, memory)` returns False for a null address or one not aligned
   to 256 bytes (setTensorAddress; TensorRT 10 requires 256-byte aligned I/O).
 - `execute_async_v3(stream_handle)` returns False while an input shape or an I/O address is
@@ -31,6 +35,12 @@ against tensorrt 10.13's pybind signatures); every rule names the TensorRT 10 AP
 - A bound buffer smaller than its tensor at the current shapes is a device-memory overrun:
   TensorRT would corrupt memory silently; the fake raises DeviceMemoryOverrun where the
   memory model knows buffer sizes.
+- Every refusal above (None or False returned) is also reported to the runtime's ILogger
+  at ERROR severity, as TensorRT reports API errors ("Error Code N: ..."; ILogger::log).
+- The enqueued work may use the I/O buffers until the stream is synchronised: "Modifying
+  or releasing memory that has been registered for the tensors before stream
+  synchronization ... results in undefined behavior" (execute_async_v3). enqueue receives
+  the bound addresses so that a memory model can hold the caller to it.
 """
 from __future__ import annotations
 
@@ -102,14 +112,6 @@ def nptype(trt_type: DataType):
     raise TypeError('Could not resolve TensorRT datatype to an equivalent numpy datatype.')
 
 
-def datatype_of(dtype) -> DataType:
-    """The DataType of a numpy dtype (the inverse of nptype)."""
-    for trt_type, np_type in _NUMPY.items():
-        if np.dtype(dtype) == np.dtype(np_type):
-            return trt_type
-    raise TypeError(f'no TensorRT DataType for {dtype}')
-
-
 @dataclass(frozen=True)
 class Tensor:
     """An engine I/O tensor: shape with -1 for dynamic dimensions."""
@@ -171,8 +173,10 @@ class ICudaEngine:
         return list(self._plan.profile)
 
     def create_execution_context(self):
-        if self._owner.fail == 'context':
-            return None  # out of device memory: the binding returns None
+        if self._owner.fail == 'context':  # out of device memory: the binding returns None
+            self._owner.error('ICudaEngine::createExecutionContext: Error Code 2: OutOfMemory '
+                              '(requested size was too large)')
+            return None
         return IExecutionContext(self)
 
 
@@ -186,13 +190,17 @@ class IExecutionContext:
     def set_input_shape(self, name: str, shape) -> bool:
         shape = tuple(int(d) for d in shape)
         self.engine._owner.calls.append(('set_input_shape', name, shape))
-        if self.engine.get_tensor_mode(name) != TensorIOMode.INPUT:
-            return False
-        fixed = self.engine.get_tensor_shape(name)
-        lo, _, hi = self._plan.profile
-        if len(shape) != len(fixed) or any(
+        refused = self.engine.get_tensor_mode(name) != TensorIOMode.INPUT
+        if not refused:
+            fixed = self.engine.get_tensor_shape(name)
+            lo, _, hi = self._plan.profile
+            refused = len(shape) != len(fixed) or any(
                 (f != -1 and f != s) or not lo[i] <= s <= hi[i]
-                for i, (f, s) in enumerate(zip(fixed, shape, strict=True))):
+                for i, (f, s) in enumerate(zip(fixed, shape, strict=True)))
+        if refused:
+            self.engine._owner.error(f'IExecutionContext::setInputShape: Error Code 3: API Usage '
+                                     f'Error (shape {list(shape)} of {name} is not in the '
+                                     f'profile)')
             return False
         self._shapes[name] = shape
         return True
@@ -212,6 +220,9 @@ class IExecutionContext:
 
     def set_tensor_address(self, name: str, memory: int) -> bool:
         if self.engine._owner.fail == 'address' or not memory or memory % ALIGNMENT:
+            self.engine._owner.error(f'IExecutionContext::setTensorAddress: Error Code 3: API '
+                                     f'Usage Error (address of {name} is null or not '
+                                     f'{ALIGNMENT}-byte aligned)')
             return False
         self._addresses[name] = memory
         return True
@@ -222,6 +233,10 @@ class IExecutionContext:
         shape = self._input_shape()
         names = {t.name for t in self._plan.tensors}
         if owner.fail == 'execute' or shape is None or set(self._addresses) != names:
+            owner.error('IExecutionContext::enqueueV3: Error Code 3: API Usage Error (an input '
+                        'shape or a tensor address is not set)' if owner.fail != 'execute' else
+                        'IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime (an illegal '
+                        'memory access was encountered)')
             return False
         sizes = owner.memory_sizes
         if sizes is not None:
@@ -242,14 +257,17 @@ class IExecutionContext:
 class Runtime:
     def __init__(self, owner: FakeTensorRT, logger) -> None:
         self._owner, self.logger = owner, logger
+        owner.logger = logger
 
     def deserialize_cuda_engine(self, serialized_engine) -> ICudaEngine | None:
         owner = self._owner
         owner.calls.append(('deserialize_cuda_engine', len(serialized_engine)))
-        if owner.fail == 'deserialize':
+        plan = None if owner.fail == 'deserialize' else owner.load(bytes(serialized_engine))
+        if plan is None:
+            owner.error('IRuntime::deserializeCudaEngine: Error Code 1: Serialization '
+                        '(Serialization assertion failed: magic tag does not match)')
             return None
-        plan = owner.load(bytes(serialized_engine))
-        return None if plan is None else ICudaEngine(owner, plan)
+        return ICudaEngine(owner, plan)
 
 
 class FakeTensorRT:
@@ -277,6 +295,12 @@ class FakeTensorRT:
         self.load, self.memory_sizes, self.fail = load, memory_sizes, fail
         self.__name__, self.__version__ = name, version
         self.calls: list[tuple] = []
+        self.logger = None  # the ILogger of the last Runtime created
+
+    def error(self, message: str) -> None:
+        """Report an API error to the runtime's logger, as TensorRT does."""
+        if self.logger is not None:
+            self.logger.log(ILogger.Severity.ERROR, message)
 
     def Runtime(self, logger) -> Runtime:
         if self.fail == 'runtime':

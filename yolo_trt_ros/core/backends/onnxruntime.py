@@ -7,6 +7,7 @@ import numpy as np
 
 from yolo_trt_ros.core.backends.base import BackendInfo, InputProfile, TensorSpec
 from yolo_trt_ros.core.errors import BackendError, ModelError
+from yolo_trt_ros.core.files import MODEL_FILE_LIMIT, regular_file_problem
 
 _DTYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16,
            'tensor(double)': np.float64, 'tensor(uint8)': np.uint8,
@@ -42,8 +43,11 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         model_path = Path(model_path)
-        if not model_path.is_file():
-            raise ModelError(f'model file not found: {model_path}')
+        problem = regular_file_problem(model_path)
+        if problem:  # ONNX Runtime would block on a pipe, or read a device forever
+            raise ModelError(f'model {model_path} {problem}')
+        if model_path.stat().st_size > MODEL_FILE_LIMIT:
+            raise ModelError(f'model {model_path} is larger than an ONNX model can be')
         if device == 'cuda':
             if 'CUDAExecutionProvider' not in ort.get_available_providers():
                 raise BackendError('ONNX Runtime has no CUDA provider here: install '

@@ -4,8 +4,9 @@ Tensors are addressed by name. Device buffers and pinned host buffers are alloca
 per input shape and reused; the input is copied in, the engine enqueued and the outputs
 copied back asynchronously on the backend's own stream, with one synchronisation per
 call (also when a step fails, so nothing is left in flight into a buffer we reuse). Every
-TensorRT boolean return and every CUDA call is checked. Resources live in an ExitStack:
-`close()` (or leaving the `with` block) frees them in reverse order.
+TensorRT boolean return and every CUDA call is checked; an error quotes the TensorRT
+messages of its own call. Resources live in an ExitStack: `close()` (or leaving the `with`
+block) synchronises the stream, then frees them in reverse order.
 
 The engine is read under the trust policy (core/trust.py) with its sidecar, which says
 which TensorRT built it (that one loads it), the class names and the output layout.
@@ -60,6 +61,18 @@ def _dims(shape) -> tuple[int | None, ...]:
     return tuple(int(d) if int(d) >= 0 else None for d in shape)
 
 
+def _numpy_type(trt: ModuleType, name: str, dtype) -> np.dtype:
+    """The numpy type of a tensor. trt.nptype raises TypeError for BF16, FP8, INT4, FP4 and
+    E8M0: such an engine is refused with our error (so `auto` falls back)."""
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except TypeError as exc:
+        raise EngineError(f"tensor '{name}' is {getattr(dtype, 'name', dtype)}, which has no "
+                          f'numpy type: this backend passes tensors as numpy arrays; build the '
+                          f'engine from a model with float32, float16 or integer inputs and '
+                          f'outputs, or use backend onnxruntime') from exc
+
+
 class _Buffers:
     """Device + pinned host memory for every I/O tensor at one input shape."""
 
@@ -100,7 +113,8 @@ class TensorRTBackend:
             cuda = CudaRuntime()
         self._cuda = cuda
         self._sidecar = loaded.sidecar or {}
-        self._messages: list[str] = []
+        self._messages: list[str] = []  # TensorRT's warnings and errors of the current call
+        self._stream: int | None = None
         self._stack = ExitStack()
         self._buffers: _Buffers | None = None
         # Buffers per input shape, kept: a multi-camera batch that varies between 1 and N
@@ -137,7 +151,7 @@ class TensorRTBackend:
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
             spec = TensorSpec(name, _dims(self._engine.get_tensor_shape(name)),
-                              np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))))
+                              _numpy_type(trt, name, self._engine.get_tensor_dtype(name)))
             is_input = self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs).append(spec)
         if len(inputs) != 1:
@@ -186,6 +200,7 @@ class TensorRTBackend:
                                f'the engine profile min {list(self.profile.min)} .. max '
                                f'{list(self.profile.max)}{fixed}')
         self._shape = self._buffers = None
+        self._messages.clear()
         ctx = self._context
         if self.input.is_dynamic and not ctx.set_input_shape(self.input.name, shape):
             raise BackendError(f"input '{self.input.name}': TensorRT refused shape "
@@ -193,7 +208,9 @@ class TensorRTBackend:
         buffers = self._by_shape.get(shape) or self._allocate(shape)
         for name, ptr in buffers.device.items():
             if not ctx.set_tensor_address(name, ptr):
-                raise BackendError(f"set_tensor_address failed for tensor '{name}'")
+                detail = self._last_messages()
+                raise BackendError(f"set_tensor_address failed for tensor '{name}'"
+                                   f'{f" ({detail})" if detail else ""}')
         self._shape, self._buffers = shape, buffers
         return buffers
 
@@ -204,9 +221,12 @@ class TensorRTBackend:
             buffers.add(self.input.name, shape, self.input.dtype)
             for spec in self.outputs:
                 out_shape = tuple(int(d) for d in self._context.get_tensor_shape(spec.name))
-                if any(d < 0 for d in out_shape):
-                    raise BackendError(f"output '{spec.name}' has unresolved shape "
-                                       f'{list(out_shape)}')
+                if any(d < 0 for d in out_shape):  # known only after a run (NonZero, NMS)
+                    raise BackendError(f"output '{spec.name}' has a data-dependent shape "
+                                       f'{list(out_shape)} (TensorRT reports -1 for sizes '
+                                       f'that depend on the pixels): this backend sizes its '
+                                       f'buffers from the input shape; use backend '
+                                       f'onnxruntime for this model')
                 buffers.add(spec.name, out_shape, spec.dtype)
             buffers.stack = self._stack
             self._stack.enter_context(partial.pop_all())
@@ -235,6 +255,8 @@ class TensorRTBackend:
 
     @property
     def stream(self) -> int:
+        if self._stream is None:
+            raise BackendError('the TensorRT backend is closed')
         return self._stream
 
     def input_ptr(self, shape: tuple[int, ...]) -> int:
@@ -253,6 +275,7 @@ class TensorRTBackend:
         failure path too: no copy may still be in flight into a pinned buffer that the
         next call overwrites. Without download the work stays queued on the stream for the
         kernel that reads the outputs on the device (it synchronises)."""
+        self._messages.clear()
         try:
             if upload:
                 host_in = buffers.host[self.input.name]
@@ -280,6 +303,11 @@ class TensorRTBackend:
             _LOG.error('stream synchronisation after a failure: %s', exc)
 
     def close(self) -> None:
+        """Synchronise first: work queued by run(download=False) may still use the buffers
+        (execute_async_v3: releasing them before stream synchronization is undefined)."""
+        if self._stream is not None:
+            self._drain()
+            self._stream = None
         self._buffers = self._shape = None
         self._by_shape.clear()
         self._stack.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,15 @@ from pathlib import Path
 import onnx
 
 from yolo_trt_ros.core.backends.trt_module import flavour_of, import_tensorrt
-from yolo_trt_ros.core.gpu.cuda import probe_gpu
-from yolo_trt_ros.core.store.cache import CachedEngine, EngineCache, key_of
-from yolo_trt_ros.core.defaults import BACKEND
-from yolo_trt_ros.core.errors import BackendError, EngineError, ModelError, YoloTrtError
-from yolo_trt_ros.core.build.onnx_prep import prepare_onnx
 from yolo_trt_ros.core.build.lookup import key_fields
+from yolo_trt_ros.core.build.onnx_prep import prepare_onnx
 from yolo_trt_ros.core.build.options import BuildOptions
 from yolo_trt_ros.core.build.trt_build import TrtSettings, build_plan, strongly_typed_only
+from yolo_trt_ros.core.defaults import BACKEND
+from yolo_trt_ros.core.errors import BackendError, EngineError, ModelError, YoloTrtError
+from yolo_trt_ros.core.files import MODEL_FILE_LIMIT, FileError, read_regular
+from yolo_trt_ros.core.gpu.cuda import probe_gpu
+from yolo_trt_ros.core.store.cache import CachedEngine, EngineCache, key_of
 
 _LOG = logging.getLogger(__name__)
 
@@ -49,14 +51,17 @@ def calibration_cache_name(fields: dict, input_shape: list[int]) -> str:
 
 
 def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
-                 cache_dir: Path | None = None, force: bool = False) -> BuildResult:
-    """The engine for onnx_path and options: from the cache, or built and cached."""
+                 cache_dir: Path | None = None, force: bool = False,
+                 cancel: threading.Event | None = None) -> BuildResult:
+    """The engine for onnx_path and options: from the cache, or built and cached. Setting
+    cancel (from a signal handler) stops a build within a progress step of TensorRT's:
+    Cancelled is raised and nothing is written."""
     t0 = time.monotonic()
     onnx_path = Path(onnx_path)
     try:
-        data = onnx_path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f'cannot read ONNX model {onnx_path}: {exc.strerror}') from exc
+        data = read_regular(onnx_path, MODEL_FILE_LIMIT, 'ONNX model')
+    except FileError as exc:
+        raise ModelError(str(exc)) from None
     try:
         trt = import_tensorrt(options.flavour)
     except BackendError as exc:
@@ -75,16 +80,18 @@ def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
         if found:
             return hit(found)
         _LOG.info('building engine: %s', why)
-    with cache.lock(key):
+    with cache.lock(key, cancel):
         if not force:  # another builder may have finished while we waited
             found, why = cache.lookup(key, fields)
             if found:
                 return hit(found)
-        return _build(trt, data, onnx_path, onnx_sha256, fields, key, options, cache, t0)
+        return _build(trt, data, onnx_path, onnx_sha256, fields, key, options, cache, t0,
+                      cancel)
 
 
 def _build(trt, data: bytes, onnx_path: Path, onnx_sha256: str, fields: dict, key: str,
-           options: BuildOptions, cache: EngineCache, t0: float) -> BuildResult:
+           options: BuildOptions, cache: EngineCache, t0: float,
+           cancel: threading.Event | None) -> BuildResult:
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends
@@ -100,7 +107,7 @@ def _build(trt, data: bytes, onnx_path: Path, onnx_sha256: str, fields: dict, ke
     settings = TrtSettings(options.precision, options.dynamic, options.workspace_mb,
                            options.opt_level, options.calib_dir,
                            calibration_cache_name(fields, static_input))
-    plan, tensors = build_plan(trt, model, settings, strongly_typed, cache.store_dir)
+    plan, tensors = build_plan(trt, model, settings, strongly_typed, cache.store_dir, cancel)
     names = _names(meta)
     sidecar = {
         'key': fields,
@@ -140,7 +147,8 @@ def _output_format(tensors: dict, names: list[str] | None) -> str | None:
 
 
 def engine_for_backend(onnx_path: str | Path, options: BuildOptions, backend: str = BACKEND,
-                       cache_dir: Path | None = None, force: bool = False) -> BuildResult | None:
+                       cache_dir: Path | None = None, force: bool = False,
+                       cancel: threading.Event | None = None) -> BuildResult | None:
     """What the launch-time builder does: the engine, or None where the detector will run
     ONNX Runtime anyway (backend onnxruntime, or auto with no usable TensorRT builder).
     With backend tensorrt a missing builder is an error."""
@@ -160,4 +168,4 @@ def engine_for_backend(onnx_path: str | Path, options: BuildOptions, backend: st
             _LOG.info(f'{why}; the detector will use ONNX Runtime')
             return None
         raise EngineError(why)
-    return build_engine(onnx_path, options, cache_dir, force)
+    return build_engine(onnx_path, options, cache_dir, force, cancel)

@@ -12,12 +12,12 @@ from types import ModuleType
 
 import numpy as np
 
-from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+from yolo_trt_ros.core.build.lookup import calibration_files
 from yolo_trt_ros.core.errors import EngineError, ImageError
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime
 from yolo_trt_ros.core.image.decode import read_image
 from yolo_trt_ros.core.pipeline.preprocess import Preprocessor
 from yolo_trt_ros.core.store.trust import TrustedDir
-from yolo_trt_ros.core.build.lookup import calibration_files
 
 # What calibration feeds the network: part of the calibration table's key, so a change to
 # the preprocessing (letterbox, colour order, scaling) invalidates old tables.

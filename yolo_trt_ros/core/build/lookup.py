@@ -14,6 +14,7 @@ from types import ModuleType
 from yolo_trt_ros.core.backends.trt_module import flavour_of, import_tensorrt
 from yolo_trt_ros.core.build.options import BuildOptions
 from yolo_trt_ros.core.errors import BackendError, EngineError
+from yolo_trt_ros.core.files import MODEL_FILE_LIMIT, FileError, read_regular
 from yolo_trt_ros.core.gpu.cuda import probe_gpu
 from yolo_trt_ros.core.image.files import image_files
 from yolo_trt_ros.core.store.cache import EngineCache, key_of
@@ -72,8 +73,8 @@ def find_cached_engine(onnx_path: str | Path, options: BuildOptions,
     """The cached engine that build_engine would return, without building: (path, why)."""
     try:
         trt = import_tensorrt(options.flavour)
-        data = Path(onnx_path).read_bytes()
-    except (BackendError, OSError) as exc:
+        data = read_regular(onnx_path, MODEL_FILE_LIMIT, 'ONNX model')
+    except (BackendError, FileError) as exc:
         return None, str(exc)
     fields = key_fields(hashlib.sha256(data).hexdigest(), trt, options)
     found, why = EngineCache(cache_dir).lookup(key_of(fields), fields)

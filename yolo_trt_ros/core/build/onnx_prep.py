@@ -14,8 +14,8 @@ import logging
 import numpy as np
 import onnx
 
-from yolo_trt_ros.core.errors import EngineError, ModelError
 from yolo_trt_ros.core.build.options import ShapeProfile
+from yolo_trt_ros.core.errors import EngineError, ModelError
 from yolo_trt_ros.core.store.trust import TrustedDir
 
 _LOG = logging.getLogger(__name__)

@@ -50,3 +50,8 @@ class BuildOptions:
             raise ValueError(f'workspace {self.workspace_mb} MB: must be at least 1')
         if self.precision == 'int8' and self.calib_dir is None:
             raise ValueError('int8 needs --calib-dir: a directory of representative images')
+        if self.precision == 'int8' and self.dynamic is not None:
+            # TensorRT would need a calibration profile (set_calibration_profile) for that.
+            raise ValueError('int8 with --dynamic is not supported: int8 calibration runs at '
+                             "the ONNX input's static shape; build int8 without --dynamic, or "
+                             'fp16 with it')

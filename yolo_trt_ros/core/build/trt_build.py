@@ -4,7 +4,8 @@ TensorRT version, timing cache, progress), serialized plan.
 Serves TensorRT 10 (`tensorrt`, weakly typed: precision through builder flags), TensorRT
 11 and TensorRT-RTX (strongly typed: precision comes from the ONNX). Every API this module
 touches is checked against the real 10.3, 10.13, 11.4 and tensorrt_rtx bindings by
-test/test_trt_conformance.py, argument names and order included.
+test/test_trt_conformance.py: names, properties set, argument counts, keywords and types,
+and the parameters of the progress monitor's overrides.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from types import ModuleType
 import onnx
 
 from yolo_trt_ros.core.backends.trt_module import flavour_of, make_logger
-from yolo_trt_ros.core.gpu.cuda import probe_gpu
-from yolo_trt_ros.core.errors import EngineError
 from yolo_trt_ros.core.build.options import ShapeProfile
+from yolo_trt_ros.core.errors import Cancelled, EngineError
+from yolo_trt_ros.core.gpu.cuda import probe_gpu
 from yolo_trt_ros.core.store.trust import TrustedDir
 
 _LOG = logging.getLogger(__name__)
@@ -52,8 +53,10 @@ class Progress:
     """TensorRT's progress monitor where the installed version has one, and a heartbeat:
     a long build is never silent."""
 
-    def __init__(self, trt: ModuleType, heartbeat_s: float = 10.0) -> None:
+    def __init__(self, trt: ModuleType, cancel: threading.Event | None = None,
+                 heartbeat_s: float = 10.0) -> None:
         self.start = time.monotonic()
+        self.cancel = cancel or threading.Event()
         self.monitor = None
         self._stop = threading.Event()
         if hasattr(trt, 'IProgressMonitor'):
@@ -70,7 +73,7 @@ class Progress:
                         _LOG.info(f'  {phase_name} ({outer.elapsed():.1f} s)')
 
                 def step_complete(self, phase_name, step) -> bool:
-                    return True  # never cancel
+                    return not outer.cancel.is_set()  # False: TensorRT stops the build
 
                 def phase_finish(self, phase_name) -> None:
                     pass
@@ -195,14 +198,16 @@ def configure(trt: ModuleType, builder, network, settings: TrtSettings, strongly
 
 
 def build_plan(trt: ModuleType, model: onnx.ModelProto, settings: TrtSettings,
-               strongly_typed: bool, cache: TrustedDir) -> tuple[bytes, dict]:
+               strongly_typed: bool, cache: TrustedDir,
+               cancel: threading.Event | None = None) -> tuple[bytes, dict]:
     """The serialized engine and its I/O tensors; EngineError with TensorRT's last
-    messages when the build fails."""
+    messages when the build fails, Cancelled when cancel was set during it (TensorRT stops
+    at its next progress step)."""
     messages: list[str] = []
     logger = make_logger(trt, messages)
     builder = create_builder(trt, logger)
     network, _parser = parse(trt, builder, logger, model, strongly_typed)
-    with Progress(trt) as progress:
+    with Progress(trt, cancel) as progress:
         config = configure(trt, builder, network, settings, strongly_typed, cache, progress)
         calibrator = getattr(config, 'int8_calibrator', None)
         try:
@@ -213,6 +218,8 @@ def build_plan(trt: ModuleType, model: onnx.ModelProto, settings: TrtSettings,
                 release(calibrator)
     if calibrator is not None and calibrator.error is not None:
         raise EngineError(f'int8 calibration failed: {calibrator.error}') from calibrator.error
+    if progress.cancel.is_set():
+        raise Cancelled('the build was stopped before it finished')
     if plan is None:
         raise EngineError('TensorRT failed to build the engine: ' + ('; '.join(messages[-5:])
                                                                       or 'no message'))

@@ -27,9 +27,9 @@ from importlib import metadata
 import numpy as np
 
 from yolo_trt_ros.core.errors import ImageError
-from yolo_trt_ros.core.image.buffers import RGB, check_pixels
+from yolo_trt_ros.core.image.admission import admit
+from yolo_trt_ros.core.image.buffers import RGB
 from yolo_trt_ros.core.image.capture import library_output
-from yolo_trt_ros.core.image.header import image_size
 
 EXTRA = 'gpu-jpeg'
 CPU_THREADS = 2  # nvImageCodec's executor threads per decoder (default: one per core)
@@ -69,17 +69,12 @@ def _nvimgcodec():
 
 
 def code_stream(data, max_pixels: int):
-    """A frame's nvImageCodec code stream, its size checked first from the header bytes by
-    the same reader and rule as the CPU path (core/images.py), so a bomb never reaches the
-    GPU library: ImageError 'empty', 'decode' (no readable header) or 'too_large'."""
+    """A frame's nvImageCodec code stream, its size and decoding cost judged first from the
+    headers by the same rules as the CPU path (core/image/admission.py), so a bomb never
+    reaches the GPU library: ImageError 'empty', 'decode', 'format', 'too_large' or
+    'too_costly'."""
+    admit(data, max_pixels, 'jpeg')
     buf = np.frombuffer(data, dtype=np.uint8)
-    if buf.size == 0:
-        raise ImageError('empty compressed image', 'empty')
-    size = image_size(buf)
-    if size is None:
-        raise ImageError(f'cannot decode compressed image ({buf.size} bytes): no readable '
-                         f'header', 'decode')
-    check_pixels(*size, max_pixels, 'header says ')
     try:
         return _nvimgcodec().CodeStream(buf)
     except RuntimeError as exc:

@@ -16,8 +16,8 @@ from yolo_trt_ros.core.defaults import MAX_IMAGE_PIXELS
 from yolo_trt_ros.core.errors import ImageError
 
 # The causes an ImageError from this module carries, for counting bad frames.
-IMAGE_ERROR_CAUSES = ('encoding', 'empty', 'too_large', 'step', 'size', 'format', 'decode',
-                      'corrupt', 'read')
+IMAGE_ERROR_CAUSES = ('encoding', 'empty', 'too_large', 'too_costly', 'too_slow', 'step', 'size',
+                      'format', 'decode', 'corrupt', 'read')
 
 # Channel orders a pixel array can have; preprocessing maps each to the model's order.
 RGB, BGR, RGBA, BGRA, GRAY = 'rgb', 'bgr', 'rgba', 'bgra', 'gray'

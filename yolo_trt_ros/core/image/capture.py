@@ -26,7 +26,8 @@ _DECODER_LINE = re.compile(
     r'|Invalid SOS parameters|Inconsistent progression sequence|Unknown Adobe color transform'
     r'|Application transferred too many scanlines|libpng (warning|error)'
     r'|\[ ?(WARN|ERROR|INFO|DEBUG):)')
-_MAX_CAPTURED = 64 * 1024  # a corrupt image cannot make us read more than this back
+_MAX_MESSAGES = 100  # decoder lines kept per decode (a corrupt image can print thousands)
+_CHUNK = 1 << 16
 
 _lock = threading.Lock()  # fd 2 is one per process: one capture at a time
 _sink: tuple[int, IO[bytes]] | None = None  # (pid, file): a fork needs its own file
@@ -73,21 +74,44 @@ def decoder_messages() -> Iterator[list[str]]:
             else:
                 os.dup2(saved, 2)
                 os.close(saved)
-            _sort_out(os.pread(fd, _MAX_CAPTURED, 0), messages)
+            _sort_out(fd, messages)
 
 
-def _sort_out(captured: bytes, messages: list[str]) -> None:
-    """Decoder lines into messages; any other line on to the real stderr."""
+def _lines(fd: int) -> Iterator[bytes]:
+    """The lines of the capture file, read a chunk at a time (all of them: other threads'
+    lines may follow megabytes of a decoder's)."""
+    rest, offset = b'', 0
+    while chunk := os.pread(fd, _CHUNK, offset):
+        offset += len(chunk)
+        *whole, rest = (rest + chunk).split(b'\n')
+        yield from (line + b'\n' for line in whole)
+    if rest:
+        yield rest
+
+
+def _sort_out(fd: int, messages: list[str]) -> None:
+    """Decoder lines into messages (at most _MAX_MESSAGES); every other line on to the
+    real stderr, late but whole."""
     others: list[bytes] = []
-    for line in captured.splitlines(keepends=True):
+    for line in _lines(fd):
         text = line.decode('utf-8', 'replace').strip()
         if _DECODER_LINE.match(text):
-            messages.append(text)
+            if len(messages) < _MAX_MESSAGES:
+                messages.append(text)
         elif text:
             others.append(line)
-    if others:
+            if len(others) >= 256:
+                _forward(others)
+    _forward(others)
+
+
+def _forward(lines: list[bytes]) -> None:
+    if lines:
+        data = b''.join(lines)
+        lines.clear()
         try:
-            os.write(2, b''.join(others))
+            while data:
+                data = data[os.write(2, data):]
         except OSError:
             pass  # stderr closed or gone: nowhere to put them
 
@@ -116,5 +140,5 @@ def library_output() -> Iterator[list[str]]:
                 os.dup2(copy, fd)
                 os.close(copy)
             sink.seek(0)
-            text = sink.read(_MAX_CAPTURED).decode('utf-8', 'replace')
+            text = sink.read(_MAX_MESSAGES * 1024).decode('utf-8', 'replace')
             lines.extend(line.strip() for line in text.splitlines() if line.strip())

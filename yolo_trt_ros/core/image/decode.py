@@ -13,9 +13,10 @@ import numpy as np
 
 from yolo_trt_ros.core.defaults import MAX_IMAGE_PIXELS
 from yolo_trt_ros.core.errors import ImageError
-from yolo_trt_ros.core.image.buffers import BGR, BGRA, GRAY, ImageView, check_pixels
+from yolo_trt_ros.core.files import IMAGE_FILE_LIMIT, FileError, read_regular
+from yolo_trt_ros.core.image.admission import admit
+from yolo_trt_ros.core.image.buffers import BGR, BGRA, GRAY, ImageView
 from yolo_trt_ros.core.image.capture import decoder_messages
-from yolo_trt_ros.core.image.header import CODECS, PNG, codec_of, image_size, png_chunk_error
 
 # Warnings about bytes around complete image data: many USB (MJPEG) webcams trail every
 # frame with padding libjpeg reports this way, and the pixels are whole. Refusing them would
@@ -27,32 +28,17 @@ BENIGN_DECODER_WARNING = re.compile(r'extraneous bytes before marker 0xd9')
 def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
     """Decode a sensor_msgs/CompressedImage payload (JPEG, PNG, BMP, WebP) to BGR or gray.
 
-    The size is read from the image header first: an image above max_pixels is refused
-    (cause 'too_large') before the decoder allocates its pixels. A codec whose size cannot
-    be read that way is refused ('format'). An image the decoder warns about (corrupt or
-    truncated data, which libjpeg would fill in with grey) is refused too ('corrupt'), with
-    the decoder's words in the message; nothing is printed. Trailing bytes after the last
-    scan (MJPEG webcams) are not damage and pass. fmt is the message's format
-    string, for the error message only: the codec is recognised from the bytes.
+    Its size and decoding cost are judged from its headers first (admission.admit): an
+    image above max_pixels ('too_large'), too costly to decode ('too_costly') or of a
+    codec or variant we do not decode ('format') is refused before the decoder allocates
+    anything. An image the decoder warns about (corrupt or truncated data, which libjpeg
+    would fill in with grey) is refused too ('corrupt'), with the decoder's words in the
+    message; nothing is printed. Trailing bytes after the last scan (MJPEG webcams) are not
+    damage and pass. fmt is the message's format string, for the error message only.
     """
-    try:
-        buf = np.frombuffer(data, dtype=np.uint8)
-    except (TypeError, ValueError) as exc:
-        raise ImageError(f'compressed image data is not a byte buffer: {exc}', 'size') from exc
-    if buf.size == 0:
-        raise ImageError('empty compressed image', 'empty')
+    admit(data, max_pixels, fmt)
+    buf = np.frombuffer(data, dtype=np.uint8)
     what = f"compressed image ({buf.size} bytes, format '{fmt}')"
-    codec = codec_of(buf)
-    if codec is None:
-        raise ImageError(f'cannot decode {what}: not {", ".join(CODECS[:-1])} or {CODECS[-1]}',
-                         'format')
-    size = image_size(buf)
-    if size is None:
-        raise ImageError(f'cannot decode {what}: corrupt or unsupported codec', 'decode')
-    check_pixels(*size, max_pixels, f'{codec} header says ')
-    damage = png_chunk_error(buf) if codec == PNG else None
-    if damage:
-        raise ImageError(f'cannot decode {what}: {damage}', 'decode')
     with decoder_messages() as messages:
         try:
             pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -74,12 +60,12 @@ def decode_compressed(data, fmt: str = '', max_pixels: int = MAX_IMAGE_PIXELS) -
 
 
 def read_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageView:
-    """Read an image file from disk as BGR; ImageError with the path if it cannot."""
+    """Read an image file from disk as BGR; ImageError with the path if it cannot (a pipe
+    or a device is refused at once, a file above IMAGE_FILE_LIMIT before it is read)."""
     try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as exc:
-        raise ImageError(f'cannot read image {path}: {exc.strerror}', 'read') from exc
+        data = read_regular(path, IMAGE_FILE_LIMIT, 'image')
+    except FileError as exc:
+        raise ImageError(str(exc), 'read') from None
     try:
         return decode_compressed(data, max_pixels=max_pixels)
     except ImageError as exc:

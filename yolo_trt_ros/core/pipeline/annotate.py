@@ -6,6 +6,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from yolo_trt_ros.core.image.buffers import ImageView, to_bgr
 from yolo_trt_ros.core.pipeline.results import Detections
 
 
@@ -35,3 +36,22 @@ def draw(bgr: np.ndarray, det: Detections, label: Callable[[int], str]) -> np.nd
         cv2.putText(bgr, text, (p1[0] + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (0, 0, 0), 1, cv2.LINE_AA)
     return bgr
+
+
+# The annotated topic is for people and rviz: a few megapixels are plenty, and a 64 MP frame
+# drawn at full size would be a 192 MB message.
+ANNOTATED_MAX_PIXELS = 4_000_000
+
+
+def annotated(image: ImageView, det: Detections, label: Callable[[int], str],
+              max_pixels: int = ANNOTATED_MAX_PIXELS) -> np.ndarray:
+    """A BGR copy of image, scaled down to at most max_pixels, with det drawn on it."""
+    bgr = to_bgr(image)
+    h, w = bgr.shape[:2]
+    if h * w <= max_pixels:
+        return draw(bgr, det, label)
+    scale = (max_pixels / (h * w)) ** 0.5
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+    boxes = det.boxes * np.array([size[0] / w, size[1] / h] * 2, np.float32)
+    return draw(small, Detections(boxes, det.scores, det.class_ids, det.track_ids), label)

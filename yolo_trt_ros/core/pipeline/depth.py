@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.files import IMAGE_FILE_LIMIT, TEXT_FILE_LIMIT, FileError, read_regular
 
 DEPTH_ENCODINGS = {'16UC1': ('u2', 0.001), 'mono16': ('u2', 0.001), '32FC1': ('f4', 1.0)}
 CENTRAL = 0.5  # the central half of the box, in each direction: mostly the object itself
@@ -102,10 +103,15 @@ def depth_view(data, height: int, width: int, encoding: str, step: int,
 
 def read_depth_file(path: str | Path) -> DepthImage:
     """A depth image file: a 16-bit PNG in millimetres or a 32-bit float TIFF in metres.
-    ValueError with the path and the reason otherwise."""
+    ValueError with the path and the reason otherwise (read as files.read_regular reads a
+    file a user names: no FIFO, no device, no file above IMAGE_FILE_LIMIT)."""
     import cv2
 
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = read_regular(path, IMAGE_FILE_LIMIT, 'depth image')
+    except FileError as exc:
+        raise ValueError(str(exc)) from None
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise ValueError(f'{path}: cannot read it as an image')
     if pixels.ndim != 2:
@@ -124,12 +130,12 @@ def read_camera_yaml(path: str | Path) -> CameraModel:
     import yaml
 
     try:
-        doc = yaml.safe_load(Path(path).read_text())
+        doc = yaml.safe_load(read_regular(path, TEXT_FILE_LIMIT, 'camera_info YAML'))
         data = doc['camera_matrix']['data']
         width, height = doc.get('image_width', 0), doc.get('image_height', 0)
         return CameraModel.from_matrix(data, width, height)
-    except OSError as exc:
-        raise ValueError(f'{path}: cannot read: {exc.strerror}') from exc
+    except FileError as exc:
+        raise ValueError(str(exc)) from None
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise ValueError(f'{path}: not a camera_info YAML (camera_matrix.data missing: '
                          f'{type(exc).__name__})') from exc

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from yolo_trt_ros.core.errors import LabelsError
+from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, FileError, read_regular
 
 
 def _from_mapping(names: dict, source: str) -> list[str]:
@@ -35,9 +36,11 @@ def load_labels(path: str | Path) -> list[str]:
     with a `names` key) or plain text (one name a line, blank lines ignored)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding='utf-8')
-    except OSError as exc:
-        raise LabelsError(f'cannot read labels file {path}: {exc.strerror}') from exc
+        text = read_regular(path, TEXT_FILE_LIMIT, 'labels file').decode('utf-8')
+    except FileError as exc:
+        raise LabelsError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f'labels file {path} is not UTF-8 text: {exc.reason}') from None
     if path.suffix.lower() in ('.yaml', '.yml'):
         try:
             names = _normalise(yaml.safe_load(text), str(path))

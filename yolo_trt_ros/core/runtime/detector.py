@@ -260,6 +260,11 @@ class Detector:
         """Where the last batch's outputs were decoded: 'gpu' or 'cpu'."""
         return 'gpu' if any(self._decoders.values()) else 'cpu'
 
+    def jpeg_on_gpu(self, max_pixels: int = MAX_IMAGE_PIXELS) -> bool:
+        """Whether CompressedImage JPEGs decode on the GPU here; opens (warms) the GPU
+        decoder now rather than on the first frame."""
+        return self._gpu_jpeg_decoder(max_pixels) is not None
+
     @property
     def jpeg_device(self) -> str:
         """Where CompressedImage JPEGs decode: 'gpu' or 'cpu' (after the first call)."""

@@ -17,9 +17,9 @@ import numpy as np
 
 from yolo_trt_ros.core.errors import ImageError, YoloTrtError
 from yolo_trt_ros.core.gpu.jpeg import DeviceImage
-from yolo_trt_ros.core.image.buffers import ImageView, to_bgr, view_image
+from yolo_trt_ros.core.image.buffers import ImageView, view_image
 from yolo_trt_ros.core.image.decode import decode_compressed
-from yolo_trt_ros.core.pipeline.annotate import draw
+from yolo_trt_ros.core.pipeline.annotate import annotated
 from yolo_trt_ros.core.pipeline.results import Detections
 from yolo_trt_ros.core.pipeline.tracking.cmc import grey_for_cmc
 from yolo_trt_ros.core.runtime.detector import Detector
@@ -27,6 +27,7 @@ from yolo_trt_ros.core.serving.cameras import CameraState, DepthProblem
 from yolo_trt_ros.core.serving.cdr import RawCompressed, Stamped, parse_compressed, parse_image
 from yolo_trt_ros.core.serving.cdr_writer import detection3d_array_cdr, detection_array_cdr
 from yolo_trt_ros.core.serving.config import DepthConfig
+from yolo_trt_ros.core.serving.decoding import Decoded
 from yolo_trt_ros.core.serving.frames import Frame
 
 
@@ -89,16 +90,21 @@ class BatchStep:
         refused: list[Refused] = []
         parsed = []  # (frame, header, pixels: ImageView, or a payload still encoded)
         for frame in frames:
+            if isinstance(frame.payload, Decoded):  # the camera's decode step ran already
+                parsed.append((frame, frame.payload.header, frame.payload.image))
+                continue
             try:
                 parsed.append((frame, *parse_frame(frame.payload, self.compressed,
                                                    self.max_pixels)))
             except ImageError as exc:
                 refused.append(Refused(frame.camera, exc.cause, str(exc)))
-        if self.compressed and parsed:  # one batch: on the GPU where there is one
+        encoded = [i for i, (_, _, image) in enumerate(parsed)
+                   if isinstance(image, RawCompressed)]
+        if encoded:  # one batch: on the GPU where there is one
             decoded = self.detector.decode_compressed(
-                [(m.data, m.format) for _, _, m in parsed], self.max_pixels)
-            parsed = [(frame, header, image) for (frame, header, _), image
-                      in zip(parsed, decoded, strict=True)]
+                [(parsed[i][2].data, parsed[i][2].format) for i in encoded], self.max_pixels)
+            for i, image in zip(encoded, decoded, strict=True):
+                parsed[i] = (*parsed[i][:2], image)
         good = []
         for frame, header, image in parsed:
             if isinstance(image, ImageError):
@@ -144,18 +150,21 @@ class BatchStep:
         while decoding: a few ms for 1080p), rather than downloaded."""
         if isinstance(image, ImageView):
             return grey_for_cmc(image.pixels, image.order)
-        payload = parse_compressed(frame.payload)
-        small = cv2.imdecode(np.frombuffer(payload.data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_4)
+        payload = frame.payload
+        raw = payload.image if isinstance(payload, Decoded) else parse_compressed(payload)
+        small = cv2.imdecode(np.frombuffer(raw.data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_4)
         if small is None:
             return None
         grey, scale = grey_for_cmc(small[:, :, None], 'gray')
         return grey, scale * image.width / small.shape[1]
 
     def annotated(self, served: Served) -> np.ndarray:
-        """The frame as (H, W, 3) uint8 BGR with its detections drawn. A frame decoded on
-        the GPU is decoded again on the CPU for drawing (only while someone watches)."""
+        """The frame as (H, W, 3) uint8 BGR with its detections drawn, at most
+        ANNOTATED_MAX_PIXELS (a 64 MP frame would make a 192 MB message). A frame decoded
+        on the GPU is decoded again on the CPU for drawing (only while someone watches)."""
         image = served.image
         if not isinstance(image, ImageView):
-            payload = parse_compressed(served.frame.payload)
-            image = decode_compressed(payload.data, payload.format, self.max_pixels)
-        return draw(to_bgr(image), served.detections, self.detector.label)
+            payload = served.frame.payload
+            raw = payload.image if isinstance(payload, Decoded) else parse_compressed(payload)
+            image = decode_compressed(raw.data, raw.format, self.max_pixels)
+        return annotated(image, served.detections, self.detector.label)

@@ -35,6 +35,13 @@ class Tracking:
     def __init__(self, config: TrackerConfig | None, reset_gap_s: float = 1.0) -> None:
         self.config, self.reset_gap_s = config, reset_gap_s
 
+    def set(self, config: TrackerConfig | None, reset_gap_s: float) -> None:
+        """New settings; a different tracker config resets each camera's tracks on its
+        next frame (an equal one, e.g. after a threshold change elsewhere, does not)."""
+        if config != self.config:
+            self.config = config
+        self.reset_gap_s = reset_gap_s
+
 
 @dataclass(frozen=True)
 class DepthProblem:
@@ -61,16 +68,22 @@ class CameraState:
     """One camera: ids (one source for the node's lifetime: a tracker reset never gives an
     id twice), its tracker, recent depth frames and its camera model."""
 
-    def __init__(self, tracking: Tracking) -> None:
+    def __init__(self, tracking: Tracking, counts: dict[str, int] | None = None) -> None:
         self.tracking = tracking
         self.ids = itertools.count(1)
         self.tracker: DetectionTracker | None = None
         self.last_stamp: float | None = None
-        self.resets = 0  # tracker resets for a stamp jump or pause
+        # counts: the camera's diagnostics counters (health.CameraStats.counts)
+        self.counts = counts if counts is not None else {}
         self._depth: deque[tuple[int, bytes]] = deque(maxlen=DEPTH_KEEP)
         self._lock = threading.Lock()
         self.camera: CameraModel | None = None
         self.camera_error: str | None = None
+
+    @property
+    def resets(self) -> int:
+        """Tracker resets for a stamp jump or pause."""
+        return self.counts.get('tracking.resets', 0)
 
     # -- tracking (worker thread) -------------------------------------------------------
     def track(self, det: Detections, stamp: Stamped,
@@ -87,7 +100,7 @@ class CameraState:
         if self.last_stamp is not None and (now < self.last_stamp or
                                             now - self.last_stamp > self.tracking.reset_gap_s):
             self.tracker.reset()
-            self.resets += 1
+            self.counts['tracking.resets'] = self.resets + 1
         self.last_stamp = now
         return self.tracker.update(det, grey() if self.tracker.needs_frame else None)
 
@@ -100,6 +113,10 @@ class CameraState:
             stamp = Stamped(0, 0, '')  # never paired; counted as unpaired frames
         with self._lock:
             self._depth.append((stamp.sec * 10**9 + stamp.nanosec, data))
+
+    def camera_info(self, msg) -> None:
+        """A sensor_msgs/CameraInfo (anything with k, width and height)."""
+        self.set_camera_info(msg.k, msg.width, msg.height)
 
     def set_camera_info(self, k, width: int, height: int) -> None:
         try:

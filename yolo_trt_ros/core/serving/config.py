@@ -14,11 +14,13 @@ from pathlib import Path
 from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
 from yolo_trt_ros.core.defaults import check_choice
+from yolo_trt_ros.core.files import regular_file_problem
 from yolo_trt_ros.core.models.paths import default_model_path
 from yolo_trt_ros.core.pipeline import depth as depth_defaults
 from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 from yolo_trt_ros.core.pipeline.tracking import GMC_METHODS, TrackerConfig, detection_floor
 from yolo_trt_ros.core.runtime.detector import DetectorConfig
+from yolo_trt_ros.core.serving.decoding import DECODE_TIMEOUT_S
 from yolo_trt_ros.core.serving.params import Table, array_param, check_values, param
 
 BUILD_PARAMETERS: Table = {
@@ -77,7 +79,9 @@ DETECTOR_PARAMETERS: Table = {
                                                            'while someone subscribes'),
     'max_image_pixels': param(defaults.MAX_IMAGE_PIXELS, 'largest frame in pixels, read from '
                               'the header before decoding; larger frames are bad input '
-                              '(too_large)'),
+                              '(too_large); the decoding-cost limits scale with it'),
+    'decode_timeout_s': param(DECODE_TIMEOUT_S, 'a CompressedImage whose CPU decode takes '
+                                                'longer is refused (too_slow)'),
     **{  # Tracking: the names and defaults of Ultralytics' bytetrack.yaml / botsort.yaml.
         'tracker': param(defaults.TRACKER, 'none, bytetrack or botsort: the track id in '
                          'Detection2D.id (changeable at run time: the tracks reset)',
@@ -135,9 +139,12 @@ def build_params(given: dict[str, object]) -> BuildParams:
     except ValueError as exc:
         raise ValueError(f'parameter {exc}') from None
     model = Path(p['model']) if p['model'] else default_model_path()
-    if not p['model'] and not model.is_file():
+    problem = regular_file_problem(model)
+    if not p['model'] and problem:
         raise ValueError(f'parameter model: not set, and the default model {model} is missing: '
                          f'run `yolo-trt fetch-assets` (or pass model:=<your.onnx>)')
+    if problem:
+        raise ValueError(f'parameter model: {model} {problem}')
     return BuildParams(model, p['backend'], options,
                        Path(p['cache_dir']) if p['cache_dir'] else None)
 
@@ -181,6 +188,7 @@ class NodeConfig:
     qos_depth: int
     publish_annotated: bool
     max_image_pixels: int
+    decode_timeout_s: float
     depth: DepthConfig
 
 
@@ -194,11 +202,6 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
         raise ValueError(f"parameter qos_depth: {p['qos_depth']} is outside "
                          f'1..{defaults.MAX_QOS_DEPTH}')
     topics = image_topics(p['image_topics'])
-    if build.model.is_dir():
-        raise ValueError(f'parameter model: {build.model} is a directory, not an ONNX file')
-    if not build.model.is_file():
-        raise ValueError(f'parameter model: {build.model} does not exist (the default '
-                         f'model comes from `yolo-trt fetch-assets`)')
     engine = Path(p['engine_path']) if p['engine_path'] else None
     if engine is not None and build.backend != 'onnxruntime' and not engine.is_file():
         raise ValueError(f'parameter engine_path: {engine} does not exist (leave it empty to '
@@ -206,6 +209,9 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
     if p['max_image_pixels'] < 1:
         raise ValueError(f"parameter max_image_pixels: {p['max_image_pixels']} must be at "
                          f'least 1')
+    if not 0 < p['decode_timeout_s'] <= 60:
+        raise ValueError(f"parameter decode_timeout_s: {p['decode_timeout_s']} is outside "
+                         f'(0, 60] seconds')
     check_choice('parameter output_format', p['output_format'], defaults.OUTPUT_FORMAT_CHOICES)
     detector = DetectorConfig(
         model=build.model, backend=build.backend, engine=engine,
@@ -217,6 +223,7 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
     return NodeConfig(detector, build, float(p['engine_wait_s']), bool(p['class_id_as_index']),
                       topics, names, bool(p['compressed']), p['qos_reliability'],
                       p['qos_depth'], bool(p['publish_annotated']), p['max_image_pixels'],
+                      float(p['decode_timeout_s']),
                       depth_config(p, len(topics)))
 
 

@@ -26,27 +26,49 @@ class LatestFrames(Generic[T]):
 
     def __init__(self, cameras: int) -> None:
         self._slots: list[Frame[T] | None] = [None] * cameras
+        self._notes: list[Frame[T]] = []  # reports that must not replace a frame (refusals)
         self._cond = threading.Condition()
         self._closed = False
         self.received = [0] * cameras
         self.dropped = [0] * cameras
 
-    def put(self, camera: int, payload: T) -> None:
+    def put(self, camera: int, payload: T, received: float | None = None) -> None:
+        """Store the camera's newest frame; received: its arrival time, when it arrived
+        earlier than now (a frame handed on from a previous step)."""
         with self._cond:
             if self._slots[camera] is not None:
                 self.dropped[camera] += 1
-            self._slots[camera] = Frame(camera, payload, time.monotonic())
+            self._slots[camera] = Frame(camera, payload,
+                                        time.monotonic() if received is None else received)
             self.received[camera] += 1
-            self._cond.notify()
+            self._cond.notify_all()  # the worker, or the one camera's decode thread
+
+    def note(self, camera: int, payload: T, received: float) -> None:
+        """Hand on a report that must reach the worker without taking the camera's slot (a
+        frame refused on the way: the newest good frame waiting there is kept)."""
+        with self._cond:
+            self._notes.append(Frame(camera, payload, received))
+            self._cond.notify_all()
 
     def take(self, timeout: float | None = None) -> list[Frame[T]]:
-        """Every waiting frame (one per camera, oldest camera first); [] on timeout/close."""
+        """Every waiting frame (one per camera) and report, oldest first; [] on timeout or
+        close."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._closed or any(self._slots), timeout):
+            if not self._cond.wait_for(
+                    lambda: self._closed or self._notes or any(self._slots), timeout):
                 return []
-            frames = [f for f in self._slots if f is not None]
-            self._slots = [None] * len(self._slots)
+            frames = [f for f in self._slots if f is not None] + self._notes
+            self._slots, self._notes = [None] * len(self._slots), []
         return sorted(frames, key=lambda f: f.received)
+
+    def take_one(self, camera: int, timeout: float | None = None) -> Frame[T] | None:
+        """The camera's waiting frame; None on timeout or close."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or self._slots[camera] is not None,
+                                       timeout):
+                return None
+            frame, self._slots[camera] = self._slots[camera], None
+        return frame
 
     def close(self) -> None:
         with self._cond:

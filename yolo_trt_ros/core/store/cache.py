@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from yolo_trt_ros.core.errors import EngineError
-from yolo_trt_ros.core.files import atomic_write
 from yolo_trt_ros.core.store.trust import TrustedDir, UntrustedFile, read_trusted
 
 SIDECAR_VERSION = 2
@@ -142,19 +142,24 @@ class EngineCache:
     def store(self, key: str, plan: bytes, sidecar: dict) -> Path:
         """Write engine then sidecar, each through a temporary file and os.replace. The
         sidecar (which makes the engine loadable) lands last, so a crash in between leaves
-        an engine that lookup() refuses."""
+        an engine that lookup() refuses. EngineError naming the file and the cause when the
+        filesystem refuses (and no engine left without its sidecar)."""
         self.ensure_dir()
         engine = self.engine_path(key)
         self.sidecar_path(key).unlink(missing_ok=True)
-        atomic_write(engine, plan, 0o600)
-        atomic_write(self.sidecar_path(key), json.dumps(seal(sidecar, plan), indent=2).encode(),
-                     0o600)
+        self.store_dir.write(engine.name, plan)
+        try:
+            self.store_dir.write(self.sidecar_path(key).name,
+                                 json.dumps(seal(sidecar, plan), indent=2).encode())
+        except EngineError:
+            engine.unlink(missing_ok=True)
+            raise
         return engine
 
     @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str, cancel: threading.Event | None = None) -> Iterator[None]:
         """Exclusive per-key lock: a second builder waits here, then finds the engine.
         Temporaries left by builders that were killed are removed under it."""
-        with self.store_dir.lock(key):
+        with self.store_dir.lock(key, cancel):
             self.store_dir.remove_stale_temporaries()
             yield

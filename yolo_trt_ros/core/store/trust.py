@@ -9,15 +9,17 @@ lookup applies exactly the rules that writing guarantees.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from yolo_trt_ros.core.errors import EngineError
+from yolo_trt_ros.core.errors import Cancelled, EngineError
 from yolo_trt_ros.core.files import atomic_write
 
 # A temporary file untouched this long belongs to a writer that died: atomic_write writes
@@ -38,45 +40,67 @@ def _check_owner_and_mode(path: Path, st: os.stat_result, what: str) -> None:
                             f'{stat.filemode(st.st_mode)}); chmod go-w it, or rebuild')
 
 
-def _check(path: Path, what: str, is_kind) -> os.stat_result:
-    """lstat path: it exists, is no symlink, is of the kind wanted, ours, not writable by
-    others."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError as exc:
-        raise UntrustedFile(f'{what} {path} does not exist') from exc
-    if stat.S_ISLNK(st.st_mode):
-        raise UntrustedFile(f'refusing {what} {path}: it is a symlink')
+def _check_kind(path: Path, st: os.stat_result, what: str, is_kind) -> None:
     if not is_kind(st.st_mode):
         raise UntrustedFile(f'refusing {path}: not a {what}')
     _check_owner_and_mode(path, st, what)
-    return st
+
+
+def _open_checked(path: Path, what: str, is_kind, flags: int, dir_fd: int | None = None) -> int:
+    """Open path without following a symlink and check the object opened (fstat): what is
+    checked is what is used, so a swap between a check and a use cannot fool it."""
+    try:
+        fd = os.open(path.name if dir_fd is not None else path,
+                     flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError as exc:
+        raise UntrustedFile(f'{what} {path} does not exist') from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UntrustedFile(f'refusing {what} {path}: it is a symlink') from exc
+        if exc.errno == errno.ENOTDIR:
+            raise UntrustedFile(f'refusing {path}: not a {what}') from exc
+        raise UntrustedFile(f'cannot open {what} {path}: {exc.strerror}') from exc
+    try:
+        _check_kind(path, os.fstat(fd), what, is_kind)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_dir(path: Path) -> int:
+    """A descriptor of the directory, once it passed the policy (ours, no symlink, only we
+    may write into it); files are then opened relative to it."""
+    return _open_checked(Path(path), 'directory', stat.S_ISDIR, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def check_dir(path: Path) -> None:
     """The directory is ours, not a symlink, and only we may write into it."""
-    _check(path, 'directory', stat.S_ISDIR)
-
-
-def check_file(path: Path) -> os.stat_result:
-    """The file is a regular file (no symlink), ours, writable only by us, in a directory
-    that passes check_dir. Returns its stat."""
-    check_dir(path.parent)
-    return _check(path, 'regular file', stat.S_ISREG)
+    os.close(open_dir(path))
 
 
 def read_trusted(path: Path) -> bytes:
-    """The bytes of a file that passes the policy, checked on the open descriptor too
-    (O_NOFOLLOW, fstat), so a swap between check and read is caught."""
+    """The bytes of a file that passes the policy, in a directory that passes it: both are
+    opened once, without following symlinks, and checked on their descriptors; the file is
+    opened relative to the directory's descriptor (openat), so neither can be swapped for a
+    symlink or another object between the check and the read."""
     path = Path(path)
-    check_file(path)
+    dfd = open_dir(path.parent)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise UntrustedFile(f'cannot open {path}: {exc.strerror}') from exc
+        fd = _open_checked(path, 'regular file', stat.S_ISREG, os.O_RDONLY, dir_fd=dfd)
+    finally:
+        os.close(dfd)
     with os.fdopen(fd, 'rb') as f:
-        _check_owner_and_mode(path, os.fstat(fd), 'file')
         return f.read()
+
+
+def _cause(exc: OSError) -> str:
+    """The words for a filesystem error, the usual suspects named."""
+    hints = {errno.EROFS: 'read-only filesystem', errno.ENOSPC: 'no space left on the device',
+             errno.EFBIG: 'file too large (a file size limit, ulimit -f?)',
+             errno.ENOTDIR: 'a file stands where a directory should be',
+             errno.EEXIST: 'a file stands where the directory should be'}
+    return hints.get(exc.errno, exc.strerror or str(exc))
 
 
 class TrustedDir:
@@ -86,7 +110,13 @@ class TrustedDir:
         self.dir = Path(directory)
 
     def ensure(self) -> None:
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Create the directory (0700) if needed, and check it. EngineError naming the
+        directory and the cause where the filesystem does not let us (a file where a
+        directory should be, read-only, full)."""
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EngineError(f'cannot create the directory {self.dir}: {_cause(exc)}') from None
         check_dir(self.dir)
 
     def read(self, name: str) -> tuple[bytes | None, str]:
@@ -100,10 +130,14 @@ class TrustedDir:
             return None, str(exc)
 
     def write(self, name: str, data: bytes) -> Path:
-        """Atomic, private (0600) write into the checked directory."""
+        """Atomic, private (0600) write into the checked directory; EngineError naming the
+        file and the cause when it fails, and nothing half-written left behind."""
         self.ensure()
         path = self.dir / name
-        atomic_write(path, data, 0o600)
+        try:
+            atomic_write(path, data, 0o600)
+        except OSError as exc:
+            raise EngineError(f'cannot write {path}: {_cause(exc)}') from None
         return path
 
     def remove_stale_temporaries(self, older_than_s: float = STALE_TMP_S) -> list[Path]:
@@ -124,12 +158,25 @@ class TrustedDir:
         return removed
 
     @contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """Exclusive lock on `name.lock`: a second writer waits, then finds the result."""
+    def lock(self, name: str, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Exclusive lock on `name.lock`: a second writer waits, then finds the result.
+        Setting cancel ends the wait (Cancelled)."""
         self.ensure()
-        fd = os.open(self.dir / f'{name}.lock', os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(self.dir / f'{name}.lock', os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW,
+                         0o600)
+        except OSError as exc:
+            raise EngineError(f'cannot lock {self.dir / name}: {_cause(exc)}') from None
+        try:
+            while True:  # a blocking flock would not see cancel
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if cancel is not None and cancel.wait(0.1):
+                        raise Cancelled('stopped while waiting for another build') from None
+                    if cancel is None:
+                        time.sleep(0.1)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

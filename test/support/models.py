@@ -1,0 +1,28 @@
+"""ONNX models made for tests beyond the constant-output ones (core/models/synthetic.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def conv_stack(path: Path, layers: int, size: int = 160, channels: int = 16) -> Path:
+    """A stack of 3x3 convolutions and ReLUs: a model whose TensorRT build takes a while
+    (about 5 ms a layer with TensorRT-RTX on the dev machine), for stopping a build."""
+    rng = np.random.default_rng(0)
+    nodes, weights, x, c_in = [], [], 'images', 3
+    for i in range(layers):
+        w = rng.standard_normal((channels, c_in, 3, 3)).astype(np.float32) * 0.1
+        weights.append(numpy_helper.from_array(w, f'w{i}'))
+        nodes += [helper.make_node('Conv', [x, f'w{i}'], [f'c{i}'], pads=[1, 1, 1, 1]),
+                  helper.make_node('Relu', [f'c{i}'], [f'r{i}'])]
+        x, c_in = f'r{i}', channels
+    graph = helper.make_graph(
+        nodes, 'conv_stack',
+        [helper.make_tensor_value_info('images', TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, channels, size, size])],
+        weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), path)
+    return path

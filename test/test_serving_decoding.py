@@ -1,0 +1,122 @@
+"""CompressedImage frames decoded per camera, off the shared path (issue 17, failure 1):
+a camera's slow frame does not delay another camera's frames, a decode that outlives its
+deadline is killed and refused, and what the decoder prints stays with its frame. Real
+child processes, real OpenCV, frames serialized by rclpy as a subscription gets them."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CompressedImage
+from support.images import corrupt_jpegs, encode, scan_bomb
+
+from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.image.buffers import ImageView
+from yolo_trt_ros.core.serving.cdr import RawCompressed
+from yolo_trt_ros.core.serving.decoding import Decoded, Intake
+
+MAX_PIXELS = 64_000_000
+
+
+def message(data: bytes, sec: int) -> bytes:
+    msg = CompressedImage(format='jpeg', data=data)
+    msg.header.stamp.sec = sec
+    return serialize_message(msg)
+
+
+def slow_jpeg() -> bytes:
+    """Admissible, but slow to decode: 16 progressive scans over 64 MP (the work limit),
+    0.65 s of libjpeg's time on the dev machine, 30 times a 1080p frame's."""
+    return scan_bomb(8000, 16)
+
+
+def next_frame(intake: Intake, deadline_s: float = 30.0):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        frames = intake.take(timeout=0.1)
+        if frames:
+            return frames
+    raise AssertionError('no decoded frame in time')
+
+
+@pytest.fixture
+def intake():
+    made = []
+
+    def make(cameras: int, **options) -> Intake:
+        made.append(Intake(cameras, True, MAX_PIXELS, **options))
+        return made[-1]
+
+    yield make
+    for i in made:
+        i.close()
+
+
+def test_a_slow_camera_does_not_delay_the_others(intake, bus_jpg):
+    frames = intake(2, timeout_s=30.0)
+    good = bus_jpg.read_bytes()
+    for camera in (0, 1):  # both decoder processes up
+        frames.put(camera, message(good, 0))
+        next_frame(frames)
+    frames.put(0, message(slow_jpeg(), 1))
+    order, sec = [], 1
+    while not any(camera == 0 for camera, _ in order):
+        sec += 1  # camera 1's next frame, once its last one came back
+        frames.put(1, message(good, sec))
+        while not any(entry == (1, sec) for entry in order):
+            order += [(f.camera, f.payload.header.sec) for f in next_frame(frames)]
+    before = order[:order.index((0, 1))]
+    # Camera 1's frames kept coming while camera 0's frame was decoded (one process would
+    # have served them after it): each of its 1080p frames is 1/30 of that decode.
+    assert len(before) >= 3 and all(camera == 1 for camera, _ in before), order
+
+
+def test_a_decode_past_its_deadline_is_killed_and_the_camera_goes_on(intake, bus_jpg):
+    frames = intake(1, timeout_s=0.2)
+    frames.put(0, message(slow_jpeg(), 1))
+    (first,) = next_frame(frames)
+    assert isinstance(first.payload.image, ImageError)
+    assert first.payload.image.cause == 'too_slow'
+    assert 'decode_timeout_s' in str(first.payload.image)
+    frames.put(0, message(bus_jpg.read_bytes(), 2))
+    (second,) = next_frame(frames)
+    assert isinstance(second.payload.image, ImageView)  # a new decoder process took over
+    assert second.payload.image.pixels.shape == (1080, 810, 3)
+
+
+def test_refusals_and_decoder_warnings_stay_with_their_frame(intake, bus_jpg):
+    frames = intake(3)
+    jpeg = bus_jpg.read_bytes()
+    frames.put(0, message(corrupt_jpegs(jpeg, 1)[0], 1))
+    frames.put(1, message(scan_bomb(2000, 5000), 2))  # refused from its headers
+    frames.put(2, b'\x00\x01\x00\x00')  # not even a whole CompressedImage
+    got = {}
+    while len(got) < 3:
+        got.update({f.camera: f.payload for f in next_frame(frames)})
+    assert got[0].image.cause == 'corrupt' and 'Corrupt JPEG data' in str(got[0].image)
+    assert got[1].image.cause == 'too_costly' and got[1].header.sec == 2
+    assert got[2].image.cause == 'cdr' and got[2].header is None
+
+
+def test_with_a_gpu_decoder_jpegs_pass_through_and_other_codecs_decode(intake, bus_jpg):
+    frames = intake(2, gpu_jpeg=lambda: True)
+    frames.put(0, message(bus_jpg.read_bytes(), 1))
+    frames.put(1, message(encode('.png'), 2))
+    got = {}
+    while len(got) < 2:
+        got.update({f.camera: f.payload for f in next_frame(frames)})
+    assert isinstance(got[0], Decoded) and isinstance(got[0].image, RawCompressed)
+    assert isinstance(got[1].image, ImageView) and got[1].image.pixels.shape == (48, 64, 3)
+
+
+def test_frames_replaced_while_waiting_are_counted_once(intake, bus_jpg):
+    frames = intake(1, timeout_s=30.0)
+    frames.put(0, message(slow_jpeg(), 1))
+    for sec in (2, 3, 4):  # the camera's slot keeps the newest while its decode runs
+        frames.put(0, message(bus_jpg.read_bytes(), sec))
+    secs = []
+    while 4 not in secs:
+        secs += [f.payload.header.sec for f in next_frame(frames)]
+    assert secs[-1] == 4 and 2 not in secs and 3 not in secs
+    assert frames.received(0) == 4 and frames.dropped(0) >= 2

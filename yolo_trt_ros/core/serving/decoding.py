@@ -1,0 +1,265 @@
+"""CompressedImage frames decoded per camera, off the shared path: one camera's slow or
+hostile frame cannot delay another camera's frames.
+
+Each camera has a thread that takes its newest frame, parses it, judges its size and
+decoding cost from its headers (image/admission.py: a bomb is refused in microseconds) and
+decodes it on the CPU in a child process of its own: decodes of several cameras run in
+parallel, a decode that outlives `timeout_s` is killed and refused ('too_slow'), the
+child's memory is capped, and what the C decoders print is caught in the child (the
+capture of fd 2 is one per process). Decoded frames go to a second keep-newest slot per
+camera, from which the detector's worker takes every camera's newest. Where the detector
+decodes JPEG on the GPU, JPEG payloads pass through undecoded (after the same header
+checks) and the worker decodes them there as one batch.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.image.admission import admit
+from yolo_trt_ros.core.image.buffers import ImageView
+from yolo_trt_ros.core.image.header import JPEG
+from yolo_trt_ros.core.serving.cdr import RawCompressed, Stamped, parse_compressed
+from yolo_trt_ros.core.serving.frames import Frame, LatestFrames
+
+_LOG = logging.getLogger(__name__)
+DECODE_TIMEOUT_S = 1.0  # a decode that takes longer is killed and its frame refused
+STARTUP_TIMEOUT_S = 60.0  # a decoder process imports OpenCV and numpy: ~0.5 s, more on load
+_CONTEXT = multiprocessing.get_context('spawn')  # no fork of a process with threads
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A frame after its decode step: its header and pixels, a JPEG payload left for the
+    GPU (RawCompressed), or why it was refused."""
+
+    header: Stamped | None
+    image: ImageView | RawCompressed | ImageError
+
+
+def _child_main(conn, memory_budget: int) -> None:
+    """The decoding child: decode what the parent sends into the shared buffer it names."""
+    import resource
+
+    from yolo_trt_ros.core.image.decode import decode_compressed
+
+    with open('/proc/self/status') as status:
+        vm = int(next(line for line in status if line.startswith('VmSize')).split()[1])
+    limit = vm * 1024 + memory_budget  # what the process has, plus one decode's worth
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    conn.send(('ready',))
+    shm: shared_memory.SharedMemory | None = None
+    while True:
+        request = conn.recv()
+        if request is None:
+            break
+        data, fmt, max_pixels, shm_name = request
+        try:
+            view = decode_compressed(data, fmt, max_pixels)
+        except ImageError as exc:
+            conn.send(('error', exc.cause, str(exc)))
+            continue
+        except MemoryError:
+            conn.send(('error', 'too_costly', 'decoding ran out of its memory budget'))
+            continue
+        if shm is None or shm.name != shm_name:
+            if shm is not None:
+                shm.close()
+            # The spawned child shares its parent's resource tracker, which already tracks
+            # the buffer (the parent made it, and unlinks it): attaching adds nothing there.
+            shm = shared_memory.SharedMemory(name=shm_name)
+        pixels = np.ascontiguousarray(view.pixels)
+        np.frombuffer(shm.buf, np.uint8, pixels.nbytes)[:] = pixels.reshape(-1)
+        conn.send(('ok', pixels.shape, view.order))
+    if shm is not None:
+        shm.close()
+
+
+class _ChildDecoder:
+    """One child process and the shared buffer its decoded pixels come back in."""
+
+    def __init__(self, memory_budget: int) -> None:
+        self._memory_budget = memory_budget
+        self._proc = self._conn = None
+        self._ready = False
+        self._shm: shared_memory.SharedMemory | None = None
+
+    def start(self) -> None:
+        """Start the child; ready() waits until it can decode (about 0.5 s of imports)."""
+        parent, child = _CONTEXT.Pipe()
+        self._proc = _CONTEXT.Process(target=_child_main, args=(child, self._memory_budget),
+                                      name='yolo-trt-decoder', daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn, self._ready = parent, False
+
+    def _wait_ready(self) -> None:
+        if not self._ready:  # its start-up does not count against a frame's deadline
+            if not self._conn.poll(STARTUP_TIMEOUT_S):
+                self.stop(kill=True)
+                raise ImageError('the decoder process did not start', 'decode')
+            self._conn.recv()
+            self._ready = True
+
+    def _buffer(self, nbytes: int) -> shared_memory.SharedMemory:
+        if self._shm is None or self._shm.size < nbytes:
+            self._release_buffer()
+            self._shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+        return self._shm
+
+    def decode(self, data: bytes, fmt: str, max_pixels: int, nbytes: int,
+               timeout_s: float) -> ImageView:
+        """Decode in the child; ImageError with its reason, or 'too_slow' after timeout_s
+        (the child is killed and a new one started for the next frame)."""
+        if self._proc is None or not self._proc.is_alive():
+            self.start()
+        self._wait_ready()
+        shm = self._buffer(nbytes)
+        self._conn.send((data, fmt, max_pixels, shm.name))
+        if not self._conn.poll(timeout_s):
+            self.stop(kill=True)
+            raise ImageError(f'decoding took longer than {timeout_s} s (decode_timeout_s): '
+                             f'refused, and the decoder restarted', 'too_slow')
+        try:
+            reply = self._conn.recv()
+        except EOFError:  # the child died (a crash in a decoder library)
+            self.stop(kill=True)
+            raise ImageError('the decoder process died on this frame', 'decode') from None
+        if reply[0] == 'error':
+            raise ImageError(reply[2], reply[1])
+        _, shape, order = reply
+        pixels = np.frombuffer(shm.buf, np.uint8, int(np.prod(shape))).reshape(shape).copy()
+        return ImageView(pixels, order)
+
+    def _release_buffer(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
+            self._shm.unlink()
+            self._shm = None
+
+    def stop(self, kill: bool = False) -> None:
+        if self._proc is not None:
+            if not kill:
+                try:
+                    self._conn.send(None)
+                except OSError:
+                    kill = True
+                self._proc.join(2.0)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+            self._conn.close()
+            self._proc = self._conn = None
+        if not kill:
+            self._release_buffer()
+
+
+class CameraDecoders:
+    """The decode step of every camera between the raw slots (callbacks put serialized
+    CompressedImages) and the decoded slots (the worker takes from them).
+
+    gpu_jpeg: JPEGs pass through undecoded, for the worker's GPU batch."""
+
+    def __init__(self, raw: LatestFrames, decoded: LatestFrames, max_pixels: int,
+                 gpu_jpeg: bool = False, timeout_s: float = DECODE_TIMEOUT_S) -> None:
+        self.raw, self.decoded = raw, decoded
+        self.max_pixels, self.gpu_jpeg, self.timeout_s = max_pixels, gpu_jpeg, timeout_s
+        cameras = len(raw.received)
+        # One decode's memory: the decoded frame and a converted copy, plus OpenCV's own.
+        budget = 8 * 4 * max_pixels + (256 << 20)
+        self._children = [_ChildDecoder(budget) for _ in range(cameras)]
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
+                                          name=f'decode-camera-{i}') for i in range(cameras)]
+
+    def start(self) -> None:
+        """Start the children now (about 0.5 s each, in parallel), so the first frames are
+        decoded as fast as the rest, then the threads."""
+        if not self.gpu_jpeg:
+            for child in self._children:
+                child.start()
+        for thread in self._threads:
+            thread.start()
+
+    def decode(self, camera: int, payload) -> Decoded:
+        """One serialized CompressedImage -> Decoded (never raises for bad input)."""
+        header = None
+        try:
+            message = parse_compressed(payload)
+            header = message.header
+            survey = admit(message.data, self.max_pixels, message.format)
+            if self.gpu_jpeg and survey.codec == JPEG:
+                return Decoded(header, message)
+            nbytes = survey.width * survey.height * 4
+            image = self._children[camera].decode(bytes(message.data), message.format,
+                                                  self.max_pixels, nbytes, self.timeout_s)
+            return Decoded(header, image)
+        except ImageError as exc:
+            return Decoded(header, exc.with_traceback(None))
+
+    def _run(self, camera: int) -> None:
+        while not self.raw.closed:
+            frame = self.raw.take_one(camera, timeout=0.5)
+            if frame is None:
+                continue
+            result = self.decode(camera, frame.payload)
+            if isinstance(result.image, ImageError):  # never in place of a decoded frame
+                self.decoded.note(camera, result, frame.received)
+            else:
+                self.decoded.put(camera, result, frame.received)
+
+    def close(self) -> None:
+        self.raw.close()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
+        for child in self._children:
+            child.stop()
+
+
+class Intake:
+    """Where a detector's frames wait for its worker: keep-newest slots per camera, and for
+    CompressedImage input the per-camera decode step in between. put() is what the
+    subscription callbacks call; take() what the worker calls."""
+
+    def __init__(self, cameras: int, compressed: bool, max_pixels: int,
+                 gpu_jpeg: Callable[[], bool] = lambda: False,
+                 timeout_s: float = DECODE_TIMEOUT_S) -> None:
+        self.raw: LatestFrames = LatestFrames(cameras)
+        self.decoders: CameraDecoders | None = None
+        self._out = self.raw
+        if compressed:
+            self._out = LatestFrames(cameras)
+            self.decoders = CameraDecoders(self.raw, self._out, max_pixels, gpu_jpeg(),
+                                           timeout_s)
+            self.decoders.start()
+
+    def put(self, camera: int, data) -> None:
+        self.raw.put(camera, data)
+
+    def take(self, timeout: float | None = None) -> list[Frame]:
+        return self._out.take(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._out.closed
+
+    def received(self, camera: int) -> int:
+        return self.raw.received[camera]
+
+    def dropped(self, camera: int) -> int:
+        """Frames replaced by newer ones before they were processed, at either slot."""
+        extra = self._out.dropped[camera] if self._out is not self.raw else 0
+        return self.raw.dropped[camera] + extra
+
+    def close(self) -> None:
+        self.raw.close()
+        if self.decoders is not None:
+            self.decoders.close()
+        self._out.close()

@@ -64,7 +64,9 @@ def _nodes(context):
     own = node_section(params_file, namespace.perform(context), skip=DETECTOR_FROM_ARGS)
     plan = worker_plan(LaunchConfiguration('image_topic').perform(context),
                        LaunchConfiguration('workers').perform(context),
-                       names=str(own.get('camera_names', '')))
+                       names=str(own.get('camera_names', '')),
+                       depth=LaunchConfiguration('depth_topic').perform(context),
+                       info=LaunchConfiguration('camera_info_topic').perform(context))
     detectors = [Node(
         package='yolo_trt_ros', executable='detector', name=worker['name'],
         namespace=namespace, output='screen',

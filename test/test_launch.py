@@ -243,6 +243,8 @@ def test_demo_prints_each_frame_and_saves_annotated_images(tmp_path):
     ('compressed:=maybe', "launch argument compressed: 'maybe' is not true or false"),
     ('qos_reliability:=sometimes', "launch argument qos_reliability: 'sometimes' is not auto"),
     ('qos_depth:=0', "launch argument qos_depth: '0' is not an integer in 1..100"),
+    ('tracker:=sort', "launch argument tracker: 'sort' is not none, bytetrack or botsort"),
+    ('depth_topic:=a,b', 'launch argument depth_topic: 2 entries for 1 image_topics'),
 ])
 def test_yolo_trt_launch_validates_arguments_before_any_node_starts(argument, expected):
     rc, out = YoloTrt('launch', argument).finish(30)
@@ -276,6 +278,13 @@ def test_yolo_trt_launch_exits_non_zero_when_the_detector_fails(tmp_path):
 ])
 def test_worker_plan_keeps_every_camera_on_its_topics(topics, workers, cores, expected):
     assert launch_args.worker_plan(topics, workers, cores) == expected
+
+
+def test_worker_plan_splits_depth_with_the_cameras():
+    plan = launch_args.worker_plan('a/image,b/image,c/image', '2', 8,
+                                   depth='a/depth,,c/depth', info=',,c/info')
+    assert [(w['image_topics'], w['depth_topics'], w['camera_info_topics']) for w in plan] == [
+        ('a/image,b/image', 'a/depth,', ','), ('c/image', 'c/depth', 'c/info')]
 
 
 def test_workers_is_validated_and_worker_parameters_come_from_the_detector_section():

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -55,6 +57,24 @@ def workdir(tmp_path_factory, bus_jpg, zidane_jpg) -> Path:
     (cwd / 'labels.yaml').write_text(yaml.safe_dump({'names': [f'c{i}' for i in range(80)]}))
     (cwd / 'calib_images').mkdir()
     shutil.copy(bus_jpg, cwd / 'calib_images')
+    # Tracks and positions: frames of a panning camera, as a folder and as a video, an
+    # Ultralytics botsort.yaml, and a depth image with its camera_info YAML.
+    bus = cv2.imread(str(bus_jpg))
+    (cwd / 'frames').mkdir()
+    video = cv2.VideoWriter(str(cwd / 'drive.mp4'), cv2.VideoWriter_fourcc(*'mp4v'), 10,
+                            (720, 850))
+    for i in range(4):
+        frame = np.ascontiguousarray(bus[150:1000, 12 * i:12 * i + 720])
+        cv2.imwrite(str(cwd / 'frames' / f'{i:04d}.png'), frame)
+        video.write(frame)
+    video.release()
+    (cwd / 'botsort.yaml').write_text('tracker_type: botsort\ntrack_buffer: 30\n'
+                                      'gmc_method: sparseOptFlow\nwith_reid: False\n')
+    cv2.imwrite(str(cwd / 'bus_depth.png'), np.full((1080, 810), 3000, np.uint16))
+    (cwd / 'camera.yaml').write_text(yaml.safe_dump({
+        'image_width': 810, 'image_height': 1080,
+        'camera_matrix': {'rows': 3, 'cols': 3,
+                          'data': [700.0, 0, 405.0, 0, 700.0, 540.0, 0, 0, 1]}}))
     return cwd
 
 
@@ -75,6 +95,8 @@ def run_yolo_trt(command: str, cwd: Path, cache: Path) -> str:
         assert Path(result.stdout.strip().splitlines()[-1]).is_file()  # the engine path
     if '--save' in args:
         assert list((cwd / args[args.index('--save') + 1]).glob('*.jpg'))
+    if '--depth' in args:
+        assert all(d['position_m'] for d in json.loads(result.stdout)[0]['detections'])
     return 'ran'
 
 
@@ -124,7 +146,7 @@ RULES = [  # (pattern, check); first match wins
         'test_launch.py runs the demo'),
     (r'\.venv/bin/python -m pytest', lambda c: (
         c in (ROOT / '.ci' / 'run').read_text()) and 'the test command CI runs'),
-    (r'yolo-trt (detect|build)( .*)?', None),  # run for real
+    (r'yolo-trt (detect|build|track)( .*)?', None),  # run for real
     (r'yolo-trt launch( .*)?', check_yolo_trt_static),
     (r'ros2 run yolo_trt_ros yolo-trt .*', check_yolo_trt_static),
     (r'ros2 launch .*', check_ros2_launch),

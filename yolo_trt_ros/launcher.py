@@ -93,7 +93,8 @@ class Launcher:
         own = node_section(self.args['params_file'] or default_params_file(),
                            self.args['namespace'], skip=DETECTOR_FROM_ARGS)
         plan = worker_plan(self.args['image_topic'], self.args['workers'],
-                           names=str(own.get('camera_names', '')))
+                           names=str(own.get('camera_names', '')),
+                           depth=self.args['depth_topic'], info=self.args['camera_info_topic'])
         self.detectors = {
             worker['name']: self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS,
                                         None if len(plan) == 1 else worker['name'],

@@ -39,16 +39,17 @@ def detection_array(det: Detections, header: Header, class_id_of) -> Detection2D
     """Detections (original pixels, xyxy) -> Detection2DArray with the image's header.
 
     class_id_of(int) -> str: the label name, or the index as text (a parameter decides).
-    `id` stays empty for trackers to fill.
+    `id`: the track id in decimal, or empty without a tracker.
     """
     out = Detection2DArray(header=header)
+    ids = [''] * len(det) if det.track_ids is None else [str(i) for i in det.track_ids.tolist()]
     boxes = det.boxes.astype(np.float64)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sizes = boxes[:, 2:] - boxes[:, :2]
-    for (cx, cy), (w, h), score, cid in zip(centres.tolist(), sizes.tolist(),
-                                            det.scores.tolist(), det.class_ids.tolist(),
-                                            strict=True):
-        d = Detection2D(header=header)
+    for (cx, cy), (w, h), score, cid, ident in zip(centres.tolist(), sizes.tolist(),
+                                                   det.scores.tolist(), det.class_ids.tolist(),
+                                                   ids, strict=True):
+        d = Detection2D(header=header, id=ident)
         d.bbox = BoundingBox2D(size_x=w, size_y=h)
         d.bbox.center.position.x, d.bbox.center.position.y = cx, cy
         hyp = ObjectHypothesisWithPose()
@@ -82,6 +83,7 @@ def camera_status(node: str, name: str, topic: str, totals: Window, stats: Camer
               'lost_in_dds': totals.lost, 'replaced_in_queue': totals.replaced,
               'unmatched': totals.unmatched, 'bad_input': bad}
     values.update({f'bad_input.{cause}': n for cause, n in sorted(stats.bad_input.items())})
+    values.update(sorted(stats.counts.items()))
     values.update({f'latency_ms.{k}': round(v, 2) for k, v in stats.percentiles_ms().items()})
     # Of which waiting for the worker (the rest: parse, decode, detect, publish).
     values.update({f'queue_ms.{k}': round(v, 2)

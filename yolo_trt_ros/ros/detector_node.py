@@ -1,4 +1,5 @@
-"""detector: camera images in, vision_msgs/Detection2DArray out; a managed (lifecycle) node.
+"""detector: images (and aligned depth) in, Detection2DArray (and Detection3DArray) out; a
+managed (lifecycle) node.
 
 Wiring only: parameters, subscriptions, publishers, timers and the lifecycle. configure
 opens the model and engine and validates everything; activate subscribes and starts the
@@ -21,11 +22,12 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
-from vision_msgs.msg import Detection2DArray, LabelInfo
+from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 
 from yolo_trt_ros.core.errors import YoloTrtError
 from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep
+from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
     BUILDER_PARAMETERS,
@@ -33,6 +35,7 @@ from yolo_trt_ros.core.serving.config import (
     RUNTIME,
     detector_config,
     post_config,
+    tracker_config,
 )
 from yolo_trt_ros.core.serving.decoding import Intake
 from yolo_trt_ros.core.serving.health import CameraStats, LogOncePerCause
@@ -101,18 +104,25 @@ class DetectorNode(LifecycleNode):
         log.info(f'backend {info.name} on {info.device}: {info.reason}')
         log.info(f'model {self.config.detector.model} ({self.detector.output_format}, input '
                  f'{self.detector.input_size[1]}x{self.detector.input_size[0]})')
-        for topic, name in zip(self.config.topics, self.config.camera_names, strict=True):
+        values = self._runtime_values()
+        self.tracking = Tracking(tracker_config(values), values['track_reset_gap_s'])
+        for i, (topic, name) in enumerate(zip(self.config.topics, self.config.camera_names,
+                                              strict=True)):
             self.cameras.append(Camera(
                 name or 'camera', join(topic, 'compressed') if self.config.compressed else topic,
                 self.create_lifecycle_publisher(Detection2DArray, join(name, 'detections'), 10),
                 self.create_lifecycle_publisher(Image, join(name, 'detections_image'), 2),
-                CameraStats()))
+                stats := CameraStats(), CameraState(self.tracking, stats.counts),
+                detections_3d=self.create_lifecycle_publisher(
+                    Detection3DArray, join(name, 'detections_3d'), 10)
+                if self.config.depth.enabled(i) else None))
         self.label_pub = self.create_lifecycle_publisher(LabelInfo, 'label_info', LATCHED_QOS)
         self.engine_pub = self.create_lifecycle_publisher(String, 'engine', LATCHED_QOS)
         self.diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
         label = str if self.config.class_id_as_index else self.detector.label
         self.step = BatchStep(self.detector, self.config.compressed,
-                              self.config.max_image_pixels, label)
+                              self.config.max_image_pixels, label,
+                              [c.state for c in self.cameras], self.config.depth)
         self.inputs = CameraInputs(self, self.config, self.cameras,
                                    lambda i, data: self.frames.put(i, data))
         return SUCCESS
@@ -142,6 +152,11 @@ class DetectorNode(LifecycleNode):
         for i, cam in enumerate(self.cameras):
             self.inputs.subscribe(i)
             self.get_logger().info(f'{cam.topic} -> {cam.detections.topic_name}')
+            if cam.detections_3d is not None:
+                depth = self.config.depth
+                self.inputs.subscribe_depth(i, depth.topics[i], depth.info_topics[i])
+                self.get_logger().info(f'{depth.topics[i]} + {depth.info_topics[i]} -> '
+                                       f'{cam.detections_3d.topic_name}')
         self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
         if self.config.qos_reliability == 'auto':
             self._timers.append(self.create_timer(1.0, self.inputs.follow))
@@ -176,6 +191,8 @@ class DetectorNode(LifecycleNode):
         for cam in self.cameras:
             self.destroy_lifecycle_publisher(cam.detections)
             self.destroy_lifecycle_publisher(cam.annotated)
+            if cam.detections_3d is not None:
+                self.destroy_lifecycle_publisher(cam.detections_3d)
         if self.cameras:
             for pub in (self.label_pub, self.engine_pub, self.diagnostics):
                 self.destroy_lifecycle_publisher(pub)
@@ -225,18 +242,26 @@ class DetectorNode(LifecycleNode):
             if self.config.publish_annotated and camera.annotated.get_subscription_count() > 0:
                 camera.annotated.publish(bgr_image(self.step.annotated(served),
                                                    header_message(served.header)))
+            if served.message_3d is not None:
+                camera.detections_3d.publish(served.message_3d)
+            bad = camera.stats.count_3d(served.message_3d is not None, served.left_out,
+                                        served.depth_problem)
+            if bad is not None:
+                self._bad_input(served.frame.camera, bad.cause, bad.reason, 'no 3D')
 
-    def _bad_input(self, camera: int, cause: str, message: str) -> None:
+    def _bad_input(self, camera: int, cause: str, message: str,
+                   skipped: str = 'bad frame skipped') -> None:
         cam = self.cameras[camera]
         count = cam.stats.add_bad(cause)
         if self._log_gate.should_log(f'{camera}:{cause}'):
-            self.get_logger().warning(f'{cam.topic}: bad frame skipped ({cause}, {count} so '
-                                      f'far): {message}')
+            self.get_logger().warning(f'{cam.topic}: {skipped} ({cause}, {count} so far): '
+                                      f'{message}')
 
     # -- side channels -------------------------------------------------------------------
     def _publish_label_info(self) -> None:
+        # conf_threshold as given: with a tracker the detector keeps less confident ones too
         header = Header(stamp=self.get_clock().now().to_msg())
-        self.label_pub.publish(label_info(self._class_names(), self.detector.post.conf_threshold,
+        self.label_pub.publish(label_info(self._class_names(), value_of(self, 'conf_threshold'),
                                           header))
 
     def _publish_diagnostics(self) -> None:
@@ -267,6 +292,7 @@ class DetectorNode(LifecycleNode):
         if self.detector is None:
             return SetParametersResult(successful=True)  # taken at the next configure
         self.detector.post = post  # one reference swap: the worker sees old or new, whole
+        self.tracking.set(tracker_config(values), values['track_reset_gap_s'])  # checked
         if any(p.name == 'conf_threshold' for p in params):
             self._publish_label_info()
         self.get_logger().info(f'thresholds now conf {post.conf_threshold}, iou '

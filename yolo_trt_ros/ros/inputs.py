@@ -1,14 +1,15 @@
 """A detector node's cameras: their publishers, and subscriptions that hand the serialized
-frames to the intake, with the input QoS following the publishers."""
+frames to the intake, with the input QoS following the publishers; depth and camera_info
+for cameras with depth."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.subscription import Subscription
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -16,6 +17,7 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 from yolo_trt_ros.core.serving.config import NodeConfig
+from yolo_trt_ros.core.serving.cameras import CameraState
 from yolo_trt_ros.core.serving.health import CameraStats
 
 # MessageInfo (publication sequence numbers) in subscription callbacks: rclpy of Iron on;
@@ -37,8 +39,11 @@ class Camera:
     detections: object  # publishers
     annotated: object
     stats: CameraStats
+    state: CameraState  # tracks, depth frames, camera model (core/serving/cameras.py)
     subscription: object = None
     reliable: bool | None = None  # the input QoS now in use
+    detections_3d: object = None  # the publisher, for cameras with depth
+    depth_subscriptions: list = field(default_factory=list)
 
 
 class CameraInputs:
@@ -103,11 +108,21 @@ class CameraInputs:
         for i in range(len(self.cameras)):
             self.subscribe(i)
 
+    def subscribe_depth(self, i: int, depth_topic: str, info_topic: str) -> None:
+        """Depth (serialized, kept for pairing by stamp) and camera_info for camera i."""
+        cam = self.cameras[i]
+        cam.depth_subscriptions = [
+            self.node.create_subscription(Image, depth_topic, cam.state.put_depth,
+                                          qos_profile_sensor_data, raw=True),
+            self.node.create_subscription(CameraInfo, info_topic, cam.state.camera_info, 10)]
+
     def unsubscribe(self) -> None:
         for cam in self.cameras:
-            if cam.subscription is not None:
-                self.node.destroy_subscription(cam.subscription)
+            for sub in [cam.subscription, *cam.depth_subscriptions]:
+                if sub is not None:
+                    self.node.destroy_subscription(sub)
             cam.subscription = cam.reliable = None
+            cam.depth_subscriptions = []
 
     def _on_lost(self, camera: int, count: int) -> None:
         cam = self.cameras[camera]

@@ -8,6 +8,8 @@ from dataclasses import astuple, dataclass, field
 
 import numpy as np
 
+from yolo_trt_ros.core.serving.cameras import DepthProblem
+
 
 @dataclass(frozen=True)
 class Window:
@@ -60,6 +62,9 @@ class CameraStats:
     lost: int = 0  # samples DDS reported lost before they reached the node (QoS event)
     sequences: PublisherSequences = field(default_factory=PublisherSequences)
     last: Window | None = None  # counters at the previous diagnostics window
+    # Tracking and 3D: 'depth.published', 'depth.unpaired' (no depth frame in time),
+    # 'depth.left_out' (detections without valid depth), 'tracking.resets'.
+    counts: dict[str, int] = field(default_factory=dict)
 
     def tick(self, received: int, dropped: int) -> tuple[Window, tuple[int, str]]:
         """A diagnostics window ends: (the counters since start, the health of the window
@@ -77,6 +82,21 @@ class CameraStats:
         self.processed += 1
         self.latencies.append(seconds)
         self.waits.append(waited)
+
+    def count(self, key: str, n: int = 1) -> None:
+        if n:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def count_3d(self, published: bool, left_out: int,
+                 problem: DepthProblem | None) -> DepthProblem | None:
+        """Count a frame's 3D result; returns the problem if it is bad input (the caller
+        logs it and counts it with add_bad), None otherwise."""
+        self.count('depth.published', int(published))
+        self.count('depth.left_out', left_out)
+        if problem is not None and not problem.bad:
+            self.count(f'depth.{problem.cause}')
+            return None
+        return problem
 
     def add_bad(self, cause: str) -> int:
         """Count a bad frame by cause; returns how many of that cause so far."""

@@ -5,6 +5,7 @@ test_launch.py checks the launch file, the YAML and the nodes' parameters agains
 """
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +15,14 @@ import yaml
 from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.defaults import check_choice
 from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, read_regular
-from yolo_trt_ros.core.serving.config import camera_names, per_camera, split_list
+from yolo_trt_ros.core.serving.config import (
+    BUILD_PARAMETERS,
+    BUILDER_PARAMETERS,
+    DETECTOR_PARAMETERS,
+    camera_names,
+    per_camera,
+    split_list,
+)
 
 # name -> (default, description). Values are strings, as launch arguments are.
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
@@ -66,6 +74,33 @@ PARAM_TYPES = {'model': str, 'precision': str, 'backend': str, 'cache_dir': str,
                'qos_depth': int, 'tracker': str, 'depth_topics': str, 'camera_info_topics': str,
                'autostart': bool}
 BOOLEANS = ('true', 'false')
+# What `ros2 launch --launch-prefix ...` adds to the arguments itself.
+ROS2_LAUNCH_OWN = frozenset({'launch-prefix', 'launch-prefix-filter'})
+
+
+def unknown_argument(name: str) -> str:
+    """One line for a launch argument nobody declared: a node parameter given as one
+    (`conf_threshold:=0.9`) is told its launch argument, or params_file where it has none;
+    a misspelling (`cof:=0.3`) is told the closest argument."""
+    to_arg = {**BUILDER_FROM_ARGS, **DETECTOR_FROM_ARGS}
+    head = f"unknown launch argument '{name}'"
+    if name in to_arg:
+        return f"{head}: {name} is a node parameter; its launch argument is '{to_arg[name]}'"
+    if name in {**BUILD_PARAMETERS, **BUILDER_PARAMETERS, **DETECTOR_PARAMETERS}:
+        return (f'{head}: {name} is a node parameter without a launch argument; set it in a '
+                f'params_file (see config/detector.yaml)')
+    close = difflib.get_close_matches(name, LAUNCH_ARGUMENTS, n=1)
+    return head + (f" (did you mean '{close[0]}'?)" if close
+                   else f"; known: {', '.join(LAUNCH_ARGUMENTS)}")
+
+
+def check_names(names: Iterable[str], also: Iterable[str] = ()) -> None:
+    """ValueError (unknown_argument) for the first name that is neither a launch argument
+    nor in also: `ros2 launch` passes any NAME:=VALUE on, so a typo would change nothing."""
+    also = set(also)
+    for name in names:
+        if name not in LAUNCH_ARGUMENTS and name not in also:
+            raise ValueError(unknown_argument(name))
 
 
 def _check(name: str, value: str, ok: bool, accepted: str) -> None:

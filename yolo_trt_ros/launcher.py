@@ -16,6 +16,7 @@ from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
     LAUNCH_ARGUMENTS,
+    check_names,
     default_params_file,
     fastdds_profile,
     node_section,
@@ -34,8 +35,7 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
         name, sep, value = item.partition(':=')
         if not sep:
             raise ValueError(f"'{item}': expected NAME:=VALUE")
-        if name not in LAUNCH_ARGUMENTS:
-            raise ValueError(f"unknown argument '{name}'; known: {', '.join(LAUNCH_ARGUMENTS)}")
+        check_names([name])
         values[name] = value
     return values
 

@@ -16,8 +16,8 @@ try:
 except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
-from yolo_trt_ros.core.serving.config import NodeConfig
 from yolo_trt_ros.core.serving.cameras import CameraState
+from yolo_trt_ros.core.serving.config import NodeConfig
 from yolo_trt_ros.core.serving.health import CameraStats
 
 # MessageInfo (publication sequence numbers) in subscription callbacks: rclpy of Iron on;

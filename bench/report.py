@@ -187,10 +187,37 @@ def tracking_depth() -> str:
             + table(['stage', 'input', 'p50 ms', 'p99 ms', 'note'], rows))
 
 
+PROFILES = {  # bench/dds_receive.py's receiver profiles, in words
+    'stock': 'stock Fast DDS (shared memory + UDP)',
+    'udp_receive_buffer_rmem_max': 'shared memory + UDP, receive buffer = rmem_max',
+    'udp_only_default_buffer': 'UDP only, default receive buffer',
+    'udp_only_receive_buffer_212992': "UDP only, 212992 B buffer (Ubuntu's rmem_max)",
+    'shm_64mb_segment': 'shared memory with a 64 MB segment + UDP',
+    'stock_cameras': '**dds_profile:=stock_cameras** (UDP only, 32 MB asked)',
+    'launch_profile_receiver_only': 'dds_profile:=large_frames (the default)',
+    'launch_profile': 'large_frames on both sides (the camera changed)',
+}
+
+
+def dds_receive() -> str:
+    """PERFORMANCE: frames of a stock best-effort camera that reach the receiver."""
+    name = 'dds_receive_dev'
+    run = load(name)
+    got = {(r['profile'], r['receiver']): r['received'] for r in run['rows']}
+    rows = [[words, *(f"{got[(profile, who)]}/{run['frames']}"
+                      for who in ('subscriber', 'detector'))]
+            for profile, words in PROFILES.items()]
+    return (f"{machine(name)}; {run['frames']} frames {run['size']} at {run['rate_hz']} Hz "
+            f"from a camera with stock settings (but the last row); net.core.rmem_max "
+            f"{run['net.core.rmem_max']}.\n\n"
+            + table(['receiver\'s Fast DDS profile', 'bare subscriber',
+                     'detector (inference taken out)'], rows))
+
+
 TABLES: dict[str, Callable[[], str]] = {
     'speed': speed, 'stages': stages, 'roundtrip': roundtrip, 'capacity': capacity,
     'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
-    'tracking-depth': tracking_depth}
+    'tracking-depth': tracking_depth, 'dds-receive': dds_receive}
 
 
 def render(text: str) -> str:

@@ -105,7 +105,12 @@ def _nodes(context):
             return [_fail(f'detector exited with {event.returncode}')]
         return [EmitEvent(event=Shutdown(reason='detector stopped'))]
 
-    return [builder,
+    # dds_profile: the Fast DDS profile of every node here (config/fastdds_*.xml say what
+    # each is for); a profile of your own (FASTDDS_DEFAULT_PROFILES_FILE) wins.
+    dds = [] if 'FASTDDS_DEFAULT_PROFILES_FILE' in os.environ else [SetEnvironmentVariable(
+        'FASTDDS_DEFAULT_PROFILES_FILE',
+        str(fastdds_profile(LaunchConfiguration('dds_profile').perform(context))))]
+    return [*dds, builder,
             RegisterEventHandler(OnProcessExit(target_action=builder, on_exit=after_builder)),
             *(RegisterEventHandler(OnProcessExit(target_action=detector, on_exit=after_detector))
               for detector in detectors)]
@@ -114,10 +119,4 @@ def _nodes(context):
 def generate_launch_description():
     arguments = [DeclareLaunchArgument(name, default_value=default, description=description)
                  for name, (default, description) in LAUNCH_ARGUMENTS.items()]
-    actions = [*arguments]
-    if 'FASTDDS_DEFAULT_PROFILES_FILE' not in os.environ:  # a profile of your own wins
-        # Whole camera frames through shared memory (see config/fastdds_large_frames.xml).
-        actions.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
-                                              str(fastdds_profile())))
-    actions.append(OpaqueFunction(function=_nodes))
-    return LaunchDescription(actions)
+    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])

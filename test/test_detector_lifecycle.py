@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -84,6 +85,7 @@ from rclpy.duration import Duration
 from sensor_msgs.msg import Image
 from yolo_trt_ros.ros.image_source_node import to_message
 count, reliable = int(sys.argv[1]), sys.argv[2] == 'reliable'
+width, height = map(int, sys.argv[3].split('x'))
 rclpy.init()
 node = rclpy.create_node('camera')
 pub = node.create_publisher(Image, 'image', QoSProfile(depth=5, reliability=(
@@ -97,7 +99,7 @@ while not ready():
     if time.monotonic() > deadline:
         sys.exit('no matching subscriber')
     rclpy.spin_once(node, timeout_sec=0.1)
-msg = to_message(np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8), 'bgr8')
+msg = to_message(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8), 'bgr8')
 for n in range(count):
     msg.header.stamp.sec = n
     pub.publish(msg)
@@ -109,9 +111,10 @@ print('sent all')
 STOCK_DDS = {k: v for k, v in os.environ.items() if k != 'FASTDDS_DEFAULT_PROFILES_FILE'}
 
 
-def run_camera(count: int, reliability: str) -> None:
-    camera = subprocess.run([sys.executable, '-c', CAMERA, str(count), reliability],
-                            env=STOCK_DDS, capture_output=True, text=True, timeout=120)
+def run_camera(count: int, reliability: str, size: str = '1920x1080',
+               env: dict | None = None) -> None:
+    camera = subprocess.run([sys.executable, '-c', CAMERA, str(count), reliability, size],
+                            env=env or STOCK_DDS, capture_output=True, text=True, timeout=120)
     assert camera.returncode == 0 and 'sent all' in camera.stdout, camera.stderr
 
 
@@ -153,12 +156,44 @@ def test_frames_lost_in_dds_are_counted_warned_once_and_diagnosed():
         executor.shutdown()
     log = det.output()
     assert log.count('frames lost in DDS before reaching the detector') == 1, log
-    assert 'qos_reliability:=reliable' in log
+    assert 'restart the detector with dds_profile:=stock_cameras' in log  # the side it can fix
     warned = [s for d in diags for s in d.status if 'frames lost in DDS' in s.message]
     # WARN, or ERROR where the same window also processed nothing (a loaded machine): a
     # window that lost frames is never OK.
     assert warned and all(s.level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
                           for s in warned)
+
+
+def test_the_detectors_side_alone_receives_a_stock_best_effort_camera(tmp_path):
+    """Issue 18, edge 7: such a camera's 810x1080 frames reached the detector 7 times in 100.
+    With dds_profile:=stock_cameras (UDP, a receive buffer larger than a frame) all arrive,
+    where net.core.rmem_max lets the buffer hold a frame (bench/dds_receive.py). Inference
+    is taken out (a constant model), as on a GPU: YOLO on this CPU starves DDS's receive
+    thread and UDP loses frames again (5 of 20 here)."""
+    from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
+    from yolo_trt_ros.launch_args import fastdds_profile
+
+    rmem_max = int(Path('/proc/sys/net/core/rmem_max').read_text())
+    if rmem_max < 810 * 1080 * 3 * 1.2:
+        pytest.skip(f'net.core.rmem_max {rmem_max} cannot hold a frame here')
+    count = 20
+    # ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (this suite's isolation) makes rmw_fastrtps
+    # replace the profile's transports: shared memory again, and nothing arrives. Both take
+    # the default range here (the domain id still isolates the run).
+    subnet = {k: v for k, v in STOCK_DDS.items() if k != 'ROS_AUTOMATIC_DISCOVERY_RANGE'}
+    env = {**subnet, 'FASTDDS_DEFAULT_PROFILES_FILE': str(fastdds_profile('stock_cameras'))}
+    model = constant_output_model(tmp_path / 'null.onnx', yolov8_output(), (640, 640))
+    with NodeProcess(DETECTOR, {'backend': 'onnxruntime', 'model': str(model),
+                                'qos_reliability': 'best_effort'}, env=env) as det, \
+            ros_context() as context:
+        det.wait_for_output('-> ')
+        executor, diags = diagnostics_probe(context)
+        run_camera(count, 'best_effort', '810x1080', subnet)
+        # Stock settings on this side lose at least 3 in 4 of them (the test above; 0-15 in
+        # 100 in bench/dds_receive.py); a busy 2-core machine may lose a few from UDP.
+        spin_until(executor, lambda: int(diagnostics_value(diags, 'frames_in') or 0) >= 15,
+                   timeout=30, what=f'15 of the {count} frames at the detector')
+        executor.shutdown()
 
 
 def test_auto_qos_still_matches_a_best_effort_camera(bus_jpg):

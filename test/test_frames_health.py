@@ -1,7 +1,16 @@
-"""Diagnostics levels from one camera's last window (issue 11.7): no ROS needed."""
+"""Diagnostics levels from one camera's last window (issue 11.7) and the DDS-loss warning
+(issue 18.7): no ROS needed."""
 from __future__ import annotations
 
-from yolo_trt_ros.core.serving.health import ERROR, OK, WARN, Window, health
+from yolo_trt_ros.core.serving.health import (
+    ERROR,
+    OK,
+    RECEIVE_BUFFER,
+    WARN,
+    Window,
+    dds_loss_fix,
+    health,
+)
 
 
 def test_levels_and_reasons():
@@ -22,3 +31,22 @@ def test_a_stalled_window_that_lost_frames_names_both():
     # its ERROR message said nothing of the loss.
     level, why = health(Window(5, 0, 4, 2), 0)
     assert level == ERROR and why == '5 frames in, none processed; 2 frames lost in DDS'
+
+
+def test_the_dds_loss_warning_names_the_commands_that_apply(tmp_path):
+    """Issue 18, edge 7: the fix on the detector's side first (dds_profile:=stock_cameras),
+    the kernel limit only where it is too low, LOCALHOST only where it is set."""
+    low, high = tmp_path / 'low', tmp_path / 'high'
+    low.write_text('212992\n')
+    high.write_text(f'{RECEIVE_BUFFER}\n')
+    text = dds_loss_fix({}, str(low))
+    assert text.startswith('restart the detector with dds_profile:=stock_cameras (ros2 launch '
+                           'yolo_trt_ros detect.launch.py dds_profile:=stock_cameras')
+    assert 'sudo sysctl -w net.core.rmem_max=33554432 (now 212992)' in text
+    assert 'fastdds_large_frames.xml (shared memory)' in text and 'LOCALHOST' not in text
+    using = {'FASTDDS_DEFAULT_PROFILES_FILE': '/x/fastdds_stock_cameras.xml',
+             'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST'}
+    text = dds_loss_fix(using, str(high))
+    assert 'dds_profile' not in text and 'sysctl' not in text
+    assert text.startswith('unset ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST')
+    assert '\n' not in text

@@ -447,3 +447,13 @@ def test_nodes_die_with_their_launcher(tmp_path):
         launch.finish(timeout=0)
         for pid in node_pids(marker):  # reap what a failure left
             os.kill(pid, signal.SIGKILL)
+
+
+def test_yolo_trt_launch_help_lists_every_argument_with_its_default():
+    """Issue 18, edge 6: `yolo-trt launch --help` listed no arguments."""
+    out = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.cli', 'launch', '--help'],
+                         capture_output=True, text=True, timeout=30).stdout
+    for name, (default, _) in launch_args.LAUNCH_ARGUMENTS.items():
+        line = next((ln for ln in out.splitlines() if ln.split()[:1] == [name]), None)
+        assert line is not None, f'{name} missing from:\n{out}'
+        assert line.endswith(f"(default: {default or 'empty'})"), line

@@ -151,6 +151,9 @@ RULES = [  # (pattern, check); first match wins
     (r'ros2 run yolo_trt_ros yolo-trt .*', check_yolo_trt_static),
     (r'ros2 launch .*', check_ros2_launch),
     (r'ros2 param set .*', check_param_set),
+    # test_detector_managed.py makes these transitions through the same services
+    (r'ros2 lifecycle set /detector (configure|activate|deactivate|cleanup|shutdown)',
+     check_files_exist('test/test_detector_managed.py')),
     (r'rviz2 -d .*/config/detect\.rviz', check_files_exist('config/detect.rviz')),
     (r'pip install -r (pip_env/requirements-cuda1[23]\.txt)',
      check_files_exist('pip_env/requirements-cuda13.txt', 'pip_env/requirements-cuda12.txt')),

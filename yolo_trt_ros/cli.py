@@ -350,6 +350,22 @@ def cmd_launch(args) -> int:
     return run(args.assignments)
 
 
+def cmd_param(args) -> int:
+    from yolo_trt_ros.ros.param_client import run
+
+    return run(args.action, args.node, getattr(args, 'name', None),
+               getattr(args, 'value', None), args.timeout)
+
+
+def _launch_arguments_help() -> str:
+    from yolo_trt_ros.launch_args import LAUNCH_ARGUMENTS
+
+    width = max(map(len, LAUNCH_ARGUMENTS)) + 2
+    lines = [f"  {name:<{width}}{description} (default: {default or 'empty'})"
+             for name, (default, description) in LAUNCH_ARGUMENTS.items()]
+    return 'launch arguments (NAME:=VALUE):\n' + '\n'.join(lines)
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--model', help='ONNX model (default: the fetched YOLOv3-tiny COCO model)')
     p.add_argument('--backend', default=defaults.BACKEND, choices=defaults.BACKENDS)
@@ -433,10 +449,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('launch', help='start engine_builder, then detector (the nodes of '
-                                      'detect.launch.py) without ros2 launch')
+                                      'detect.launch.py) without ros2 launch',
+                       epilog=_launch_arguments_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('assignments', nargs='*', metavar='NAME:=VALUE',
                    help='launch arguments, as for detect.launch.py')
     p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser('param', help="a running node's parameters (ros2 param for the pip "
+                                     'route): list, get or set')
+    actions = p.add_subparsers(dest='action', required=True)
+    for action, what in (('list', 'the names'), ('get', 'one value'),
+                         ('set', 'one value (YAML, as for ros2 param set: 0.5, [0, 2])')):
+        a = actions.add_parser(action, help=what)
+        a.add_argument('node', help='node name, e.g. /detector or /front/detector')
+        if action != 'list':
+            a.add_argument('name', help='parameter name')
+        if action == 'set':
+            a.add_argument('value', help='the new value')
+        a.add_argument('--timeout', type=float, default=10.0, metavar='S',
+                       help='seconds to wait for the node (default 10)')
+        a.set_defaults(func=cmd_param)
 
     p = sub.add_parser('demo', help='the main job: publish the sample photos, build, detect, '
                                     'print each result and save the annotated images')

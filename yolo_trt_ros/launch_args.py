@@ -14,7 +14,7 @@ import yaml
 
 from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.defaults import check_choice
-from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, read_regular
+from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, config_file, read_regular
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
     BUILDER_PARAMETERS,
@@ -28,7 +28,8 @@ from yolo_trt_ros.core.serving.config import (
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     'namespace': ('', 'namespace of both nodes; detections go out on <namespace>/detections'),
     'model': ('', 'ONNX model; empty: the default YOLOv3-tiny COCO model'),
-    'image_topic': (defaults.IMAGE_TOPIC, 'camera image topic; several cameras: comma-separated'),
+    'image_topic': (defaults.IMAGE_TOPIC, 'camera image topic, relative to the namespace; '
+                                          'several cameras: comma-separated'),
     'compressed': (str(defaults.COMPRESSED).lower(), 'subscribe to <image_topic>/compressed '
                                                     '(CompressedImage)'),
     'precision': (defaults.PRECISION, f"engine precision: {', '.join(defaults.PRECISIONS)}"),
@@ -50,6 +51,11 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     'params_file': ('', 'parameter YAML; empty: the installed config/detector.yaml'),
     'autostart': ('true', 'configure and activate the detector(s) at start; false: a '
                           'lifecycle manager does (the detector is a managed node)'),
+    'dds_profile': (defaults.DDS_PROFILE, 'Fast DDS profile of the nodes, unless '
+                                          'FASTDDS_DEFAULT_PROFILES_FILE is set: large_frames '
+                                          '(shared memory; cameras must use it too) or '
+                                          'stock_cameras (UDP with a large receive buffer: '
+                                          'best-effort cameras with stock settings)'),
     'workers': (defaults.WORKERS, 'detector processes that split the cameras and share the '
                                   'engine and the GPU: a number, or auto (one per camera, at '
                                   'most one per CPU core)'),
@@ -128,7 +134,8 @@ def validate(values: dict[str, str]) -> None:
         _check(name, values[name], _is_fraction(values[name]), 'a number in [0, 1]')
     for name, choices in (('precision', defaults.PRECISIONS), ('backend', defaults.BACKENDS),
                           ('qos_reliability', defaults.QOS_RELIABILITIES),
-                          ('tracker', defaults.TRACKERS)):
+                          ('tracker', defaults.TRACKERS),
+                          ('dds_profile', defaults.DDS_PROFILES)):
         _choice(name, values[name], choices)
     depth = values['qos_depth']
     _check('qos_depth', depth, depth.isdigit() and 1 <= int(depth) <= defaults.MAX_QOS_DEPTH,
@@ -193,23 +200,10 @@ def node_section(params_file: str | Path, namespace: str = '', node: str = 'dete
     return {k: v for k, v in merged.items() if k not in set(skip)}
 
 
-def _config_file(name: str) -> Path:
-    """A file of config/: from the ament index where installed with colcon, else from the
-    source tree (the pip route installs this package editable)."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-        try:
-            return Path(get_package_share_directory('yolo_trt_ros')) / 'config' / name
-        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH at all
-            pass
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[1] / 'config' / name
-
-
 def default_params_file() -> Path:
-    return _config_file('detector.yaml')
+    return config_file('detector.yaml')
 
 
-def fastdds_profile() -> Path:
-    return _config_file('fastdds_large_frames.xml')
+def fastdds_profile(name: str = defaults.DDS_PROFILE) -> Path:
+    """The Fast DDS profile file of a dds_profile value."""
+    return config_file(defaults.DDS_PROFILES[name])

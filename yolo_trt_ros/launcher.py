@@ -70,7 +70,8 @@ class Launcher:
         self.children: list[subprocess.Popen] = []
         self.stopping = threading.Event()
         self.env = dict(os.environ)
-        self.env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(fastdds_profile()))
+        self.env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
+                            str(fastdds_profile(args['dds_profile'])))
 
     def _start(self, module: str, param_to_arg: dict[str, str], name: str | None = None,
                extra: dict[str, object] | None = None) -> subprocess.Popen:

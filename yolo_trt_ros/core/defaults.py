@@ -60,3 +60,8 @@ def check_choice(what: str, value: object, choices: Sequence[str]) -> str:
             else choices[0]
         raise ValueError(f"{what}: '{value}' is not {listed}")
     return value
+
+# Fast DDS profiles of config/ (launch argument dds_profile; bench/dds_receive.py measured them).
+DDS_PROFILES = {'large_frames': 'fastdds_large_frames.xml',
+                'stock_cameras': 'fastdds_stock_cameras.xml'}
+DDS_PROFILE = 'large_frames'

@@ -82,3 +82,17 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def config_file(name: str) -> Path:
+    """A file of the package's config/: from the ament index where installed with colcon,
+    else from the source tree (the pip route installs this package editable)."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        try:
+            return Path(get_package_share_directory('yolo_trt_ros')) / 'config' / name
+        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH at all
+            pass
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parents[2] / 'config' / name

@@ -18,14 +18,11 @@ except ImportError:  # Humble
 
 from yolo_trt_ros.core.serving.cameras import CameraState
 from yolo_trt_ros.core.serving.config import NodeConfig
-from yolo_trt_ros.core.serving.health import CameraStats
+from yolo_trt_ros.core.serving.health import CameraStats, dds_loss_fix
 
 # MessageInfo (publication sequence numbers) in subscription callbacks: rclpy of Iron on;
 # Humble's calls every callback with the message alone.
 WITH_MESSAGE_INFO = hasattr(Subscription, 'CallbackType')
-LOST_FIX = ('use the Fast DDS profile of the launch files for the camera too '
-            '(FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml), set '
-            'qos_reliability:=reliable, or subscribe to the compressed topic')
 
 
 def join(prefix: str, name: str) -> str:
@@ -131,4 +128,4 @@ class CameraInputs:
             self._lost_warned = True
             self.node.get_logger().warning(
                 f'{cam.topic}: {cam.stats.lost} frames lost in DDS before reaching the '
-                f'detector. Fix: {LOST_FIX}')
+                f'detector. Fix: {dds_loss_fix()}')

@@ -2,12 +2,15 @@
 bad camera from flooding the log."""
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import astuple, dataclass, field
 
 import numpy as np
 
+from yolo_trt_ros.core import defaults
+from yolo_trt_ros.core.files import config_file
 from yolo_trt_ros.core.serving.cameras import DepthProblem
 
 
@@ -131,6 +134,41 @@ class LogOncePerCause:
 
 
 OK, WARN, ERROR = 0, 1, 2  # the levels of diagnostic_msgs/DiagnosticStatus
+
+
+RMEM_MAX = '/proc/sys/net/core/rmem_max'
+RECEIVE_BUFFER = 33554432  # config/fastdds_stock_cameras.xml asks for this much
+
+
+def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MAX) -> str:
+    """The commands that stop frames being lost in DDS, for the warning (issue 18, edge 7).
+
+    A best-effort camera with stock Fast DDS loses most large frames to a reader that has
+    shared memory; the detector's side alone fixes that with dds_profile:=stock_cameras
+    (UDP with a receive buffer larger than a frame), as far as net.core.rmem_max lets it
+    (bench/dds_receive.py). The other fixes need the camera changed.
+    """
+    env = os.environ if env is None else env
+    stock = config_file(defaults.DDS_PROFILES['stock_cameras'])
+    using = env.get('FASTDDS_DEFAULT_PROFILES_FILE', '')
+    fixes = [] if using.endswith(stock.name) else [
+        'restart the detector with dds_profile:=stock_cameras (ros2 launch yolo_trt_ros '
+        'detect.launch.py dds_profile:=stock_cameras, or yolo-trt launch '
+        f'dds_profile:=stock_cameras; a node started alone: FASTDDS_DEFAULT_PROFILES_FILE={stock})']
+    if env.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '').upper() == 'LOCALHOST':
+        # rmw_fastrtps then sets the transports itself, over the profile's
+        fixes.append('unset ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, which replaces the '
+                     "profile's transports")
+    try:
+        rmem_max = int(open(rmem_max_path).read())
+    except (OSError, ValueError):
+        rmem_max = None
+    if rmem_max is not None and rmem_max < RECEIVE_BUFFER:
+        fixes.append(f'let the receive buffer hold a frame: sudo sysctl -w '
+                     f'net.core.rmem_max={RECEIVE_BUFFER} (now {rmem_max})')
+    large = config_file(defaults.DDS_PROFILES['large_frames'])
+    return ('; '.join(fixes) + f'. Or start the camera with FASTDDS_DEFAULT_PROFILES_FILE='
+            f'{large} (shared memory), or subscribe to its compressed topic (compressed:=true)')
 
 
 def health(window: Window, bad_input: int) -> tuple[int, str]:

@@ -1,0 +1,102 @@
+"""`yolo-trt param list|get|set`: a running node's parameters through its parameter
+services, for the pip route, which has no `ros2 param`.
+
+Values are written as for `ros2 param set` (YAML: 0.5, true, [0, 2], text); the node checks
+them and its reason for a refusal is printed as it gave it.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import get_parameter_value, parameter_value_to_python
+
+from yolo_trt_ros.ros.runner import init
+
+NOT_SET = 0  # rcl_interfaces/ParameterType PARAMETER_NOT_SET
+
+
+class NoAnswer(Exception):
+    """The node did not answer in time (absent, or on another ROS_DOMAIN_ID)."""
+
+
+def _full_name(node: str) -> str:
+    return node if node.startswith('/') else f'/{node}'
+
+
+def call(node: str, srv_type, suffix: str, request, timeout: float):
+    """One call of node's service `<node>/<suffix>`; NoAnswer after timeout seconds."""
+    init(args=[])
+    helper = rclpy.create_node('yolo_trt_param')
+    executor = SingleThreadedExecutor()
+    executor.add_node(helper)
+    try:
+        client = helper.create_client(srv_type, f'{_full_name(node)}/{suffix}')
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise NoAnswer(f'no node {_full_name(node)} answered within {timeout:g} s (is it '
+                           f'running, on this ROS_DOMAIN_ID?)')
+        future = client.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=timeout)
+        if not future.done():
+            raise NoAnswer(f'{_full_name(node)} did not answer {suffix} within {timeout:g} s')
+        return future.result()
+    finally:
+        executor.shutdown()
+        helper.destroy_node()
+        rclpy.try_shutdown()
+
+
+def list_names(node: str, timeout: float) -> list[str]:
+    return sorted(call(node, ListParameters, 'list_parameters', ListParameters.Request(),
+                       timeout).result.names)
+
+
+def get(node: str, name: str, timeout: float) -> object:
+    """The value, as Python; KeyError when the node has no such parameter."""
+    values = call(node, GetParameters, 'get_parameters', GetParameters.Request(names=[name]),
+                  timeout).values
+    if not values or values[0].type == NOT_SET:  # rclpy answers no value for an unknown name
+        raise KeyError(name)
+    return parameter_value_to_python(values[0])
+
+
+def set_value(node: str, name: str, text: str, timeout: float) -> tuple[bool, str]:
+    """(successful, the node's reason) for name := text (YAML, as `ros2 param set`)."""
+    request = SetParameters.Request(parameters=[ParameterMsg(name=name,
+                                                             value=get_parameter_value(text))])
+    (result,) = call(node, SetParameters, 'set_parameters', request, timeout).results
+    return result.successful, result.reason
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == 'array':
+        return '[' + ', '.join(map(str, value)) + ']'
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def run(action: str, node: str, name: str | None, value: str | None, timeout: float,
+        out: Callable[[str], None] = print) -> int:
+    """0 done, 1 the node refused or has no such parameter, 2 no answer."""
+    try:
+        if action == 'list':
+            for n in list_names(node, timeout):
+                out(n)
+        elif action == 'get':
+            out(_shown(get(node, name, timeout)))
+        else:
+            ok, reason = set_value(node, name, value, timeout)
+            if not ok:
+                print(f'yolo-trt param: {_full_name(node)} refused {name}: {reason}',
+                      file=sys.stderr)
+                return 1
+        return 0
+    except KeyError:
+        print(f'yolo-trt param: {_full_name(node)} has no parameter {name}', file=sys.stderr)
+        return 1
+    except NoAnswer as exc:
+        print(f'yolo-trt param: {exc}', file=sys.stderr)
+        return 2

@@ -1,4 +1,4 @@
-"""`yolo-trt`: detect, build, launch, demo, bench, fetch-assets."""
+"""`yolo-trt`: detect, build, launch, demo, bench, fetch-assets, bag."""
 from __future__ import annotations
 
 import argparse
@@ -221,6 +221,41 @@ def cmd_launch(args) -> int:
     return run(args.assignments)
 
 
+def cmd_bag(args) -> int:
+    """The detector's batch step over a recorded bag; see yolo_trt_ros/bags/."""
+    from yolo_trt_ros.bags.command import run_bag
+
+    return run_bag(Path(args.bag), Path(args.out) if args.out else None, args.topics or (),
+                   lambda: _open_detector(args), args.max_image_pixels, _err)
+
+
+def _add_threshold_options(p: argparse.ArgumentParser) -> None:
+    """--conf, --iou, --max-det and --max-image-pixels, as `yolo-trt detect` has them."""
+    p.add_argument('--conf', type=float, default=defaults.CONF_THRESHOLD,
+                   help='confidence threshold')
+    p.add_argument('--iou', type=float, default=defaults.IOU_THRESHOLD, help='NMS IoU threshold')
+    p.add_argument('--max-det', type=int, default=defaults.MAX_DETECTIONS,
+                   help='most detections per image')
+    p.add_argument('--max-image-pixels', type=_positive_int, default=defaults.MAX_IMAGE_PIXELS,
+                   metavar='N', help='refuse images of more pixels (width x height) than this, '
+                   f'read from the header before decoding (default {defaults.MAX_IMAGE_PIXELS})')
+
+
+def _add_bag_parser(sub) -> None:
+    p = sub.add_parser('bag', help='run the detector over a recorded ROS 2 bag (mcap or '
+                                   'sqlite3) and write a new bag with the detections')
+    p.add_argument('bag', metavar='IN', help='rosbag2 directory, or an .mcap or .db3 file')
+    p.add_argument('--out', metavar='OUT', help='the new bag (default: IN_detections beside '
+                                                'IN); never overwritten')
+    p.add_argument('--topics', nargs='+', metavar='TOPIC', help='image topics to run on '
+                   '(default: every sensor_msgs/Image and CompressedImage topic)')
+    _add_model_options(p)
+    _add_threshold_options(p)
+    add_build_options(p.add_argument_group('cached engine (as built by `yolo-trt build`)'),
+                      lookup=True)
+    p.set_defaults(func=cmd_bag)
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--model', help='ONNX model (default: the fetched YOLOv3-tiny COCO model)')
     p.add_argument('--backend', default=defaults.BACKEND, choices=defaults.BACKENDS)
@@ -280,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--frames', type=int, default=4, help='frames to publish (default 4)')
     p.add_argument('--save', default='yolo_trt_demo', metavar='DIR')
     p.set_defaults(func=cmd_demo)
+
+    _add_bag_parser(sub)
     return parser
 
 

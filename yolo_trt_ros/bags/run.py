@@ -1,0 +1,211 @@
+"""`yolo-trt bag`: the detector node's batch step over a recorded bag, as fast as it runs.
+
+The bag holds serialized (CDR) messages, which is what the node's BatchStep consumes: each
+camera frame goes through exactly the node's parse -> decode -> detect -> serialize, and the
+CDR bytes the step returns are written as the detections message, with no Python message
+built. As in the node, a batch holds at most one frame per camera (several cameras' frames
+are inferred together where the model has a batch dimension).
+
+The new bag holds every message of the input (same topics, types, definitions and log
+times) and, right after each camera frame, its detections on `<camera>/detections`
+(the frame's log time; the header is the frame's, as the node publishes it).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yolo_trt_ros.bags.progress import Progress
+from yolo_trt_ros.bags.source import BagError, Camera, messages, storage_of
+from yolo_trt_ros.bags.vision_types import DETECTION_ARRAY, definition
+from yolo_trt_ros.core.runtime.detector import Detector
+from yolo_trt_ros.core.serving.batch import BatchStep, Served
+from yolo_trt_ros.core.serving.frames import Frame
+
+log = logging.getLogger(__name__)
+
+# rosbag2 format 8: what Jazzy writes and reads; Kilted reads it too.
+BAG_VERSION = 8
+# A batch waits for the other cameras' frames at most this long in bag time, and holds at
+# most this many messages, so a camera that stops never makes the run hoard the bag.
+_BATCH_WINDOW_NS = 500_000_000
+_MAX_QUEUED = 2000
+
+
+@dataclass
+class Summary:
+    frames: Counter = field(default_factory=Counter)  # image topic -> frames served
+    detections: int = 0
+    refused: Counter = field(default_factory=Counter)  # cause -> frames
+    copied: int = 0  # input messages written
+    seconds: float = 0.0
+    stopped: bool = False  # by Ctrl-C: the bag holds what was done until then
+
+    @property
+    def served(self) -> int:
+        return sum(self.frames.values())
+
+
+def check_output(out: Path) -> None:
+    """Never overwrite: an output that exists (file or directory) is refused before work."""
+    if out.exists() or out.is_symlink():
+        raise BagError(f'--out {out}: exists; choose another path or remove it')
+
+
+def default_output(src: Path) -> Path:
+    """IN_detections beside the input (a directory bag, as rosbag2 writes)."""
+    name = src.name[:-len(src.suffix)] if src.is_file() and src.suffix else src.name
+    return src.parent / f'{name}_detections'
+
+
+def outputs(camera: Camera, served: Served) -> list[tuple[str, bytes]]:
+    """What a served frame adds to the bag, as (topic, serialized message). Today the
+    detections; what the batch step serves later (track ids inside the detections, 3D,
+    masks) is added here, as the node publishes it."""
+    return [(camera.detections, served.message)]
+
+
+class _Out:
+    """The output bag: the input's connections copied, one detections topic per camera."""
+
+    def __init__(self, writer, reader, cameras: list[Camera]) -> None:
+        self.writer = writer
+        self.by_id: dict[int, object] = {}
+        for conn in reader.connections:
+            conn_out = self._copy(conn)
+            if conn_out is not None:
+                self.by_id[conn.id] = conn_out
+        msgdef, digest = definition(DETECTION_ARRAY)
+        self.detections = {
+            cam.detections: writer.add_connection(cam.detections, DETECTION_ARRAY,
+                                                  msgdef=msgdef, rihs01=digest)
+            for cam in cameras}
+
+    def _copy(self, conn):
+        msgdef, digest = conn.msgdef.data, conn.digest
+        if not msgdef or not digest:  # an old bag without definitions: rosbags knows many
+            try:
+                msgdef, digest = definition(conn.msgtype)
+            except Exception:
+                log.warning(f'{conn.topic}: the bag has no definition of {conn.msgtype}; '
+                            'topic not copied')
+                return None
+        ext = conn.ext
+        return self.writer.add_connection(
+            conn.topic, conn.msgtype, msgdef=msgdef, rihs01=digest,
+            serialization_format=getattr(ext, 'serialization_format', 'cdr'),
+            offered_qos_profiles=getattr(ext, 'offered_qos_profiles', ()))
+
+    def copy(self, conn, stamp: int, data) -> bool:
+        conn_out = self.by_id.get(conn.id)
+        if conn_out is None:
+            return False
+        self.writer.write(conn_out, stamp, data)
+        return True
+
+    def add(self, topic: str, stamp: int, data: bytes) -> None:
+        self.writer.write(self.detections[topic], stamp, data)
+
+
+class BagRun:
+    """The batch steps (one for raw Images, one for CompressedImages, as a node per
+    `compressed` setting) over one input bag."""
+
+    def __init__(self, detector: Detector, cameras: list[Camera], max_pixels: int,
+                 label: Callable[[int], str]) -> None:
+        self.cameras = cameras
+        self.by_topic = {cam.topic: cam for cam in cameras}
+        self.steps = {c: BatchStep(detector, c, max_pixels, label)
+                      for c in {cam.compressed for cam in cameras}}
+        self._warned: set[tuple[str, str]] = set()
+
+    def run(self, reader, src: Path, out: Path, progress: Progress | None = None) -> Summary:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        summary = Summary()
+        start = time.monotonic()
+        plugin = StoragePlugin.MCAP if storage_of(src) == 'mcap' else StoragePlugin.SQLITE3
+        try:
+            with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
+                sink = _Out(writer, reader, self.cameras)
+                try:
+                    self._run(reader, src, sink, summary, progress)
+                except KeyboardInterrupt:  # keep what is done: the bag is closed whole
+                    summary.stopped = True
+        except OSError as exc:
+            _remove(out)
+            raise BagError(f'--out {out}: cannot write the bag: {exc.strerror or exc}') from exc
+        except BaseException:  # a corrupt input found part way: no half-written bag left
+            _remove(out)
+            raise
+        summary.seconds = time.monotonic() - start
+        return summary
+
+    def _run(self, reader, src: Path, sink: _Out, summary: Summary,
+             progress: Progress | None) -> None:
+        queue: list[tuple[object, int, object]] = []  # messages in order, frames included
+        batch: dict[int, Frame] = {}  # camera -> its frame in this batch
+        first = 0  # log time of the batch's first frame
+        for conn, stamp, data in messages(reader, src):
+            cam = self.by_topic.get(conn.topic)
+            if batch and (len(queue) >= _MAX_QUEUED or stamp - first > _BATCH_WINDOW_NS
+                          or (cam is not None and cam.index in batch)):
+                self._flush(queue, batch, sink, summary, progress)
+                queue, batch = [], {}
+            if cam is not None:
+                if not batch:
+                    first = stamp
+                batch[cam.index] = Frame(cam.index, data, 0.0)
+            if batch:
+                queue.append((conn, stamp, data))
+            elif sink.copy(conn, stamp, data):
+                summary.copied += 1
+        if batch:
+            self._flush(queue, batch, sink, summary, progress)
+
+    def _flush(self, queue: list, batch: dict[int, Frame], sink: _Out, summary: Summary,
+               progress: Progress | None) -> None:
+        served: dict[int, Served] = {}
+        for compressed, step in self.steps.items():
+            frames = [f for i, f in batch.items() if self.cameras[i].compressed == compressed]
+            if not frames:
+                continue
+            result = step(frames)
+            served.update((s.frame.camera, s) for s in result.served)
+            for refused in result.refused:
+                self._refused(self.cameras[refused.camera], refused.cause, refused.reason)
+                summary.refused[refused.cause] += 1
+        for conn, stamp, data in queue:
+            if sink.copy(conn, stamp, data):
+                summary.copied += 1
+            cam = self.by_topic.get(conn.topic)
+            if cam is None or cam.index not in served:
+                continue
+            result = served.pop(cam.index)
+            for topic, message in outputs(cam, result):
+                sink.add(topic, stamp, message)
+            summary.frames[cam.topic] += 1
+            summary.detections += len(result.detections)
+        if progress is not None:
+            progress.update(len(batch))
+
+    def _refused(self, cam: Camera, cause: str, reason: str) -> None:
+        """One line per camera and cause, as the node logs bad frames."""
+        if (cam.topic, cause) not in self._warned:
+            self._warned.add((cam.topic, cause))
+            log.warning(f'{cam.topic}: frame refused ({cause}): {reason} (further '
+                        f'{cause} frames of this topic are counted, not shown)')
+
+
+def _remove(out: Path) -> None:
+    """The output of a run that failed (check_output made sure it was not there before)."""
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def frame_total(cameras: Iterable[Camera]) -> int:
+    return sum(cam.frames for cam in cameras)

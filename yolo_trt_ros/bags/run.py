@@ -3,8 +3,10 @@
 The bag holds serialized (CDR) messages, which is what the node's BatchStep consumes: each
 camera frame goes through exactly the node's parse -> decode -> detect -> serialize, and the
 CDR bytes the step returns are written as the detections message, with no Python message
-built. As in the node, a batch holds at most one frame per camera (several cameras' frames
-are inferred together where the model has a batch dimension).
+built. Unlike the node, which keeps only each camera's newest frame, every frame is served:
+up to BATCH_FRAMES consecutive frames (of any cameras, in recorded order) go to the step
+together, so a model or engine with a batch dimension infers them in one call (the default
+model has none: it runs them one by one).
 
 The new bag holds every message of the input (same topics, types, definitions and log
 times) and, right after each camera frame, its detections on `<camera>/detections`
@@ -31,8 +33,10 @@ log = logging.getLogger(__name__)
 
 # rosbag2 format 8: what Jazzy writes and reads; Kilted reads it too.
 BAG_VERSION = 8
-# A batch waits for the other cameras' frames at most this long in bag time, and holds at
-# most this many messages, so a camera that stops never makes the run hoard the bag.
+# Frames inferred together (the TensorRT engine's profile may cap it lower: the detector
+# then runs chunks). A batch also closes after this long in bag time or this many queued
+# messages, so a camera that stops never makes the run hoard the bag.
+BATCH_FRAMES = 4
 _BATCH_WINDOW_NS = 500_000_000
 _MAX_QUEUED = 2000
 
@@ -148,51 +152,52 @@ class BagRun:
 
     def _run(self, reader, src: Path, sink: _Out, summary: Summary,
              progress: Progress | None) -> None:
-        queue: list[tuple[object, int, object]] = []  # messages in order, frames included
-        batch: dict[int, Frame] = {}  # camera -> its frame in this batch
+        queue: list[tuple[object, int, object, Frame | None]] = []  # in order, with frames
+        frames = 0  # in the queue
         first = 0  # log time of the batch's first frame
         for conn, stamp, data in messages(reader, src):
             cam = self.by_topic.get(conn.topic)
-            if batch and (len(queue) >= _MAX_QUEUED or stamp - first > _BATCH_WINDOW_NS
-                          or (cam is not None and cam.index in batch)):
-                self._flush(queue, batch, sink, summary, progress)
-                queue, batch = [], {}
+            if frames and (frames == BATCH_FRAMES or len(queue) >= _MAX_QUEUED
+                           or stamp - first > _BATCH_WINDOW_NS):
+                self._flush(queue, frames, sink, summary, progress)
+                queue, frames = [], 0
+            frame = None
             if cam is not None:
-                if not batch:
-                    first = stamp
-                batch[cam.index] = Frame(cam.index, data, 0.0)
-            if batch:
-                queue.append((conn, stamp, data))
+                first = stamp if not frames else first
+                frame, frames = Frame(cam.index, data, 0.0), frames + 1
+            if frames:
+                queue.append((conn, stamp, data, frame))
             elif sink.copy(conn, stamp, data):
                 summary.copied += 1
-        if batch:
-            self._flush(queue, batch, sink, summary, progress)
+        if frames:
+            self._flush(queue, frames, sink, summary, progress)
 
-    def _flush(self, queue: list, batch: dict[int, Frame], sink: _Out, summary: Summary,
+    def _flush(self, queue: list, frames: int, sink: _Out, summary: Summary,
                progress: Progress | None) -> None:
-        served: dict[int, Served] = {}
+        served: dict[int, Served] = {}  # id(frame) -> its result
         for compressed, step in self.steps.items():
-            frames = [f for i, f in batch.items() if self.cameras[i].compressed == compressed]
-            if not frames:
+            batch = [f for *_, f in queue
+                     if f is not None and self.cameras[f.camera].compressed == compressed]
+            if not batch:
                 continue
-            result = step(frames)
-            served.update((s.frame.camera, s) for s in result.served)
+            result = step(batch)
+            served.update((id(s.frame), s) for s in result.served)
             for refused in result.refused:
                 self._refused(self.cameras[refused.camera], refused.cause, refused.reason)
                 summary.refused[refused.cause] += 1
-        for conn, stamp, data in queue:
+        for conn, stamp, data, frame in queue:
             if sink.copy(conn, stamp, data):
                 summary.copied += 1
-            cam = self.by_topic.get(conn.topic)
-            if cam is None or cam.index not in served:
+            result = served.get(id(frame)) if frame is not None else None
+            if result is None:
                 continue
-            result = served.pop(cam.index)
+            cam = self.cameras[frame.camera]
             for topic, message in outputs(cam, result):
                 sink.add(topic, stamp, message)
             summary.frames[cam.topic] += 1
             summary.detections += len(result.detections)
         if progress is not None:
-            progress.update(len(batch))
+            progress.update(frames)
 
     def _refused(self, cam: Camera, cause: str, reason: str) -> None:
         """One line per camera and cause, as the node logs bad frames."""

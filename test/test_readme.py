@@ -150,7 +150,7 @@ RULES = [  # (pattern, check); first match wins
     (r'rviz2 -d .*/config/detect\.rviz', check_files_exist('config/detect.rviz')),
     (r'pip install -r (pip_env/requirements-cuda1[23]\.txt)',
      check_files_exist('pip_env/requirements-cuda13.txt', 'pip_env/requirements-cuda12.txt')),
-    (r'pip install (onnx onnxruntime|tensorrt)', lambda c: 'package names (pip)'),
+    (r'pip install (onnx onnxruntime rosbags|tensorrt)', lambda c: 'package names (pip)'),
     # The Jetson route: test_jetson_wheels.py resolves the file for aarch64 / Python 3.10.
     (r'pip install -r pip_env/requirements-jetson\.txt',
      check_files_exist('pip_env/requirements-jetson.txt', 'test/test_jetson_wheels.py')),

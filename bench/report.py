@@ -168,11 +168,38 @@ def bag() -> str:
     return (f"{machine('bag_dev')}; {doc['model']} on {backend}.\n\n"
             + table(['frames in the bag', 'cameras', 'frames', 'storage', 'frames/s',
                      'command wall s (model load included)'], rows))
+def tracks_depth() -> str:
+    """README: tracking and 3D per camera-frame against the issue's budgets."""
+    name = 'tracking_depth_dev'
+    byte = stage(name, 'bytetrack tracker update', '50 tracks')
+    bot = stage(name, 'botsort tracker update', '50 tracks')
+    cmc = stage(name, 'botsort camera-motion compensation')
+    three = stage(name, '3D: depth view + positions', '1280x720 16UC1, 20 detections')
+    base = stage(name, '3D: depth in metres', '1280x720 16UC1, 20 detections')
+    rows = [['ByteTrack, 50 live tracks', f"**{ms(byte['median_ms'])} ms** "
+             f"(p99 {ms(byte['p99_ms'])})", '0.2 ms'],
+            ['BoT-SORT, 50 live tracks: tracker + camera-motion compensation (1080p)',
+             f"{ms(bot['median_ms'])} + {ms(cmc['median_ms'])} ms", '–'],
+            ['3D from depth, 720p, 20 detections, with the Detection3DArray',
+             f"**{ms(three['median_ms'])} ms** (p99 {ms(three['p99_ms'])})",
+             f"1 ms (straightforward numpy: {ms(base['median_ms'])} ms)"]]
+    return (f'{machine(name)}; per camera-frame, p50.\n\n'
+            + table(['', 'ours', 'budget (issue 19)'], rows))
+
+
+def tracking_depth() -> str:
+    """PERFORMANCE: every row of bench/tracking_depth.py."""
+    name = 'tracking_depth_dev'
+    rows = [[r['stage'], r['size'], ms(r['median_ms']), ms(r['p99_ms']), r['note']]
+            for r in load(name)['results']]
+    return (f'{machine(name)}.\n\n'
+            + table(['stage', 'input', 'p50 ms', 'p99 ms', 'note'], rows))
 
 
 TABLES: dict[str, Callable[[], str]] = {
     'speed': speed, 'stages': stages, 'roundtrip': roundtrip, 'capacity': capacity,
-    'gpu-stages': gpu_stages, 'message-build': message_build, 'bag': bag}
+    'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
+    'tracking-depth': tracking_depth, 'bag': bag}
 
 
 def render(text: str) -> str:

@@ -6,6 +6,8 @@ arguments below override it. Names and defaults come from yolo_trt_ros.launch_ar
 `yolo-trt launch` uses too.
 """
 import os
+import sys
+from pathlib import Path
 
 from launch import LaunchDescription
 from launch.actions import (
@@ -27,6 +29,8 @@ from yolo_trt_ros.launch_args import (
     DETECTOR_FROM_ARGS,
     LAUNCH_ARGUMENTS,
     PARAM_TYPES,
+    ROS2_LAUNCH_OWN,
+    check_names,
     default_params_file,
     fastdds_profile,
     node_section,
@@ -50,8 +54,20 @@ def _fail(message: str):
     return OpaqueFunction(function=raise_it)
 
 
+def _given(context) -> list[str]:
+    """The NAME:=VALUE names of the `ros2 launch` command line, when it was asked to run this
+    file. Included from another launch file, the command line is that file's (and its own
+    arguments reach here too), so there is nothing to check."""
+    this = Path(context.locals.current_launch_file_path).name
+    if this not in {Path(arg).name for arg in sys.argv}:
+        return []
+    return [item.partition(':=')[0] for item in context.argv if ':=' in item]
+
+
 def _nodes(context):
-    # Every argument checked before any node starts (same rules as `yolo-trt launch`).
+    # Every argument checked before any node starts (same rules as `yolo-trt launch`):
+    # `ros2 launch` would pass a misspelt one on and change nothing.
+    check_names(_given(context), also=ROS2_LAUNCH_OWN)
     validate({name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS})
     params_file = LaunchConfiguration('params_file').perform(context) or str(default_params_file())
     namespace = LaunchConfiguration('namespace')
@@ -64,7 +80,9 @@ def _nodes(context):
     own = node_section(params_file, namespace.perform(context), skip=DETECTOR_FROM_ARGS)
     plan = worker_plan(LaunchConfiguration('image_topic').perform(context),
                        LaunchConfiguration('workers').perform(context),
-                       names=str(own.get('camera_names', '')))
+                       names=str(own.get('camera_names', '')),
+                       depth=LaunchConfiguration('depth_topic').perform(context),
+                       info=LaunchConfiguration('camera_info_topic').perform(context))
     detectors = [Node(
         package='yolo_trt_ros', executable='detector', name=worker['name'],
         namespace=namespace, output='screen',

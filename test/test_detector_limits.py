@@ -66,7 +66,7 @@ def test_raw_frame_above_the_limit_is_too_large(bus_jpg):
 
 def camera_status(diags: list, name: str) -> dict[str, str]:
     for status in diags[-1].status if diags else []:
-        if status.name == f'yolo_trt_ros: {name}':
+        if status.name == f'/detector: {name}':
             return {kv.key: kv.value for kv in status.values}
     return {}
 

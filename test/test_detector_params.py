@@ -9,7 +9,7 @@ import sys
 import pytest
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from sensor_msgs.msg import Image
-from support.ros import frame, running, set_parameter
+from support.ros import double, frame, get_parameter, running, set_parameter
 from support.truth import found
 from vision_msgs.msg import Detection2DArray
 
@@ -70,3 +70,51 @@ def test_classes_is_an_integer_array_set_at_run_time_and_names_work(bus_jpg):
         client.wait(lambda: len(results) > 1, 'the second result')
     assert {n for n, _ in found(results[0])} == {'bus'}
     assert {n for n, _ in found(results[1])} == {'person'}
+
+
+def test_a_parameter_keeps_its_kind_and_cannot_be_deleted():
+    """Issue 18.5: `ros2 param set /detector conf_threshold 1` made it an integer, and after
+    `ros2 param delete /detector classes` every later change failed until restart."""
+    with running() as (proc, client):
+        ok, reason = set_parameter(client, 'conf_threshold', ParameterValue(
+            type=ParameterType.PARAMETER_INTEGER, integer_value=1))
+        assert ok, reason
+        stored = get_parameter(client, 'conf_threshold')
+        assert (stored.type, stored.double_value) == (ParameterType.PARAMETER_DOUBLE, 1.0)
+        ok, reason = set_parameter(client, 'classes', ParameterValue(
+            type=ParameterType.PARAMETER_INTEGER, integer_value=0))
+        assert ok, reason
+        stored = get_parameter(client, 'classes')
+        assert stored.type == ParameterType.PARAMETER_INTEGER_ARRAY
+        assert list(stored.integer_array_value) == [0]
+        for name in ('classes', 'conf_threshold'):  # what `ros2 param delete` sends
+            ok, reason = set_parameter(client, name, ParameterValue(
+                type=ParameterType.PARAMETER_NOT_SET))
+            assert not ok and reason.startswith(f'parameter {name} cannot be deleted'), reason
+        ok, reason = set_parameter(client, 'conf_threshold', double(0.4))
+        assert ok, reason
+        ok, reason = set_parameter(client, 'classes', ParameterValue(
+            type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=[]))
+        assert ok, reason
+        assert get_parameter(client, 'conf_threshold').double_value == 0.4
+        proc.wait_for_output('thresholds now conf 0.4')
+
+
+def test_without_pre_set_callbacks_another_kind_is_refused():
+    """Humble's rclpy has no pre-set callback to store 1 as 1.0: the change is refused,
+    saying how to write it, rather than the parameter turning into an integer."""
+    from rclpy.parameter import Parameter
+
+    from yolo_trt_ros.core.serving.config import DETECTOR_PARAMETERS
+    from yolo_trt_ros.ros.parameters import kind_refusal
+
+    spec = DETECTOR_PARAMETERS['conf_threshold']
+    assert kind_refusal(Parameter('conf_threshold', Parameter.Type.INTEGER, 1), spec) == \
+        'parameter conf_threshold is a double: give 1 as one'
+    assert kind_refusal(Parameter('conf_threshold', Parameter.Type.DOUBLE, 0.5), spec) is None
+    classes = DETECTOR_PARAMETERS['classes']
+    assert kind_refusal(Parameter('classes', Parameter.Type.INTEGER_ARRAY, []), classes) is None
+    assert 'give 3 as one' in kind_refusal(Parameter('classes', Parameter.Type.INTEGER, 3),
+                                           classes)
+    with pytest.raises(ValueError, match="'x' is a string"):
+        kind_refusal(Parameter('conf_threshold', Parameter.Type.STRING, 'x'), spec)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import yaml
 from support.bags import COMPRESSED, IMAGE, Message, compressed_cdr, image_cdr, write_bag
@@ -64,6 +65,24 @@ def workdir(tmp_path_factory, bus_jpg, zidane_jpg) -> Path:
                           image_cdr(cv2.imread(str(zidane_jpg)), 'bgr8', 1, 5)))
     bag = write_bag(cwd / 'recording', 'mcap', frames)
     shutil.copy(bag / 'recording.mcap', cwd / 'recording.mcap')
+    # Tracks and positions: frames of a panning camera, as a folder and as a video, an
+    # Ultralytics botsort.yaml, and a depth image with its camera_info YAML.
+    bus = cv2.imread(str(bus_jpg))
+    (cwd / 'frames').mkdir()
+    video = cv2.VideoWriter(str(cwd / 'drive.mp4'), cv2.VideoWriter_fourcc(*'mp4v'), 10,
+                            (720, 850))
+    for i in range(4):
+        frame = np.ascontiguousarray(bus[150:1000, 12 * i:12 * i + 720])
+        cv2.imwrite(str(cwd / 'frames' / f'{i:04d}.png'), frame)
+        video.write(frame)
+    video.release()
+    (cwd / 'botsort.yaml').write_text('tracker_type: botsort\ntrack_buffer: 30\n'
+                                      'gmc_method: sparseOptFlow\nwith_reid: False\n')
+    cv2.imwrite(str(cwd / 'bus_depth.png'), np.full((1080, 810), 3000, np.uint16))
+    (cwd / 'camera.yaml').write_text(yaml.safe_dump({
+        'image_width': 810, 'image_height': 1080,
+        'camera_matrix': {'rows': 3, 'cols': 3,
+                          'data': [700.0, 0, 405.0, 0, 700.0, 540.0, 0, 0, 1]}}))
     return cwd
 
 
@@ -88,6 +107,8 @@ def run_yolo_trt(command: str, cwd: Path, cache: Path) -> str:
         out = args[args.index('--out') + 1] if '--out' in args else \
             Path(args[1]).stem.rstrip('/') + '_detections'
         assert (cwd / out / 'metadata.yaml').is_file() and ' 0 refused' in result.stdout
+    if '--depth' in args:
+        assert all(d['position_m'] for d in json.loads(result.stdout)[0]['detections'])
     return 'ran'
 
 
@@ -142,7 +163,7 @@ RULES = [  # (pattern, check); first match wins
     (r'\.venv-jazzy/bin/python -m pytest', lambda c: (
         '.venv-jazzy/bin/python' in (ROOT / '.ci' / 'run').read_text()) and
         'CI runs the suite on Jazzy'),
-    (r'yolo-trt (detect|build|bag)( .*)?', None),  # run for real
+    (r'yolo-trt (detect|build|track|bag)( .*)?', None),  # run for real
     (r'yolo-trt launch( .*)?', check_yolo_trt_static),
     (r'ros2 run yolo_trt_ros yolo-trt .*', check_yolo_trt_static),
     (r'ros2 launch .*', check_ros2_launch),

@@ -116,3 +116,139 @@ def test_the_worker_serves_every_camera_and_survives_a_bug(detector, bus_jpg):
     assert refused.camera == 0 and refused.cause == 'internal'
     assert 'please report this' in refused.reason
     assert [s.frame.camera for s in delivered[1].served] == [1]
+
+
+def test_the_annotated_image_is_bounded(detector):
+    """Issue 17, failure 8: a 64 MP frame with a detections_image subscriber made a 192 MB
+    annotated image. It is scaled to at most ANNOTATED_MAX_PIXELS, the boxes with it."""
+    from yolo_trt_ros.core.image.buffers import ImageView
+    from yolo_trt_ros.core.pipeline.annotate import ANNOTATED_MAX_PIXELS, annotated
+    from yolo_trt_ros.core.pipeline.results import Detections
+
+    big = ImageView(np.full((6000, 8000, 3), 255, np.uint8), 'bgr')
+    det = Detections(np.array([[4000, 3000, 8000, 6000]], np.float32),
+                     np.array([0.9], np.float32), np.array([0], np.int32))
+    drawn = annotated(big, det, detector.label)
+    h, w = drawn.shape[:2]
+    assert h * w <= ANNOTATED_MAX_PIXELS and abs(w / h - 8000 / 6000) < 0.01
+    assert (drawn[h // 2:, w // 2:] != 255).any() and (drawn[:h // 3, :w // 3] == 255).all()
+
+
+# -- tracking and depth per camera (core/serving/cameras.py) ---------------------------------
+def depth_message(mm: np.ndarray, sec: int, encoding: str = '16UC1') -> bytes:
+    msg = Image(height=mm.shape[0], width=mm.shape[1], encoding=encoding,
+                step=mm.shape[1] * mm.itemsize, data=mm.tobytes())
+    msg.header.stamp.sec = sec
+    return serialize_message(msg)
+
+
+K = [700.0, 0.0, 405.0, 0.0, 700.0, 540.0, 0.0, 0.0, 1.0]  # for bus.jpg, 810x1080
+
+
+def tracked_step(detector, cameras: int, depth_topics: str = '') -> tuple[BatchStep, list]:
+    from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
+    from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
+    from yolo_trt_ros.core.serving.config import DETECTOR_PARAMETERS, depth_config
+
+    tracking = Tracking(TrackerConfig())
+    states = [CameraState(tracking) for _ in range(cameras)]
+    p = {name: spec.default for name, spec in DETECTOR_PARAMETERS.items()}
+    p['depth_topics'] = depth_topics
+    step = BatchStep(detector, False, 10**8, detector.label, states, depth_config(p, cameras))
+    return step, states
+
+
+def test_cameras_in_one_batch_have_their_own_tracks(detector, bus_jpg):
+    """The same scene on two cameras in one batch: each camera numbers its own tracks from
+    1, and a camera's stamps going backwards (a bag looping) resets only its tracks."""
+    bgr = cv2.imread(str(bus_jpg))
+    step, states = tracked_step(detector, 2)
+    ids = []
+    for sec in (1, 2, 3):
+        result = step(frames_of(serialized(to_message(bgr, 'bgr8'), sec, 'a'),
+                                serialized(to_message(bgr, 'bgr8'), sec, 'b')))
+        ids.append([[d.id for d in deserialize_message(s.message, Detection2DArray).detections]
+                    for s in result.served])
+    assert ids[0][0] == ids[0][1] and len(ids[0][0]) >= 4
+    assert sorted(ids[0][0], key=int) == [str(i) for i in range(1, len(ids[0][0]) + 1)]
+    assert ids[2] == ids[0]  # the same objects keep their ids
+    result = step(frames_of(serialized(to_message(bgr, 'bgr8'), 1, 'a'),  # a loops back
+                            serialized(to_message(bgr, 'bgr8'), 4, 'b')))
+    a, b = ([d.id for d in deserialize_message(s.message, Detection2DArray).detections]
+            for s in result.served)
+    assert (states[0].resets, states[1].resets) == (1, 0)
+    assert b == ids[0][1]
+    assert min(map(int, a)) > max(map(int, ids[0][0]))  # new tracks, ids never reused
+
+
+def test_depth_gives_positions_with_the_same_ids(detector, bus_jpg):
+    from vision_msgs.msg import Detection3DArray
+
+    bgr = cv2.imread(str(bus_jpg))
+    step, states = tracked_step(detector, 1, 'depth')
+    states[0].set_camera_info(K, 810, 1080)
+    states[0].put_depth(depth_message(np.full((1080, 810), 3000, np.uint16), 7))
+    result = step(frames_of(serialized(to_message(bgr, 'bgr8'), 7, 'cam')))
+    (served,) = result.served
+    two = deserialize_message(served.message, Detection2DArray)
+    three = deserialize_message(served.message_3d, Detection3DArray)
+    assert served.depth_problem is None and served.left_out == 0
+    assert three.header == two.header
+    assert [d.id for d in three.detections] == [d.id for d in two.detections]
+    assert [d.results[0].hypothesis for d in three.detections] == \
+        [d.results[0].hypothesis for d in two.detections]
+    for d2, d3 in zip(two.detections, three.detections, strict=True):
+        assert d3.bbox.center.position.z == pytest.approx(3.0)
+        assert d3.bbox.center.position.x == pytest.approx(
+            (d2.bbox.center.position.x - 405) * 3 / 700)
+        assert d3.bbox.size.y == pytest.approx(d2.bbox.size_y * 3 / 700, rel=0.02)
+
+
+@pytest.mark.parametrize('case,cause', [
+    ('size', 'depth_size'), ('encoding', 'depth_encoding'), ('focal', 'camera_info'),
+    ('no_info', 'no_camera_info'), ('late', 'unpaired'), ('holes', None)])
+def test_bad_depth_costs_the_frame_its_3d_only(detector, bus_jpg, case, cause):
+    bgr = cv2.imread(str(bus_jpg))
+    step, states = tracked_step(detector, 1, 'depth')
+    mm = np.full((1080, 810), 2000, np.uint16)
+    depth = {'size': depth_message(mm[:540, :405], 7),
+             'holes': depth_message(np.zeros_like(mm), 7),
+             'late': depth_message(mm, 6)}.get(case, depth_message(mm, 7))
+    if case == 'encoding':  # an rgb8 image where depth was expected
+        depth = depth_message(np.zeros((1080, 2430), np.uint8), 7, 'rgb8')
+    if case != 'no_info':
+        states[0].set_camera_info([0.0, *K[1:]] if case == 'focal' else K, 810, 1080)
+    states[0].put_depth(depth)
+    (served,) = step(frames_of(serialized(to_message(bgr, 'bgr8'), 7, 'cam'))).served
+    assert_bus_and_people(deserialize_message(served.message, Detection2DArray))  # 2D flows
+    if cause is None:  # every detection without valid depth: left out, counted
+        assert served.depth_problem is None and served.left_out >= 4
+        return
+    assert served.message_3d is None and served.depth_problem.cause == cause
+    assert served.depth_problem.bad == (cause != 'unpaired')
+    assert '\n' not in served.depth_problem.reason
+
+
+def test_a_pause_in_the_stamps_resets_the_tracks(detector, bus_jpg):
+    bgr = cv2.imread(str(bus_jpg))
+    step, states = tracked_step(detector, 1)
+    states[0].tracking.reset_gap_s = 0.5
+    for sec in (1, 1, 3):  # 2 s without a frame: longer than the 0.5 s allowed
+        (served,) = step(frames_of(serialized(to_message(bgr, 'bgr8'), sec, 'a'))).served
+    assert states[0].resets == 1
+    assert min(int(d.id) for d in deserialize_message(served.message,
+                                                      Detection2DArray).detections) > 1
+
+
+def test_botsort_gets_a_grey_frame_from_a_gpu_decoded_jpeg(detector, bus_jpg):
+    """On the GPU path a CompressedImage never reaches the host decoded: camera-motion
+    compensation decodes it again at a quarter size, in grey, on the CPU."""
+    from yolo_trt_ros.core.gpu.jpeg import DeviceImage
+
+    payload = serialized(CompressedImage(format='jpeg', data=bus_jpg.read_bytes()), 1, 'cam')
+    (frame,) = frames_of(payload)
+    step = BatchStep(detector, True, 10**8, detector.label)
+    grey, scale = step._grey(frame, DeviceImage(ptr=0, pitch=810 * 3, width=810, height=1080,
+                                                channels=3))
+    assert grey.dtype == np.uint8 and grey.ndim == 2
+    assert max(grey.shape) <= 480 and abs(grey.shape[1] * scale - 810) < 2 * scale

@@ -74,6 +74,23 @@ def test_values_rclpy_hands_back_are_taken_as_the_parameter_kind():
     ({'precision': 'fp64'}, "parameter precision: 'fp64' is not fp32, fp16 or int8"),
     ({'dynamic': '1x2'}, "dynamic profile '1x2': expected MIN:OPT:MAX"),
     ({'opt_level': 9}, 'parameter builder optimisation level 9: use 0..5'),
+    ({'tracker': 'sort'}, "parameter tracker: 'sort' is not none, bytetrack or botsort"),
+    ({'tracker': 'bytetrack', 'track_low_thresh': 0.6}, 'parameter track_low_thresh: 0.6 is '
+                                                        'above track_high_thresh 0.25'),
+    ({'tracker': 'botsort', 'gmc_method': 'orb'}, "parameter gmc_method: 'orb' is not "
+                                                  'sparseOptFlow or none'),
+    ({'tracker': 'bytetrack', 'track_buffer': 0}, 'parameter track_buffer: 0 must be at least 1'),
+    ({'tracker': 'bytetrack', 'match_thresh': 2.0}, 'parameter match_thresh: 2.0 is outside [0, 1]'),
+    ({'tracker': 'bytetrack', 'conf_threshold': 1.5}, 'parameter conf_threshold must be in [0, 1]'),
+    ({'tracker': 'bytetrack', 'track_reset_gap_s': 0.0}, 'parameter track_reset_gap_s: 0.0 must be '
+                                                         'positive'),
+    ({'depth_topics': 'a,b'}, 'parameter depth_topics: 2 entries for 1 image_topics (one per '
+                              'camera'),
+    ({'depth_topics': '1bad'}, "parameter depth_topics: '1bad' is not a valid topic name"),
+    ({'depth_topics': 'd', 'depth_slop': -1.0}, 'parameter depth_slop: -1.0 must be 0 or more'),
+    ({'image_topics': 'a/image,b/image', 'depth_topics': ',b/depth', 'camera_info_topics': 'x,'},
+     "parameter camera_info_topics: 'x' is given for camera 0, which has no depth topic"),
+    ({'depth_min_m': 5.0, 'depth_max_m': 1.0}, 'must satisfy 0 <= min < max (metres)'),
 ])
 def test_bad_detector_parameters_are_one_line(given_ok, values, expected):
     with pytest.raises(ValueError) as exc:
@@ -103,6 +120,20 @@ def test_a_good_configuration_reads_every_value(given_ok):
     assert config.detector.post.conf_threshold == 0.5
     assert config.build.model == config.detector.model
     assert builder_config({'linger_s': -1.0, **given_ok}).linger_s == 0.0
+
+
+def test_tracking_and_depth_configuration(given_ok):
+    config = detector_config({**given_ok, 'image_topics': 'front/image,back/image',
+                              'depth_topics': 'front/depth/image_rect_raw,',
+                              'tracker': 'bytetrack', 'conf_threshold': 0.5})
+    assert config.depth.topics == ('front/depth/image_rect_raw', '')
+    assert config.depth.info_topics == ('front/depth/camera_info', '')  # the sibling topic
+    assert config.depth.enabled(0) and not config.depth.enabled(1)
+    # With a tracker the detector keeps what ByteTrack's second stage needs.
+    assert config.detector.post.conf_threshold == 0.1
+    assert post_config(runtime(conf_threshold=0.5), COCO).conf_threshold == 0.5  # no tracker
+    assert detector_config({**given_ok, 'depth_topics': 'depth', 'camera_info_topics': 'info'}
+                           ).depth.info_topics == ('info',)
 
 
 def test_the_default_model_missing_points_at_fetch_assets(monkeypatch, tmp_path):

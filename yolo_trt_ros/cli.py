@@ -1,4 +1,4 @@
-"""`yolo-trt`: detect, build, launch, demo, bench, fetch-assets, bag."""
+"""`yolo-trt`: detect, track, build, launch, demo, bench, fetch-assets, bag."""
 from __future__ import annotations
 
 import argparse
@@ -90,6 +90,7 @@ def cmd_detect(args) -> int:
 
     try:
         save = _save_dir(args.save)
+        depth_of, camera = _depth_inputs(args)
         writer = ImageWriter(save) if save is not None else None
         detector = _open_detector(args)
     except (YoloTrtError, ValueError) as exc:
@@ -107,6 +108,8 @@ def cmd_detect(args) -> int:
                 continue
             entry = {'image': shown(path), 'width': image.width, 'height': image.height,
                      'detections': detections_to_dicts(det, detector.label)}
+            if path in depth_of and not _add_positions(entry, det, depth_of[path], camera):
+                failed += 1
             results.append(entry)
             if not args.json:
                 found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
@@ -120,6 +123,132 @@ def cmd_detect(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
+
+
+def _depth_inputs(args) -> tuple[dict[str, str], object]:
+    """--depth (one per image, in order) and --camera-info, checked before any image is
+    read: ({image: depth file}, CameraModel or None). ValueError names the option."""
+    if not args.depth:
+        if args.camera_info:
+            raise ValueError('--camera-info without --depth: give the depth image of each image')
+        return {}, None
+    if len(args.depth) != len(args.images):
+        raise ValueError(f'--depth given {len(args.depth)} times for {len(args.images)} images '
+                         f'(one depth image per image, in order)')
+    if not args.camera_info:
+        raise ValueError('--depth needs --camera-info CAMERA.yaml (the camera matrix)')
+    from yolo_trt_ros.core.pipeline.depth import read_camera_yaml
+
+    return dict(zip(args.images, args.depth, strict=True)), read_camera_yaml(args.camera_info)
+
+
+def _add_positions(entry: dict, det, depth_path: str, camera) -> bool:
+    """Add position_m and size_m (null without valid depth) to each detection of entry;
+    False, after one line on stderr, when the depth image cannot be used."""
+    from yolo_trt_ros.core.pipeline.depth import positions, read_depth_file
+
+    try:
+        depth = read_depth_file(depth_path)
+    except ValueError as exc:
+        _err(str(exc))
+        return False
+    size = (entry['width'], entry['height'])
+    if (depth.width, depth.height) != size:
+        _err(f'{depth_path}: depth image {depth.width}x{depth.height} is not the size of '
+             f"{entry['image']} ({size[0]}x{size[1]}); it must be aligned to it")
+        return False
+    found = positions(depth, camera, det.boxes)
+    for d, ok, centre, extent in zip(entry['detections'], found.valid, found.centre,
+                                     found.size, strict=True):
+        d['position_m'] = [round(float(v), 4) for v in centre] if ok else None
+        d['size_m'] = [round(float(v), 4) for v in extent] if ok else None
+    return True
+
+
+def cmd_track(args) -> int:
+    """Track objects through a video, a folder of images (sorted by name) or listed images:
+    the node's per-camera tracker, frame by frame, so the ids are the node's."""
+    from yolo_trt_ros.core.errors import ImageError
+    from yolo_trt_ros.core.image.buffers import to_bgr
+    from yolo_trt_ros.core.image.files import ImageWriter, shown
+    from yolo_trt_ros.core.image.sources import frames_of
+    from yolo_trt_ros.core.pipeline.annotate import draw
+    from yolo_trt_ros.core.pipeline.results import detections_to_dicts
+    from yolo_trt_ros.core.pipeline.tracking import DetectionTracker, detection_floor
+
+    try:
+        config = _tracker_config(args)
+        args.conf = detection_floor(args.conf, config)  # what the tracker's second stage needs
+        save = _save_dir(args.save)
+        writer = ImageWriter(save) if save is not None else None
+        detector = _open_detector(args)
+    except (YoloTrtError, ValueError) as exc:
+        _err(str(exc))
+        return 2
+    tracker = DetectionTracker(config)
+    results, failed = [], 0
+    with detector:
+        for i, (name, image) in enumerate(frames_of(args.inputs, args.max_image_pixels)):
+            if isinstance(image, ImageError):
+                _err(str(image))
+                failed += 1
+                continue
+            try:
+                det = detector.detect([image])[0]
+            except YoloTrtError as exc:
+                _err(f'{name}: {exc}')
+                failed += 1
+                continue
+            grey = tracker.grey(image.pixels, image.order) if tracker.needs_frame else None
+            tracked = tracker.update(det, grey)
+            entry = {'frame': i, 'image': shown(name), 'width': image.width,
+                     'height': image.height,
+                     'detections': detections_to_dicts(tracked, detector.label)}
+            results.append(entry)
+            if not args.json:
+                found = ', '.join(f"#{d['track_id']} {d['label']}" for d in entry['detections'])
+                print(f'frame {i} {shown(name)}: {found or "no tracks"}', flush=True)
+            if writer is not None:
+                try:
+                    writer.write(f'frame_{i:06d}', draw(to_bgr(image), tracked, detector.label))
+                except YoloTrtError as exc:
+                    _err(str(exc))
+                    failed += 1
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+# Keys of Ultralytics' bytetrack.yaml / botsort.yaml that we read; others (with_reid, ...)
+# are ignored, since ReID is not implemented.
+_TRACKER_KEYS = ('track_high_thresh', 'track_low_thresh', 'new_track_thresh', 'track_buffer',
+                 'match_thresh', 'fuse_score', 'gmc_method')
+
+
+def _tracker_config(args):
+    """--tracker, and a bytetrack.yaml / botsort.yaml (--tracker-config) as Ultralytics
+    users have them; ValueError naming the file or the key."""
+    from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
+
+    values: dict = {}
+    kind = args.tracker
+    if args.tracker_config:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(Path(args.tracker_config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f'--tracker-config {args.tracker_config}: cannot read it: '
+                             f'{exc}') from None
+        if not isinstance(doc, dict):
+            raise ValueError(f'--tracker-config {args.tracker_config}: not a mapping of keys')
+        values = {k: doc[k] for k in _TRACKER_KEYS if k in doc}
+        kind = kind or doc.get('tracker_type')
+    try:
+        return TrackerConfig(kind=kind or 'bytetrack', **values)
+    except (TypeError, ValueError) as exc:
+        where = f'--tracker-config {args.tracker_config}: ' if args.tracker_config else ''
+        raise ValueError(f'{where}{exc}') from None
 
 
 def add_build_options(p: argparse.ArgumentParser, lookup: bool = False) -> None:
@@ -264,6 +393,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                                     "model's metadata")
 
 
+def _add_image_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--max-image-pixels', type=_positive_int, default=defaults.MAX_IMAGE_PIXELS,
+                   metavar='N', help='refuse images of more pixels (width x height) than this, '
+                   f'read from the header before decoding (default {defaults.MAX_IMAGE_PIXELS})')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='yolo-trt', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -281,9 +416,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-image-pixels', type=_positive_int, default=defaults.MAX_IMAGE_PIXELS,
                    metavar='N', help='refuse images of more pixels (width x height) than this, '
                    f'read from the header before decoding (default {defaults.MAX_IMAGE_PIXELS})')
+    p.add_argument('--depth', action='append', metavar='DEPTH',
+                   help='aligned depth image of each IMAGE, in order (16-bit PNG in mm, 32-bit '
+                        'float TIFF in m): adds position_m and size_m to each detection')
+    p.add_argument('--camera-info', metavar='CAMERA.yaml', help='the camera matrix for '
+                   '--depth (camera_calibration / camera_info_manager YAML)')
     add_build_options(p.add_argument_group('cached engine (as built by `yolo-trt build`)'),
                       lookup=True)
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser('track', help='track objects through a video, a folder of images '
+                                     '(sorted by name) or listed images')
+    p.add_argument('inputs', nargs='+', metavar='INPUT')
+    p.add_argument('--tracker', choices=defaults.TRACKERS[1:],
+                   help='bytetrack (default) or botsort (with camera-motion compensation)')
+    p.add_argument('--tracker-config', metavar='YAML', help="an Ultralytics bytetrack.yaml / "
+                   'botsort.yaml: track_high_thresh, track_low_thresh, new_track_thresh, '
+                   'track_buffer, match_thresh, fuse_score, gmc_method')
+    _add_model_options(p)
+    p.add_argument('--conf', type=float, default=defaults.CONF_THRESHOLD,
+                   help='confidence threshold (the detector keeps down to track_low_thresh '
+                        'for the tracker)')
+    p.add_argument('--iou', type=float, default=defaults.IOU_THRESHOLD, help='NMS IoU threshold')
+    p.add_argument('--max-det', type=int, default=defaults.MAX_DETECTIONS,
+                   help='most detections per frame')
+    p.add_argument('--json', action='store_true', help='print one JSON document: a list with '
+                                                       'one object per frame')
+    p.add_argument('--save', metavar='DIR', help='write annotated frames, with the track ids, '
+                                                 'to DIR')
+    _add_image_limit(p)
+    add_build_options(p.add_argument_group('cached engine (as built by `yolo-trt build`)'),
+                      lookup=True)
+    p.set_defaults(func=cmd_track)
 
     p = sub.add_parser('build', help='build (or find in the cache) the TensorRT engine of a '
                                      'model; prints the engine path last')

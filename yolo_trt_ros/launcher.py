@@ -16,6 +16,7 @@ from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
     LAUNCH_ARGUMENTS,
+    check_names,
     default_params_file,
     fastdds_profile,
     node_section,
@@ -34,8 +35,7 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
         name, sep, value = item.partition(':=')
         if not sep:
             raise ValueError(f"'{item}': expected NAME:=VALUE")
-        if name not in LAUNCH_ARGUMENTS:
-            raise ValueError(f"unknown argument '{name}'; known: {', '.join(LAUNCH_ARGUMENTS)}")
+        check_names([name])
         values[name] = value
     return values
 
@@ -93,7 +93,8 @@ class Launcher:
         own = node_section(self.args['params_file'] or default_params_file(),
                            self.args['namespace'], skip=DETECTOR_FROM_ARGS)
         plan = worker_plan(self.args['image_topic'], self.args['workers'],
-                           names=str(own.get('camera_names', '')))
+                           names=str(own.get('camera_names', '')),
+                           depth=self.args['depth_topic'], info=self.args['camera_info_topic'])
         self.detectors = {
             worker['name']: self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS,
                                         None if len(plan) == 1 else worker['name'],

@@ -11,7 +11,7 @@ import cv2
 import rclpy
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -148,14 +148,16 @@ class Client:
 
 
 @contextmanager
-def running(**params):
+def running(wait_for: str = '-> ', **params):
+    """The detector node as a process with params, and the test's client; wait_for: the
+    line that says it is up (by default: its subscriptions are made)."""
     params.setdefault('backend', 'onnxruntime')
     # Reliable input QoS: a frame published once is delivered even while discovery is
     # still settling on a loaded machine (best effort would drop it; the overload test
     # keeps the sensor-data default on purpose).
     params.setdefault('qos_reliability', 'reliable')
     with NodeProcess(DETECTOR, params) as proc, ros_context() as context:
-        proc.wait_for_output('-> ')  # subscriptions made
+        proc.wait_for_output(wait_for)
         client = Client(context)
         try:
             yield proc, client
@@ -182,6 +184,15 @@ def set_parameter(client: Client, name: str, value: ParameterValue,
     return result.successful, result.reason
 
 
+def get_parameter(client: Client, name: str, node: str = '/detector') -> ParameterValue:
+    """One parameter's value through the node's service, with its type as stored."""
+    cli = client.node.create_client(GetParameters, f'{node}/get_parameters')
+    client.wait(lambda: cli.service_is_ready(), 'the parameter service')
+    future = cli.call_async(GetParameters.Request(names=[name]))
+    client.wait(future.done, 'the parameter value')
+    return future.result().values[0]
+
+
 def double(value: float) -> ParameterValue:
     return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
 
@@ -191,3 +202,25 @@ def diagnostics_value(diags: list, key: str, status: int = 0) -> str | None:
         return None
     values = {kv.key: kv.value for kv in diags[-1].status[status].values}
     return values.get(key)
+
+
+def change_state(client: Client, transition: int, node: str = '/detector') -> bool:
+    """Ask a managed node for a lifecycle transition (lifecycle_msgs/Transition id)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    cli = client.node.create_client(ChangeState, f'{node}/change_state')
+    client.wait(lambda: cli.service_is_ready(), f'{node}/change_state')
+    future = cli.call_async(ChangeState.Request(transition=Transition(id=transition)))
+    client.wait(future.done, f'transition {transition}', timeout=60)
+    return future.result().success
+
+
+def lifecycle_state(client: Client, node: str = '/detector') -> str:
+    from lifecycle_msgs.srv import GetState
+
+    cli = client.node.create_client(GetState, f'{node}/get_state')
+    client.wait(lambda: cli.service_is_ready(), f'{node}/get_state')
+    future = cli.call_async(GetState.Request())
+    client.wait(future.done, 'the lifecycle state')
+    return future.result().current_state.label

@@ -40,6 +40,9 @@ PUBLISH_ANNOTATED = True
 # Detector processes of one launch: a number, or auto (one per camera, at most one per core).
 WORKERS = '1'
 MAX_WORKERS = 64
+# Multi-object tracking after NMS: none keeps Detection2D.id empty (as before trackers).
+TRACKERS = ('none', 'bytetrack', 'botsort')
+TRACKER = 'none'
 # Preprocessing on the GPU: auto where the backend keeps its input there (TensorRT).
 GPU_PREPROCESS_CHOICES = ('auto', 'on', 'off')
 GPU_PREPROCESS = 'auto'

@@ -39,16 +39,17 @@ def detection_array(det: Detections, header: Header, class_id_of) -> Detection2D
     """Detections (original pixels, xyxy) -> Detection2DArray with the image's header.
 
     class_id_of(int) -> str: the label name, or the index as text (a parameter decides).
-    `id` stays empty for trackers to fill.
+    `id`: the track id in decimal, or empty without a tracker.
     """
     out = Detection2DArray(header=header)
+    ids = [''] * len(det) if det.track_ids is None else [str(i) for i in det.track_ids.tolist()]
     boxes = det.boxes.astype(np.float64)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sizes = boxes[:, 2:] - boxes[:, :2]
-    for (cx, cy), (w, h), score, cid in zip(centres.tolist(), sizes.tolist(),
-                                            det.scores.tolist(), det.class_ids.tolist(),
-                                            strict=True):
-        d = Detection2D(header=header)
+    for (cx, cy), (w, h), score, cid, ident in zip(centres.tolist(), sizes.tolist(),
+                                                   det.scores.tolist(), det.class_ids.tolist(),
+                                                   ids, strict=True):
+        d = Detection2D(header=header, id=ident)
         d.bbox = BoundingBox2D(size_x=w, size_y=h)
         d.bbox.center.position.x, d.bbox.center.position.y = cx, cy
         hyp = ObjectHypothesisWithPose()
@@ -71,20 +72,23 @@ def bgr_image(bgr: np.ndarray, header: Header) -> Image:
     return msg
 
 
-def camera_status(name: str, topic: str, totals: Window, stats: CameraStats, backend: str,
-                  health: tuple[int, str]) -> DiagnosticStatus:
+def camera_status(node: str, name: str, topic: str, totals: Window, stats: CameraStats,
+                  backend: str, health: tuple[int, str]) -> DiagnosticStatus:
     """One camera's counters (since start), latency percentiles and health (over the last
-    window) as a DiagnosticStatus."""
+    window) as a DiagnosticStatus named by the node's full name and the camera, so that two
+    detectors in different namespaces never share a name."""
     bad = sum(stats.bad_input.values())
     values = {'topic': topic, 'backend': backend, 'frames_in': totals.frames_in,
               'processed': totals.processed, 'dropped': totals.dropped,
-              'lost_in_dds': totals.lost, 'bad_input': bad}
+              'lost_in_dds': totals.lost, 'replaced_in_queue': totals.replaced,
+              'unmatched': totals.unmatched, 'bad_input': bad}
     values.update({f'bad_input.{cause}': n for cause, n in sorted(stats.bad_input.items())})
+    values.update(sorted(stats.counts.items()))
     values.update({f'latency_ms.{k}': round(v, 2) for k, v in stats.percentiles_ms().items()})
     # Of which waiting for the worker (the rest: parse, decode, detect, publish).
     values.update({f'queue_ms.{k}': round(v, 2)
                    for k, v in stats.percentiles_ms('waits').items()})
     level, message = health
-    return DiagnosticStatus(level=bytes([level]), name=f'yolo_trt_ros: {name}',
+    return DiagnosticStatus(level=bytes([level]), name=f'{node}: {name}',
                             hardware_id=name, message=message,
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

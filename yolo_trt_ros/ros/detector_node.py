@@ -1,10 +1,12 @@
-"""detector: camera images in, vision_msgs/Detection2DArray out.
+"""detector: images (and aligned depth) in, Detection2DArray (and Detection3DArray) out; a
+managed (lifecycle) node.
 
-Wiring only: parameters, subscriptions, publishers, timers and shutdown. Image callbacks
-store the newest serialized frame per camera and return; the core's worker
-(core/serving/worker.py) runs the batch step (parse -> decode -> detect -> serialize) on
-every camera's newest frame and hands back what to publish. Bad frames are logged once
-per cause (throttled), counted in diagnostics, and never stop the next frame.
+Wiring only: parameters, subscriptions, publishers, timers and the lifecycle. configure
+opens the model and engine and validates everything; activate subscribes and starts the
+core's worker (core/serving/worker.py), which runs the batch step (parse -> decode ->
+detect -> serialize) on every camera's newest frame; deactivate stops work and publishing
+within a frame and gives back the GPU memory of running; cleanup releases the engine.
+With autostart (the default) the node configures and activates itself at start.
 """
 from __future__ import annotations
 
@@ -16,20 +18,16 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
-from vision_msgs.msg import Detection2DArray, LabelInfo
+from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 
-try:
-    from rclpy.event_handler import SubscriptionEventCallbacks
-except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
-
+from yolo_trt_ros.core.errors import YoloTrtError
 from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep
+from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
     BUILDER_PARAMETERS,
@@ -37,136 +35,171 @@ from yolo_trt_ros.core.serving.config import (
     RUNTIME,
     detector_config,
     post_config,
+    tracker_config,
 )
 from yolo_trt_ros.core.serving.decoding import Intake
 from yolo_trt_ros.core.serving.health import CameraStats, LogOncePerCause
 from yolo_trt_ros.core.serving.params import checked_value
 from yolo_trt_ros.core.serving.worker import Worker
 from yolo_trt_ros.ros.conversions import bgr_image, camera_status, header_message, label_info
+from yolo_trt_ros.ros.inputs import Camera, CameraInputs, join
 from yolo_trt_ros.ros.log_bridge import route_to
-from yolo_trt_ros.ros.parameters import LATCHED_QOS, declare, unknown_overrides, value_of
+from yolo_trt_ros.ros.parameters import (
+    LATCHED_QOS,
+    declare,
+    keep_kinds,
+    kind_refusal,
+    unknown_overrides,
+    value_of,
+)
 from yolo_trt_ros.ros.runner import run
 
-
-def _join(prefix: str, name: str) -> str:
-    return f'{prefix}/{name}' if prefix else name
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-@dataclasses.dataclass
-class _Camera:
-    name: str
-    topic: str
-    detections: object  # publishers
-    annotated: object
-    stats: CameraStats
-    subscription: object = None
-    reliable: bool | None = None  # the input QoS now in use
-
-
-class DetectorNode(Node):
+class DetectorNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__('detector')
         self._log_route = route_to(self.get_logger())
-        given = {**declare(self, BUILD_PARAMETERS), **declare(self, DETECTOR_PARAMETERS)}
-        self.config = detector_config(given)
-        log = self.get_logger()
+        declare(self, BUILD_PARAMETERS)
+        declare(self, DETECTOR_PARAMETERS)
         unknown = unknown_overrides(self, set(BUILDER_PARAMETERS))
         if unknown:
-            log.warning(f"parameters given but not known to the detector: {', '.join(unknown)}")
-        self.detector = Detector.open(self._with_engine(self.config.detector))
-        try:  # `classes` can only be checked against the model's classes now
+            self.get_logger().warning(f'parameters given but not known to the detector: '
+                                      f"{', '.join(unknown)}")
+        self.config = self.detector = self.step = self.frames = self.worker = None
+        self.cameras: list[Camera] = []
+        self._timers: list = []
+        self.configure_error: Exception | None = None  # why the last configure failed
+        self._log_gate = LogOncePerCause()
+        keep_kinds(self, DETECTOR_PARAMETERS)
+        self.add_on_set_parameters_callback(self._on_parameters)
+
+    def start(self) -> None:
+        """autostart: configure and activate now; raises what made configure fail."""
+        if not value_of(self, 'autostart'):
+            self.get_logger().info('autostart false: waiting for a lifecycle manager')
+            return
+        if self.trigger_configure() != SUCCESS:
+            raise self.configure_error or YoloTrtError('configure failed')
+        self.trigger_activate()
+
+    # -- the lifecycle -------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        try:
+            given = {name: value_of(self, name)
+                     for name in (*BUILD_PARAMETERS, *DETECTOR_PARAMETERS)}
+            self.config = detector_config(given)
+            self.detector = Detector.open(self._with_engine(self.config.detector))
+            # `classes` can only be checked against the model's classes now
             self.detector.post = post_config(self._runtime_values(), self._class_names())
-        except ValueError:
-            self.detector.close()
-            raise
+        except (ValueError, YoloTrtError) as exc:
+            self.configure_error = exc
+            log.error(f'{"bad parameter" if isinstance(exc, ValueError) else "cannot start"}'
+                      f': {exc}')
+            self._release()
+            return FAILURE
         info = self.detector.backend.info
         log.info(f'backend {info.name} on {info.device}: {info.reason}')
         log.info(f'model {self.config.detector.model} ({self.detector.output_format}, input '
                  f'{self.detector.input_size[1]}x{self.detector.input_size[0]})')
-        self._log_gate = LogOncePerCause()
-        self._lost_warned = False
+        values = self._runtime_values()
+        self.tracking = Tracking(tracker_config(values), values['track_reset_gap_s'])
+        for i, (topic, name) in enumerate(zip(self.config.topics, self.config.camera_names,
+                                              strict=True)):
+            self.cameras.append(Camera(
+                name or 'camera', join(topic, 'compressed') if self.config.compressed else topic,
+                self.create_lifecycle_publisher(Detection2DArray, join(name, 'detections'), 10),
+                self.create_lifecycle_publisher(Image, join(name, 'detections_image'), 2),
+                stats := CameraStats(), CameraState(self.tracking, stats.counts),
+                detections_3d=self.create_lifecycle_publisher(
+                    Detection3DArray, join(name, 'detections_3d'), 10)
+                if self.config.depth.enabled(i) else None))
+        self.label_pub = self.create_lifecycle_publisher(LabelInfo, 'label_info', LATCHED_QOS)
+        self.engine_pub = self.create_lifecycle_publisher(String, 'engine', LATCHED_QOS)
+        self.diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
+        label = str if self.config.class_id_as_index else self.detector.label
+        self.step = BatchStep(self.detector, self.config.compressed,
+                              self.config.max_image_pixels, label,
+                              [c.state for c in self.cameras], self.config.depth)
+        self.inputs = CameraInputs(self, self.config, self.cameras,
+                                   lambda i, data: self.frames.put(i, data))
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.detector.resume()
+        except YoloTrtError as exc:
+            self.get_logger().error(f'cannot activate: {exc}')
+            return FAILURE
         max_pixels = self.config.max_image_pixels
-        # CompressedImage: each camera decodes in a process of its own, off the shared path.
-        self.frames = Intake(len(self.config.topics), self.config.compressed, max_pixels,
+        # CompressedImage: each camera decodes in a process of its own, off the shared path;
+        # the decoders are warmed here, before the first frame.
+        self.frames = Intake(len(self.cameras), self.config.compressed, max_pixels,
                              lambda: self.detector.jpeg_on_gpu(max_pixels),
                              self.config.decode_timeout_s)
-        self.cameras: list[_Camera] = []
-        for topic, name in zip(self.config.topics, self.config.camera_names, strict=True):
-            in_topic = _join(topic, 'compressed') if self.config.compressed else topic
-            self.cameras.append(_Camera(
-                name or 'camera', in_topic,
-                self.create_publisher(Detection2DArray, _join(name, 'detections'), 10),
-                self.create_publisher(Image, _join(name, 'detections_image'), 2),
-                CameraStats()))
-            self._subscribe(len(self.cameras) - 1)
-            log.info(f'{in_topic} -> {self.cameras[-1].detections.topic_name}')
-        self.label_pub = self.create_publisher(LabelInfo, 'label_info', LATCHED_QOS)
+        self.worker = Worker(self.frames, self.step, self._deliver)
+        super().on_activate(state)  # the lifecycle publishers publish from now on
         self._publish_label_info()
         # The builder's announcement ends with its process; this one lasts as long as the
         # detector and says what it really loaded.
-        self.engine_pub = self.create_publisher(String, 'engine', LATCHED_QOS)
+        info = self.detector.backend.info
         self.engine_pub.publish(String(data=json.dumps({
             'engine_path': info.engine_path, 'backend': info.name,
             'model': str(self.config.detector.model), 'announced_by': 'detector'})))
-        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(1.0, self._publish_diagnostics)
-        if self.config.qos_reliability == 'auto':
-            # Publishers come and go (a camera driver restarts): follow them.
-            self.create_timer(1.0, self._follow_publishers)
-        self.add_on_set_parameters_callback(self._on_parameters)
-        label = str if self.config.class_id_as_index else self.detector.label
-        self.step = BatchStep(self.detector, self.config.compressed,
-                              self.config.max_image_pixels, label)
-        self.worker = Worker(self.frames, self.step, self._deliver)
         self.worker.start()
+        for i, cam in enumerate(self.cameras):
+            self.inputs.subscribe(i)
+            self.get_logger().info(f'{cam.topic} -> {cam.detections.topic_name}')
+            if cam.detections_3d is not None:
+                depth = self.config.depth
+                self.inputs.subscribe_depth(i, depth.topics[i], depth.info_topics[i])
+                self.get_logger().info(f'{depth.topics[i]} + {depth.info_topics[i]} -> '
+                                       f'{cam.detections_3d.topic_name}')
+        self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
+        if self.config.qos_reliability == 'auto':
+            self._timers.append(self.create_timer(1.0, self.inputs.follow))
+        return SUCCESS
 
-    # -- input QoS -------------------------------------------------------------------------
-    def _wants_reliable(self, topic: str) -> bool:
-        """auto: reliable when every publisher is (as rosbag2 and `ros2 topic echo` do), so
-        a reliable camera's large frames are resent instead of lost; best effort otherwise,
-        which matches every publisher."""
-        if self.config.qos_reliability != 'auto':
-            return self.config.qos_reliability == 'reliable'
-        infos = self.get_publishers_info_by_topic(topic)
-        return bool(infos) and all(
-            i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_work()
+        self.detector.suspend()
+        return super().on_deactivate(state)
 
-    def _subscribe(self, i: int) -> None:
-        cam = self.cameras[i]
-        reliable = self._wants_reliable(self.resolve_topic_name(cam.topic))
-        if cam.subscription is not None:
-            if reliable == cam.reliable:
-                return
-            self.destroy_subscription(cam.subscription)
-        qos = QoSProfile(depth=self.config.qos_depth, history=HistoryPolicy.KEEP_LAST,
-                         reliability=ReliabilityPolicy.RELIABLE if reliable
-                         else ReliabilityPolicy.BEST_EFFORT,
-                         durability=qos_profile_sensor_data.durability)
-        msg_type = CompressedImage if self.config.compressed else Image
-        # raw=True: the serialized bytes, no Python message (see core/serving/cdr.py); the
-        # worker parses only the frames it takes.
-        cam.subscription = self.create_subscription(
-            msg_type, cam.topic, lambda data, i=i: self.frames.put(i, data), qos, raw=True,
-            event_callbacks=SubscriptionEventCallbacks(
-                message_lost=lambda info, i=i: self._on_lost(i, info.total_count_change)))
-        cam.reliable = reliable
-        self.get_logger().info(f"{cam.topic}: input QoS {'reliable' if reliable else 'best effort'}"
-                               f' ({self.config.qos_reliability})')
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return SUCCESS
 
-    def _follow_publishers(self) -> None:
-        for i in range(len(self.cameras)):
-            self._subscribe(i)
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_work()
+        self._release()
+        return SUCCESS
 
-    def _on_lost(self, camera: int, count: int) -> None:
-        cam = self.cameras[camera]
-        cam.stats.lost += count
-        if not self._lost_warned:
-            self._lost_warned = True
-            self.get_logger().warning(
-                f'{cam.topic}: {cam.stats.lost} frames lost in DDS before reaching the '
-                f'detector. Fix: use the Fast DDS profile of the launch files for the camera too '
-                f'(FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml), set '
-                f'qos_reliability:=reliable, or subscribe to the compressed topic')
+    def _stop_work(self) -> None:
+        """No new frame is taken, the one in flight is published, then nothing more."""
+        if self.cameras:
+            self.inputs.unsubscribe()
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        if self.worker is not None:
+            self.worker.stop()
+        self.worker = self.frames = None
+
+    def _release(self) -> None:
+        for cam in self.cameras:
+            self.destroy_lifecycle_publisher(cam.detections)
+            self.destroy_lifecycle_publisher(cam.annotated)
+            if cam.detections_3d is not None:
+                self.destroy_lifecycle_publisher(cam.detections_3d)
+        if self.cameras:
+            for pub in (self.label_pub, self.engine_pub, self.diagnostics):
+                self.destroy_lifecycle_publisher(pub)
+        self.cameras = []
+        if self.detector is not None:
+            self.detector.close()
+        self.detector = self.step = self.config = None
 
     # -- start-up ------------------------------------------------------------------------
     def _class_names(self) -> list[str]:
@@ -209,18 +242,26 @@ class DetectorNode(Node):
             if self.config.publish_annotated and camera.annotated.get_subscription_count() > 0:
                 camera.annotated.publish(bgr_image(self.step.annotated(served),
                                                    header_message(served.header)))
+            if served.message_3d is not None:
+                camera.detections_3d.publish(served.message_3d)
+            bad = camera.stats.count_3d(served.message_3d is not None, served.left_out,
+                                        served.depth_problem)
+            if bad is not None:
+                self._bad_input(served.frame.camera, bad.cause, bad.reason, 'no 3D')
 
-    def _bad_input(self, camera: int, cause: str, message: str) -> None:
+    def _bad_input(self, camera: int, cause: str, message: str,
+                   skipped: str = 'bad frame skipped') -> None:
         cam = self.cameras[camera]
         count = cam.stats.add_bad(cause)
         if self._log_gate.should_log(f'{camera}:{cause}'):
-            self.get_logger().warning(f'{cam.topic}: bad frame skipped ({cause}, {count} so '
-                                      f'far): {message}')
+            self.get_logger().warning(f'{cam.topic}: {skipped} ({cause}, {count} so far): '
+                                      f'{message}')
 
     # -- side channels -------------------------------------------------------------------
     def _publish_label_info(self) -> None:
+        # conf_threshold as given: with a tracker the detector keeps less confident ones too
         header = Header(stamp=self.get_clock().now().to_msg())
-        self.label_pub.publish(label_info(self._class_names(), self.detector.post.conf_threshold,
+        self.label_pub.publish(label_info(self._class_names(), value_of(self, 'conf_threshold'),
                                           header))
 
     def _publish_diagnostics(self) -> None:
@@ -229,23 +270,29 @@ class DetectorNode(Node):
         backend = self.detector.backend.info.name
         for i, cam in enumerate(self.cameras):
             totals, health = cam.stats.tick(self.frames.received(i), self.frames.dropped(i))
-            msg.status.append(camera_status(cam.name, cam.topic, totals, cam.stats, backend,
-                                            health))
+            msg.status.append(camera_status(self.get_fully_qualified_name(), cam.name,
+                                            cam.topic, totals, cam.stats, backend, health))
         self.diagnostics.publish(msg)
 
     def _on_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        values = self._runtime_values()
         for p in params:
             if p.name not in RUNTIME:
                 return SetParametersResult(successful=False,
                                            reason=f'{p.name} is read-only: restart to change it')
+        values = self._runtime_values()
         try:
             for p in params:
+                refusal = kind_refusal(p, DETECTOR_PARAMETERS[p.name])
+                if refusal:
+                    return SetParametersResult(successful=False, reason=refusal)
                 values[p.name] = checked_value(p.name, p.value, DETECTOR_PARAMETERS[p.name])
-            post = post_config(values, self._class_names())
+            post = post_config(values, self._class_names() if self.detector else None)
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        if self.detector is None:
+            return SetParametersResult(successful=True)  # taken at the next configure
         self.detector.post = post  # one reference swap: the worker sees old or new, whole
+        self.tracking.set(tracker_config(values), values['track_reset_gap_s'])  # checked
         if any(p.name == 'conf_threshold' for p in params):
             self._publish_label_info()
         self.get_logger().info(f'thresholds now conf {post.conf_threshold}, iou '
@@ -254,13 +301,10 @@ class DetectorNode(Node):
         return SetParametersResult(successful=True)
 
     def close(self) -> None:
-        """Stop taking frames, let the worker finish the frame in flight, free the model.
-        Publishers and the node are destroyed after this, so nothing publishes into a
-        context that is gone."""
-        for cam in self.cameras:
-            self.destroy_subscription(cam.subscription)
-        self.worker.stop()
-        self.detector.close()
+        """Shut down from whatever state the node is in (the lifecycle's shutdown), unless a
+        lifecycle manager already did."""
+        if self._state_machine.current_state[1] != 'finalized':
+            self.trigger_shutdown()
 
 
 def main(args=None) -> None:

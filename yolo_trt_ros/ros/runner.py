@@ -3,6 +3,7 @@ them), 2 on a bad parameter, 1 when it cannot start (a model or engine that cann
 opened), each with one line on the log."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -16,6 +17,9 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from yolo_trt_ros.core.errors import YoloTrtError
+
+_STARTED_BY = os.getppid()  # read at import: die_with_parent checks it did not change since
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def ros_log_dir() -> str | None:
@@ -40,8 +44,30 @@ def ros_log_dir() -> str | None:
     return f'{why}: logging to {fallback} (set ROS_LOG_DIR to choose)'
 
 
+def die_with_parent() -> None:
+    """SIGTERM to this node when the process that started it dies.
+
+    `ros2 launch` killed by SIGKILL, or dying of SIGTERM (what `docker stop` and systemd
+    send) before it signals its children, left the nodes running re-parented to PID 1,
+    holding the GPU and the topics. Linux's parent-death signal ends them the normal way (the
+    signal handler in run). Elsewhere, or where prctl is missing, nothing changes.
+    """
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != _STARTED_BY:  # the parent died before prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init(args=None, **options) -> None:
-    """rclpy.init, with a log directory that works (ros_log_dir)."""
+    """rclpy.init, with a log directory that works (ros_log_dir); the node dies with the
+    process that started it (die_with_parent)."""
+    die_with_parent()
     why = ros_log_dir()
     rclpy.init(args=args, **options)
     if why:
@@ -75,6 +101,12 @@ def run(make_node: Callable[[], Node], name: str, args=None) -> None:
         logger.error(f'cannot start: {exc}')
         rclpy.try_shutdown()
         sys.exit(1)
+    try:  # a lifecycle node with autostart configures and activates itself here
+        getattr(node, 'start', lambda: None)()
+    except (ValueError, YoloTrtError) as exc:  # the node has logged why
+        node.destroy_node()
+        rclpy.try_shutdown()
+        sys.exit(2 if isinstance(exc, ValueError) else 1)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

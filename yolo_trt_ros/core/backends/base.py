@@ -102,6 +102,13 @@ class Backend(Protocol):
     def device_io(self) -> DeviceIO | None:
         """Device-memory I/O where the backend has it (TensorRT on a GPU), else None."""
 
+    def suspend(self) -> None:
+        """Give back what running holds (GPU buffers, execution memory), keep the model:
+        an inactive detector. resume() before the next infer."""
+
+    def resume(self) -> None:
+        """Undo suspend()."""
+
     def close(self) -> None:
         """Release every resource; the backend is unusable afterwards."""
 

@@ -90,6 +90,12 @@ class OnnxRuntimeBackend:
     def device_io(self) -> None:
         return None  # inputs and outputs live in host memory
 
+    def suspend(self) -> None:
+        pass  # the session's memory is the model's: nothing to give back while inactive
+
+    def resume(self) -> None:
+        pass
+
     def close(self) -> None:
         self._session = None
 

@@ -143,10 +143,9 @@ class TensorRTBackend:
         self._engine = self._runtime.deserialize_cuda_engine(loaded.plan)
         if self._engine is None:
             raise EngineError(self._refusal(loaded))
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise EngineError(f'cannot create an execution context for {loaded.path} '
-                              f'({self._last_messages() or "out of GPU memory?"})')
+        self._path = loaded.path
+        self._context = None
+        self.resume()
         inputs, outputs = [], []
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
@@ -194,6 +193,8 @@ class TensorRTBackend:
         and point every tensor at them. Until all of that succeeded, no shape is current,
         so a failure half-way can never leave the context at one shape and the bindings at
         another (the next call starts again from set_input_shape)."""
+        if self._context is None:
+            raise BackendError('the backend is suspended (an inactive detector): resume() it')
         if not self.profile.accepts(shape):
             fixed = '' if self.input.is_dynamic else ' (a static engine takes only its own)'
             raise BackendError(f"input '{self.input.name}': shape {list(shape)} is outside "
@@ -228,8 +229,7 @@ class TensorRTBackend:
                                        f'buffers from the input shape; use backend '
                                        f'onnxruntime for this model')
                 buffers.add(spec.name, out_shape, spec.dtype)
-            buffers.stack = self._stack
-            self._stack.enter_context(partial.pop_all())
+            buffers.stack = partial.pop_all()  # freed by suspend() or close()
         self._by_shape[shape] = buffers
         return buffers
 
@@ -302,14 +302,37 @@ class TensorRTBackend:
         except CudaError as exc:  # the error being raised says more; this one is logged
             _LOG.error('stream synchronisation after a failure: %s', exc)
 
+    # -- the lifecycle's inactive state ------------------------------------------------------
+    def suspend(self) -> None:
+        """Give back the GPU memory of running (the execution context's activation memory
+        and every I/O buffer) and keep the engine: an inactive detector holds only the
+        weights and resumes without deserializing again. Synchronises first."""
+        if self._stream is not None:
+            self._drain()
+        self._free_buffers()
+        self._context = None  # its device memory goes with it
+
+    def resume(self) -> None:
+        """Make the execution context again (after suspend(); buffers come on first use)."""
+        if self._context is None:
+            self._context = self._engine.create_execution_context()
+            if self._context is None:
+                raise EngineError(f'cannot create an execution context for {self._path} '
+                                  f'({self._last_messages() or "out of GPU memory?"})')
+
+    def _free_buffers(self) -> None:
+        self._buffers = self._shape = None
+        for buffers in self._by_shape.values():
+            buffers.stack.close()
+        self._by_shape.clear()
+
     def close(self) -> None:
         """Synchronise first: work queued by run(download=False) may still use the buffers
         (execute_async_v3: releasing them before stream synchronization is undefined)."""
         if self._stream is not None:
             self._drain()
             self._stream = None
-        self._buffers = self._shape = None
-        self._by_shape.clear()
+        self._free_buffers()
         self._stack.close()
         self._context = self._engine = self._runtime = None
 

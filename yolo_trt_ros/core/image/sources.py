@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolo_trt_ros.core.image.buffers import to_bgr
+from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.image.buffers import BGR, ImageView, to_bgr
 from yolo_trt_ros.core.image.decode import read_image
 from yolo_trt_ros.core.image.files import IMAGE_SUFFIXES, image_files
 
@@ -39,3 +40,46 @@ def frames_from(path: Path, loop: bool) -> Iterator[tuple[int | None, np.ndarray
             capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
         if not loop:
             return
+
+
+def frames_of(inputs: list[str], max_pixels: int | None = None
+              ) -> Iterator[tuple[str, ImageView | ImageError]]:
+    """(name, image) for every frame of the inputs in order, read one at a time: a folder's
+    images sorted by name, a video's frames (named by the video), an image file. A frame
+    that cannot be read comes as its ImageError, and the next one follows."""
+    limit = {} if max_pixels is None else {'max_pixels': max_pixels}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            try:
+                files = [str(f) for f in image_files(path)]
+            except OSError as exc:
+                yield item, ImageError(f'cannot list {item}: {exc.strerror}', 'read')
+                continue
+            if not files:
+                yield item, ImageError(f'no images in {item}', 'read')
+        elif path.suffix.lower() in IMAGE_SUFFIXES or not path.exists():
+            files = [item]
+        else:
+            yield from _video(item)
+            continue
+        for name in files:
+            try:
+                yield name, read_image(name, **limit)
+            except ImageError as exc:
+                yield name, exc
+
+
+def _video(item: str) -> Iterator[tuple[str, ImageView | ImageError]]:
+    capture = cv2.VideoCapture(item)
+    if not capture.isOpened():
+        yield item, ImageError(f'cannot open {item} as an image or a video', 'read')
+        return
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield item, ImageView(frame, BGR)
+    finally:
+        capture.release()

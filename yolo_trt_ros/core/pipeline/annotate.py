@@ -19,13 +19,17 @@ def _colour(class_id: int) -> tuple[int, int, int]:
 
 
 def draw(bgr: np.ndarray, det: Detections, label: Callable[[int], str]) -> np.ndarray:
-    """bgr: (H, W, 3) uint8, drawn on in place and returned."""
+    """bgr: (H, W, 3) uint8, drawn on in place and returned. Tracked detections are
+    labelled with their id (#7) and coloured by it, so an object keeps its colour."""
     thickness = max(1, round(min(bgr.shape[:2]) / 300))
-    for (x1, y1, x2, y2), score, cid in zip(det.boxes, det.scores, det.class_ids, strict=True):
-        colour = _colour(int(cid))
+    ids = det.track_ids.tolist() if det.track_ids is not None else [None] * len(det)
+    for (x1, y1, x2, y2), score, cid, tid in zip(det.boxes, det.scores, det.class_ids, ids,
+                                                 strict=True):
+        colour = _colour(int(cid) if tid is None else tid)
         p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
         cv2.rectangle(bgr, p1, p2, colour, thickness, cv2.LINE_AA)
-        text = f'{label(int(cid))} {score:.2f}'
+        text = f'{label(int(cid))} {score:.2f}' if tid is None else \
+            f'#{tid} {label(int(cid))} {score:.2f}'
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         top = max(p1[1] - th - base - 2, 0)
         cv2.rectangle(bgr, (p1[0], top), (p1[0] + tw + 2, top + th + base + 2), colour, -1)
@@ -50,4 +54,4 @@ def annotated(image: ImageView, det: Detections, label: Callable[[int], str],
     size = (max(1, int(w * scale)), max(1, int(h * scale)))
     small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
     boxes = det.boxes * np.array([size[0] / w, size[1] / h] * 2, np.float32)
-    return draw(small, Detections(boxes, det.scores, det.class_ids), label)
+    return draw(small, Detections(boxes, det.scores, det.class_ids, det.track_ids), label)

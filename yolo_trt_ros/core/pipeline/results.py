@@ -12,11 +12,13 @@ from yolo_trt_ros.core.defaults import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECT
 @dataclass(frozen=True)
 class Detections:
     """boxes: (N, 4) float32 xyxy, original-image pixels; scores: (N,) float32;
-    class_ids: (N,) int32. Sorted by score, best first."""
+    class_ids: (N,) int32. Sorted by score, best first (tracked: in the order of the
+    detections they came from). track_ids: (N,) int64 from a tracker, or None."""
 
     boxes: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
+    track_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -44,7 +46,12 @@ class PostprocessConfig:
 
 
 def detections_to_dicts(det: Detections, label: Callable[[int], str]) -> list[dict]:
-    """JSON-ready detections: class_id, label, score, bbox_xyxy (original pixels)."""
-    return [{'class_id': int(c), 'label': label(int(c)), 'score': round(float(s), 4),
-             'bbox_xyxy': [round(float(v), 1) for v in b]}
-            for b, s, c in zip(det.boxes, det.scores, det.class_ids, strict=True)]
+    """JSON-ready detections: class_id, label, score, bbox_xyxy (original pixels), and
+    track_id where a tracker gave one."""
+    out = [{'class_id': int(c), 'label': label(int(c)), 'score': round(float(s), 4),
+            'bbox_xyxy': [round(float(v), 1) for v in b]}
+           for b, s, c in zip(det.boxes, det.scores, det.class_ids, strict=True)]
+    if det.track_ids is not None:
+        for entry, track_id in zip(out, det.track_ids.tolist(), strict=True):
+            entry['track_id'] = track_id
+    return out

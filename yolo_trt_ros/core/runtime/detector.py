@@ -87,9 +87,11 @@ class Detector:
         self.output_format = output_format
         self.post = post
         self.times = StageTimes()
+        self._gpu_mode = gpu_preprocess
         self._gpu_pre = self._gpu_preprocessor(gpu_preprocess)
         self._decoders: dict[tuple[int, ...], GpuDecoder | None] = {}  # per input shape
         self._jpeg: tuple | None = None  # (GPU JPEG decoder or None,), chosen on first use
+        self.suspended = False
 
     @classmethod
     def open(cls, config: DetectorConfig, parts: RuntimeParts = REAL_RUNTIME,
@@ -270,14 +272,34 @@ class Detector:
         """Where CompressedImage JPEGs decode: 'gpu' or 'cpu' (after the first call)."""
         return 'gpu' if self._jpeg and self._jpeg[0] is not None else 'cpu'
 
-    def close(self) -> None:
+    def suspend(self) -> None:
+        """Give back the GPU memory of running (the backend's execution memory and buffers,
+        the preprocessing, decoding and JPEG decoders); keep the model and the engine, so
+        that resume() is quick: a lifecycle node's inactive state."""
+        self._release_gpu_helpers()
+        self.backend.suspend()
+        self.suspended = True
+
+    def resume(self) -> None:
+        if self.suspended:
+            self.backend.resume()
+            self._gpu_pre = self._gpu_preprocessor(self._gpu_mode)
+            self.suspended = False
+
+    def _release_gpu_helpers(self) -> None:
         if self._jpeg and self._jpeg[0] is not None:
             self._jpeg[0].close()
+        self._jpeg = None
         for decoder in self._decoders.values():
             if decoder is not None:
                 decoder.close()
+        self._decoders.clear()
         if self._gpu_pre is not None:
             self._gpu_pre.close()
+        self._gpu_pre = None
+
+    def close(self) -> None:
+        self._release_gpu_helpers()
         self.backend.close()
 
     def __enter__(self) -> Detector:

@@ -1,9 +1,10 @@
 """One batch of a detector node, without ROS: the newest frame of each camera, as received
 (serialized bytes), in; for each frame either the serialized Detection2DArray to publish
-or the reason it was refused, out.
+(and Detection3DArray, for a camera with depth) or the reason it was refused, out.
 
 parse (CDR, size from the header) -> decode (CompressedImage: one batch, on the GPU where
-there is one) -> detect -> serialize. A bad frame is refused alone; the others go on.
+there is one) -> detect -> track (per camera) -> 3D from depth (per camera) -> serialize.
+A bad frame is refused alone; the others go on. Bad depth costs a frame its 3D only.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from yolo_trt_ros.core.errors import ImageError, YoloTrtError
@@ -19,9 +21,12 @@ from yolo_trt_ros.core.image.buffers import ImageView, view_image
 from yolo_trt_ros.core.image.decode import decode_compressed
 from yolo_trt_ros.core.pipeline.annotate import annotated
 from yolo_trt_ros.core.pipeline.results import Detections
+from yolo_trt_ros.core.pipeline.tracking.cmc import grey_for_cmc
 from yolo_trt_ros.core.runtime.detector import Detector
+from yolo_trt_ros.core.serving.cameras import CameraState, DepthProblem
 from yolo_trt_ros.core.serving.cdr import RawCompressed, Stamped, parse_compressed, parse_image
-from yolo_trt_ros.core.serving.cdr_writer import detection_array_cdr
+from yolo_trt_ros.core.serving.cdr_writer import detection3d_array_cdr, detection_array_cdr
+from yolo_trt_ros.core.serving.config import DepthConfig
 from yolo_trt_ros.core.serving.decoding import Decoded
 from yolo_trt_ros.core.serving.frames import Frame
 
@@ -42,13 +47,17 @@ def parse_frame(data, compressed: bool,
 
 @dataclass(frozen=True)
 class Served:
-    """A frame's result: `message` is the serialized Detection2DArray to publish."""
+    """A frame's result: `message` is the serialized Detection2DArray to publish;
+    message_3d the Detection3DArray (a camera with depth), or depth_problem why not."""
 
     frame: Frame
     header: Stamped
     image: ImageView | DeviceImage  # DeviceImage: valid until the next batch
     detections: Detections
     message: bytes
+    message_3d: bytes | None = None
+    depth_problem: DepthProblem | None = None
+    left_out: int = 0  # detections without valid depth, not in message_3d
 
 
 @dataclass(frozen=True)
@@ -66,12 +75,15 @@ class BatchResult:
 
 
 class BatchStep:
-    """detector: the one Detector of the node; label(class_id) -> the hypothesis class_id."""
+    """detector: the one Detector of the node; label(class_id) -> the hypothesis class_id;
+    cameras: each camera's state (tracker, depth), or None (no tracking, no depth)."""
 
     def __init__(self, detector: Detector, compressed: bool, max_pixels: int,
-                 label: Callable[[int], str]) -> None:
+                 label: Callable[[int], str], cameras: list[CameraState] | None = None,
+                 depth: DepthConfig | None = None) -> None:
         self.detector, self.compressed = detector, compressed
         self.max_pixels, self.label = max_pixels, label
+        self.cameras, self.depth = cameras, depth
 
     def __call__(self, frames: list[Frame]) -> BatchResult:
         taken = time.monotonic()
@@ -107,10 +119,44 @@ class BatchStep:
             refused += [Refused(frame.camera, 'inference', f'inference failed: {exc}')
                         for frame, _, _ in good]
             return BatchResult([], refused, taken)
-        served = [Served(frame, header, image, det,
-                         detection_array_cdr(det, header, self.label))  # no Python message
+        served = [self._serve(frame, header, image, det)
                   for (frame, header, image), det in zip(good, results, strict=True)]
         return BatchResult(served, refused, taken)
+
+    def _serve(self, frame: Frame, header: Stamped, image: ImageView | DeviceImage,
+               det: Detections) -> Served:
+        """Track, find positions, serialize (no Python message)."""
+        state = self.cameras[frame.camera] if self.cameras else None
+        if state is None:
+            return Served(frame, header, image, det, detection_array_cdr(det, header,
+                                                                         self.label))
+        det = state.track(det, header, lambda: self._grey(frame, image))
+        message = detection_array_cdr(det, header, self.label)
+        if self.depth is None or not self.depth.enabled(frame.camera):
+            return Served(frame, header, image, det, message)
+        d = self.depth
+        found = state.positions(det, header, (image.width, image.height), d.slop_s, d.min_m,
+                                d.max_m)
+        if isinstance(found, DepthProblem):
+            return Served(frame, header, image, det, message, depth_problem=found)
+        return Served(frame, header, image, det, message, detection3d_array_cdr(
+            found.detections, found.centres, found.sizes, header, self.label),
+            left_out=found.left_out)
+
+    def _grey(self, frame: Frame, image: ImageView | DeviceImage
+              ) -> tuple[np.ndarray, float] | None:
+        """The frame, small and grey, for BoT-SORT's camera-motion compensation. A frame
+        decoded on the GPU is decoded again on the CPU at a quarter size (libjpeg scales
+        while decoding: a few ms for 1080p), rather than downloaded."""
+        if isinstance(image, ImageView):
+            return grey_for_cmc(image.pixels, image.order)
+        payload = frame.payload
+        raw = payload.image if isinstance(payload, Decoded) else parse_compressed(payload)
+        small = cv2.imdecode(np.frombuffer(raw.data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_4)
+        if small is None:
+            return None
+        grey, scale = grey_for_cmc(small[:, :, None], 'gray')
+        return grey, scale * image.width / small.shape[1]
 
     def annotated(self, served: Served) -> np.ndarray:
         """The frame as (H, W, 3) uint8 BGR with its detections drawn, at most

@@ -1,4 +1,4 @@
-"""Write vision_msgs/Detection2DArray straight to its serialized (CDR) bytes.
+"""Write vision_msgs/Detection2DArray and Detection3DArray straight to serialized (CDR) bytes.
 
 The twin of cdr.py's reader: the node publishes these bytes (rclpy's Publisher.publish
 takes a serialized message as `bytes`) instead of building a Python message field by field
@@ -11,7 +11,9 @@ encapsulation header): Detection2DArray {Header header; Detection2D[] detections
 Detection2D {Header header; ObjectHypothesisWithPose[] results (one); BoundingBox2D bbox;
 string id (empty)}, ObjectHypothesisWithPose {string class_id; float64 score;
 PoseWithCovariance pose (zero position, identity orientation, zero covariance)} and
-BoundingBox2D {float64 center.x, center.y, theta (0), size_x, size_y}.
+BoundingBox2D {float64 center.x, center.y, theta (0), size_x, size_y}; `id` is the track id
+in decimal, or empty without a tracker. Detection3DArray: the same with BoundingBox3D
+{Pose center; Vector3 size} in place of the 2D box.
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ _POSE = struct.pack('<7d', 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0) + bytes(36 * 8)
 _EMPTY_ID = struct.pack('<I', 1) + b'\x00'  # string id: length 1 (the NUL), then the NUL
 _F64 = struct.Struct('<d')
 _BBOX = struct.Struct('<5d')
-_ID_PAD = bytes(3)  # the id ends 8-aligned + 5: the next detection starts 4-aligned
-_DETECTION_TAIL = 8 + len(_POSE) + _BBOX.size + len(_EMPTY_ID) + len(_ID_PAD)
+# Score, pose and box: 8-byte fields from an 8-aligned offset, so the id starts 8-aligned.
+_FIXED = 8 + len(_POSE) + _BBOX.size
 
 
 def _string(text: str) -> bytes:
@@ -41,6 +43,13 @@ def _string(text: str) -> bytes:
 
 def _pad(offset: int, size: int) -> bytes:
     return bytes(-offset % size)
+
+
+def _ids(det: Detections) -> list[bytes]:
+    """Each detection's `id` field: the track id in decimal, or empty."""
+    if det.track_ids is None:
+        return [_EMPTY_ID] * len(det)
+    return [_string(str(i)) for i in det.track_ids.tolist()]
 
 
 def detection_array_cdr(det: Detections, header: Stamped,
@@ -59,16 +68,65 @@ def detection_array_cdr(det: Detections, header: Stamped,
     boxes = det.boxes.astype(np.float64)  # the same arithmetic as detection_array
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sizes = boxes[:, 2:] - boxes[:, :2]
-    for (cx, cy), (w, h), score, cid in zip(centres.tolist(), sizes.tolist(),
-                                            det.scores.tolist(), det.class_ids.tolist(),
-                                            strict=True):
+    for (cx, cy), (w, h), score, cid, ident in zip(centres.tolist(), sizes.tolist(),
+                                                   det.scores.tolist(),
+                                                   det.class_ids.tolist(), _ids(det),
+                                                   strict=True):
         prefix = prefixes.get(cid)
         if prefix is None:
             prefix = prefixes[cid] = det_header + _string(class_id_of(cid))
         pad = _pad(offset + len(prefix), 8)  # the score is a float64: 8-aligned
+        offset += len(prefix) + len(pad) + _FIXED + len(ident)
+        tail = _pad(offset, 4)  # the next detection starts 4-aligned
+        offset += len(tail)
         parts += (prefix, pad, _F64.pack(score), _POSE, _BBOX.pack(cx, cy, 0.0, w, h),
-                  _EMPTY_ID, _ID_PAD)
-        offset += len(prefix) + len(pad) + _DETECTION_TAIL
+                  ident, tail)
     if len(det):
         parts.pop()  # no padding after the message's last field
     return b''.join(parts)
+
+
+class _Writer:
+    """Plain CDR, little-endian, each field aligned to its size from the end of the
+    encapsulation header."""
+
+    def __init__(self) -> None:
+        self.parts = [_ENCAPSULATION]
+        self.offset = 0
+
+    def raw(self, data: bytes, align: int = 1) -> None:
+        pad = -self.offset % align
+        if pad:
+            self.parts.append(bytes(pad))
+        self.parts.append(data)
+        self.offset += pad + len(data)
+
+    def header(self, header: Stamped) -> None:
+        self.raw(struct.pack('<iI', header.sec, header.nanosec), 4)
+        self.raw(_string(header.frame_id), 4)
+
+    def bytes(self) -> bytes:
+        return b''.join(self.parts)
+
+
+def detection3d_array_cdr(det: Detections, centres: np.ndarray, sizes: np.ndarray,
+                          header: Stamped, class_id_of: Callable[[int], str]) -> bytes:
+    """Detections with their positions -> a serialized Detection3DArray: per detection the
+    2D detection's hypothesis (class_id, score) with the box centre as its pose, a
+    BoundingBox3D (centre, identity orientation, size) and the same `id`.
+
+    centres, sizes: (N, 3) metres in the header's (optical) frame, one row per detection.
+    """
+    w = _Writer()
+    w.header(header)
+    w.raw(struct.pack('<I', len(det)), 4)
+    for (x, y, z), size, score, cid, ident in zip(
+            np.asarray(centres, np.float64).tolist(), np.asarray(sizes, np.float64).tolist(),
+            det.scores.tolist(), det.class_ids.tolist(), _ids(det), strict=True):
+        pose = struct.pack('<7d', x, y, z, 0.0, 0.0, 0.0, 1.0)
+        w.header(header)
+        w.raw(struct.pack('<I', 1), 4)  # one hypothesis
+        w.raw(_string(class_id_of(cid)), 4)
+        w.raw(_F64.pack(score) + pose + bytes(36 * 8) + pose + struct.pack('<3d', *size), 8)
+        w.raw(ident, 4)
+    return w.bytes()

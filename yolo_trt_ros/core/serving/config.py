@@ -7,6 +7,7 @@ ValueError with one line naming the parameter, the value and what to change.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from yolo_trt_ros.core.build.options import BuildOptions, ShapeProfile
 from yolo_trt_ros.core.defaults import check_choice
 from yolo_trt_ros.core.files import regular_file_problem
 from yolo_trt_ros.core.models.paths import default_model_path
+from yolo_trt_ros.core.pipeline import depth as depth_defaults
 from yolo_trt_ros.core.pipeline.results import PostprocessConfig
+from yolo_trt_ros.core.pipeline.tracking import GMC_METHODS, TrackerConfig, detection_floor
 from yolo_trt_ros.core.runtime.detector import DetectorConfig
 from yolo_trt_ros.core.serving.decoding import DECODE_TIMEOUT_S
 from yolo_trt_ros.core.serving.params import Table, array_param, check_values, param
@@ -39,9 +42,12 @@ BUILDER_PARAMETERS: Table = {
     'linger_s': param(10.0, 'seconds to wait for a subscriber to take the engine message'),
 }
 
+_TRACK = TrackerConfig()
 # Lists of topics and names are comma-separated strings: launch arguments and `-p name:=value`
 # carry them as they are, and an empty list needs no special type.
 DETECTOR_PARAMETERS: Table = {
+    'autostart': param(True, 'configure and activate at start; false: wait for a lifecycle '
+                             'manager (the detector is a managed node)'),
     'engine_path': param('', 'TensorRT engine; empty: the cached engine for the build '
                              'parameters'),
     'engine_wait_s': param(0.0, 'wait this long for an engine message on `engine` before '
@@ -78,6 +84,37 @@ DETECTOR_PARAMETERS: Table = {
                               '(too_large); the decoding-cost limits scale with it'),
     'decode_timeout_s': param(DECODE_TIMEOUT_S, 'a CompressedImage whose CPU decode takes '
                                                 'longer is refused (too_slow)'),
+    **{  # Tracking: the names and defaults of Ultralytics' bytetrack.yaml / botsort.yaml.
+        'tracker': param(defaults.TRACKER, 'none, bytetrack or botsort: the track id in '
+                         'Detection2D.id (changeable at run time: the tracks reset)',
+                         runtime=True),
+        'track_high_thresh': param(_TRACK.track_high_thresh, 'first association: detections '
+                                   'at least this confident', runtime=True),
+        'track_low_thresh': param(_TRACK.track_low_thresh, 'second association: detections '
+                                  'above this (the detector keeps them for the tracker)',
+                                  runtime=True),
+        'new_track_thresh': param(_TRACK.new_track_thresh, 'a detection nobody matched '
+                                  'starts a track from this confidence', runtime=True),
+        'track_buffer': param(_TRACK.track_buffer, 'frames a lost track is kept',
+                              runtime=True),
+        'match_thresh': param(_TRACK.match_thresh, 'largest first-association cost, 1 - IoU '
+                              '(x score with fuse_score)', runtime=True),
+        'fuse_score': param(_TRACK.fuse_score, 'weigh the first association by the detection '
+                            'score', runtime=True),
+        'gmc_method': param(_TRACK.gmc_method, 'botsort camera-motion compensation: '
+                            f"{' or '.join(GMC_METHODS)}", runtime=True),
+        'track_reset_gap_s': param(1.0, "a camera's tracks reset when its stamps pause longer "
+                                   'than this (or go backwards: a bag looping)', runtime=True),
+    },
+    # 3D from aligned depth (depth_image_proc's convention); one entry per camera.
+    'depth_topics': param('', 'aligned depth image per camera (16UC1 mm or 32FC1 m), '
+                          'comma-separated, an empty entry for a camera without; empty: no 3D'),
+    'camera_info_topics': param('', 'camera_info per camera, comma-separated; empty: '
+                                '<depth topic parent>/camera_info'),
+    'depth_slop': param(0.02, 'seconds a depth stamp may differ from the image stamp (the '
+                        'nearest is taken; 0: exact stamps only)'),
+    'depth_min_m': param(depth_defaults.MIN_M, 'nearer depth is invalid (m)'),
+    'depth_max_m': param(depth_defaults.MAX_M, 'farther depth is invalid (m)'),
 }
 RUNTIME = frozenset(name for name, spec in DETECTOR_PARAMETERS.items() if spec.runtime)
 
@@ -127,6 +164,20 @@ def builder_config(given: dict[str, object]) -> BuilderConfig:
 
 
 @dataclass(frozen=True)
+class DepthConfig:
+    """topics, info_topics: per camera, '' for a camera without depth."""
+
+    topics: tuple[str, ...]
+    info_topics: tuple[str, ...]
+    slop_s: float
+    min_m: float
+    max_m: float
+
+    def enabled(self, camera: int) -> bool:
+        return bool(self.topics[camera])
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     detector: DetectorConfig
     build: BuildParams
@@ -140,6 +191,7 @@ class NodeConfig:
     publish_annotated: bool
     max_image_pixels: int
     decode_timeout_s: float
+    depth: DepthConfig
 
 
 def detector_config(given: dict[str, object]) -> NodeConfig:
@@ -173,7 +225,64 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
     return NodeConfig(detector, build, float(p['engine_wait_s']), bool(p['class_id_as_index']),
                       topics, names, bool(p['compressed']), p['qos_reliability'],
                       p['qos_depth'], bool(p['publish_annotated']), p['max_image_pixels'],
-                      float(p['decode_timeout_s']))
+                      float(p['decode_timeout_s']),
+                      depth_config(p, len(topics)))
+
+
+def tracker_config(p: dict) -> TrackerConfig | None:
+    """The tracker the run-time parameters ask for; None for tracker none."""
+    check_choice('parameter tracker', p['tracker'], defaults.TRACKERS)
+    if p['tracker'] == 'none':
+        return None
+    if p['track_reset_gap_s'] <= 0:
+        raise ValueError(f"parameter track_reset_gap_s: {p['track_reset_gap_s']} must be "
+                         f'positive (seconds)')
+    try:
+        return TrackerConfig(kind=p['tracker'], track_high_thresh=p['track_high_thresh'],
+                             track_low_thresh=p['track_low_thresh'],
+                             new_track_thresh=p['new_track_thresh'],
+                             track_buffer=p['track_buffer'], match_thresh=p['match_thresh'],
+                             fuse_score=bool(p['fuse_score']), gmc_method=p['gmc_method'])
+    except ValueError as exc:
+        raise ValueError(f'parameter {exc}') from None
+
+
+def per_camera(name: str, text: str, cameras: int) -> tuple[str, ...]:
+    """A comma-separated topic per camera, an empty entry for none; '' for none at all."""
+    if not str(text).strip():
+        return ('',) * cameras
+    topics = tuple(t.strip() for t in str(text).split(','))
+    if len(topics) != cameras:
+        raise ValueError(f'parameter {name}: {len(topics)} entries for {cameras} image_topics '
+                         f'(one per camera, comma-separated; an empty entry for a camera '
+                         f'without)')
+    for topic in topics:
+        if topic:
+            validate_topic(topic, name)
+    return topics
+
+
+def sibling(topic: str, name: str) -> str:
+    """camera/depth/image_raw -> camera/depth/camera_info (image_transport's convention)."""
+    return topic.rsplit('/', 1)[0] + '/' + name if '/' in topic.strip('/') else name
+
+
+def depth_config(p: dict, cameras: int) -> DepthConfig:
+    topics = per_camera('depth_topics', p['depth_topics'], cameras)
+    infos = per_camera('camera_info_topics', p['camera_info_topics'], cameras)
+    for i, (depth, info) in enumerate(zip(topics, infos, strict=True)):
+        if info and not depth:
+            raise ValueError(f"parameter camera_info_topics: '{info}' is given for camera {i}, "
+                             f'which has no depth topic')
+    infos = tuple(info or (sibling(depth, 'camera_info') if depth else '')
+                  for depth, info in zip(topics, infos, strict=True))
+    if p['depth_slop'] < 0:
+        raise ValueError(f"parameter depth_slop: {p['depth_slop']} must be 0 or more (seconds)")
+    if not 0 <= p['depth_min_m'] < p['depth_max_m']:
+        raise ValueError(f"parameters depth_min_m, depth_max_m: {p['depth_min_m']}, "
+                         f"{p['depth_max_m']} must satisfy 0 <= min < max (metres)")
+    return DepthConfig(topics, infos, float(p['depth_slop']), float(p['depth_min_m']),
+                       float(p['depth_max_m']))
 
 
 def post_config(p: dict, names: list[str] | None) -> PostprocessConfig:
@@ -195,14 +304,18 @@ def post_config(p: dict, names: list[str] | None) -> PostprocessConfig:
             raise ValueError(f'parameter classes_by_name: {unknown} are not class names of '
                              f"the model (e.g. {', '.join(names[:5])})")
         classes += [index[n] for n in p['classes_by_name'] or []]
+    tracking = tracker_config(p)
     try:
-        return PostprocessConfig(conf_threshold=float(p['conf_threshold']),
+        post = PostprocessConfig(conf_threshold=float(p['conf_threshold']),
                                  iou_threshold=float(p['iou_threshold']),
                                  max_detections=int(max_det),
                                  classes=tuple(sorted(set(classes))) if classes else None,
                                  agnostic=bool(p['agnostic_nms']))
     except ValueError as exc:
         raise ValueError(f'parameter {exc}') from None
+    # With a tracker, the detector keeps what the tracker's second stage needs.
+    return dataclasses.replace(post, conf_threshold=detection_floor(post.conf_threshold,
+                                                                    tracking))
 
 
 def split_list(text: str) -> list[str]:
@@ -250,11 +363,11 @@ def topic_name_error(topic: str) -> str | None:
     return 'unbalanced {}' if in_braces else None
 
 
-def validate_topic(topic: str) -> None:
+def validate_topic(topic: str, parameter: str = 'image_topics') -> None:
     """ValueError unless topic is a valid ROS 2 topic name (relative, absolute or ~)."""
     why = topic_name_error(topic)
     if why:
-        raise ValueError(f"parameter image_topics: '{topic}' is not a valid topic name "
+        raise ValueError(f"parameter {parameter}: '{topic}' is not a valid topic name "
                          f'({why}; letters, digits, _ and /, not starting with a digit)')
 
 

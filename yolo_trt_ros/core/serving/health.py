@@ -4,19 +4,50 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import numpy as np
+
+from yolo_trt_ros.core.serving.cameras import DepthProblem
 
 
 @dataclass(frozen=True)
 class Window:
-    """One camera's counts over the last diagnostics window."""
+    """One camera's counts over the last diagnostics window. Frames lost before the node,
+    by cause: lost in DDS (the QoS event), replaced in the subscription's queue before the
+    node took them, published before the subscription matched (a new publisher, a QoS
+    switch)."""
 
     frames_in: int
     processed: int
     dropped: int
-    lost: int  # samples DDS reported lost before they reached the node
+    lost: int
+    replaced: int = 0
+    unmatched: int = 0
+
+
+class PublisherSequences:
+    """What a camera's publishers sent that never reached the node, from the publication
+    sequence number rmw gives each sample (per publisher): a gap is frames lost on the way;
+    a publisher's first frame numbered n means n - 1 went before the subscription matched,
+    unless the publisher was there before the node (those were never meant for it)."""
+
+    def __init__(self) -> None:
+        self._last: dict[bytes, int] = {}
+        self.preexisting: set[bytes] = set()
+        self.gaps = 0
+        self.before_match = 0
+
+    def seen(self, gid: bytes, sequence: int | None) -> None:
+        if sequence is None:  # rmw gives none (Humble's rclpy, another rmw)
+            return
+        last = self._last.get(gid)
+        if last is None:
+            if gid not in self.preexisting:
+                self.before_match += max(sequence - 1, 0)
+        elif sequence > last + 1:
+            self.gaps += sequence - last - 1
+        self._last[gid] = max(sequence, last or 0)
 
 
 @dataclass
@@ -28,16 +59,22 @@ class CameraStats:
     bad_input: dict[str, int] = field(default_factory=dict)
     latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
     waits: deque = field(default_factory=lambda: deque(maxlen=1000))
-    lost: int = 0  # samples DDS reported lost before they reached the node
+    lost: int = 0  # samples DDS reported lost before they reached the node (QoS event)
+    sequences: PublisherSequences = field(default_factory=PublisherSequences)
     last: Window | None = None  # counters at the previous diagnostics window
+    # Tracking and 3D: 'depth.published', 'depth.unpaired' (no depth frame in time),
+    # 'depth.left_out' (detections without valid depth), 'tracking.resets'.
+    counts: dict[str, int] = field(default_factory=dict)
 
     def tick(self, received: int, dropped: int) -> tuple[Window, tuple[int, str]]:
         """A diagnostics window ends: (the counters since start, the health of the window
         since the last tick). received, dropped: the camera's keep-newest slot counters."""
-        now = Window(received, self.processed, dropped, self.lost)
+        seq = self.sequences
+        # Gaps the QoS event did not report were replaced in the subscription's queue.
+        now = Window(received, self.processed, dropped, self.lost,
+                     max(seq.gaps - self.lost, 0), seq.before_match)
         last = self.last or Window(0, 0, 0, 0)
-        window = Window(now.frames_in - last.frames_in, now.processed - last.processed,
-                        now.dropped - last.dropped, now.lost - last.lost)
+        window = Window(*(a - b for a, b in zip(astuple(now), astuple(last), strict=True)))
         self.last = now
         return now, health(window, sum(self.bad_input.values()))
 
@@ -45,6 +82,21 @@ class CameraStats:
         self.processed += 1
         self.latencies.append(seconds)
         self.waits.append(waited)
+
+    def count(self, key: str, n: int = 1) -> None:
+        if n:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def count_3d(self, published: bool, left_out: int,
+                 problem: DepthProblem | None) -> DepthProblem | None:
+        """Count a frame's 3D result; returns the problem if it is bad input (the caller
+        logs it and counts it with add_bad), None otherwise."""
+        self.count('depth.published', int(published))
+        self.count('depth.left_out', left_out)
+        if problem is not None and not problem.bad:
+            self.count(f'depth.{problem.cause}')
+            return None
+        return problem
 
     def add_bad(self, cause: str) -> int:
         """Count a bad frame by cause; returns how many of that cause so far."""
@@ -94,6 +146,11 @@ def health(window: Window, bad_input: int) -> tuple[int, str]:
                         f'is slower than the camera)')
     if window.lost:
         problems.append(f'{window.lost} frames lost in DDS')
+    if window.replaced:
+        problems.append(f'{window.replaced} frames replaced in the subscription queue before '
+                        f'the node took them')
+    if window.unmatched:
+        problems.append(f'{window.unmatched} frames published before the subscription matched')
     if bad_input:
         problems.append('bad input seen')
     # Every reason in the message: a stalled window that also lost frames says both.

@@ -68,7 +68,7 @@ def kind_of(value: object) -> str:
     raise ValueError(f'{value!r} has no parameter type')
 
 
-def _words(kind: str) -> str:
+def words(kind: str) -> str:
     """'a double', 'an integer array'."""
     return ('an ' if kind[0] in 'aeiou' else 'a ') + kind
 
@@ -89,8 +89,8 @@ def checked_value(name: str, value: object, spec: Param) -> object:
         return float(value)
     if spec.element is not None and given == spec.element:
         return [value]
-    raise ValueError(f'parameter {name}: {value!r} is {_words(given)}, expected '
-                     f'{_words(spec.kind)}' + (f' (or {_words(spec.element)})'
+    raise ValueError(f'parameter {name}: {value!r} is {words(given)}, expected '
+                     f'{words(spec.kind)}' + (f' (or {words(spec.element)})'
                                                if spec.element else ''))
 
 

@@ -14,12 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from rclpy.serialization import deserialize_message
 from support.bags import (
+    CAMERA_INFO,
     COMPRESSED,
     IMAGE,
     STRING,
     Message,
+    camera_info_cdr,
     compressed_cdr,
     image_cdr,
     read_bag,
@@ -27,15 +30,22 @@ from support.bags import (
     topic_types,
     write_bag,
 )
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from yolo_trt_ros.bags.progress import Progress
 from yolo_trt_ros.bags.source import detections_topic
-from yolo_trt_ros.bags.vision_types import DETECTION_ARRAY, VISION_MSGS, definition
+from yolo_trt_ros.bags.vision_types import (
+    DETECTION_3D_ARRAY,
+    DETECTION_ARRAY,
+    VISION_MSGS,
+    definition,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # vision_msgs 4.1.1 upstream (the hash real ROS 2 peers match; test_vision_msgs.py has all).
 DETECTION_ARRAY_HASH = 'RIHS01_214274120007f4a683866481336b70310268cfa107aebe9d594a6acf75bda968'
+DETECTION_3D_ARRAY_HASH = \
+    'RIHS01_793f5eab9595ac1c0da07873cc859db42eae51f0ee76056db8562515d830e018'
 CAM0, CAM1 = '/cam0/image_raw', '/cam1/image_raw/compressed'
 SEC = 1_700_000_000
 LOG_LAG_NS = 5_000_000  # the recorder's log time trails the header stamp, as on a robot
@@ -194,6 +204,88 @@ def test_a_bad_frame_is_refused_alone(frames, tmp_path):
     assert len(detections_of(out)) == 5
 
 
+def test_tracking_gives_the_ids_of_yolo_trt_track(bus_jpg, tmp_path):
+    """A panning camera: the bag's ids (Detection2D.id) are `yolo-trt track`'s on the same
+    frames, since both run the node's tracker."""
+    bus = cv2.imread(str(bus_jpg))
+    (tmp_path / 'frames').mkdir()
+    msgs = []
+    for i in range(6):
+        frame = np.ascontiguousarray(bus[150:1000, 12 * i:12 * i + 720])
+        cv2.imwrite(str(tmp_path / 'frames' / f'{i:04d}.png'), frame)
+        msgs.append(Message('/cam/image_raw', IMAGE, stamp_ns(SEC, i * 10**8),
+                            image_cdr(frame, 'bgr8', SEC, i * 10**8)))
+    src = write_bag(tmp_path / 'rec', 'mcap', msgs)
+    track = run_cli('track', str(tmp_path / 'frames'), '--json', '--backend', 'onnxruntime')
+    assert track.returncode == 0, track.stderr
+    want = json.loads(track.stdout)
+    proc = run_cli('bag', str(src), '--tracker', 'bytetrack', '--backend', 'onnxruntime')
+    assert proc.returncode == 0, proc.stderr
+    found = detections_of(tmp_path / 'rec_detections')
+    assert len(found) == len(want) == 6
+    ids = set()
+    for (_, array), frame in zip(found, want, strict=True):
+        assert [d.id for d in array.detections] == [str(d['track_id'])
+                                                    for d in frame['detections']]
+        for det, ref in zip(array.detections, frame['detections'], strict=True):
+            assert det.results[0].hypothesis.class_id == ref['label']
+            x1, y1, x2, y2 = ref['bbox_xyxy']
+            assert det.bbox.center.position.x == pytest.approx((x1 + x2) / 2, abs=0.051)
+            ids.add(det.id)
+    assert ids and all(i.isdigit() for i in ids)
+
+
+def test_depth_gives_the_positions_of_yolo_trt_detect(bus_jpg, tmp_path):
+    """Colour, aligned 16UC1 depth and camera_info: the bag's detections_3d hold `yolo-trt
+    detect --depth`'s positions; a frame without depth gets its 2D detections only."""
+    bus = cv2.imread(str(bus_jpg))
+    h, w = bus.shape[:2]
+    depth = np.repeat(np.linspace(1500, 6000, h, dtype=np.uint16)[:, None], w, axis=1)
+    cv2.imwrite(str(tmp_path / 'bus.png'), bus)
+    cv2.imwrite(str(tmp_path / 'depth.png'), depth)
+    k = [700.0, 0.0, 405.0, 0.0, 700.0, 540.0, 0.0, 0.0, 1.0]
+    (tmp_path / 'camera.yaml').write_text(yaml.safe_dump({
+        'image_width': w, 'image_height': h,
+        'camera_matrix': {'rows': 3, 'cols': 3, 'data': k}}))
+    # Four frames 10 ms apart, whose depth frames are all recorded after the fourth (a
+    # batch must wait for them), then a frame that has no depth frame.
+    t0, ms = stamp_ns(SEC, 0), 1_000_000
+    msgs = [Message('/cam/depth/camera_info', CAMERA_INFO, t0 - 1,
+                    camera_info_cdr(k, w, h, SEC, 0))]
+    for i in range(4):
+        msgs.append(Message('/cam/color/image_raw', IMAGE, t0 + 10 * i * ms,
+                            image_cdr(bus, 'bgr8', SEC, 10 * i * ms)))
+        msgs.append(Message('/cam/depth/image_raw', IMAGE, t0 + (35 + i) * ms,
+                            image_cdr(depth, '16UC1', SEC, 10 * i * ms)))
+    msgs.append(Message('/cam/color/image_raw', IMAGE, t0 + 500 * ms,
+                        image_cdr(bus, 'bgr8', SEC, 500 * ms)))
+    src = write_bag(tmp_path / 'rec', 'sqlite3', sorted(msgs, key=lambda m: m.log_time))
+    detect = run_cli('detect', str(tmp_path / 'bus.png'), '--depth', str(tmp_path / 'depth.png'),
+                     '--camera-info', str(tmp_path / 'camera.yaml'), '--json',
+                     '--backend', 'onnxruntime')
+    assert detect.returncode == 0, detect.stderr
+    want = [d for d in json.loads(detect.stdout)[0]['detections'] if d['position_m']]
+    proc = run_cli('bag', str(src), '--topics', '/cam/color/image_raw', '--depth-topics',
+                   '/cam/depth/image_raw', '--backend', 'onnxruntime')
+    assert proc.returncode == 0, proc.stderr
+    assert '3D: 4 frames with positions, without: unpaired 1' in proc.stdout
+    out = tmp_path / 'rec_detections'
+    assert topic_types(out)['/cam/color/detections_3d'][:2] == (DETECTION_3D_ARRAY,
+                                                                 DETECTION_3D_ARRAY_HASH)
+    found = [m for m in read_bag(out) if m.msgtype == DETECTION_3D_ARRAY]
+    assert [m.log_time for m in found] == [t0 + 10 * i * ms for i in range(4)]  # the images'
+    for i, msg in enumerate(found):
+        array = deserialize_message(msg.data, Detection3DArray)
+        assert (array.header.stamp.sec, array.header.stamp.nanosec) == (SEC, 10 * i * ms)
+        assert len(array.detections) == len(want) > 0
+        for det, ref in zip(array.detections, want, strict=True):
+            assert det.results[0].hypothesis.class_id == ref['label']
+            c, size = det.bbox.center.position, det.bbox.size
+            assert (c.x, c.y, c.z) == pytest.approx(ref['position_m'], abs=1e-4)
+            assert (size.x, size.y, size.z) == pytest.approx(ref['size_m'], abs=1e-4)
+    assert len(detections_of(out)) == 5  # every frame has its 2D detections
+
+
 def _no_images(where: Path) -> Path:
     return write_bag(where / 'bag', 'mcap', [Message('/chatter', STRING, 1, string_cdr('x'))])
 
@@ -212,6 +304,15 @@ def _detections_already_there(where: Path) -> Path:
     return write_bag(where / 'bag', 'mcap', [
         Message('/cam/image_raw', IMAGE, 1, data),
         Message('/cam/detections', STRING, 2, string_cdr('not detections'))])
+
+
+def _cameras(*topics: str):
+    def make(where: Path) -> Path:
+        data = image_cdr(np.zeros((8, 8, 3), np.uint8), 'bgr8', 1, 0)
+        return write_bag(where / 'bag', 'mcap', [
+            *(Message(t, IMAGE, 1, data) for t in topics),
+            Message('/cam/notes', STRING, 2, string_cdr('not depth'))])
+    return make
 
 
 def _truncated(storage: str):
@@ -249,21 +350,34 @@ BAD = {
     'truncated sqlite3': (_truncated('sqlite3'), [], 'cannot open the bag'),
     'metadata not a bag': (_metadata('hello: [1, 2]\n'), [], 'cannot open the bag'),
     'no image topics': (_no_images, [], 'no sensor_msgs/Image or CompressedImage topic'),
-    'topic not in the bag': (_no_images, ['/cam/image_raw'], 'is not in the bag'),
-    'topic not images': (_no_images, ['/chatter'], 'holds std_msgs/msg/String'),
+    'topic not in the bag': (_no_images, ['--topics', '/cam/image_raw'], 'is not in the bag'),
+    'topic not images': (_no_images, ['--topics', '/chatter'], 'holds std_msgs/msg/String'),
     'two topics one camera': (_both_of_one_camera, [], 'would both write /cam/detections'),
     'detections already there': (_detections_already_there, [], 'already holds'),
+    'depth topic not in the bag': (_cameras('/cam/image_raw'), ['--depth-topics', '/cam/depth'],
+                                   '/cam/depth (for /cam/image_raw) is not in the bag'),
+    'depth topic not an image': (_cameras('/cam/image_raw'), ['--depth-topics', '/cam/notes'],
+                                 'holds std_msgs/msg/String, not sensor_msgs/msg/Image'),
+    'camera_info missing': (_cameras('/cam/image_raw', '/cam/depth/image'),
+                            ['--topics', '/cam/image_raw', '--depth-topics', '/cam/depth/image'],
+                            '/cam/depth/camera_info (for /cam/image_raw) is not in the bag'),
+    'depth topics for other cameras': (_cameras('/a/image', '/b/image'),
+                                       ['--depth-topics', '/a/depth'],
+                                       '--depth-topics: 1 topics for 2 cameras'),
+    'camera_info without depth': (_cameras('/cam/image_raw'), ['--camera-info-topics', '/i'],
+                                  '--camera-info-topics without --depth-topics'),
+    'tracker config unreadable': (_no_images, ['--tracker-config', '/nonexistent/b.yaml'],
+                                  'cannot read it'),
 }
 
 
 @pytest.mark.parametrize('case', sorted(BAD))
 def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path):
-    make, topics, words = BAD[case]
+    make, extra, words = BAD[case]
     (tmp_path / 'in').mkdir()
     src = make(tmp_path / 'in')
     out = tmp_path / 'out'
-    proc = run_cli('bag', str(src), '--out', str(out), *(['--topics', *topics] if topics else []),
-                   '--backend', 'onnxruntime')
+    proc = run_cli('bag', str(src), '--out', str(out), *extra, '--backend', 'onnxruntime')
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count('\n') == 1 and words in proc.stderr, proc.stderr
     assert proc.stderr.startswith('yolo-trt: ') and 'Traceback' not in proc.stderr

@@ -17,7 +17,16 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from support.bags import COMPRESSED, IMAGE, Message, compressed_cdr, image_cdr, write_bag
+from support.bags import (
+    CAMERA_INFO,
+    COMPRESSED,
+    IMAGE,
+    Message,
+    camera_info_cdr,
+    compressed_cdr,
+    image_cdr,
+    write_bag,
+)
 
 from yolo_trt_ros import launch_args
 from yolo_trt_ros.cli import build_parser
@@ -65,6 +74,16 @@ def workdir(tmp_path_factory, bus_jpg, zidane_jpg) -> Path:
                           image_cdr(cv2.imread(str(zidane_jpg)), 'bgr8', 1, 5)))
     bag = write_bag(cwd / 'recording', 'mcap', frames)
     shutil.copy(bag / 'recording.mcap', cwd / 'recording.mcap')
+    bus = cv2.imread(str(bus_jpg))
+    k = [700.0, 0, 405.0, 0, 700.0, 540.0, 0, 0, 1]
+    depth = np.full(bus.shape[:2], 3000, np.uint16)
+    write_bag(cwd / 'realsense', 'mcap', [
+        Message('/camera/aligned_depth_to_color/camera_info', CAMERA_INFO, 1,
+                camera_info_cdr(k, 810, 1080, 1, 0)),
+        *(m for i in range(2) for m in (
+            Message('/camera/color/image_raw', IMAGE, 10 + 2 * i, image_cdr(bus, 'bgr8', 1, i)),
+            Message('/camera/aligned_depth_to_color/image_raw', IMAGE, 11 + 2 * i,
+                    image_cdr(depth, '16UC1', 1, i))))])
     # Tracks and positions: frames of a panning camera, as a folder and as a video, an
     # Ultralytics botsort.yaml, and a depth image with its camera_info YAML.
     bus = cv2.imread(str(bus_jpg))
@@ -107,6 +126,8 @@ def run_yolo_trt(command: str, cwd: Path, cache: Path) -> str:
         out = args[args.index('--out') + 1] if '--out' in args else \
             Path(args[1]).stem.rstrip('/') + '_detections'
         assert (cwd / out / 'metadata.yaml').is_file() and ' 0 refused' in result.stdout
+        if '--depth-topics' in args:
+            assert '3D: 2 frames with positions' in result.stdout
     if '--depth' in args:
         assert all(d['position_m'] for d in json.loads(result.stdout)[0]['detections'])
     return 'ran'

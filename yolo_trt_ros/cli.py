@@ -353,9 +353,19 @@ def cmd_launch(args) -> int:
 def cmd_bag(args) -> int:
     """The detector's batch step over a recorded bag; see yolo_trt_ros/bags/."""
     from yolo_trt_ros.bags.command import run_bag
+    from yolo_trt_ros.core.pipeline.tracking import detection_floor
 
+    tracker = None
+    if args.tracker or args.tracker_config:
+        try:
+            tracker = _tracker_config(args)
+        except ValueError as exc:
+            _err(str(exc))
+            return 2
+        args.conf = detection_floor(args.conf, tracker)  # as the node does with a tracker
     return run_bag(Path(args.bag), Path(args.out) if args.out else None, args.topics or (),
-                   lambda: _open_detector(args), args.max_image_pixels, _err)
+                   lambda: _open_detector(args), args.max_image_pixels, _err, tracker,
+                   args.depth_topics or (), args.camera_info_topics or ())
 
 
 def _add_threshold_options(p: argparse.ArgumentParser) -> None:
@@ -365,9 +375,7 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--iou', type=float, default=defaults.IOU_THRESHOLD, help='NMS IoU threshold')
     p.add_argument('--max-det', type=int, default=defaults.MAX_DETECTIONS,
                    help='most detections per image')
-    p.add_argument('--max-image-pixels', type=_positive_int, default=defaults.MAX_IMAGE_PIXELS,
-                   metavar='N', help='refuse images of more pixels (width x height) than this, '
-                   f'read from the header before decoding (default {defaults.MAX_IMAGE_PIXELS})')
+    _add_image_limit(p)
 
 
 def _add_bag_parser(sub) -> None:
@@ -378,6 +386,15 @@ def _add_bag_parser(sub) -> None:
                                                 'IN); never overwritten')
     p.add_argument('--topics', nargs='+', metavar='TOPIC', help='image topics to run on '
                    '(default: every sensor_msgs/Image and CompressedImage topic)')
+    p.add_argument('--tracker', choices=defaults.TRACKERS[1:],
+                   help="track ids per camera, as the node's tracker (default: no tracking)")
+    p.add_argument('--tracker-config', metavar='YAML', help='an Ultralytics bytetrack.yaml / '
+                   'botsort.yaml (as for `yolo-trt track`); implies tracking')
+    p.add_argument('--depth-topics', nargs='+', metavar='TOPIC', help='aligned depth image '
+                   "topic per camera, in --topics order ('' for a camera without): "
+                   '<camera>/detections_3d')
+    p.add_argument('--camera-info-topics', nargs='+', metavar='TOPIC', help='their '
+                   'camera_info topics (default: each depth topic\'s sibling camera_info)')
     _add_model_options(p)
     _add_threshold_options(p)
     add_build_options(p.add_argument_group('cached engine (as built by `yolo-trt build`)'),

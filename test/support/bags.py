@@ -15,6 +15,7 @@ STORE = get_typestore(Stores.ROS2_KILTED)
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 STRING = 'std_msgs/msg/String'
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 
 
 def _header(sec: int, nanosec: int, frame_id: str):
@@ -25,12 +26,12 @@ def _header(sec: int, nanosec: int, frame_id: str):
 
 def image_cdr(pixels: np.ndarray, encoding: str, sec: int, nanosec: int,
               frame_id: str = 'camera') -> bytes:
-    """pixels: (H, W) or (H, W, C) uint8 in the encoding's channel order."""
+    """pixels: (H, W) or (H, W, C) in the encoding's channel order (uint16 for 16UC1)."""
     Image = STORE.types[IMAGE]
     h, w = pixels.shape[:2]
     msg = Image(header=_header(sec, nanosec, frame_id), height=h, width=w, encoding=encoding,
                 is_bigendian=0, step=pixels.strides[0],
-                data=np.ascontiguousarray(pixels).reshape(-1))
+                data=np.ascontiguousarray(pixels).view(np.uint8).reshape(-1))
     return bytes(STORE.serialize_cdr(msg, IMAGE))
 
 
@@ -40,6 +41,21 @@ def compressed_cdr(data: bytes, fmt: str, sec: int, nanosec: int,
     msg = Compressed(header=_header(sec, nanosec, frame_id), format=fmt,
                      data=np.frombuffer(data, dtype=np.uint8))
     return bytes(STORE.serialize_cdr(msg, COMPRESSED))
+
+
+def camera_info_cdr(k: list[float], width: int, height: int, sec: int, nanosec: int,
+                    frame_id: str = 'camera') -> bytes:
+    """A sensor_msgs/CameraInfo with camera matrix k (9 values, row-major), no distortion."""
+    info_type = 'sensor_msgs/msg/CameraInfo'
+    roi = STORE.types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0,
+                                                          width=0, do_rectify=False)
+    k9 = np.array(k, dtype=np.float64)
+    p12 = np.array([k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0])
+    msg = STORE.types[info_type](
+        header=_header(sec, nanosec, frame_id), height=height, width=width,
+        distortion_model='plumb_bob', d=np.zeros(5), k=k9, r=np.eye(3).reshape(-1), p=p12,
+        binning_x=0, binning_y=0, roi=roi)
+    return bytes(STORE.serialize_cdr(msg, info_type))
 
 
 def string_cdr(text: str) -> bytes:

@@ -13,21 +13,26 @@ from pathlib import Path
 
 from yolo_trt_ros.bags.progress import Progress
 from yolo_trt_ros.bags.run import BagRun, Summary, check_output, default_output, frame_total
-from yolo_trt_ros.bags.source import Camera, cameras, open_bag
+from yolo_trt_ros.bags.source import Camera, cameras, open_bag, with_depth
 from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
 from yolo_trt_ros.core.runtime.detector import Detector
 
 
 def run_bag(src: Path, out: Path | None, topics: Sequence[str],
             open_detector: Callable[[], Detector], max_pixels: int,
-            err: Callable[[str], None]) -> int:
+            err: Callable[[str], None], tracker: TrackerConfig | None = None,
+            depth_topics: Sequence[str] = (), info_topics: Sequence[str] = ()) -> int:
+    """tracker: the node's tracker per camera (None: no tracking); depth_topics: one aligned
+    depth topic per camera ('' for none), info_topics their camera_info topics."""
     out = out or default_output(src)
     try:
         check_output(out)
         with open_bag(src) as reader:
-            chosen = cameras(reader, src, topics)
+            chosen = with_depth(reader, src, cameras(reader, src, topics), depth_topics,
+                                info_topics)
             with open_detector() as detector:
-                bag = BagRun(detector, chosen, max_pixels, detector.label)
+                bag = BagRun(detector, chosen, max_pixels, detector.label, tracker)
                 progress = Progress(frame_total(chosen))
                 try:
                     summary = bag.run(reader, src, out, progress)
@@ -52,5 +57,10 @@ def report(out: Path, chosen: list[Camera], summary: Summary) -> None:
           f'{summary.detections} detections, {refused} refused{f" ({causes})" if causes else ""}'
           f', {summary.copied} input messages copied', flush=True)
     for cam in chosen:
-        print(f'  {cam.topic} -> {cam.detections}: {summary.frames[cam.topic]} frames',
+        extra = f' and {cam.detections_3d} (depth {cam.depth})' if cam.depth else ''
+        print(f'  {cam.topic} -> {cam.detections}{extra}: {summary.frames[cam.topic]} frames',
               flush=True)
+    if any(cam.depth for cam in chosen):
+        causes = ', '.join(f'{cause} {n}' for cause, n in sorted(summary.no_3d.items()))
+        print(f'  3D: {summary.with_3d} frames with positions'
+              f'{f", without: {causes}" if causes else ""}', flush=True)

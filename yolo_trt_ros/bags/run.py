@@ -10,7 +10,12 @@ model has none: it runs them one by one).
 
 The new bag holds every message of the input (same topics, types, definitions and log
 times) and, right after each camera frame, its detections on `<camera>/detections`
-(the frame's log time; the header is the frame's, as the node publishes it).
+(the frame's log time; the header is the frame's, as the node publishes it), and with depth
+its Detection3DArray on `<camera>/detections_3d`. Tracking and 3D are the node's own, per
+camera (core/serving/cameras.py CameraState): the step tracks each camera's frames in
+recorded order, and pairs each frame with the depth frame of its stamp, which the run
+hands the camera's state as the bag is read (a frame waits until the bag has been read
+DEPTH_LOOKAHEAD_NS past it, since depth is often recorded a little after its image).
 """
 from __future__ import annotations
 
@@ -24,9 +29,17 @@ from pathlib import Path
 
 from yolo_trt_ros.bags.progress import Progress
 from yolo_trt_ros.bags.source import BagError, Camera, messages, storage_of
-from yolo_trt_ros.bags.vision_types import DETECTION_ARRAY, definition
+from yolo_trt_ros.bags.vision_types import (
+    DETECTION_3D_ARRAY,
+    DETECTION_ARRAY,
+    definition,
+    typestore,
+)
+from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
 from yolo_trt_ros.core.runtime.detector import Detector
 from yolo_trt_ros.core.serving.batch import BatchStep, Served
+from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
+from yolo_trt_ros.core.serving.config import DETECTOR_PARAMETERS, DepthConfig
 from yolo_trt_ros.core.serving.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -39,6 +52,10 @@ BAG_VERSION = 8
 BATCH_FRAMES = 4
 _BATCH_WINDOW_NS = 500_000_000
 _MAX_QUEUED = 2000
+DEPTH_LOOKAHEAD_NS = 300_000_000
+# The node's defaults for what the bag command has no option for.
+_NODE = {name: DETECTOR_PARAMETERS[name].default
+         for name in ('track_reset_gap_s', 'depth_slop', 'depth_min_m', 'depth_max_m')}
 
 
 @dataclass
@@ -46,6 +63,8 @@ class Summary:
     frames: Counter = field(default_factory=Counter)  # image topic -> frames served
     detections: int = 0
     refused: Counter = field(default_factory=Counter)  # cause -> frames
+    with_3d: int = 0  # frames with a Detection3DArray
+    no_3d: Counter = field(default_factory=Counter)  # cause -> frames without (depth)
     copied: int = 0  # input messages written
     seconds: float = 0.0
     stopped: bool = False  # by Ctrl-C: the bag holds what was done until then
@@ -68,10 +87,13 @@ def default_output(src: Path) -> Path:
 
 
 def outputs(camera: Camera, served: Served) -> list[tuple[str, bytes]]:
-    """What a served frame adds to the bag, as (topic, serialized message). Today the
-    detections; what the batch step serves later (track ids inside the detections, 3D,
-    masks) is added here, as the node publishes it."""
-    return [(camera.detections, served.message)]
+    """What a served frame adds to the bag, as (topic, serialized message), as the node
+    publishes it: the detections (with track ids when tracking), the 3D detections when the
+    camera has depth. Masks, when the step serves them, are added here."""
+    out = [(camera.detections, served.message)]
+    if served.message_3d is not None:
+        out.append((camera.detections_3d, served.message_3d))
+    return out
 
 
 class _Out:
@@ -84,11 +106,13 @@ class _Out:
             conn_out = self._copy(conn)
             if conn_out is not None:
                 self.by_id[conn.id] = conn_out
-        msgdef, digest = definition(DETECTION_ARRAY)
-        self.detections = {
-            cam.detections: writer.add_connection(cam.detections, DETECTION_ARRAY,
-                                                  msgdef=msgdef, rihs01=digest)
-            for cam in cameras}
+        self.detections = {}  # topic -> connection
+        for msgtype, topics in ((DETECTION_ARRAY, [c.detections for c in cameras]),
+                                (DETECTION_3D_ARRAY, [c.detections_3d for c in cameras
+                                                      if c.depth])):
+            msgdef, digest = definition(msgtype)
+            self.detections.update((t, writer.add_connection(t, msgtype, msgdef=msgdef,
+                                                             rihs01=digest)) for t in topics)
 
     def _copy(self, conn):
         msgdef, digest = conn.msgdef.data, conn.digest
@@ -121,11 +145,21 @@ class BagRun:
     `compressed` setting) over one input bag."""
 
     def __init__(self, detector: Detector, cameras: list[Camera], max_pixels: int,
-                 label: Callable[[int], str]) -> None:
+                 label: Callable[[int], str], tracker: TrackerConfig | None = None) -> None:
         self.cameras = cameras
         self.by_topic = {cam.topic: cam for cam in cameras}
-        self.steps = {c: BatchStep(detector, c, max_pixels, label)
+        self.depth_of = {cam.depth: cam for cam in cameras if cam.depth}
+        self.info_of = {cam.camera_info: cam for cam in cameras if cam.depth}
+        depth = DepthConfig(tuple(c.depth for c in cameras), tuple(c.camera_info for c in cameras),
+                            _NODE['depth_slop'], _NODE['depth_min_m'], _NODE['depth_max_m']) \
+            if self.depth_of else None
+        # Each camera its own state, shared by both steps: tracks and depth never mix.
+        tracking = Tracking(tracker, _NODE['track_reset_gap_s'])
+        self.states = [CameraState(tracking) for _ in cameras] \
+            if tracker is not None or depth is not None else None
+        self.steps = {c: BatchStep(detector, c, max_pixels, label, self.states, depth)
                       for c in {cam.compressed for cam in cameras}}
+        self.lookahead = DEPTH_LOOKAHEAD_NS if depth is not None else 0
         self._warned: set[tuple[str, str]] = set()
 
     def run(self, reader, src: Path, out: Path, progress: Progress | None = None) -> Summary:
@@ -154,16 +188,19 @@ class BagRun:
              progress: Progress | None) -> None:
         queue: list[tuple[object, int, object, Frame | None]] = []  # in order, with frames
         frames = 0  # in the queue
-        first = 0  # log time of the batch's first frame
+        first = last = 0  # log times of the batch's first and last frames
         for conn, stamp, data in messages(reader, src):
+            self._depth_input(conn.topic, data)
             cam = self.by_topic.get(conn.topic)
-            if frames and (frames == BATCH_FRAMES or len(queue) >= _MAX_QUEUED
-                           or stamp - first > _BATCH_WINDOW_NS):
+            if frames and ((frames >= BATCH_FRAMES and stamp - last > self.lookahead)
+                           or len(queue) >= _MAX_QUEUED
+                           or stamp - first > _BATCH_WINDOW_NS + self.lookahead):
                 self._flush(queue, frames, sink, summary, progress)
                 queue, frames = [], 0
             frame = None
             if cam is not None:
                 first = stamp if not frames else first
+                last = stamp
                 frame, frames = Frame(cam.index, data, 0.0), frames + 1
             if frames:
                 queue.append((conn, stamp, data, frame))
@@ -196,15 +233,38 @@ class BagRun:
                 sink.add(topic, stamp, message)
             summary.frames[cam.topic] += 1
             summary.detections += len(result.detections)
+            if result.message_3d is not None:
+                summary.with_3d += 1
+            elif result.depth_problem is not None:
+                problem = result.depth_problem
+                summary.no_3d[problem.cause] += 1
+                self._refused(cam, problem.cause, problem.reason, 'no 3D')
         if progress is not None:
             progress.update(frames)
 
-    def _refused(self, cam: Camera, cause: str, reason: str) -> None:
+    def _depth_input(self, topic: str, data) -> None:
+        """A depth frame or camera_info for a camera's state, as the node's callbacks do."""
+        cam = self.depth_of.get(topic)
+        if cam is not None:
+            self.states[cam.index].put_depth(bytes(data))
+            return
+        cam = self.info_of.get(topic)
+        if cam is None:
+            return
+        try:
+            info = typestore().deserialize_cdr(data, 'sensor_msgs/msg/CameraInfo')
+        except Exception as exc:  # rosbags' errors vary: a bad message is one line
+            self._refused(cam, 'camera_info', f'{topic}: not a CameraInfo: {exc}', 'skipped')
+            return
+        self.states[cam.index].set_camera_info(info.k, info.width, info.height)
+
+    def _refused(self, cam: Camera, cause: str, reason: str, what: str = 'frame refused'
+                 ) -> None:
         """One line per camera and cause, as the node logs bad frames."""
         if (cam.topic, cause) not in self._warned:
             self._warned.add((cam.topic, cause))
-            log.warning(f'{cam.topic}: frame refused ({cause}): {reason} (further '
-                        f'{cause} frames of this topic are counted, not shown)')
+            log.warning(f'{cam.topic}: {what} ({cause}): {reason} (further {cause} frames '
+                        'of this topic are counted, not shown)')
 
 
 def _remove(out: Path) -> None:

@@ -7,6 +7,7 @@ for that the bag lacks or that holds no images.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from yolo_trt_ros.core.errors import YoloTrtError
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 IMAGE_TYPES = (IMAGE, COMPRESSED)
 
 
@@ -32,19 +34,33 @@ class Camera:
     msgtype: str
     detections: str  # the detections topic
     frames: int  # messages on the topic (0 where the bag does not say)
+    depth: str = ''  # its aligned depth image topic ('' without 3D)
+    camera_info: str = ''  # the depth's camera_info topic
 
     @property
     def compressed(self) -> bool:
         return self.msgtype == COMPRESSED
 
+    @property
+    def detections_3d(self) -> str:
+        return camera_topic(self.topic, 'detections_3d')
 
-def detections_topic(topic: str) -> str:
+
+def camera_topic(topic: str, name: str) -> str:
     """The node's naming: the camera is the image topic's parent, so /cam/image_raw and
-    /cam/image_raw/compressed both give /cam/detections (and /image_raw gives /detections)."""
+    /cam/image_raw/compressed both give /cam/<name> (and /image_raw gives /<name>)."""
     parts = [p for p in topic.split('/') if p]
     if parts and parts[-1] == 'compressed':
         parts.pop()
-    return '/' + '/'.join([*parts[:-1], 'detections'])
+    return '/' + '/'.join([*parts[:-1], name])
+
+
+def detections_topic(topic: str) -> str:
+    return camera_topic(topic, 'detections')
+
+
+def _absolute(topic: str) -> str:
+    return topic if topic.startswith('/') else '/' + topic
 
 
 def _reader(path: Path):
@@ -93,7 +109,7 @@ def cameras(reader, path: Path, topics: Sequence[str] = ()) -> list[Camera]:
     if topics:
         chosen = []
         for topic in topics:
-            name = topic if topic.startswith('/') else '/' + topic
+            name = _absolute(topic)
             if name not in types:
                 raise BagError(f'{path}: topic {topic} is not in the bag (image topics there: '
                                f'{_listed(t for t, m in types.items() if m in IMAGE_TYPES)})')
@@ -110,6 +126,44 @@ def cameras(reader, path: Path, topics: Sequence[str] = ()) -> list[Camera]:
     result = [Camera(i, t, types[t], detections_topic(t), counts[t])
               for i, t in enumerate(chosen)]
     _check_outputs(result, types, path)
+    return result
+
+
+def with_depth(reader, path: Path, chosen: list[Camera], depth_topics: Sequence[str],
+               info_topics: Sequence[str] = ()) -> list[Camera]:
+    """The cameras with their aligned depth topics (one entry per camera, in order; '' for a
+    camera without) and camera_info topics (default: the depth topic's sibling camera_info,
+    as the node's default)."""
+    if not depth_topics:
+        if info_topics:
+            raise BagError('--camera-info-topics without --depth-topics')
+        return chosen
+    for option, given in (('--depth-topics', depth_topics), ('--camera-info-topics',
+                                                              info_topics)):
+        if given and len(given) != len(chosen):
+            raise BagError(f'{option}: {len(given)} topics for {len(chosen)} cameras ('
+                           f"{', '.join(c.topic for c in chosen)}; '' for a camera without "
+                           'depth; name the cameras with --topics to fix their order)')
+    types = {}
+    for conn in reader.connections:
+        types.setdefault(conn.topic, conn.msgtype)
+    result = []
+    for cam, depth, info in zip(chosen, depth_topics, info_topics or [''] * len(chosen),
+                                strict=True):
+        if not depth:
+            result.append(cam)
+            continue
+        depth = _absolute(depth)
+        info = _absolute(info) if info else depth.rsplit('/', 1)[0] + '/camera_info'
+        if cam.detections_3d in types:
+            raise BagError(f'{path}: {cam.topic} would write {cam.detections_3d}, which the '
+                           f'bag already holds ({types[cam.detections_3d]})')
+        for topic, want in ((depth, IMAGE), (info, CAMERA_INFO)):
+            if topic not in types:
+                raise BagError(f'{path}: {topic} (for {cam.topic}) is not in the bag')
+            if types[topic] != want:
+                raise BagError(f'{path}: {topic} holds {types[topic]}, not {want}')
+        result.append(dataclasses.replace(cam, depth=depth, camera_info=info))
     return result
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 DETECTION_ARRAY = 'vision_msgs/msg/Detection2DArray'
+DETECTION_3D_ARRAY = 'vision_msgs/msg/Detection3DArray'
 
 VISION_MSGS: dict[str, str] = {
     'Point2D': 'float64 x\nfloat64 y\n',
@@ -22,6 +23,10 @@ VISION_MSGS: dict[str, str] = {
     'Detection2D': 'std_msgs/Header header\nObjectHypothesisWithPose[] results\n'
                    'BoundingBox2D bbox\nstring id\n',
     'Detection2DArray': 'std_msgs/Header header\nDetection2D[] detections\n',
+    'BoundingBox3D': 'geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n',
+    'Detection3D': 'std_msgs/Header header\nObjectHypothesisWithPose[] results\n'
+                   'BoundingBox3D bbox\nstring id\n',
+    'Detection3DArray': 'std_msgs/Header header\nDetection3D[] detections\n',
 }
 
 

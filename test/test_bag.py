@@ -49,6 +49,7 @@ DETECTION_3D_ARRAY_HASH = \
 CAM0, CAM1 = '/cam0/image_raw', '/cam1/image_raw/compressed'
 SEC = 1_700_000_000
 LOG_LAG_NS = 5_000_000  # the recorder's log time trails the header stamp, as on a robot
+FRAMES_3D = 9  # more than a camera's state keeps depth frames (DEPTH_KEEP)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -247,18 +248,19 @@ def test_depth_gives_the_positions_of_yolo_trt_detect(bus_jpg, tmp_path):
     (tmp_path / 'camera.yaml').write_text(yaml.safe_dump({
         'image_width': w, 'image_height': h,
         'camera_matrix': {'rows': 3, 'cols': 3, 'data': k}}))
-    # Four frames 10 ms apart, whose depth frames are all recorded after the fourth (a
-    # batch must wait for them), then a frame that has no depth frame.
-    t0, ms = stamp_ns(SEC, 0), 1_000_000
+    # A 30 fps camera whose depth frames are recorded 40 ms after their images (after the
+    # next image: a batch must wait for them), more of them than a node keeps; then a frame
+    # without a depth frame.
+    t0, ms, period = stamp_ns(SEC, 0), 1_000_000, 33_000_000
     msgs = [Message('/cam/depth/camera_info', CAMERA_INFO, t0 - 1,
                     camera_info_cdr(k, w, h, SEC, 0))]
-    for i in range(4):
-        msgs.append(Message('/cam/color/image_raw', IMAGE, t0 + 10 * i * ms,
-                            image_cdr(bus, 'bgr8', SEC, 10 * i * ms)))
-        msgs.append(Message('/cam/depth/image_raw', IMAGE, t0 + (35 + i) * ms,
-                            image_cdr(depth, '16UC1', SEC, 10 * i * ms)))
-    msgs.append(Message('/cam/color/image_raw', IMAGE, t0 + 500 * ms,
-                        image_cdr(bus, 'bgr8', SEC, 500 * ms)))
+    for i in range(FRAMES_3D):
+        msgs.append(Message('/cam/color/image_raw', IMAGE, t0 + i * period,
+                            image_cdr(bus, 'bgr8', SEC, i * period)))
+        msgs.append(Message('/cam/depth/image_raw', IMAGE, t0 + i * period + 40 * ms,
+                            image_cdr(depth, '16UC1', SEC, i * period)))
+    msgs.append(Message('/cam/color/image_raw', IMAGE, t0 + 1000 * ms,
+                        image_cdr(bus, 'bgr8', SEC, 1000 * ms)))
     src = write_bag(tmp_path / 'rec', 'sqlite3', sorted(msgs, key=lambda m: m.log_time))
     detect = run_cli('detect', str(tmp_path / 'bus.png'), '--depth', str(tmp_path / 'depth.png'),
                      '--camera-info', str(tmp_path / 'camera.yaml'), '--json',
@@ -268,22 +270,22 @@ def test_depth_gives_the_positions_of_yolo_trt_detect(bus_jpg, tmp_path):
     proc = run_cli('bag', str(src), '--topics', '/cam/color/image_raw', '--depth-topics',
                    '/cam/depth/image_raw', '--backend', 'onnxruntime')
     assert proc.returncode == 0, proc.stderr
-    assert '3D: 4 frames with positions, without: unpaired 1' in proc.stdout
+    assert f'3D: {FRAMES_3D} frames with positions, without: unpaired 1' in proc.stdout
     out = tmp_path / 'rec_detections'
     assert topic_types(out)['/cam/color/detections_3d'][:2] == (DETECTION_3D_ARRAY,
                                                                  DETECTION_3D_ARRAY_HASH)
     found = [m for m in read_bag(out) if m.msgtype == DETECTION_3D_ARRAY]
-    assert [m.log_time for m in found] == [t0 + 10 * i * ms for i in range(4)]  # the images'
+    assert [m.log_time for m in found] == [t0 + i * period for i in range(FRAMES_3D)]
     for i, msg in enumerate(found):
         array = deserialize_message(msg.data, Detection3DArray)
-        assert (array.header.stamp.sec, array.header.stamp.nanosec) == (SEC, 10 * i * ms)
+        assert (array.header.stamp.sec, array.header.stamp.nanosec) == (SEC, i * period)
         assert len(array.detections) == len(want) > 0
         for det, ref in zip(array.detections, want, strict=True):
             assert det.results[0].hypothesis.class_id == ref['label']
             c, size = det.bbox.center.position, det.bbox.size
             assert (c.x, c.y, c.z) == pytest.approx(ref['position_m'], abs=1e-4)
             assert (size.x, size.y, size.z) == pytest.approx(ref['size_m'], abs=1e-4)
-    assert len(detections_of(out)) == 5  # every frame has its 2D detections
+    assert len(detections_of(out)) == FRAMES_3D + 1  # every frame has its 2D detections
 
 
 def _no_images(where: Path) -> Path:

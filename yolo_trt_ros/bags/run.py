@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +35,12 @@ from yolo_trt_ros.bags.vision_types import (
     definition,
     typestore,
 )
+from yolo_trt_ros.core.errors import ImageError
 from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
 from yolo_trt_ros.core.runtime.detector import Detector
 from yolo_trt_ros.core.serving.batch import BatchStep, Served
 from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
+from yolo_trt_ros.core.serving.cdr import parse_compressed, parse_image
 from yolo_trt_ros.core.serving.config import DETECTOR_PARAMETERS, DepthConfig
 from yolo_trt_ros.core.serving.frames import Frame
 
@@ -53,6 +55,7 @@ BATCH_FRAMES = 4
 _BATCH_WINDOW_NS = 500_000_000
 _MAX_QUEUED = 2000
 DEPTH_LOOKAHEAD_NS = 300_000_000
+_DEPTH_KEPT = 100  # depth frames per camera kept for pairing: 1.6 s at 60 fps
 # The node's defaults for what the bag command has no option for.
 _NODE = {name: DETECTOR_PARAMETERS[name].default
          for name in ('track_reset_gap_s', 'depth_slop', 'depth_min_m', 'depth_max_m')}
@@ -160,6 +163,7 @@ class BagRun:
         self.steps = {c: BatchStep(detector, c, max_pixels, label, self.states, depth)
                       for c in {cam.compressed for cam in cameras}}
         self.lookahead = DEPTH_LOOKAHEAD_NS if depth is not None else 0
+        self._depth = {cam.index: deque(maxlen=_DEPTH_KEPT) for cam in cameras if cam.depth}
         self._warned: set[tuple[str, str]] = set()
 
     def run(self, reader, src: Path, out: Path, progress: Progress | None = None) -> Summary:
@@ -187,36 +191,53 @@ class BagRun:
     def _run(self, reader, src: Path, sink: _Out, summary: Summary,
              progress: Progress | None) -> None:
         queue: list[tuple[object, int, object, Frame | None]] = []  # in order, with frames
-        frames = 0  # in the queue
-        first = last = 0  # log times of the batch's first and last frames
         for conn, stamp, data in messages(reader, src):
-            self._depth_input(conn.topic, data)
+            self._depth_input(conn.topic, stamp, data)
             cam = self.by_topic.get(conn.topic)
-            if frames and ((frames >= BATCH_FRAMES and stamp - last > self.lookahead)
-                           or len(queue) >= _MAX_QUEUED
-                           or stamp - first > _BATCH_WINDOW_NS + self.lookahead):
-                self._flush(queue, frames, sink, summary, progress)
-                queue, frames = [], 0
-            frame = None
-            if cam is not None:
-                first = stamp if not frames else first
-                last = stamp
-                frame, frames = Frame(cam.index, data, 0.0), frames + 1
-            if frames:
-                queue.append((conn, stamp, data, frame))
-            elif sink.copy(conn, stamp, data):
-                summary.copied += 1
-        if frames:
-            self._flush(queue, frames, sink, summary, progress)
+            frame = Frame(cam.index, data, 0.0) if cam is not None else None
+            if frame is None and not queue:
+                if sink.copy(conn, stamp, data):
+                    summary.copied += 1
+                continue
+            queue.append((conn, stamp, data, frame))
+            while queue and (cut := self._batch_end(queue, stamp)) is not None:
+                self._flush(queue[:cut], sink, summary, progress)
+                queue = queue[cut:]
+                if queue and queue[0][3] is None:  # copy what precedes the next frame
+                    cut = next((i for i, item in enumerate(queue) if item[3] is not None),
+                               len(queue))
+                    self._flush(queue[:cut], sink, summary, progress)
+                    queue = queue[cut:]
+        if queue:
+            self._flush(queue, sink, summary, progress)
 
-    def _flush(self, queue: list, frames: int, sink: _Out, summary: Summary,
+    def _batch_end(self, queue: list, now: int) -> int | None:
+        """Where the queue's next batch ends (exclusive), or None while it should wait: a
+        batch is the queue's first BATCH_FRAMES frames, each read at least `lookahead` ago
+        (their depth frames are in), with the messages recorded among them; a batch also
+        closes once its first frame is _BATCH_WINDOW_NS old or the queue is long."""
+        first = queue[0][1]
+        forced = len(queue) >= _MAX_QUEUED or now - first > _BATCH_WINDOW_NS + self.lookahead
+        count = 0
+        for i, (_, stamp, _, frame) in enumerate(queue):
+            if frame is None:
+                continue
+            if now - stamp < self.lookahead:
+                return i if forced and count else None
+            count += 1
+            if count == BATCH_FRAMES:
+                return i + 1
+        return len(queue) if forced and count else None
+
+    def _flush(self, queue: list, sink: _Out, summary: Summary,
                progress: Progress | None) -> None:
+        frames = [f for *_, f in queue if f is not None]
         served: dict[int, Served] = {}  # id(frame) -> its result
         for compressed, step in self.steps.items():
-            batch = [f for *_, f in queue
-                     if f is not None and self.cameras[f.camera].compressed == compressed]
+            batch = [f for f in frames if self.cameras[f.camera].compressed == compressed]
             if not batch:
                 continue
+            self._pair_depth(batch)
             result = step(batch)
             served.update((id(s.frame), s) for s in result.served)
             for refused in result.refused:
@@ -239,14 +260,15 @@ class BagRun:
                 problem = result.depth_problem
                 summary.no_3d[problem.cause] += 1
                 self._refused(cam, problem.cause, problem.reason, 'no 3D')
-        if progress is not None:
-            progress.update(frames)
+        if progress is not None and frames:
+            progress.update(len(frames))
 
-    def _depth_input(self, topic: str, data) -> None:
-        """A depth frame or camera_info for a camera's state, as the node's callbacks do."""
+    def _depth_input(self, topic: str, stamp: int, data) -> None:
+        """A depth frame (kept here until its image is served) or a camera_info (for the
+        camera's state, as the node's callback does)."""
         cam = self.depth_of.get(topic)
         if cam is not None:
-            self.states[cam.index].put_depth(bytes(data))
+            self._depth[cam.index].append(bytes(data))
             return
         cam = self.info_of.get(topic)
         if cam is None:
@@ -258,6 +280,23 @@ class BagRun:
             return
         self.states[cam.index].set_camera_info(info.k, info.width, info.height)
 
+    def _pair_depth(self, frames: list[Frame]) -> None:
+        """Hand each camera's state the depth frame nearest each of its frames' stamps (the
+        state keeps only a few, as the node's does; the bag may hold many more in the
+        time a batch waits), in order; the state then pairs them as in the node."""
+        for frame in frames:
+            depth = self._depth.get(frame.camera)
+            if not depth:
+                continue
+            try:
+                header = (parse_compressed(frame.payload) if self.cameras[frame.camera]
+                          .compressed else parse_image(frame.payload)).header
+            except ImageError:
+                continue  # refused by the step
+            want = header.sec * 10**9 + header.nanosec
+            nearest = min(depth, key=lambda data: abs(_stamp_ns(data) - want))
+            self.states[frame.camera].put_depth(nearest)
+
     def _refused(self, cam: Camera, cause: str, reason: str, what: str = 'frame refused'
                  ) -> None:
         """One line per camera and cause, as the node logs bad frames."""
@@ -265,6 +304,15 @@ class BagRun:
             self._warned.add((cam.topic, cause))
             log.warning(f'{cam.topic}: {what} ({cause}): {reason} (further {cause} frames '
                         'of this topic are counted, not shown)')
+
+
+def _stamp_ns(data) -> int:
+    """A serialized depth Image's header stamp (-1 when unreadable: never nearest)."""
+    try:
+        header = parse_image(data).header
+    except ImageError:
+        return -1
+    return header.sec * 10**9 + header.nanosec
 
 
 def _remove(out: Path) -> None:

@@ -4,7 +4,8 @@ CI runs the whole suite twice: on Kilted (.venv) and on Jazzy (.venv-jazzy, `bas
 pip_env/setup.sh --distro jazzy`). The rest of the suite is the same for both; this file
 says where they differ and that the code's assumptions hold on each: type hashes (REP 2011,
 since Iron: Jazzy and Kilted have them, Humble not), the QoS event module (rclpy.event_handler
-since Iron, rclpy.qos_event on Humble), the message-lost event's counters, Fast DDS 2 or 3
+since Iron, rclpy.qos_event on Humble), the message-lost event's counters, whether a
+subscription's MessageInfo names the publisher (Kilted only), Fast DDS 2 or 3
 (config/fastdds_large_frames.xml is read by both), and, on the pip route, that the venv holds
 the wheel set pip_env pins for the distro.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import rclpy
 from packaging.requirements import Requirement
+from support.ros import message_info_names_publishers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,14 +32,15 @@ class Facts:
     event_module: str
     fast_dds: tuple[str, int] | None  # the pip route's Fast DDS wheel and its major version
     requirements: str | None  # the pip route's ROS wheel set
+    publisher_gid: bool  # MessageInfo names the publisher (per-publisher frame accounting)
 
 
 DISTROS = {
-    'humble': Facts(3, False, 'rclpy.qos_event', None, None),
+    'humble': Facts(3, False, 'rclpy.qos_event', None, None, False),
     'jazzy': Facts(7, True, 'rclpy.event_handler', ('ros-fastrtps', 2),
-                   'requirements-ros-jazzy.txt'),
+                   'requirements-ros-jazzy.txt', False),
     'kilted': Facts(9, True, 'rclpy.event_handler', ('ros-fastdds', 3),
-                    'requirements-ros.txt'),
+                    'requirements-ros.txt', True),
 }
 
 
@@ -83,6 +86,15 @@ def test_the_qos_event_module_and_message_lost_counters():
     assert hasattr(module, 'SubscriptionEventCallbacks')
     info = module.QoSMessageLostInfo  # what message_lost hands the detector's callback
     assert {'total_count', 'total_count_change'} <= set(dir(info))
+
+
+@pytest.mark.ros
+def test_message_info_names_the_publisher_where_the_distro_does():
+    """The detector counts frames replaced in its queue or sent before its subscription
+    matched from each publisher's sequence numbers (ros/inputs.py): Kilted's rclpy names
+    the publisher; Jazzy's gives sequence numbers without it, so there they go uncounted
+    (test_detector_lifecycle.py skips that accounting test, saying why)."""
+    assert message_info_names_publishers() == FACTS.publisher_gid
 
 
 @needs_pip_route

@@ -48,7 +48,7 @@ def stage(name: str, prefix: str, size: str = '1920x1080') -> dict:
 def ms(value: float | None) -> str:
     if value is None:
         return '–'  # not measured (no frame answered)
-    return f'{value:.3f}' if value < 0.1 else f'{value:.2f}'
+    return f'{value:.3f}' if abs(value) < 0.1 else f'{value:.2f}'
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -116,15 +116,22 @@ def stages() -> str:
 
 
 def roundtrip() -> str:
+    """Each machine's round trips beside the bare echo of the same bytes in the same run
+    (runs before issue 21 had no echo, and counted answers after the warm-up frames only)."""
     rows = []
     for name, label in (('roundtrip_dev', 'dev'), ('roundtrip_h200_host', 'H200 host')):
         for r in load(name)['results']:
-            rows.append([label, r['transport'], r.get('input', r.get('size')), r['delivered'],
+            floor = (f"{ms(r['floor_p50_ms'])} / {ms(r['floor_p99_ms'])} "
+                     f"({r['floor_answered']})" if 'floor_p50_ms' in r else 'not run')
+            rows.append([label, r['transport'], r.get('input', r.get('size')),
+                         r.get('answered', r.get('delivered')),
                          f"{ms(r['roundtrip_p50_ms'])} / {ms(r['roundtrip_p99_ms'])}",
-                         ms(r['in_process_ms']), ms(r.get('ros_adds_ms'))])
+                         floor, ms(r['in_process_ms']), ms(r.get('ros_adds_ms')),
+                         ms(r.get('over_floor_ms'))])
     return (f"dev: {machine('roundtrip_dev')}; H200 host: {machine('roundtrip_h200_host')}.\n\n"
             + table(['machine', 'transport', 'input', 'answered', 'RTT p50 / p99 ms',
-                     'in-process ms', 'ROS adds ms'], rows))
+                     'bare echo p50 / p99 ms (answered)', 'in-process ms', 'ROS adds ms',
+                     'over the echo ms'], rows))
 
 
 def capacity() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -101,7 +102,9 @@ class DetectorNode(LifecycleNode):
             self._release()
             return FAILURE
         info = self.detector.backend.info
-        log.info(f'backend {info.name} on {info.device}: {info.reason}')
+        gpu = os.environ.get('CUDA_VISIBLE_DEVICES')  # a worker's GPU (launch's devices:=)
+        log.info(f'backend {info.name} on {info.device}'
+                 f"{f' (CUDA_VISIBLE_DEVICES={gpu})' if gpu is not None else ''}: {info.reason}")
         log.info(f'model {self.config.detector.model} ({self.detector.output_format}, input '
                  f'{self.detector.input_size[1]}x{self.detector.input_size[0]})')
         values = self._runtime_values()

@@ -191,6 +191,15 @@ def message_build() -> str:
             + table(['Detection2DArray'] + sizes, rows))
 
 
+def bag() -> str:
+    """`yolo-trt bag` over bags of 1080p frames (bench/bag_rate.py)."""
+    doc = load('bag_dev')
+    rows = [[r['input'], str(r['cameras']), str(r['frames']), r['storage'],
+             f"**{r['frames_per_s']:.1f}**", f"{r['wall_s']:.1f}"] for r in doc['results']]
+    backend = doc['results'][0]['backend'].split(' (')[0]
+    return (f"{machine('bag_dev')}; {doc['model']} on {backend}.\n\n"
+            + table(['frames in the bag', 'cameras', 'frames', 'storage', 'frames/s',
+                     'command wall s (model load included)'], rows))
 def tracks_depth() -> str:
     """README: tracking and 3D per camera-frame against the issue's budgets."""
     name = 'tracking_depth_dev'
@@ -246,10 +255,23 @@ def dds_receive() -> str:
                      'detector (inference taken out)'], rows))
 
 
+def lifecycle_memory() -> str:
+    """PERFORMANCE: the detector's GPU memory per lifecycle state (bench/lifecycle_memory.py)."""
+    name = 'lifecycle_memory_h200'
+    run = load(name)
+    rows = [[s['state'], f"{s['held_mb']:.1f}"] for s in run['states']]
+    return (f"{machine(name)}; {run['cameras']} cameras x {run['size']}, raw and JPEG "
+            f"(decoded on the {run['jpeg_device'].upper()}); the process's CUDA context and "
+            f"libraries, {run['context_and_runtime_mb']:.0f} MB, not counted. Inactive / "
+            f"active: **{run['inactive_over_active']:.1%}** (target at most 10 %).\n\n"
+            + table(['state', 'GPU memory held, MB'], rows))
+
+
 TABLES: dict[str, Callable[[], str]] = {
     'speed': speed, 'stages': stages, 'roundtrip': roundtrip, 'capacity': capacity,
     'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
-    'tracking-depth': tracking_depth, 'dds-receive': dds_receive}
+    'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'bag': bag,
+    'lifecycle-memory': lifecycle_memory}
 
 
 def render(text: str) -> str:

@@ -334,6 +334,27 @@ def test_workers_is_validated_and_worker_parameters_come_from_the_detector_secti
     assert 'model' not in section  # /** keys reach every node by themselves
 
 
+def serve_two_cameras(executor, node, bus_jpg, check, timeout: float) -> None:
+    """A launch of two workers for cam1 and cam2: wait until both subscribe, check(), then
+    publish the bus photo on both at 5 Hz until each camera's detections arrive."""
+    got: dict[str, list] = {'cam1': [], 'cam2': []}
+    for cam, sink in got.items():
+        node.create_subscription(Detection2DArray, f'/{cam}/detections', sink.append, 10)
+    spin_until(executor, lambda: all(node.count_subscribers(f'/{c}/image_raw') > 0
+                                     for c in got), timeout=timeout, what='both workers')
+    check()
+    cameras = [NodeProcess('yolo_trt_ros.ros.image_source_node',
+                           {'path': str(bus_jpg), 'rate': 5.0},
+                           ros_args=['-r', f'image:={c}/image_raw', '-r', f'__node:=camera_{c}'])
+               for c in got]
+    try:
+        spin_until(executor, lambda: all(got.values()), timeout=60,
+                   what='detections from both cameras')
+    finally:
+        for camera in cameras:
+            camera.stop()
+
+
 def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
     launch = YoloTrt('launch', 'image_topic:=cam1/image_raw,cam2/image_raw', 'workers:=2',
                      'backend:=onnxruntime', f'cache_dir:={tmp_path}')
@@ -341,25 +362,13 @@ def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
         with ros_context() as context:
             executor = SingleThreadedExecutor(context=context)
             node = make_node(context, 'workers_client', executor)
-            got: dict[str, list] = {'cam1': [], 'cam2': []}
-            for cam, sink in got.items():
-                node.create_subscription(Detection2DArray, f'/{cam}/detections', sink.append, 10)
-            spin_until(executor, lambda: all(node.count_subscribers(f'/{c}/image_raw') > 0
-                                             for c in got), timeout=90, what='both workers')
-            spin_until(executor, lambda: {'detector_0', 'detector_1'} <= set(
-                node.get_node_names()), timeout=30, what='nodes detector_0 and detector_1')
-            assert 'detector' not in node.get_node_names()
-            cameras = [NodeProcess('yolo_trt_ros.ros.image_source_node',
-                                   {'path': str(bus_jpg), 'rate': 5.0},
-                                   ros_args=['-r', f'image:={c}/image_raw',
-                                             '-r', f'__node:=camera_{c}'])
-                       for c in got]
-            try:
-                spin_until(executor, lambda: all(got.values()), timeout=60,
-                           what='detections from both cameras')
-            finally:
-                for camera in cameras:
-                    camera.stop()
+
+            def named_workers():
+                spin_until(executor, lambda: {'detector_0', 'detector_1'} <= set(
+                    node.get_node_names()), timeout=30, what='nodes detector_0 and detector_1')
+                assert 'detector' not in node.get_node_names()
+
+            serve_two_cameras(executor, node, bus_jpg, named_workers, timeout=90)
             executor.shutdown()
         # Issue 17, failure 8: a worker killed was reported as "the detector exited with -9".
         (worker,) = [int(p.parent.name) for p in Path('/proc').glob('[0-9]*/cmdline')
@@ -610,27 +619,15 @@ def test_two_workers_given_device_0_run_on_it(bus_jpg, tmp_path, monkeypatch):
         with ros_context() as context:
             executor = SingleThreadedExecutor(context=context)
             node = make_node(context, 'devices_client', executor)
-            got: dict[str, list] = {'cam1': [], 'cam2': []}
-            for cam, sink in got.items():
-                node.create_subscription(Detection2DArray, f'/{cam}/detections', sink.append, 10)
-            spin_until(executor, lambda: all(node.count_subscribers(f'/{c}/image_raw') > 0
-                                             for c in got), timeout=120, what='both workers')
-            workers = {pid: env for pid, env in process_environment(marker).items()
-                       if '__node:=detector_' in Path(f'/proc/{pid}/cmdline').read_bytes()
-                       .replace(b'\0', b' ').decode()}
-            assert len(workers) == 2
-            assert [env.get('CUDA_VISIBLE_DEVICES') for env in workers.values()] == ['0', '0']
-            cameras = [NodeProcess('yolo_trt_ros.ros.image_source_node',
-                                   {'path': str(bus_jpg), 'rate': 5.0},
-                                   ros_args=['-r', f'image:={c}/image_raw',
-                                             '-r', f'__node:=camera_{c}'])
-                       for c in got]
-            try:
-                spin_until(executor, lambda: all(got.values()), timeout=60,
-                           what='detections from both cameras')
-            finally:
-                for camera in cameras:
-                    camera.stop()
+
+            def both_on_gpu_0():
+                workers = {pid: env for pid, env in process_environment(marker).items()
+                           if '__node:=detector_' in Path(f'/proc/{pid}/cmdline').read_bytes()
+                           .replace(b'\0', b' ').decode()}
+                assert [env.get('CUDA_VISIBLE_DEVICES') for env in workers.values()] == \
+                    ['0', '0']
+
+            serve_two_cameras(executor, node, bus_jpg, both_on_gpu_0, timeout=120)
             executor.shutdown()
         launch.proc.send_signal(signal.SIGINT)
         rc, out = launch.finish(timeout=30)

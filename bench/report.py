@@ -29,6 +29,25 @@ def load(name: str) -> dict:
     return json.loads((RESULTS / f'{name}.json').read_text())
 
 
+# Ultralytics rows of runs before issue 21 timed its NMS without torchvision loaded: the
+# pure-torch fallback its predictor never runs (it imports torchvision). Their names say so.
+FALLBACK = 'pure-torch fallback: without torchvision, not what its users run'
+LEGACY_ULTRALYTICS = {
+    'Ultralytics NMS + scale_boxes (cuda)': f'Ultralytics NMS + scale_boxes (cuda), {FALLBACK}',
+    'Ultralytics pre+post (cuda)': 'Ultralytics pre+post (cuda), with the pure-torch fallback '
+                                   'NMS (not what its users run)'}
+
+
+def stage_rows(name: str) -> list[dict]:
+    """A stages run's measured rows (rows that say `not measured` left out), the Ultralytics
+    rows of a run before issue 21 named for what they timed."""
+    rows = load(name)['results']
+    legacy = not any('torchvision NMS' in r['stage'] for r in rows)
+    return [{**r, 'stage': LEGACY_ULTRALYTICS.get(r['stage'], r['stage']) if legacy
+             else r['stage']}
+            for r in rows if not r.get('note', '').startswith('not measured')]
+
+
 def machine(name: str) -> str:
     """'NVIDIA H200, 16-core Intel Xeon' or 'no GPU, 2-core AMD EPYC', and the date."""
     m = load(name)['machine']
@@ -38,7 +57,7 @@ def machine(name: str) -> str:
 
 def stage(name: str, prefix: str, size: str = '1920x1080') -> dict:
     """The one result of `name` whose stage starts with prefix, at size."""
-    rows = [r for r in load(name)['results']
+    rows = [r for r in (stage_rows(name) if name.startswith('stages') else load(name)['results'])
             if r['stage'].startswith(prefix) and r.get('size', r.get('input')) == size]
     if len(rows) != 1:
         raise KeyError(f'{name}: {len(rows)} results for {prefix!r} at {size}')
@@ -48,7 +67,7 @@ def stage(name: str, prefix: str, size: str = '1920x1080') -> dict:
 def ms(value: float | None) -> str:
     if value is None:
         return '–'  # not measured (no frame answered)
-    return f'{value:.3f}' if value < 0.1 else f'{value:.2f}'
+    return f'{value:.3f}' if abs(value) < 0.1 else f'{value:.2f}'
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -63,11 +82,17 @@ def speed() -> str:
     gpu, dev = 'stages_h200_host', 'stages_dev'
     rows = []
     path = stage(gpu, 'GPU path, all but inference')
-    ultra = stage(gpu, 'Ultralytics pre+post')
+    try:
+        ultra = stage(gpu, 'Ultralytics predictor pre+post')
+        beside = (f"Ultralytics' predictor, pre+post by its own timings (results[0].speed): "
+                  f"{ms(ultra['median_ms'])} ms "
+                  f"({path['median_ms'] / ultra['median_ms']:.2f}x of it)")
+    except KeyError:  # a run before issue 21: its Ultralytics rows timed the wrong NMS
+        beside = ('Ultralytics as its users run it: not measured yet (issue 21; the '
+                  'figure shown before timed its NMS without torchvision)')
     rows.append([f'everything but inference, GPU path (upload, preprocessing kernel, GPU decode, '
                  f'NMS, message); {machine(gpu)}',
-                 f"**{ms(path['median_ms'])} ms** p50 ({ms(path['p99_ms'])} p99)",
-                 f"{ultra['stage']}: {ms(ultra['median_ms'])} ms"])
+                 f"**{ms(path['median_ms'])} ms** p50 ({ms(path['p99_ms'])} p99)", beside])
     jpeg = stage(gpu, 'JPEG decode (gpu) + preprocessing kernel')
     cv2_decode = stage('gpu_stages_h200', 'JPEG decode CPU', '1920x1080 q90 501 KB')
     rows.append([f'CompressedImage (JPEG q90): GPU decode + preprocessing; {machine(gpu)}',
@@ -98,7 +123,7 @@ def stages() -> str:
     names = ('stages_dev', 'stages_h200_host')
     keys = []
     for name in names:
-        for r in load(name)['results']:
+        for r in stage_rows(name):
             key = (r['stage'], r['size'])
             if key not in keys:
                 keys.append(key)
@@ -106,7 +131,7 @@ def stages() -> str:
     for key in keys:
         row = [key[0], key[1]]
         for name in names:
-            found = [r for r in load(name)['results'] if (r['stage'], r['size']) == key]
+            found = [r for r in stage_rows(name) if (r['stage'], r['size']) == key]
             row += [ms(found[0]['median_ms']), ms(found[0]['p99_ms'])] if found else ['–', '–']
         rows.append(row)
     header = ['stage', 'input'] + [f'{label} {q}' for label in ('dev', 'H200 host')
@@ -116,15 +141,22 @@ def stages() -> str:
 
 
 def roundtrip() -> str:
+    """Each machine's round trips beside the bare echo of the same bytes in the same run
+    (runs before issue 21 had no echo, and counted answers after the warm-up frames only)."""
     rows = []
     for name, label in (('roundtrip_dev', 'dev'), ('roundtrip_h200_host', 'H200 host')):
         for r in load(name)['results']:
-            rows.append([label, r['transport'], r.get('input', r.get('size')), r['delivered'],
+            floor = (f"{ms(r['floor_p50_ms'])} / {ms(r['floor_p99_ms'])} "
+                     f"({r['floor_answered']})" if 'floor_p50_ms' in r else 'not run')
+            rows.append([label, r['transport'], r.get('input', r.get('size')),
+                         r.get('answered', r.get('delivered')),
                          f"{ms(r['roundtrip_p50_ms'])} / {ms(r['roundtrip_p99_ms'])}",
-                         ms(r['in_process_ms']), ms(r.get('ros_adds_ms'))])
+                         floor, ms(r['in_process_ms']), ms(r.get('ros_adds_ms')),
+                         ms(r.get('over_floor_ms'))])
     return (f"dev: {machine('roundtrip_dev')}; H200 host: {machine('roundtrip_h200_host')}.\n\n"
             + table(['machine', 'transport', 'input', 'answered', 'RTT p50 / p99 ms',
-                     'in-process ms', 'ROS adds ms'], rows))
+                     'bare echo p50 / p99 ms (answered)', 'in-process ms', 'ROS adds ms',
+                     'over the echo ms'], rows))
 
 
 def capacity() -> str:

@@ -1,8 +1,9 @@
 """ROS round trip: publish sensor_msgs/Image (and, at 1080p, a JPEG CompressedImage) in
 this process, receive the detector node's Detection2DArray (another process) back, and
-compare with the same pipeline in-process.
+compare with the same pipeline in-process and with the floor of that run.
 
-    python bench/ros_roundtrip.py [--frames 200] [--rate 20] [--json out.json]
+    python bench/ros_roundtrip.py [--frames 150] [--rate 20] [--inputs raw,jpeg]
+                                  [--transports stock,profile] [--json out.json]
     python bench/ros_roundtrip.py --bag BAG [--topics T] [--frames 200] [--json out.json]
 
 With --bag, the frames of one camera topic of a recorded bag (Image or CompressedImage) are
@@ -13,14 +14,27 @@ Inference is taken out (bench/common.py `inference`: the GPU stand-in engine whe
 a GPU, the null-inference model on ONNX Runtime elsewhere), so the figures are transport +
 ROS + the detector's pipeline, not a model. Each transport setting runs in a child process
 of its own (Fast DDS reads its profile once per process): stock Fast DDS, and
-config/fastdds_large_frames.xml. Each row also says where the time goes: the publish call
-(serialisation and write), the wait for the worker and the pipeline in the node (from its
-diagnostics), and the rest (DDS delivery of the frame and of the answer).
+config/fastdds_large_frames.xml.
+
+Frames are published pre-serialized (the same bytes each time, the stamp patched in), so
+the publisher's side costs the same for every receiver. Beside the detector, in the same
+run and on the same bytes, a bare echo (another process: raw subscription with the
+detector's QoS, answers at once with a Detection2DArray carrying the frame's stamp)
+measures the floor: what rclpy and the transport cost on that machine that day. Rows:
+answered (of every frame sent, the first ones included), RTT after the warm-up frames,
+the floor's, the in-process pipeline, what ROS adds to it (RTT - in-process) and what the
+node adds over the floor (RTT - in-process - floor); the node's own counters (frames in,
+processed, dropped, lost before it) say where unanswered frames went. `unmatched` (the
+node's counter, and the echo's the same way, from publication sequence numbers) are frames
+published before the receiver's subscription had matched the publisher: the publisher
+sees the subscription first and sends, the receiver has not yet discovered it and drops
+them; that is the round-trip tool's start, not the receiver's work.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -33,6 +47,7 @@ from common import camera_jpeg, environment, inference, start_node, stop, workdi
 
 # (height, width, compressed)
 CASES = ((480, 640, False), (720, 1280, False), (1080, 1920, False), (1080, 1920, True))
+STAMP_NANOSEC = 8  # CDR: 4 bytes of encapsulation, then header.stamp.sec, .nanosec
 
 
 def in_process_ms(params: dict, env: dict, h: int, w: int, jpeg: bytes | None,
@@ -63,15 +78,106 @@ def in_process_ms(params: dict, env: dict, h: int, w: int, jpeg: bytes | None,
     return float(np.median(times) * 1e3)
 
 
-def node_percentiles(diags: list) -> dict[str, float]:
-    """latency_ms.p50 and queue_ms.p50 from the detector's newest diagnostics."""
+def node_counters(diags: list) -> dict[str, float]:
+    """The detector's newest diagnostics: latency and queue p50, and the frame counters."""
     if not diags:
         return {}
     values = {kv.key: kv.value for kv in diags[-1].status[0].values}
-    return {k: float(values[k]) for k in ('latency_ms.p50', 'queue_ms.p50') if k in values}
+    keys = ('latency_ms.p50', 'queue_ms.p50', 'frames_in', 'processed', 'dropped',
+            'lost_in_dds', 'replaced_in_queue', 'unmatched', 'bad_input')
+    return {k: float(values[k]) for k in keys if k in values}
 
 
-def child(profile: bool, frames: int, rate: float) -> list[dict]:
+def serialized_frame(h: int, w: int, compressed: bool) -> bytearray:
+    """The frame as the bytes a publisher sends; its stamp's nanosec at STAMP_NANOSEC."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage
+
+    from yolo_trt_ros.ros.image_source_node import to_message
+
+    if compressed:
+        msg = CompressedImage(format='jpeg', data=camera_jpeg(h, w))
+    else:
+        msg = to_message(np.random.default_rng(h).integers(0, 256, (h, w, 3),
+                                                           dtype=np.uint8), 'bgr8')
+    msg.header.stamp.nanosec = 0x01020304
+    data = bytearray(serialize_message(msg))
+    assert struct.unpack_from('<I', data, STAMP_NANOSEC)[0] == 0x01020304, 'not CDR LE'
+    return data
+
+
+def echo(topic: str, answer: str, compressed: bool) -> None:
+    """The floor: a raw subscription with the detector's QoS for a reliable camera, which
+    answers each frame at once with a Detection2DArray of its stamp (no detections)."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, Image
+    from vision_msgs.msg import Detection2DArray
+
+    from yolo_trt_ros.core.pipeline.results import Detections
+    from yolo_trt_ros.core.serving.cdr import parse_compressed, parse_image
+    from yolo_trt_ros.core.serving.cdr_writer import detection_array_cdr
+
+    rclpy.init()
+    node = Node('roundtrip_echo')
+    pub = node.create_publisher(Detection2DArray, answer, 10)
+    parse, none = (parse_compressed if compressed else parse_image), Detections.empty()
+    first: list[int] = []  # the publication sequence number of the first frame received
+
+    def on_frame(data: bytes, info) -> None:
+        pub.publish(detection_array_cdr(none, parse(data).header, str))
+        if not first:
+            first.append(info.get('publication_sequence_number') or 1)
+
+    node.create_subscription(CompressedImage if compressed else Image, topic, on_frame,
+                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE),
+                             raw=True)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # stopped by the benchmark
+    finally:
+        # As the detector counts them: frames published before the subscription matched.
+        print(json.dumps({'unmatched': first[0] - 1 if first else None}), flush=True)
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def round_trips(node, pub, frame: bytearray, frames: int, rate: float, warm: int,
+                got: dict[int, float]) -> dict:
+    """Publish warm + frames stamped 1.. at rate, spinning node for the answers (into got);
+    the answered count of every frame sent, RTTs after the warm-up, publish call times."""
+    import rclpy
+
+    deadline = time.monotonic() + 60
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    sent: dict[int, float] = {}
+    publish_ms: list[float] = []
+    next_t = time.perf_counter()
+    for i in range(1, frames + warm + 1):
+        struct.pack_into('<I', frame, STAMP_NANOSEC, i)
+        data = bytes(frame)  # copied before the clock starts
+        sent[i] = time.perf_counter()
+        pub.publish(data)
+        publish_ms.append((time.perf_counter() - sent[i]) * 1e3)
+        next_t += 1.0 / rate
+        while time.perf_counter() < next_t:
+            rclpy.spin_once(node, timeout_sec=max(0.0, next_t - time.perf_counter()))
+    end = time.monotonic() + 2  # answers still on their way
+    while time.monotonic() < end and len(got) < len(sent):
+        rclpy.spin_once(node, timeout_sec=0.05)
+    rtt = np.array([(got[k] - sent[k]) * 1e3 for k in sent if k > warm and k in got])
+    return {'answered': f'{sum(k in got for k in sent)}/{len(sent)}',
+            'missing': sorted(k for k in sent if k not in got),
+            'p50': round(float(np.median(rtt)), 2) if len(rtt) else None,
+            'p99': round(float(np.percentile(rtt, 99)), 2) if len(rtt) else None,
+            'publish_ms': round(float(np.median(publish_ms[warm:])), 2)}
+
+
+def child(profile: bool, frames: int, rate: float, cases=CASES) -> list[dict]:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
@@ -79,83 +185,89 @@ def child(profile: bool, frames: int, rate: float) -> list[dict]:
     from sensor_msgs.msg import CompressedImage, Image
     from vision_msgs.msg import Detection2DArray
 
-    from yolo_trt_ros.ros.image_source_node import to_message
-
     tmp = workdir()
     params, extra_env = inference(tmp, max_batch=1)
     env = {**environment(profile), **extra_env}
     rows = []
     rclpy.init()
     node = Node('roundtrip_bench')
-    for h, w, compressed in CASES:
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    warm = 20
+    for h, w, compressed in cases:
         topic = f'bench_{w}x{h}{"_jpeg" if compressed else ""}'
-        det = start_node('yolo_trt_ros.ros.detector_node',
-                         {**params, 'image_topics': f'{topic}/image', 'compressed': compressed,
-                          'publish_annotated': False}, env, tmp / f'{topic}.log')
-        got: dict[int, float] = {}
-        sub = node.create_subscription(  # one camera: the detector answers on `detections`
-            Detection2DArray, 'detections',
-            lambda m, got=got: got.setdefault(m.header.stamp.nanosec, time.perf_counter()), 50)
-        diags: list = []
-        diag_sub = node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
-        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        msg_type, suffix = (CompressedImage, '/compressed') if compressed else (Image, '')
+        frame = serialized_frame(h, w, compressed)
+        measured = {}
+        for who in ('floor', 'node'):
+            got: dict[int, float] = {}
+            answer = f'{topic}_echo/detections' if who == 'floor' else 'detections'
+            sub = node.create_subscription(  # one camera: the detector answers on `detections`
+                Detection2DArray, answer,
+                lambda m, got=got: got.setdefault(m.header.stamp.nanosec, time.perf_counter()),
+                frames + warm)
+            diags: list = []
+            diag_sub = node.create_subscription(DiagnosticArray, '/diagnostics', diags.append,
+                                                10)
+            # Publisher first: the detector's QoS `auto` follows the publishers it finds.
+            pub = node.create_publisher(msg_type, f'{topic}/image{suffix}', qos)
+            if who == 'floor':
+                proc = subprocess.Popen(
+                    [sys.executable, __file__, '--echo', f'{topic}/image{suffix}', answer,
+                     *(['--compressed'] if compressed else [])], env=env,
+                    stdout=subprocess.PIPE, text=True)
+            else:
+                proc = start_node('yolo_trt_ros.ros.detector_node',
+                                  {**params, 'image_topics': f'{topic}/image',
+                                   'compressed': compressed, 'publish_annotated': False},
+                                  env, tmp / f'{topic}.log')
+            try:
+                measured[who] = round_trips(node, pub, frame, frames, rate, warm, got)
+                if who == 'node':  # one more diagnostics message with every frame in it
+                    end = time.monotonic() + 2
+                    while time.monotonic() < end:
+                        rclpy.spin_once(node, timeout_sec=0.05)
+                    measured['counters'] = node_counters(diags)
+            finally:
+                stop(proc)
+                if who == 'floor' and who in measured:
+                    said = [json.loads(line) for line in proc.stdout if line.startswith('{')]
+                    measured['floor']['unmatched'] = said[-1]['unmatched'] if said else None
+                node.destroy_subscription(sub)
+                node.destroy_subscription(diag_sub)
+                node.destroy_publisher(pub)
         jpeg = camera_jpeg(h, w) if compressed else None
-        if compressed:
-            pub = node.create_publisher(CompressedImage, f'{topic}/image/compressed', qos)
-            msg = CompressedImage(format='jpeg', data=jpeg)
-        else:
-            pub = node.create_publisher(Image, f'{topic}/image', qos)
-            msg = to_message(np.random.default_rng(h).integers(0, 256, (h, w, 3),
-                                                               dtype=np.uint8), 'bgr8')
-        deadline = time.monotonic() + 60
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.05)
-        sent: dict[int, float] = {}
-        publish_ms: list[float] = []
-        period, warm = 1.0 / rate, 20
-        next_t = time.perf_counter()
-        for i in range(frames + warm):
-            msg.header.stamp.nanosec = i + 1
-            sent[i + 1] = time.perf_counter()
-            pub.publish(msg)
-            publish_ms.append((time.perf_counter() - sent[i + 1]) * 1e3)
-            next_t += period
-            while time.perf_counter() < next_t:
-                rclpy.spin_once(node, timeout_sec=max(0.0, next_t - time.perf_counter()))
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
-        rtt = np.array([(got[k] - sent[k]) * 1e3 for k in sent if k > warm and k in got])
-        end = time.monotonic() + 2  # one more diagnostics message with every frame in it
-        while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
-        in_node = node_percentiles(diags)
-        stop(det)
-        node.destroy_subscription(sub)
-        node.destroy_subscription(diag_sub)
-        node.destroy_publisher(pub)
         inproc = in_process_ms(params, extra_env, h, w, jpeg, 100)
-        row = {'transport': 'fastdds_large_frames.xml' if profile else 'stock Fast DDS',
-               'input': f'{w}x{h} {"JPEG q90" if compressed else "bgr8"}',
-               'delivered': f'{len(rtt)}/{frames}',
-               'roundtrip_p50_ms': round(float(np.median(rtt)), 2) if len(rtt) else None,
-               'roundtrip_p99_ms': round(float(np.percentile(rtt, 99)), 2) if len(rtt) else None,
-               'in_process_ms': round(inproc, 2),
-               'breakdown_p50_ms': {
-                   'publish call': round(float(np.median(publish_ms[warm:])), 2),
-                   'node: wait for the worker': in_node.get('queue_ms.p50'),
-                   'node: pipeline': round(in_node['latency_ms.p50'] - in_node['queue_ms.p50'],
-                                           2) if len(in_node) == 2 else None}}
-        if len(rtt):
-            row['ros_adds_ms'] = round(row['roundtrip_p50_ms'] - inproc, 2)
-            if len(in_node) == 2:
-                row['breakdown_p50_ms']['DDS delivery, frame and answer'] = round(
-                    row['roundtrip_p50_ms'] - row['breakdown_p50_ms']['publish call']
-                    - in_node['latency_ms.p50'], 2)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        rows.append(row(profile, h, w, compressed, measured, inproc))
+        print(json.dumps(rows[-1]), flush=True)
     rclpy.shutdown()
     return rows
+
+
+def row(profile: bool, h: int, w: int, compressed: bool, measured: dict,
+        inproc: float) -> dict:
+    """One case's JSON row from the floor's and the node's round trips."""
+    rt, floor, counters = measured['node'], measured['floor'], measured['counters']
+    out = {'transport': 'fastdds_large_frames.xml' if profile else 'stock Fast DDS',
+           'input': f'{w}x{h} {"JPEG q90" if compressed else "bgr8"}',
+           'answered': rt['answered'], 'not_answered': rt['missing'],
+           'roundtrip_p50_ms': rt['p50'], 'roundtrip_p99_ms': rt['p99'],
+           'floor_answered': floor['answered'], 'floor_unmatched': floor.get('unmatched'),
+           'floor_p50_ms': floor['p50'],
+           'floor_p99_ms': floor['p99'], 'in_process_ms': round(inproc, 2),
+           'node_counters': {k: int(v) for k, v in counters.items() if '_ms.' not in k},
+           'breakdown_p50_ms': {'publish call': rt['publish_ms'],
+                                'node: wait for the worker': counters.get('queue_ms.p50')}}
+    if 'latency_ms.p50' in counters and 'queue_ms.p50' in counters:
+        out['breakdown_p50_ms']['node: pipeline'] = round(
+            counters['latency_ms.p50'] - counters['queue_ms.p50'], 2)
+    if rt['p50'] is not None:
+        out['ros_adds_ms'] = round(rt['p50'] - inproc, 2)
+        if floor['p50'] is not None:
+            out['over_floor_ms'] = round(out['ros_adds_ms'] - floor['p50'], 2)
+        if 'latency_ms.p50' in counters:
+            out['breakdown_p50_ms']['DDS delivery, frame and answer'] = round(
+                rt['p50'] - rt['publish_ms'] - counters['latency_ms.p50'], 2)
+    return out
 
 
 def child_bag(profile: bool, frames: int, bag: str, topics: list[str]) -> list[dict]:
@@ -219,41 +331,54 @@ def child_bag(profile: bool, frames: int, bag: str, topics: list[str]) -> list[d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--frames', type=int, default=200)
+    parser.add_argument('--frames', type=int, default=150, help='measured frames per case '
+                        '(after 20 warm-up frames, which count as answered or not too)')
     parser.add_argument('--rate', type=float, default=20.0)
+    parser.add_argument('--inputs', default='raw,jpeg', help='raw, jpeg or both')
+    parser.add_argument('--transports', default='stock,profile', help='stock, profile or both')
     parser.add_argument('--json')
-    parser.add_argument('--child', choices=('stock', 'profile'))
+    parser.add_argument('--child', choices=('stock', 'profile'), help=argparse.SUPPRESS)
+    parser.add_argument('--echo', nargs=2, metavar=('TOPIC', 'ANSWER'), help=argparse.SUPPRESS)
+    parser.add_argument('--compressed', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--bag', help='replay one camera topic of this bag at its recorded rate')
     parser.add_argument('--topics', nargs='+', help='the bag\'s camera topic (default: its one)')
     args = parser.parse_args()
+    if args.echo:
+        echo(*args.echo, args.compressed)
+        return 0
+    inputs = set(args.inputs.split(','))
+    cases = tuple(c for c in CASES if ('jpeg' if c[2] else 'raw') in inputs)
     if args.child:
         if args.bag:
             child_bag(args.child == 'profile', args.frames, args.bag, args.topics or [])
         else:
-            child(args.child == 'profile', args.frames, args.rate)
+            child(args.child == 'profile', args.frames, args.rate, cases)
         return 0
     bag_args = ['--bag', args.bag, *(['--topics', *args.topics] if args.topics else [])] \
         if args.bag else []
     rows = []
-    for mode in ('stock', 'profile'):
+    for mode in args.transports.split(','):
         proc = subprocess.run([sys.executable, __file__, '--child', mode, '--frames',
-                               str(args.frames), '--rate', str(args.rate), *bag_args],
-                              env=environment(mode == 'profile'), capture_output=True, text=True)
+                               str(args.frames), '--rate', str(args.rate), '--inputs',
+                               args.inputs, *bag_args], env=environment(mode == 'profile'),
+                              capture_output=True, text=True)
         rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
         if proc.returncode:
             print(proc.stdout, proc.stderr, file=sys.stderr)
             return proc.returncode
-    print(f"{'transport':<26} {'input':>19} {'delivered':>10} {'RTT p50':>8} {'RTT p99':>8} "
-          f"{'in-proc':>8} {'ROS adds':>9}  (ms)  where the p50 goes")
+    print(f"{'transport':<26} {'input':>19} {'answered':>9} {'RTT p50':>8} {'RTT p99':>8} "
+          f"{'floor':>8} {'in-proc':>8} {'ROS adds':>9} {'over floor':>10}  (ms)  node counters")
     for r in rows:
-        print(f"{r['transport']:<26} {r['input']:>19} {r['delivered']:>10} "
+        print(f"{r['transport']:<26} {r['input']:>19} {r.get('answered', r.get('delivered')):>9} "
               f"{r['roundtrip_p50_ms'] or '-':>8} {r['roundtrip_p99_ms'] or '-':>8} "
-              f"{r['in_process_ms'] or '-':>8} {r.get('ros_adds_ms', '-'):>9}  "
-              f"{r['breakdown_p50_ms']}")
+              f"{r.get('floor_p50_ms') or '-':>8} {r['in_process_ms'] or '-':>8} "
+              f"{r.get('ros_adds_ms', '-'):>9} {r.get('over_floor_ms', '-'):>10}  "
+              f"{r.get('node_counters', r['breakdown_p50_ms'])}")
     if args.json:
         from yolo_trt_ros.benchmarks.stages import machine_info
-        Path(args.json).write_text(json.dumps({'machine': machine_info(), 'results': rows},
-                                              indent=2))
+        Path(args.json).write_text(json.dumps(
+            {'machine': machine_info(), 'frames': args.frames, 'rate_hz': args.rate,
+             'warm_up_frames': 20, 'results': rows}, indent=2))
     return 0
 
 

@@ -2,7 +2,9 @@
 # Every benchmark of docs/PERFORMANCE.md in one go, on a GPU machine with ROS set up as
 # bench/device_env.sh does:   bash bench/run_gpu_benches.sh OUT_DIR [SECONDS]
 # Writes stages, round trip, capacity, GPU stages and lifecycle-memory JSON (with the
-# machine) into OUT_DIR.
+# machine) into OUT_DIR. With `source bench/ultralytics_env.sh WHEELS` before it, the stages
+# include Ultralytics' rows (its predictor by its own timings, torchvision loaded as its
+# users have it).
 set -u
 OUT=${1:?output folder}
 SECONDS_EACH=${2:-15}

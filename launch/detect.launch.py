@@ -33,9 +33,9 @@ from yolo_trt_ros.launch_args import (
     check_names,
     default_params_file,
     fastdds_profile,
+    launch_plan,
     node_section,
     validate,
-    worker_plan,
 )
 
 
@@ -68,35 +68,36 @@ def _nodes(context):
     # Every argument checked before any node starts (same rules as `yolo-trt launch`):
     # `ros2 launch` would pass a misspelt one on and change nothing.
     check_names(_given(context), also=ROS2_LAUNCH_OWN)
-    validate({name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS})
+    values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
+    validate(values)
     params_file = LaunchConfiguration('params_file').perform(context) or str(default_params_file())
     namespace = LaunchConfiguration('namespace')
-    builder = Node(
-        package='yolo_trt_ros', executable='engine_builder', name='engine_builder',
-        namespace=namespace, output='screen',
-        parameters=[params_file, _overrides(BUILDER_FROM_ARGS)])
     # workers:=N: N detector processes split the cameras (same topics as one would use),
-    # each with its own CUDA context and stream on the one GPU, all on the one engine.
+    # each with its own CUDA context and stream, on the GPUs of devices:= (one builder per
+    # GPU used, each building for its GPU); the plan is checked before any node starts.
     own = node_section(params_file, namespace.perform(context), skip=DETECTOR_FROM_ARGS)
-    plan = worker_plan(LaunchConfiguration('image_topic').perform(context),
-                       LaunchConfiguration('workers').perform(context),
-                       names=str(own.get('camera_names', '')),
-                       depth=LaunchConfiguration('depth_topic').perform(context),
-                       info=LaunchConfiguration('camera_info_topic').perform(context))
+    builders, workers = launch_plan(values, own)
+    builder_nodes = [Node(
+        package='yolo_trt_ros', executable='engine_builder', name=builder.name,
+        namespace=namespace, output='screen', additional_env=builder.env,
+        parameters=[params_file, _overrides(BUILDER_FROM_ARGS)])
+        for builder in builders]
     detectors = [Node(
-        package='yolo_trt_ros', executable='detector', name=worker['name'],
-        namespace=namespace, output='screen',
-        parameters=[params_file, *([own] if len(plan) > 1 else []),
-                    _overrides(DETECTOR_FROM_ARGS),
-                    {k: v for k, v in worker.items() if k != 'name'}])
-        for worker in plan]
+        package='yolo_trt_ros', executable='detector', name=worker.name,
+        namespace=namespace, output='screen', additional_env=worker.env,
+        parameters=[params_file, _overrides(DETECTOR_FROM_ARGS), worker.params])
+        for worker in workers]
+    built: set[str] = set()
 
-    def after_builder(event, _context):
-        if event.returncode == 0:
-            return detectors
-        return [LogInfo(msg=f'engine_builder failed (exit {event.returncode}); '
-                            f'not starting the detector'),
-                _fail(f'engine_builder failed (exit {event.returncode})')]
+    def after_builder(name: str):
+        def on_exit(event, _context):  # the detectors start when every builder exited 0
+            if event.returncode != 0:
+                return [LogInfo(msg=f'{name} failed (exit {event.returncode}); not starting '
+                                    f'the detector'),
+                        _fail(f'{name} failed (exit {event.returncode})')]
+            built.add(name)
+            return detectors if len(built) == len(builder_nodes) else []
+        return on_exit
 
     def after_detector(event, _context):
         # A signal-driven stop exits 0 (or -2/-15 when killed by launch itself); any other
@@ -110,8 +111,10 @@ def _nodes(context):
     dds = [] if 'FASTDDS_DEFAULT_PROFILES_FILE' in os.environ else [SetEnvironmentVariable(
         'FASTDDS_DEFAULT_PROFILES_FILE',
         str(fastdds_profile(LaunchConfiguration('dds_profile').perform(context))))]
-    return [*dds, builder,
-            RegisterEventHandler(OnProcessExit(target_action=builder, on_exit=after_builder)),
+    return [*dds, *builder_nodes,
+            *(RegisterEventHandler(OnProcessExit(target_action=node,
+                                                 on_exit=after_builder(builder.name)))
+              for node, builder in zip(builder_nodes, builders, strict=True)),
             *(RegisterEventHandler(OnProcessExit(target_action=detector, on_exit=after_detector))
               for detector in detectors)]
 

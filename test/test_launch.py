@@ -70,8 +70,8 @@ def launch_problems(launch_source: str, yaml_text: str, arguments: dict, builder
         if getattr(call.func, 'id', None) == 'Node':
             exe = [v.value for v in kwargs(call, 'executable') if isinstance(v, ast.Constant)]
             name = [v.value for v in kwargs(call, 'name') if isinstance(v, ast.Constant)]
-            if not name and any(isinstance(v, ast.Subscript) for v in kwargs(call, 'name')):
-                name = ['detector']  # worker['name']: detector or detector_<i> (worker_plan)
+            if not name and kwargs(call, 'name') and exe:
+                name = exe  # a planned name (launch_plan): engine_builder[_<gpu>], detector[_<i>]
             if not exe or not name:
                 problems.append('a Node without a literal executable and name')
                 continue
@@ -112,7 +112,7 @@ def launch_problems(launch_source: str, yaml_text: str, arguments: dict, builder
         params = section['ros__parameters']
         if key == '/**':
             for param in params:
-                if not any(param in NODE_PARAMETERS[n] for n in nodes):
+                if not any(param in NODE_PARAMETERS.get(n, {}) for n in nodes):
                     problems.append(f'YAML /**: {param} is a parameter of no launched node')
             continue
         target = key.rsplit('/', 1)[-1]
@@ -334,6 +334,27 @@ def test_workers_is_validated_and_worker_parameters_come_from_the_detector_secti
     assert 'model' not in section  # /** keys reach every node by themselves
 
 
+def serve_two_cameras(executor, node, bus_jpg, check, timeout: float) -> None:
+    """A launch of two workers for cam1 and cam2: wait until both subscribe, check(), then
+    publish the bus photo on both at 5 Hz until each camera's detections arrive."""
+    got: dict[str, list] = {'cam1': [], 'cam2': []}
+    for cam, sink in got.items():
+        node.create_subscription(Detection2DArray, f'/{cam}/detections', sink.append, 10)
+    spin_until(executor, lambda: all(node.count_subscribers(f'/{c}/image_raw') > 0
+                                     for c in got), timeout=timeout, what='both workers')
+    check()
+    cameras = [NodeProcess('yolo_trt_ros.ros.image_source_node',
+                           {'path': str(bus_jpg), 'rate': 5.0},
+                           ros_args=['-r', f'image:={c}/image_raw', '-r', f'__node:=camera_{c}'])
+               for c in got]
+    try:
+        spin_until(executor, lambda: all(got.values()), timeout=60,
+                   what='detections from both cameras')
+    finally:
+        for camera in cameras:
+            camera.stop()
+
+
 def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
     launch = YoloTrt('launch', 'image_topic:=cam1/image_raw,cam2/image_raw', 'workers:=2',
                      'backend:=onnxruntime', f'cache_dir:={tmp_path}')
@@ -341,25 +362,13 @@ def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
         with ros_context() as context:
             executor = SingleThreadedExecutor(context=context)
             node = make_node(context, 'workers_client', executor)
-            got: dict[str, list] = {'cam1': [], 'cam2': []}
-            for cam, sink in got.items():
-                node.create_subscription(Detection2DArray, f'/{cam}/detections', sink.append, 10)
-            spin_until(executor, lambda: all(node.count_subscribers(f'/{c}/image_raw') > 0
-                                             for c in got), timeout=90, what='both workers')
-            spin_until(executor, lambda: {'detector_0', 'detector_1'} <= set(
-                node.get_node_names()), timeout=30, what='nodes detector_0 and detector_1')
-            assert 'detector' not in node.get_node_names()
-            cameras = [NodeProcess('yolo_trt_ros.ros.image_source_node',
-                                   {'path': str(bus_jpg), 'rate': 5.0},
-                                   ros_args=['-r', f'image:={c}/image_raw',
-                                             '-r', f'__node:=camera_{c}'])
-                       for c in got]
-            try:
-                spin_until(executor, lambda: all(got.values()), timeout=60,
-                           what='detections from both cameras')
-            finally:
-                for camera in cameras:
-                    camera.stop()
+
+            def named_workers():
+                spin_until(executor, lambda: {'detector_0', 'detector_1'} <= set(
+                    node.get_node_names()), timeout=30, what='nodes detector_0 and detector_1')
+                assert 'detector' not in node.get_node_names()
+
+            serve_two_cameras(executor, node, bus_jpg, named_workers, timeout=90)
             executor.shutdown()
         # Issue 17, failure 8: a worker killed was reported as "the detector exited with -9".
         (worker,) = [int(p.parent.name) for p in Path('/proc').glob('[0-9]*/cmdline')
@@ -465,6 +474,168 @@ def test_yolo_trt_launch_help_lists_every_argument_with_its_default():
         line = next((ln for ln in out.splitlines() if ln.split()[:1] == [name]), None)
         assert line is not None, f'{name} missing from:\n{out}'
         assert line.endswith(f"(default: {default or 'empty'})"), line
+
+
+# -- issue 21, item 4: workers spread over GPUs (devices:=all|0,1) -------------------------
+
+@pytest.mark.parametrize('devices,workers,visible,expected', [
+    ('all', 1, 2, [0]),  # as far as the workers reach
+    ('all', 2, 2, [0, 1]),
+    ('all', 3, 2, [0, 0, 1]),  # contiguous groups, sizes differing by one at most
+    ('all', 8, 2, [0, 0, 0, 0, 1, 1, 1, 1]),
+    ('all', 2, 0, [None, None]),  # no GPU: ONNX Runtime, as without the argument
+    ('0', 2, 1, [0, 0]),  # two workers given device 0 explicitly
+    ('1,0', 4, 2, [1, 1, 0, 0]),  # in the order given
+    ('1', 1, 2, [1]),
+])
+def test_device_plan_spreads_the_workers_over_the_gpus(devices, workers, visible, expected):
+    assert launch_args.device_plan(devices, workers, visible) == expected
+
+
+@pytest.mark.parametrize('devices,workers,visible,why,expected', [
+    ('0,1', 2, 1, '', 'launch argument devices: GPU 1 is not visible here (1 GPU: 0)'),
+    ('3', 1, 2, '', 'launch argument devices: GPU 3 is not visible here (2 GPUs: 0, 1)'),
+    ('0', 1, 0, 'no CUDA device (cudaErrorNoDevice)', 'launch argument devices: GPU 0 is '
+     'not visible here (no GPU: no CUDA device (cudaErrorNoDevice))'),
+    ('0,1', 1, 2, '', 'launch argument devices: 2 GPUs (0,1) for 1 detector process: each '
+     'GPU needs a worker (workers:=2 or more; a worker takes one camera at least)'),
+])
+def test_device_plan_refuses_gpus_that_cannot_be_used(devices, workers, visible, why,
+                                                      expected):
+    with pytest.raises(ValueError) as exc:
+        launch_args.device_plan(devices, workers, visible, why)
+    assert str(exc.value) == expected
+
+
+@pytest.mark.parametrize('bad', ['', 'any', '-1', '0,0', '0,,1', '1.5', 'gpu0'])
+def test_devices_is_validated(bad):
+    values = {name: default for name, (default, _) in launch_args.LAUNCH_ARGUMENTS.items()}
+    with pytest.raises(ValueError, match=f"launch argument devices: '{re.escape(bad)}' is "
+                                         f'not all or GPU indices'):
+        launch_args.validate(dict(values, devices=bad))
+    launch_args.validate(dict(values, devices='1, 0'))
+
+
+def test_each_worker_is_put_on_its_gpu_by_the_environment():
+    """CUDA_VISIBLE_DEVICES names the worker's one GPU: its device 0 is that GPU, so the
+    engine cache key (core/build/lookup.py target_fields: device 0's name and compute
+    capability) names the GPU the engine is built for and run on. Indices count the
+    entries of the launch's own CUDA_VISIBLE_DEVICES where it has one."""
+    assert launch_args.device_environment(None, '0,1') == {}
+    assert launch_args.device_environment(1, None) == {'CUDA_VISIBLE_DEVICES': '1'}
+    assert launch_args.device_environment(1, 'GPU-aa, GPU-bb') == {'CUDA_VISIBLE_DEVICES':
+                                                                  'GPU-bb'}
+    assert launch_args.device_environment(0, '3,2') == {'CUDA_VISIBLE_DEVICES': '3'}
+
+
+def launch_values(**changes) -> dict[str, str]:
+    values = {name: default for name, (default, _) in launch_args.LAUNCH_ARGUMENTS.items()}
+    values.update(changes)
+    launch_args.validate(values)
+    return values
+
+
+def test_launch_plan_builds_for_every_gpu_used_and_spreads_the_detectors(monkeypatch):
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    builders, detectors = launch_args.launch_plan(
+        launch_values(image_topic='a,b,c,d', workers='4'), {'max_detections': 7},
+        gpus=lambda: (2, ''))
+    assert [(b.name, b.env) for b in builders] == [
+        ('engine_builder_0', {'CUDA_VISIBLE_DEVICES': '0'}),
+        ('engine_builder_1', {'CUDA_VISIBLE_DEVICES': '1'})]
+    assert [(d.name, d.params['image_topics'], d.params['max_detections'],
+             d.env['CUDA_VISIBLE_DEVICES']) for d in detectors] == [
+        ('detector_0', 'a', 7, '0'), ('detector_1', 'b', 7, '0'),
+        ('detector_2', 'c', 7, '1'), ('detector_3', 'd', 7, '1')]
+
+
+def test_launch_plan_of_one_gpu_or_none(monkeypatch):
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+
+    def no_probe():
+        raise AssertionError('the GPUs were probed for a launch that does not need it')
+
+    # The default (one worker, devices:=all) is what it was before: no probe, no change.
+    builders, detectors = launch_args.launch_plan(launch_values(), {}, gpus=no_probe)
+    assert [(b.name, b.env) for b in builders] == [('engine_builder', {})]
+    assert [(d.name, d.params, d.env) for d in detectors] == [('detector', {}, {})]
+    # Two workers given device 0 explicitly: one builder for it, both workers on it.
+    builders, detectors = launch_args.launch_plan(
+        launch_values(image_topic='a,b', workers='2', devices='0'), {}, gpus=lambda: (1, ''))
+    assert [(b.name, b.env) for b in builders] == [('engine_builder',
+                                                    {'CUDA_VISIBLE_DEVICES': '0'})]
+    assert [d.env for d in detectors] == [{'CUDA_VISIBLE_DEVICES': '0'}] * 2
+    # No GPU: workers as before, nothing set.
+    builders, detectors = launch_args.launch_plan(
+        launch_values(image_topic='a,b', workers='2'), {}, gpus=lambda: (0, 'no driver'))
+    assert [b.env for b in builders] == [{}] and [d.env for d in detectors] == [{}, {}]
+
+
+def test_yolo_trt_launch_refuses_a_missing_gpu_before_any_node_starts():
+    """A GPU index that is not there: one line, exit 2, nothing started (99: missing on
+    every machine; on one without a GPU the line says why there is none)."""
+    rc, out = YoloTrt('launch', 'image_topic:=a,b', 'workers:=2', 'devices:=0,99').finish(60)
+    assert rc == 2, out
+    assert out.startswith('yolo-trt launch: launch argument devices: GPU 99 is not visible '
+                          'here (') or \
+        out.startswith('yolo-trt launch: launch argument devices: GPU 0 is not visible here '
+                       '(no GPU: '), out
+    assert len(out.strip().splitlines()) == 1 and 'engine_builder' not in out
+
+
+def process_environment(marker: str) -> dict[int, dict[str, str]]:
+    """The environment of each live process whose command line holds marker."""
+    out = {}
+    for pid in node_pids(marker):
+        try:
+            raw = Path(f'/proc/{pid}/environ').read_bytes()
+        except OSError:
+            continue
+        out[pid] = dict(item.split('=', 1) for item in raw.decode(errors='replace').split('\0')
+                        if '=' in item)
+    return out
+
+
+@pytest.mark.gpu
+def test_two_workers_given_device_0_run_on_it(bus_jpg, tmp_path, monkeypatch):
+    """One GPU: workers:=2 devices:=0 puts both detector processes on GPU 0 (their
+    CUDA_VISIBLE_DEVICES), each on the GPU path (the stand-in engine of the benchmarks in
+    place of TensorRT, which no machine here has), and both cameras are served."""
+    from yolo_trt_ros.core.backends.trt_module import RUNTIME_MODULE_ENV
+    from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
+    from yolo_trt_ros.testing import gpu_standin
+
+    engine = gpu_standin.make_engine(tmp_path / 'standin' / 'standin.engine', max_batch=2)
+    model = constant_output_model(tmp_path / 'null.onnx', yolov8_output(), (640, 640),
+                                  batch='N')
+    params = tmp_path / 'params.yaml'
+    params.write_text(yaml.safe_dump({'/**/detector': {'ros__parameters': {
+        'engine_path': str(engine), 'publish_annotated': False}}}))
+    monkeypatch.setenv(RUNTIME_MODULE_ENV, gpu_standin.__name__)
+    marker = f'cache_dir:={tmp_path}'
+    launch = YoloTrt('launch', 'image_topic:=cam1/image_raw,cam2/image_raw', 'workers:=2',
+                     'devices:=0', f'model:={model}', f'params_file:={params}', marker)
+    try:
+        with ros_context() as context:
+            executor = SingleThreadedExecutor(context=context)
+            node = make_node(context, 'devices_client', executor)
+
+            def both_on_gpu_0():
+                workers = {pid: env for pid, env in process_environment(marker).items()
+                           if '__node:=detector_' in Path(f'/proc/{pid}/cmdline').read_bytes()
+                           .replace(b'\0', b' ').decode()}
+                assert [env.get('CUDA_VISIBLE_DEVICES') for env in workers.values()] == \
+                    ['0', '0']
+
+            serve_two_cameras(executor, node, bus_jpg, both_on_gpu_0, timeout=120)
+            executor.shutdown()
+        launch.proc.send_signal(signal.SIGINT)
+        rc, out = launch.finish(timeout=30)
+        assert rc == 0, out
+        assert out.count('backend tensorrt on cuda:0') == 2, out
+        assert out.count('CUDA_VISIBLE_DEVICES=0') == 2, out
+    finally:
+        launch.finish(timeout=0)
 
 
 def test_workers_wait_for_a_lifecycle_manager_with_autostart_false(tmp_path):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -24,6 +25,7 @@ from yolo_trt_ros.core.serving.config import (
     split_list,
 )
 
+ALL_DEVICES = 'all'
 # name -> (default, description). Values are strings, as launch arguments are.
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     'namespace': ('', 'namespace of both nodes; detections go out on <namespace>/detections'),
@@ -59,6 +61,10 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     'workers': (defaults.WORKERS, 'detector processes that split the cameras and share the '
                                   'engine and the GPU: a number, or auto (one per camera, at '
                                   'most one per CPU core)'),
+    'devices': (ALL_DEVICES, 'GPUs the detector processes run on, each with an engine built '
+                             'for it: all (every GPU CUDA sees, as far as the workers reach) '
+                             'or CUDA device indices, comma-separated (0,1); workers are '
+                             'spread over them in contiguous groups'),
 }
 
 # node parameter -> launch argument that sets it
@@ -146,6 +152,9 @@ def validate(values: dict[str, str]) -> None:
     _check('workers', workers, workers == 'auto' or
            (workers.isdigit() and 1 <= int(workers) <= defaults.MAX_WORKERS),
            f'auto or an integer in 1..{defaults.MAX_WORKERS}')
+    devices = values['devices']
+    _check('devices', devices, devices == ALL_DEVICES or device_list(devices) is not None,
+           f'{ALL_DEVICES} or GPU indices, comma-separated and each once (0,1)')
     cameras = len(split_list(values['image_topic']))
     for name in ('depth_topic', 'camera_info_topic'):
         try:
@@ -180,6 +189,98 @@ def worker_plan(image_topic: str, workers: str, cores: int | None = None,
         worker.update({k: ','.join(v[lo:hi]) for k, v in lists.items() if any(v)})
         plan.append(worker)
     return plan
+
+
+def device_list(text: str) -> list[int] | None:
+    """'0,1' -> [0, 1]; None where text is not distinct non-negative integers."""
+    items = [item.strip() for item in text.split(',')]
+    if not all(item.isdigit() for item in items) or len(set(map(int, items))) != len(items):
+        return None
+    return [int(item) for item in items]
+
+
+def device_plan(devices: str, workers: int, visible: int, why: str = '') -> list[int | None]:
+    """The CUDA device of each of `workers` detector processes (in worker_plan's order),
+    spread in contiguous groups whose sizes differ by one at most. devices: the validated
+    argument; visible: how many GPUs CUDA sees here (why: the reason where none). `all`
+    uses the first min(visible, workers) GPUs, and [None] * workers where there is none
+    (ONNX Runtime, or CUDA's default device, as without the argument). Indices are checked
+    before any node starts: ValueError, one line, for a GPU that is not there or a GPU
+    that no worker would use."""
+    if devices == ALL_DEVICES:
+        if visible == 0:
+            return [None] * workers
+        use = list(range(min(visible, workers)))
+    else:
+        use = device_list(devices) or []
+        missing = [d for d in use if d >= visible]
+        if missing:
+            seen = (f'{visible} GPU{"s" if visible > 1 else ""}: '
+                    f'{", ".join(map(str, range(visible)))}' if visible
+                    else f'no GPU: {why or "none found"}')
+            raise ValueError(f'launch argument devices: GPU {missing[0]} is not visible here '
+                             f'({seen})')
+        if len(use) > workers:
+            raise ValueError(f'launch argument devices: {len(use)} GPUs ({devices}) for '
+                             f'{workers} detector process{"es" if workers > 1 else ""}: each '
+                             f'GPU needs a worker (workers:={len(use)} or more; a worker '
+                             f'takes one camera at least)')
+    return [use[i * len(use) // workers] for i in range(workers)]
+
+
+def device_environment(device: int | None, visible_devices: str | None) -> dict[str, str]:
+    """The environment that puts a node on CUDA device `device` (None: leave it as it is):
+    CUDA_VISIBLE_DEVICES naming that one GPU, so the node's device 0 is it, and its engine
+    cache key names it. visible_devices: this process's CUDA_VISIBLE_DEVICES, whose
+    entries the indices count (they may be UUIDs)."""
+    if device is None:
+        return {}
+    entries = visible_devices.split(',') if visible_devices else None
+    return {'CUDA_VISIBLE_DEVICES': entries[device].strip() if entries else str(device)}
+
+
+def visible_gpus() -> tuple[int, str]:
+    """(how many GPUs CUDA sees, why none where 0)."""
+    from yolo_trt_ros.core.gpu.cuda import probe_gpu
+
+    gpu = probe_gpu()
+    return gpu.count, gpu.reason
+
+
+@dataclass(frozen=True)
+class Process:
+    """A node process of the launch: its node name, the parameters it is given beyond the
+    shared ones, and the environment it needs beyond the launch's own."""
+
+    name: str
+    params: dict
+    env: dict
+
+
+def launch_plan(values: dict[str, str], own: dict,
+                gpus: Callable[[], tuple[int, str]] = visible_gpus
+                ) -> tuple[list[Process], list[Process]]:
+    """(engine builders, detectors) of a launch: detect.launch.py and `yolo-trt launch`
+    start exactly these. One builder per GPU used (each builds for its GPU; GPUs of one
+    model share the engine, built once under the cache's lock), `engine_builder` where
+    there is one. own: the detector section of the parameters file (workers get it
+    explicitly). gpus is asked only where devices matter (several workers, or indices
+    given). ValueError (one line) for devices that cannot be used."""
+    plan = worker_plan(values['image_topic'], values['workers'],
+                       names=str(own.get('camera_names', '')), depth=values['depth_topic'],
+                       info=values['camera_info_topic'])
+    devices: list[int | None] = [None] * len(plan)
+    if values['devices'] != ALL_DEVICES or len(plan) > 1:
+        devices = device_plan(values['devices'], len(plan), *gpus())
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+    used = list(dict.fromkeys(devices))
+    builders = [Process('engine_builder' if len(used) == 1 else f'engine_builder_{d}', {},
+                        device_environment(d, visible)) for d in used]
+    detectors = [Process(w['name'], {**(own if len(plan) > 1 else {}),
+                                     **{k: v for k, v in w.items() if k != 'name'}},
+                         device_environment(d, visible))
+                 for w, d in zip(plan, devices, strict=True)]
+    return builders, detectors
 
 
 def node_section(params_file: str | Path, namespace: str = '', node: str = 'detector',

@@ -1,6 +1,7 @@
 """`yolo-trt launch`: detect.launch.py's two nodes as processes, for machines without
 `ros2 launch` (the pip route). Same argument names and defaults (launch_args.py), same
-order: the detector starts only after engine_builder exited 0. Ctrl-C or SIGTERM stops
+nodes (launch_args.launch_plan), same order: the detector starts only after
+engine_builder exited 0 (with several GPUs, every GPU's builder). Ctrl-C or SIGTERM stops
 every child within a few seconds.
 """
 from __future__ import annotations
@@ -16,12 +17,13 @@ from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
     LAUNCH_ARGUMENTS,
+    Process,
     check_names,
     default_params_file,
     fastdds_profile,
+    launch_plan,
     node_section,
     validate,
-    worker_plan,
 )
 
 STOP_TIMEOUT_S = 5.0
@@ -73,35 +75,41 @@ class Launcher:
         self.env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
                             str(fastdds_profile(args['dds_profile'])))
 
-    def _start(self, module: str, param_to_arg: dict[str, str], name: str | None = None,
-               extra: dict[str, object] | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(node_command(module, self.args, param_to_arg, name, extra),
-                                env=self.env)
+    def _start(self, module: str, param_to_arg: dict[str, str], process: Process,
+               default_name: str) -> subprocess.Popen:
+        name = None if process.name == default_name else process.name
+        proc = subprocess.Popen(node_command(module, self.args, param_to_arg, name,
+                                             process.params),
+                                env={**self.env, **process.env})
         self.children.append(proc)
         return proc
 
-    def start(self) -> int:
-        """Run the builder to its end, then start the detector(s). 0 when they run."""
-        builder = self._start('yolo_trt_ros.ros.builder_node', BUILDER_FROM_ARGS)
-        rc = builder.wait()
-        if self.stopping.is_set():
-            return 130
-        if rc != 0:
-            self.log(f'yolo-trt launch: engine_builder failed (exit {rc}); not starting the '
-                     f'detector')
-            return rc
+    def plan(self) -> tuple[list[Process], list[Process]]:
+        """The builders and detectors to start (launch_args.launch_plan); ValueError, one
+        line, for devices that cannot be used: before any node starts."""
         # Keys a launch argument sets stay out of `own`: the argument wins, as with one.
         own = node_section(self.args['params_file'] or default_params_file(),
                            self.args['namespace'], skip=DETECTOR_FROM_ARGS)
-        plan = worker_plan(self.args['image_topic'], self.args['workers'],
-                           names=str(own.get('camera_names', '')),
-                           depth=self.args['depth_topic'], info=self.args['camera_info_topic'])
+        return launch_plan(self.args, own)
+
+    def start(self, plan: tuple[list[Process], list[Process]] | None = None) -> int:
+        """Run the builder(s) to their end (one per GPU used, in parallel), then start the
+        detector(s). 0 when they run."""
+        builders, detectors = plan or self.plan()
+        started = [(b.name, self._start('yolo_trt_ros.ros.builder_node', BUILDER_FROM_ARGS,
+                                        b, 'engine_builder')) for b in builders]
+        failed = [(name, rc) for name, rc in ((n, p.wait()) for n, p in started) if rc != 0]
+        if self.stopping.is_set():
+            return 130
+        if failed:
+            name, rc = failed[0]
+            self.log(f'yolo-trt launch: {name} failed (exit {rc}); not starting the '
+                     f'detector')
+            return rc
         self.detectors = {
-            worker['name']: self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS,
-                                        None if len(plan) == 1 else worker['name'],
-                                        {**(own if len(plan) > 1 else {}),
-                                         **{k: v for k, v in worker.items() if k != 'name'}})
-            for worker in plan}
+            d.name: self._start('yolo_trt_ros.ros.detector_node', DETECTOR_FROM_ARGS, d,
+                                'detector')
+            for d in detectors}
         if self.stopping.is_set():  # a signal while they were being started
             self.interrupt()
         return 0
@@ -143,17 +151,18 @@ def run(items: list[str]) -> int:
     try:
         args = parse_assignments(items)
         validate(args)
+        launcher = Launcher(args, log=lambda m: print(m, file=sys.stderr))
+        plan = launcher.plan()
     except ValueError as exc:
         print(f'yolo-trt launch: {exc}', file=sys.stderr)
         return 2
-    launcher = Launcher(args, log=lambda m: print(m, file=sys.stderr))
 
     def on_signal(signum, _frame) -> None:
         launcher.interrupt()  # the main thread's wait returns; `finally` reaps
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        rc = launcher.start()
+        rc = launcher.start(plan)
         if rc != 0:
             return rc
         name, rc = launcher.wait()

@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,7 +174,8 @@ def _size_stages(report: Report, h: int, w: int, output: np.ndarray, frames: int
     ultra = _ultralytics(report, bgr, output, size, frames, warmup)
     if ultra is not None:
         ours_all = ours.median_ms + ours_d.median_ms
-        ultra.note = f'ours on the CPU (pre + decode+NMS): {ours_all / ultra.median_ms:.2f}x of it'
+        ultra.note += (f'; ours on the CPU (pre + decode+NMS): '
+                       f'{ours_all / ultra.median_ms:.2f}x of it')
     gpu_all = _gpu_stages(report, view, output, data, h, w, size, frames, warmup)
     if ultra is not None and gpu_all is not None:
         ultra.note += f'; ours on the GPU, all but inference: {gpu_all / ultra.median_ms:.2f}x'
@@ -208,19 +210,27 @@ def _message_build(report, det, size, frames, warmup) -> None:
 
 
 def _ultralytics(report, bgr, output, size, frames, warmup) -> Result | None:
-    """Ultralytics' own preprocessing (LetterBox + tensor conversion, on the GPU where there
-    is one, as its predictor does) and ops.non_max_suppression on the same raw output, when
-    `ultralytics` is importable (an optional extra, never a dependency)."""
+    """Ultralytics as its users run it, when `ultralytics` is importable (an optional extra,
+    never a dependency), on the same frame and the same raw output as ours:
+
+    - its predictor (`YOLO(...).predict`), timed by itself (`results[0].speed`: preprocess
+      and postprocess; inference replaced by a copy of the same fixed output, as our GPU
+      rows replace TensorRT by the stand-in). 640x640 input (rect=False), as our engine;
+    - its pieces as the predictor calls them (LetterBox + tensor on the GPU,
+      non_max_suppression + scale_boxes) with torchvision loaded, as the predictor loads it
+      (Ultralytics' NMS uses torchvision's kernel only when torchvision is imported);
+    - the NMS once more with torchvision hidden: the pure-torch fallback that this bench
+      timed before issue 21, which Ultralytics' users never run.
+    Returns the predictor's pre+post row (what its users see), or None."""
+    os.environ.setdefault('YOLO_OFFLINE', '1')  # Ultralytics: no online checks
     try:
         import torch
+        import torchvision  # noqa: F401  (as Ultralytics' predictor does: its NMS needs it)
         from ultralytics.data.augment import LetterBox
         from ultralytics.utils import ops
-        try:  # 8.4 moved it out of ops
-            from ultralytics.utils.nms import non_max_suppression
-        except ImportError:
-            non_max_suppression = ops.non_max_suppression
-    except Exception as exc:
-        report.add('Ultralytics pre+post', size, [0.0], f'not measured: {exc}'.strip()[:120])
+        from ultralytics.utils.nms import non_max_suppression
+    except Exception as exc:  # not installed (an optional extra), or torchvision missing
+        report.machine.setdefault('not_measured', {})['ultralytics'] = str(exc)[:200]
         return None
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     letterbox = LetterBox(new_shape=(INPUT, INPUT), auto=False, stride=32)
@@ -234,17 +244,55 @@ def _ultralytics(report, bgr, output, size, frames, warmup) -> Result | None:
 
     raw = torch.from_numpy(output).to(device)
 
-    def post():
-        det = non_max_suppression(raw, CONF_THRESHOLD, IOU_THRESHOLD,
+    def post():  # NMS transforms its input in place: a copy each time, as a fresh output
+        det = non_max_suppression(raw.clone(), CONF_THRESHOLD, IOU_THRESHOLD,
                                   max_det=MAX_DETECTIONS)[0]
         det[:, :4] = ops.scale_boxes((INPUT, INPUT), det[:, :4], bgr.shape)
         return det.cpu()
 
     pre_times, post_times = measure(pre, frames, warmup), measure(post, frames, warmup)
     report.add(f'Ultralytics preprocess (LetterBox + tensor, {device})', size, pre_times)
-    report.add(f'Ultralytics NMS + scale_boxes ({device})', size, post_times)
+    report.add(f'Ultralytics NMS + scale_boxes ({device}, torchvision NMS)', size, post_times)
+    hidden = sys.modules.pop('torchvision')  # what `"torchvision" in sys.modules` looks at
+    try:
+        report.add(f'Ultralytics NMS + scale_boxes ({device}), pure-torch fallback: without '
+                   f'torchvision, not what its users run', size, measure(post, frames, warmup))
+    finally:
+        sys.modules['torchvision'] = hidden
     both = [a + b for a, b in zip(pre_times, post_times, strict=True)]
-    return report.add(f'Ultralytics pre+post ({device})', size, both)
+    report.add(f'Ultralytics pre+post ({device})', size, both)
+    return _ultralytics_predictor(report, bgr, output, size, frames, warmup, device)
+
+
+def _ultralytics_predictor(report, bgr, output, size, frames, warmup, device) -> Result:
+    """Ultralytics' predictor on the frame, its own per-image timings (results[0].speed).
+    The model is YOLOv8n built from Ultralytics' own YAML (no weights to download); its
+    forward is replaced by a copy of the fixed output after the predictor has set itself up
+    (and warmed up, which imports torchvision), so pre- and postprocessing see our output."""
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO('yolov8n.yaml', task='detect')
+    options = dict(imgsz=INPUT, rect=False, conf=CONF_THRESHOLD, iou=IOU_THRESHOLD,
+                   max_det=MAX_DETECTIONS, device=0 if device == 'cuda' else 'cpu',
+                   verbose=False, save=False, half=False)
+    model.predict(bgr, **options)  # the predictor made, set up and warmed up
+    fixed = torch.from_numpy(output).to(device)
+    model.predictor.inference = lambda im, *args, **kwargs: fixed.clone()  # the stand-in
+    speeds, found = [], 0
+    for i in range(warmup + frames):
+        result = model.predict(bgr, **options)[0]
+        found = len(result.boxes)  # the fixed output's objects: the stand-in was used
+        if i >= warmup:
+            speeds.append(result.speed)
+    where = f'{device}, torchvision NMS' if 'torchvision' in sys.modules else device
+    for key in ('preprocess', 'postprocess'):
+        report.add(f"Ultralytics predictor {key} (results[0].speed, {where})", size,
+                   [s[key] / 1e3 for s in speeds])
+    return report.add(f'Ultralytics predictor pre+post (results[0].speed, {where})', size,
+                      [(s['preprocess'] + s['postprocess']) / 1e3 for s in speeds],
+                      f'inference replaced by a copy of the same fixed output; '
+                      f'{found} detections')
 
 
 def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> float | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -101,7 +102,9 @@ class DetectorNode(LifecycleNode):
             self._release()
             return FAILURE
         info = self.detector.backend.info
-        log.info(f'backend {info.name} on {info.device}: {info.reason}')
+        gpu = os.environ.get('CUDA_VISIBLE_DEVICES')  # a worker's GPU (launch's devices:=)
+        log.info(f'backend {info.name} on {info.device}'
+                 f"{f' (CUDA_VISIBLE_DEVICES={gpu})' if gpu is not None else ''}: {info.reason}")
         log.info(f'model {self.config.detector.model} ({self.detector.output_format}, input '
                  f'{self.detector.input_size[1]}x{self.detector.input_size[0]})')
         values = self._runtime_values()
@@ -134,11 +137,22 @@ class DetectorNode(LifecycleNode):
             self.get_logger().error(f'cannot activate: {exc}')
             return FAILURE
         max_pixels = self.config.max_image_pixels
-        # CompressedImage: each camera decodes in a process of its own, off the shared path;
-        # the decoders are warmed here, before the first frame.
-        self.frames = Intake(len(self.cameras), self.config.compressed, max_pixels,
-                             lambda: self.detector.jpeg_on_gpu(max_pixels),
-                             self.config.decode_timeout_s)
+        try:
+            # CompressedImage: each camera decodes in a process of its own, off the shared
+            # path. Decoders and pipeline are warmed here, before the node subscribes, so
+            # that the first frames are served like the rest (issue 21).
+            started = time.monotonic()
+            self.frames = Intake(len(self.cameras), self.config.compressed, max_pixels,
+                                 lambda: self.detector.jpeg_on_gpu(max_pixels),
+                                 self.config.decode_timeout_s)
+            self.step.warm_up(len(self.cameras))
+        except YoloTrtError as exc:
+            self.get_logger().error(f'cannot activate: {exc}')
+            if self.frames is not None:
+                self.frames.close()
+            self.frames = None
+            return FAILURE
+        self.get_logger().info(f'warmed up in {time.monotonic() - started:.2f} s')
         self.worker = Worker(self.frames, self.step, self._deliver)
         super().on_activate(state)  # the lifecycle publishers publish from now on
         self._publish_label_info()

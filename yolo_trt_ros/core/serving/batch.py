@@ -123,6 +123,25 @@ class BatchStep:
                   for (frame, header, image), det in zip(good, results, strict=True)]
         return BatchResult(served, refused, taken)
 
+    def warm_up(self, cameras: int, size: tuple[int, int] = (480, 640)) -> None:
+        """Run the pipeline once on synthetic frames, one per camera, as a batch of them
+        would: the first decode (on the GPU: nvImageCodec's start), the buffers and
+        kernels of that input shape, the backend's first run. The node calls it before it
+        subscribes, so its first frames are served like the rest (issue 21). Touches no
+        camera's tracks or counters; raises YoloTrtError where inference cannot run."""
+        h, w = size
+        yy, xx = np.mgrid[0:h, 0:w]
+        bgr = np.repeat(((xx + yy) % 256).astype(np.uint8)[..., None], 3, axis=2)
+        if self.compressed:
+            jpeg = cv2.imencode('.jpg', bgr)[1].tobytes()
+            images = [image for image in self.detector.decode_compressed(
+                [(jpeg, 'jpeg')] * cameras, self.max_pixels)
+                if not isinstance(image, ImageError)]
+        else:
+            images = [ImageView(bgr, 'bgr')] * cameras
+        if images:
+            self.detector.detect(images)
+
     def _serve(self, frame: Frame, header: Stamped, image: ImageView | DeviceImage,
                det: Detections) -> Served:
         """Track, find positions, serialize (no Python message)."""

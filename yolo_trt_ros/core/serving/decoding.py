@@ -82,6 +82,13 @@ def _child_main(conn, memory_budget: int) -> None:
         shm.close()
 
 
+def _sample_jpeg() -> bytes:
+    """A small JPEG (64x64, grey) for warming a decoder."""
+    import cv2
+
+    return cv2.imencode('.jpg', np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
+
+
 class _ChildDecoder:
     """One child process and the shared buffer its decoded pixels come back in."""
 
@@ -107,6 +114,13 @@ class _ChildDecoder:
                 raise ImageError('the decoder process did not start', 'decode')
             self._conn.recv()
             self._ready = True
+
+    def warm(self, max_pixels: int) -> None:
+        """Wait until the child has started and has decoded a small JPEG (its decoder
+        loaded, the shared buffer made): its first real frame then decodes as fast as the
+        rest. ImageError where it cannot."""
+        sample = _sample_jpeg()
+        self.decode(sample, 'jpeg', max_pixels, 64 * 64 * 4, STARTUP_TIMEOUT_S)
 
     def _buffer(self, nbytes: int) -> shared_memory.SharedMemory:
         if self._shm is None or self._shm.size < nbytes:
@@ -179,11 +193,15 @@ class CameraDecoders:
                                           name=f'decode-camera-{i}') for i in range(cameras)]
 
     def start(self) -> None:
-        """Start the children now (about 0.5 s each, in parallel), so the first frames are
-        decoded as fast as the rest, then the threads."""
+        """Start the children (about 0.5 s each, in parallel) and return when every one has
+        decoded a first frame, then start the threads: a frame that arrives from now on is
+        decoded as fast as the rest (issue 21: frames that came while the children were
+        still starting were replaced in the keep-newest slot, never answered)."""
         if not self.gpu_jpeg:
             for child in self._children:
                 child.start()
+            for child in self._children:
+                child.warm(self.max_pixels)
         for thread in self._threads:
             thread.start()
 
@@ -238,7 +256,11 @@ class Intake:
             self._out = LatestFrames(cameras)
             self.decoders = CameraDecoders(self.raw, self._out, max_pixels, gpu_jpeg(),
                                            timeout_s)
-            self.decoders.start()
+            try:
+                self.decoders.start()  # returns when every decoder has decoded a frame
+            except BaseException:
+                self.close()
+                raise
 
     def put(self, camera: int, data) -> None:
         self.raw.put(camera, data)

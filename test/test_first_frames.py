@@ -1,0 +1,84 @@
+"""Issue 21, item 2: JPEG frames went missing in the round trip. The detector subscribed
+before its decoders could decode: each camera's decoding process was still starting
+(spawn, imports) when the first frames arrived, so the keep-newest slots replaced them
+while the first one waited. The node must warm every decoder (and its pipeline) before it
+subscribes, so that the first frames are served like the rest."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import pytest
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CompressedImage
+from support.ros import running
+from vision_msgs.msg import Detection2DArray
+
+from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
+
+pytestmark = pytest.mark.ros
+
+FRAMES, RATE_HZ = 20, 10.0
+
+
+def jpeg_frames(path, count: int) -> list[bytes]:
+    """Pre-serialized CompressedImages (640x480 JPEG), stamped 1..count (nanosec)."""
+    data = cv2.imencode('.jpg', cv2.resize(cv2.imread(str(path)), (640, 480)))[1].tobytes()
+    out = []
+    for i in range(1, count + 1):
+        msg = CompressedImage(format='jpeg', data=data)
+        msg.header.stamp.nanosec = i
+        out.append(serialize_message(msg))
+    return out
+
+
+@pytest.mark.parametrize('cameras', [1, 2])
+def test_the_first_compressed_frames_are_answered_like_the_rest(bus_jpg, tmp_path, cameras):
+    """Frames at 10 Hz from the moment the detector subscribes: every one answered. Before
+    the fix the frames of the decoders' start-up (~0.4 s here) were replaced unseen."""
+    model = constant_output_model(tmp_path / 'null.onnx', yolov8_output(), (640, 640))
+    topics = [f'cam{i}/image' for i in range(cameras)]
+    with running(compressed=True, model=str(model), image_topics=','.join(topics),
+                 publish_annotated=False) as (proc, client):
+        answers = [client.collect(Detection2DArray, f'cam{i}/detections' if cameras > 1
+                                  else 'detections', qos=FRAMES) for i in range(cameras)]
+        pubs = [client.publisher(CompressedImage, f'{t}/compressed') for t in topics]
+        frames = jpeg_frames(bus_jpg, FRAMES)
+        next_t = time.perf_counter()
+        for data in frames:  # paced as a camera would, from the first moment it can
+            for pub in pubs:
+                pub.publish(data)
+            next_t += 1.0 / RATE_HZ
+            while time.perf_counter() < next_t:
+                client.executor.spin_once(timeout_sec=max(0.0, next_t - time.perf_counter()))
+        deadline = time.monotonic() + 30  # every answer, or what came by then
+        while not all(len(a) >= FRAMES for a in answers) and time.monotonic() < deadline:
+            client.executor.spin_once(timeout_sec=0.05)
+    for got in answers:
+        stamps = {a.header.stamp.nanosec for a in got}
+        assert stamps == set(range(1, FRAMES + 1)), \
+            f'not answered: {sorted(set(range(1, FRAMES + 1)) - stamps)}'
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('compressed', [False, True])
+def test_warm_up_opens_the_gpu_path_before_the_first_frame(tmp_path, compressed):
+    """On the GPU the first frame paid for nvImageCodec's start, the output decoder's kernel
+    and the engine's first run (about 2 s on the H200 host: the 22 JPEG frames after the
+    bench's 20 warm-up frames). warm_up pays them with synthetic frames, for the batch of
+    every camera. The real GPU path, with the stand-in engine (yolo_trt_ros/testing)."""
+    from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
+    from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+    from yolo_trt_ros.core.gpu.jpeg import open_gpu_jpeg
+    from yolo_trt_ros.core.runtime.detector import Detector
+    from yolo_trt_ros.core.serving.batch import BatchStep
+    from yolo_trt_ros.testing import gpu_standin
+
+    engine = gpu_standin.make_engine(tmp_path / 'standin.engine', max_batch=4)
+    backend = TensorRTBackend(engine, trt=gpu_standin, cuda=CudaRuntime())
+    with Detector(backend) as det:
+        assert det.decode_device == 'cpu'  # nothing made yet
+        BatchStep(det, compressed, 64_000_000, str).warm_up(2)
+        assert det.preprocess_device == 'gpu' and det.decode_device == 'gpu'
+        if compressed and open_gpu_jpeg(1)[0] is not None:
+            assert det.jpeg_device == 'gpu'

@@ -9,6 +9,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 python3 -m yolo_trt_ros.cli bench --frames 300 --warmup 30 --json "$OUT/stages.json" \
     2>&1 | tee "$OUT/stages.txt"
+python3 bench/gpu_tasks.py --frames 300 --json "$OUT/gpu_tasks.json" \
+    2>&1 | tee "$OUT/gpu_tasks.txt"
 python3 bench/ros_roundtrip.py --frames 150 --rate 20 --json "$OUT/roundtrip.json" \
     2>&1 | grep -v "^{"
 for mode in raw compressed; do

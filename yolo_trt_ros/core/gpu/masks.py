@@ -235,7 +235,7 @@ class GpuMasks:
         inputs = self._inputs.device
         self.cuda.copy_to_device(inputs, self._inputs.host, flag_at + 4, self.stream)
         out, labels = self._slots[slot]
-        out.fit(total)
+        out.fit(max(total, 1))  # a host buffer to view, even for empty regions
         labels.fit(height * width * ltype.itemsize)
         lo_x, hi_x = geometry.band(1)
         lo_y, hi_y = geometry.band(0)

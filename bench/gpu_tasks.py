@@ -17,6 +17,7 @@ GpuMasks); CPU rows: the CPU twin (postprocess) on the same outputs.
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import numpy as np
 from stage_report import Log, run_stages
@@ -106,7 +107,8 @@ def gpu_stages(report: Report, frames: int, log: Log, cpu: dict[str, Detections]
                 d_protos = upload(outs[1])
                 masks = GpuMasks(stream=stream, cuda=cuda)
                 geometry = MaskGeometry(BOX, 4.0, outs[1].shape[1:])
-                maskers = [lambda c, b: masks(d_protos, 32, outs[1].shape[1:], c, b, geometry)]
+                maskers = [partial(masks, d_protos, 32, outs[1].shape[1:],
+                                   geometry=geometry)]
             with GpuDecoder('yolov8', (1, *outs[0].shape), stream=stream, cuda=cuda,
                             head=head) as dec:
                 def frame(dec=dec, d_out=d_out, maskers=maskers, head=head):

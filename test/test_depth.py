@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from yolo_trt_ros.core.errors import ImageError
-from yolo_trt_ros.core.pipeline.masks import InstanceMasks, mask_regions
 from yolo_trt_ros.core.pipeline.depth import (
     CameraModel,
     DepthImage,
@@ -20,6 +19,7 @@ from yolo_trt_ros.core.pipeline.depth import (
     read_camera_yaml,
     read_depth_file,
 )
+from yolo_trt_ros.core.pipeline.masks import InstanceMasks, mask_regions
 
 CAMERA = CameraModel(fx=600.0, fy=500.0, cx=320.0, cy=240.0, width=640, height=480)
 

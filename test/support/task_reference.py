@@ -53,7 +53,7 @@ def obb_decode(output, classes: int, conf: float, iou: float, box):
     found = sorted(candidates(output, classes, conf), key=lambda f: -f[0])
     rboxes = [output[[0, 1, 2, 3, -1], a].astype(np.float64) for _, _, a in found]
     kept = []
-    for j, (score, c, _) in enumerate(found):
+    for j, (_, c, _) in enumerate(found):
         if all(found[i][1] != c or probiou(rboxes[i], rboxes[j]) < iou for i in range(j)):
             kept.append(j)
     out = []

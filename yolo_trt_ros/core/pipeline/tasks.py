@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import ast
 import json
+
 import numpy as np
 
 from yolo_trt_ros.core.errors import ModelError
 from yolo_trt_ros.core.pipeline.decode import detect_format, validate_output
 from yolo_trt_ros.core.pipeline.head import TASKS, Head
+
 
 def _literal(raw: str):
     try:

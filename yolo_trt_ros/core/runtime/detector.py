@@ -26,8 +26,8 @@ from yolo_trt_ros.core.errors import CudaError, ImageError, ModelError, OutputEr
 from yolo_trt_ros.core.gpu.cuda import GpuInfo
 from yolo_trt_ros.core.gpu.decode import FORMATS as GPU_DECODE_FORMATS
 from yolo_trt_ros.core.gpu.decode import GpuDecoder
-from yolo_trt_ros.core.gpu.masks import GpuMasks
 from yolo_trt_ros.core.gpu.jpeg import DeviceImage, open_gpu_jpeg
+from yolo_trt_ros.core.gpu.masks import GpuMasks
 from yolo_trt_ros.core.image.buffers import ImageView
 from yolo_trt_ros.core.image.decode import decode_compressed
 from yolo_trt_ros.core.image.header import JPEG, codec_of

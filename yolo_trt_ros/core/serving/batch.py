@@ -22,12 +22,12 @@ from yolo_trt_ros.core.gpu.jpeg import DeviceImage
 from yolo_trt_ros.core.image.buffers import ImageView, view_image
 from yolo_trt_ros.core.image.decode import decode_compressed
 from yolo_trt_ros.core.pipeline.annotate import annotated
+from yolo_trt_ros.core.pipeline.masks import label_dtype
 from yolo_trt_ros.core.pipeline.results import Detections
 from yolo_trt_ros.core.pipeline.tracking.cmc import grey_for_cmc
 from yolo_trt_ros.core.runtime.detector import Detector
 from yolo_trt_ros.core.serving.cameras import CameraState, DepthProblem
 from yolo_trt_ros.core.serving.cdr import RawCompressed, Stamped, parse_compressed, parse_image
-from yolo_trt_ros.core.pipeline.masks import label_dtype
 from yolo_trt_ros.core.serving.cdr_writer import (
     detection3d_array_cdr,
     detection_array_cdr,

@@ -50,6 +50,16 @@ def planted(tmp_path, task: str):
     return path, expected
 
 
+def serve_one(model, sec: int, **topics) -> dict[str, list]:
+    """One frame through the detector node with this model; what arrived on each topic
+    (name: message type), waited for on all of them."""
+    with running(model=str(model)) as (proc, client):
+        got = {topic: client.collect(kind, topic) for topic, kind in topics.items()}
+        client.publisher(Image, 'image').publish(image(sec))
+        client.wait(lambda: all(got.values()), f"a message on {', '.join(topics)}")
+    return got
+
+
 def boxes_of(arr: Detection2DArray) -> np.ndarray:
     return np.array([(d.bbox.center.position.x, d.bbox.center.position.y,
                       d.bbox.size_x, d.bbox.size_y, d.bbox.center.theta)
@@ -58,21 +68,15 @@ def boxes_of(arr: Detection2DArray) -> np.ndarray:
 
 def test_oriented_boxes_carry_theta(tmp_path):
     path, expected = planted(tmp_path, 'obb')
-    with running(model=str(path)) as (proc, client):
-        results = client.collect(Detection2DArray, 'detections')
-        client.publisher(Image, 'image').publish(image(1))
-        client.wait(lambda: results, 'the detections')
+    results = serve_one(path, 1, detections=Detection2DArray)['detections']
     np.testing.assert_allclose(boxes_of(results[0]), expected.rboxes, rtol=1e-5, atol=1e-4)
     assert boxes_of(results[0])[:, 4].max() > 0.05  # rotated, not theta 0
 
 
 def test_masks_topic_is_the_label_image_of_the_detections(tmp_path):
     path, expected = planted(tmp_path, 'segment')
-    with running(model=str(path)) as (proc, client):
-        results = client.collect(Detection2DArray, 'detections')
-        masks = client.collect(Image, 'masks')
-        client.publisher(Image, 'image').publish(image(7))
-        client.wait(lambda: results and masks, 'the detections and the masks')
+    got = serve_one(path, 7, detections=Detection2DArray, masks=Image)
+    results, masks = got['detections'], got['masks']
     msg = masks[0]
     assert (msg.header.stamp.sec, msg.header.frame_id) == (7, 'cam')
     assert (msg.encoding, msg.height, msg.width, msg.step) == ('mono8', HEIGHT, WIDTH, WIDTH)
@@ -85,11 +89,8 @@ def test_masks_topic_is_the_label_image_of_the_detections(tmp_path):
 
 def test_keypoints_topic_is_aligned_with_the_detections(tmp_path):
     path, expected = planted(tmp_path, 'pose')
-    with running(model=str(path)) as (proc, client):
-        results = client.collect(Detection2DArray, 'detections')
-        keypoints = client.collect(Detection2DArray, 'keypoints')
-        client.publisher(Image, 'image').publish(image(3))
-        client.wait(lambda: results and keypoints, 'the detections and the keypoints')
+    got = serve_one(path, 3, detections=Detection2DArray, keypoints=Detection2DArray)
+    results, keypoints = got['detections'], got['keypoints']
     arr, points = keypoints[0], expected.keypoints
     assert arr.header == results[0].header and len(arr.detections) == len(expected)
     for det, kp, want in zip(results[0].detections, arr.detections, points, strict=True):

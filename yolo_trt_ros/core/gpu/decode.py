@@ -27,21 +27,13 @@ import numpy as np
 
 from yolo_trt_ros.core.errors import CudaError, OutputError
 from yolo_trt_ros.core.gpu.cuda import CudaRuntime, check, probe_gpu
-from yolo_trt_ros.core.gpu.nvrtc import compile_source, launch, load_functions
+from yolo_trt_ros.core.gpu.nvrtc import FLOAT_LOADS, compile_source, launch, load_functions
 from yolo_trt_ros.core.pipeline.decode import Masker, decode_candidates, select, xywh_to_xyxy
 from yolo_trt_ros.core.pipeline.head import Head
 from yolo_trt_ros.core.pipeline.preprocess import Letterbox
 from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
 
-KERNEL_SOURCE = r'''
-typedef unsigned short u16;
-
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ float load(const u16* p) {
-    float f;  // half -> float is exact; without cuda_fp16.h (not in every NVRTC)
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(*p));
-    return f;
-}
+KERNEL_SOURCE = FLOAT_LOADS + r'''
 
 // One candidate row, (8 + extras) x 4 bytes: anchor, class, score, cx, cy, w, h, unused,
 // then the head's extra values (angle, mask coefficients or keypoints), copied as they are.

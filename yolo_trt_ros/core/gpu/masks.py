@@ -22,7 +22,7 @@ import numpy as np
 
 from yolo_trt_ros.core.errors import CudaError, OutputError
 from yolo_trt_ros.core.gpu.cuda import CudaRuntime, probe_gpu
-from yolo_trt_ros.core.gpu.nvrtc import compile_source, launch, load_functions
+from yolo_trt_ros.core.gpu.nvrtc import FLOAT_LOADS, compile_source, launch, load_functions
 from yolo_trt_ros.core.pipeline.masks import (
     InstanceMasks,
     MaskGeometry,
@@ -30,16 +30,8 @@ from yolo_trt_ros.core.pipeline.masks import (
     mask_regions,
 )
 
-KERNEL_SOURCE = r'''
-typedef unsigned short u16;
+KERNEL_SOURCE = FLOAT_LOADS + r'''
 typedef unsigned char u8;
-
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ float load(const u16* p) {
-    float f;  // half -> float is exact; without cuda_fp16.h (not in every NVRTC)
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(*p));
-    return f;
-}
 
 // The prototype coordinate a source pixel samples, as pipeline/masks.py computes it.
 __device__ __forceinline__ void axis(int pixel, float scale, float pad, float stride, int lo,

@@ -2,6 +2,11 @@
 
     python bench/capacity.py [--cameras 8] [--fps 30] [--size 1920x1080] [--seconds 20]
                              [--compressed] [--workers N|auto]
+    python bench/capacity.py --bag BAG [--topics T ...] [--seconds 20] [--workers N|auto]
+
+With --bag, one publisher process replays the bag's camera frames (every Image or every
+CompressedImage topic, or those named) as recorded, at the recorded rate and looped for
+--seconds, instead of synthetic frames: a measurement on your own data.
 
 Publisher processes send N streams (bgr8 Images, or JPEG q90 CompressedImages with
 --compressed; each on its own topic, paced to F fps) to the nodes `yolo-trt launch` starts
@@ -63,6 +68,53 @@ def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
     rclpy.shutdown()
 
 
+def bag_publisher(bag: str, topics: list[str], seconds: float) -> None:
+    """Publish the bag's frames (their recorded bytes: rclpy takes serialized messages) at
+    the recorded rate."""
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from yolo_trt_ros.bags.replay import frames, survey
+
+    rclpy.init()
+    node = Node(f'capacity_bag_{os.getpid()}')
+    pubs = {cam.topic: node.create_publisher(CompressedImage if cam.compressed else Image,
+                                             cam.topic, qos_profile_sensor_data)
+            for cam in survey(Path(bag), topics).cameras}
+    deadline = time.monotonic() + 30
+    while any(p.get_subscription_count() == 0 for p in pubs.values()) and \
+            time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    published, start = 0, time.perf_counter()
+    for cam, due, data in frames(Path(bag), topics, loop_s=seconds):
+        delay = start + due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # pacing a load generator to the recording, not waiting
+        pubs[cam.topic].publish(data)
+        published += 1
+    print(json.dumps({'published': published}), flush=True)
+    rclpy.shutdown()
+
+
+def bag_plan(args) -> tuple[list[str], list[str], bool, str]:
+    """(the detector's image topics, the bag's topics, compressed, size) for --bag; sets
+    --cameras and --fps from the recording."""
+    from yolo_trt_ros.bags.replay import survey
+
+    rec = survey(Path(args.bag), args.topics or ())
+    kinds = {cam.compressed for cam in rec.cameras}
+    if len(kinds) > 1:
+        raise SystemExit('capacity.py: the bag has Image and CompressedImage topics; the '
+                         'detector takes one kind: choose with --topics')
+    compressed = kinds.pop()
+    args.cameras, args.fps = len(rec.cameras), round(rec.fps, 1)
+    bag_topics = [cam.topic for cam in rec.cameras]
+    node_topics = [t.removesuffix('/compressed') if compressed else t for t in bag_topics]
+    return node_topics, bag_topics, compressed, rec.size or 'recorded'
+
+
 def main() -> int:
     import subprocess
 
@@ -75,12 +127,20 @@ def main() -> int:
     parser.add_argument('--compressed', action='store_true', help='JPEG CompressedImages')
     parser.add_argument('--workers', default='1', help='detector processes: N or auto')
     parser.add_argument('--json')
+    parser.add_argument('--bag', help='replay this bag\'s camera frames at the recorded rate')
+    parser.add_argument('--topics', nargs='+', help='the bag\'s image topics (default: all)')
     parser.add_argument('--publish', nargs='*', help=argparse.SUPPRESS)
+    parser.add_argument('--publish-bag', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.publish_bag:
+        bag_publisher(args.publish_bag, args.topics or [], args.seconds)
+        return 0
     w, h = (int(v) for v in args.size.split('x'))
     if args.publish is not None:
         publisher(args.publish, args.fps, h, w, args.seconds, args.compressed)
         return 0
+    if args.bag:
+        topics, bag_topics, args.compressed, args.size = bag_plan(args)
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -89,7 +149,8 @@ def main() -> int:
     tmp = workdir()
     env = environment(profile=True)
     os.environ.update({k: v for k, v in env.items() if k == 'FASTDDS_DEFAULT_PROFILES_FILE'})
-    topics = [f'cam{i}/image' for i in range(args.cameras)]
+    if not args.bag:
+        topics = [f'cam{i}/image' for i in range(args.cameras)]
     params, extra_env = inference(tmp, max_batch=args.cameras)
     env.update(extra_env)
     params_file = tmp / 'params.yaml'
@@ -111,19 +172,25 @@ def main() -> int:
 
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
     n_pub = args.publishers or max(1, min(args.cameras, (os.cpu_count() or 2) // 2))
-    groups = [topics[i::n_pub] for i in range(n_pub)]
-    flags = ['--compressed'] if args.compressed else []
-    pubs = [subprocess.Popen([sys.executable, __file__, '--fps', str(args.fps), '--size',
-                              args.size, '--seconds', str(args.seconds), *flags, '--publish', *g],
-                             env=env, stdout=subprocess.PIPE, text=True) for g in groups]
+    if args.bag:  # one process keeps the cameras' recorded timing relative to each other
+        n_pub, groups = 1, [topics]
+        commands = [[sys.executable, __file__, '--publish-bag', args.bag, '--seconds',
+                     str(args.seconds), '--topics', *bag_topics]]
+    else:
+        groups = [topics[i::n_pub] for i in range(n_pub)]
+        flags = ['--compressed'] if args.compressed else []
+        commands = [[sys.executable, __file__, '--fps', str(args.fps), '--size', args.size,
+                     '--seconds', str(args.seconds), *flags, '--publish', *g] for g in groups]
+    pubs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, text=True) for c in commands]
     end = time.monotonic() + args.seconds + 40
     while any(p.poll() is None for p in pubs) and time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.1)
     settle = time.monotonic() + 3
     while time.monotonic() < settle:
         rclpy.spin_once(node, timeout_sec=0.1)
-    published = sum(json.loads(p.stdout.read().strip().splitlines()[-1])['published_per_camera']
-                    * len(g) for p, g in zip(pubs, groups, strict=True))
+    reports = [json.loads(p.stdout.read().strip().splitlines()[-1]) for p in pubs]
+    published = sum(r.get('published', r.get('published_per_camera', 0) * len(g))
+                    for r, g in zip(reports, groups, strict=True))
     stop(det)
     cams = []
     for name, status in sorted(latest.items()):
@@ -138,6 +205,7 @@ def main() -> int:
     log = (tmp / 'launch.log').read_text()
     result = {'cameras': args.cameras, 'fps': args.fps, 'size': args.size,
               'seconds': args.seconds, 'compressed': args.compressed, 'workers': args.workers,
+              **({'bag': Path(args.bag).name} if args.bag else {}),
               'backend': [line.split(']: backend ', 1)[1][:160] for line in log.splitlines()
                           if ']: backend ' in line][:1],
               'publisher_processes': n_pub, 'published': published,

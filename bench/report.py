@@ -159,6 +159,15 @@ def message_build() -> str:
             + table(['Detection2DArray'] + sizes, rows))
 
 
+def bag() -> str:
+    """`yolo-trt bag` over bags of 1080p frames (bench/bag_rate.py)."""
+    doc = load('bag_dev')
+    rows = [[r['input'], str(r['cameras']), str(r['frames']), r['storage'],
+             f"**{r['frames_per_s']:.1f}**", f"{r['wall_s']:.1f}"] for r in doc['results']]
+    backend = doc['results'][0]['backend'].split(' (')[0]
+    return (f"{machine('bag_dev')}; {doc['model']} on {backend}.\n\n"
+            + table(['frames in the bag', 'cameras', 'frames', 'storage', 'frames/s',
+                     'command wall s (model load included)'], rows))
 def tracks_depth() -> str:
     """README: tracking and 3D per camera-frame against the issue's budgets."""
     name = 'tracking_depth_dev'
@@ -238,7 +247,7 @@ def tasks() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     'speed': speed, 'stages': stages, 'roundtrip': roundtrip, 'capacity': capacity,
     'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
-    'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'tasks': tasks}
+    'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'bag': bag, 'tasks': tasks}
 
 
 def render(text: str) -> str:

@@ -3,6 +3,11 @@ this process, receive the detector node's Detection2DArray (another process) bac
 compare with the same pipeline in-process.
 
     python bench/ros_roundtrip.py [--frames 200] [--rate 20] [--json out.json]
+    python bench/ros_roundtrip.py --bag BAG [--topics T] [--frames 200] [--json out.json]
+
+With --bag, the frames of one camera topic of a recorded bag (Image or CompressedImage) are
+published as recorded, at the recorded rate, instead of synthetic frames; answers are
+matched to frames by their header stamps.
 
 Inference is taken out (bench/common.py `inference`: the GPU stand-in engine where there is
 a GPU, the null-inference model on ONNX Runtime elsewhere), so the figures are transport +
@@ -153,20 +158,86 @@ def child(profile: bool, frames: int, rate: float) -> list[dict]:
     return rows
 
 
+def child_bag(profile: bool, frames: int, bag: str, topics: list[str]) -> list[dict]:
+    """One row: the bag's camera replayed at its recorded rate into a detector node."""
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, Image
+    from vision_msgs.msg import Detection2DArray
+
+    from yolo_trt_ros.bags.replay import frames as recorded
+    from yolo_trt_ros.bags.replay import header_stamp, survey
+
+    rec = survey(Path(bag), topics)
+    if len(rec.cameras) != 1:
+        raise SystemExit(f"ros_roundtrip.py: the bag has {len(rec.cameras)} camera topics "
+                         f"({', '.join(c.topic for c in rec.cameras)}): choose one with --topics")
+    (cam,) = rec.cameras
+    tmp = workdir()
+    params, extra_env = inference(tmp, max_batch=1)
+    image_topic = cam.topic.removesuffix('/compressed') if cam.compressed else cam.topic
+    det = start_node('yolo_trt_ros.ros.detector_node',
+                     {**params, 'image_topics': image_topic, 'compressed': cam.compressed,
+                      'publish_annotated': False}, {**environment(profile), **extra_env},
+                     tmp / 'bag.log')
+    rclpy.init()
+    node = Node('roundtrip_bench_bag')
+    got: dict[tuple[int, int], float] = {}
+    node.create_subscription(Detection2DArray, 'detections', lambda m: got.setdefault(
+        (m.header.stamp.sec, m.header.stamp.nanosec), time.perf_counter()), 50)
+    pub = node.create_publisher(CompressedImage if cam.compressed else Image, cam.topic,
+                                QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    deadline = time.monotonic() + 60
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    sent: dict[tuple[int, int], float] = {}
+    start = time.perf_counter()
+    for i, (_, due, data) in enumerate(recorded(Path(bag), [cam.topic])):
+        if i == frames:  # played once, not looped: each header stamp names one frame
+            break
+        while time.perf_counter() < start + due:
+            rclpy.spin_once(node, timeout_sec=max(0.0, start + due - time.perf_counter()))
+        sent[header_stamp(cam, data)] = time.perf_counter()
+        pub.publish(data)  # the recorded bytes, as `ros2 bag play` sends them
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    stop(det)
+    rclpy.shutdown()
+    rtt = np.array([(got[k] - t) * 1e3 for k, t in sent.items() if k in got])
+    row = {'transport': 'fastdds_large_frames.xml' if profile else 'stock Fast DDS',
+           'input': f'bag {Path(bag).name} {cam.topic} ({rec.size or "compressed"}, '
+                    f'{rec.fps:.1f} fps)',
+           'delivered': f'{len(rtt)}/{len(sent)}',
+           'roundtrip_p50_ms': round(float(np.median(rtt)), 2) if len(rtt) else None,
+           'roundtrip_p99_ms': round(float(np.percentile(rtt, 99)), 2) if len(rtt) else None,
+           'in_process_ms': None, 'breakdown_p50_ms': {}}
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--frames', type=int, default=200)
     parser.add_argument('--rate', type=float, default=20.0)
     parser.add_argument('--json')
     parser.add_argument('--child', choices=('stock', 'profile'))
+    parser.add_argument('--bag', help='replay one camera topic of this bag at its recorded rate')
+    parser.add_argument('--topics', nargs='+', help='the bag\'s camera topic (default: its one)')
     args = parser.parse_args()
     if args.child:
-        child(args.child == 'profile', args.frames, args.rate)
+        if args.bag:
+            child_bag(args.child == 'profile', args.frames, args.bag, args.topics or [])
+        else:
+            child(args.child == 'profile', args.frames, args.rate)
         return 0
+    bag_args = ['--bag', args.bag, *(['--topics', *args.topics] if args.topics else [])] \
+        if args.bag else []
     rows = []
     for mode in ('stock', 'profile'):
         proc = subprocess.run([sys.executable, __file__, '--child', mode, '--frames',
-                               str(args.frames), '--rate', str(args.rate)],
+                               str(args.frames), '--rate', str(args.rate), *bag_args],
                               env=environment(mode == 'profile'), capture_output=True, text=True)
         rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
         if proc.returncode:
@@ -177,7 +248,7 @@ def main() -> int:
     for r in rows:
         print(f"{r['transport']:<26} {r['input']:>19} {r['delivered']:>10} "
               f"{r['roundtrip_p50_ms'] or '-':>8} {r['roundtrip_p99_ms'] or '-':>8} "
-              f"{r['in_process_ms']:>8} {r.get('ros_adds_ms', '-'):>9}  "
+              f"{r['in_process_ms'] or '-':>8} {r.get('ros_adds_ms', '-'):>9}  "
               f"{r['breakdown_p50_ms']}")
     if args.json:
         from yolo_trt_ros.benchmarks.stages import machine_info

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One-command setup of yolo_trt_ros without a ROS install (or on top of a sourced one).
 #
-#   bash pip_env/setup.sh          set up .venv, the default model and the sample images
-#   bash pip_env/setup.sh --demo   ... then run the main job on the CPU (no GPU needed)
+#   bash pip_env/setup.sh                 set up .venv (ROS 2 Kilted), the default model and
+#                                         the sample images
+#   bash pip_env/setup.sh --demo          ... then run the main job on the CPU (no GPU needed)
+#   bash pip_env/setup.sh --distro jazzy  the same with ROS 2 Jazzy, in .venv-jazzy
+#   ($YOLO_TRT_ROS_VENV, when set, is the venv's folder whatever the distro)
 #
 # Idempotent: every step records a stamp of its inputs and is skipped while they are
 # unchanged, so a second run takes seconds. Every step's exit status is checked; a failure
@@ -10,19 +13,33 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${YOLO_TRT_ROS_VENV:-$ROOT/.venv}
-STAMPS=$VENV/.stamps
-BUILD=$VENV/.build
 PYTHON=${PYTHON:-python3}
 RUN_DEMO=0
+DISTRO=kilted
+DISTROS='kilted jazzy'
 
-for arg in "$@"; do
-    case "$arg" in
+while (($#)); do
+    case "$1" in
         --demo) RUN_DEMO=1 ;;
-        -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}"; exit 0 ;;
-        *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+        --distro) DISTRO=${2:-}; shift ;;
+        --distro=*) DISTRO=${1#--distro=} ;;
+        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "setup.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
+    shift
 done
+if [[ " $DISTROS " != *" $DISTRO "* ]]; then
+    echo "setup.sh: --distro '$DISTRO' is not one of: $DISTROS" >&2
+    exit 2
+fi
+# Each distro its own venv, so both can exist side by side (the tests run in both in CI).
+DEFAULT_VENV=$ROOT/.venv
+[[ $DISTRO != kilted ]] && DEFAULT_VENV=$ROOT/.venv-$DISTRO
+VENV=${YOLO_TRT_ROS_VENV:-$DEFAULT_VENV}
+STAMPS=$VENV/.stamps
+BUILD=$VENV/.build
+ROS_REQ=$ROOT/pip_env/requirements-ros.txt
+[[ $DISTRO != kilted ]] && ROS_REQ=$ROOT/pip_env/requirements-ros-$DISTRO.txt
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -56,11 +73,12 @@ ROS_MODE=wheels
 if [[ -n ${ROS_DISTRO:-} ]] && "$PYTHON" -c 'import rclpy' 2>/dev/null; then
     ROS_MODE=system
 fi
-say "ROS 2 from: $ROS_MODE $( [[ $ROS_MODE == system ]] && echo "(sourced $ROS_DISTRO)" || echo "(PyPI Kilted wheels)")"
-# The mode is part of every stamp: switching routes redoes the steps.
+say "ROS 2 from: $ROS_MODE $( [[ $ROS_MODE == system ]] && echo "(sourced $ROS_DISTRO)" || echo "(PyPI ${DISTRO^} wheels)")"
+# The mode and distro are part of every stamp: switching routes redoes the steps.
 MODE_FILE=$(mktemp)
 trap 'rm -f "$MODE_FILE"' EXIT
-echo "$ROS_MODE ${ROS_DISTRO:-}" >"$MODE_FILE"
+# (Kilted's line is as it was before there was a choice, so existing venvs stay valid.)
+echo "$ROS_MODE ${ROS_DISTRO:-}$([[ $DISTRO != kilted ]] && echo " $DISTRO")" >"$MODE_FILE"
 
 # --- 1. The virtual environment --------------------------------------------------------
 make_venv() {
@@ -104,7 +122,7 @@ case "$CUDA_MAJOR" in
 esac
 say "CUDA packages: ${CUDA_REQ##*/} (driver CUDA major: ${CUDA_MAJOR/#0/none})"
 REQS=("$ROOT/pip_env/requirements.txt" "$CUDA_REQ" "$ROOT/pip_env/requirements-test.txt")
-[[ $ROS_MODE == wheels ]] && REQS+=("$ROOT/pip_env/requirements-ros.txt")
+[[ $ROS_MODE == wheels ]] && REQS+=("$ROS_REQ")
 if fresh pip "$MODE_FILE" "${REQS[@]}"; then
     say "Python packages: up to date"
 else

@@ -21,6 +21,7 @@ from support.ros import (
     diagnostics_value,
     frame,
     make_node,
+    message_info_names_publishers,
     ros_context,
     spin_until,
 )
@@ -214,6 +215,10 @@ def test_every_frame_lost_before_the_node_is_counted_with_its_cause():
     counted nowhere (367 of 1269 in one run). From the publication sequence number rmw
     gives each sample, every frame is accounted for now: published = frames in + lost in
     DDS + replaced in the queue + sent before the subscription matched."""
+    if not message_info_names_publishers():  # test_distro.py says which distro has it
+        pytest.skip("this rclpy's MessageInfo names no publisher (Jazzy's has sequence numbers "
+                    'but no publisher_gid): frames replaced in the queue or sent before the '
+                    'match cannot be told apart per publisher, so they are not counted')
     small = Image(height=16, width=16, encoding='mono8', step=16, data=bytes(256))
     sent = 0
     with NodeProcess(DETECTOR, {'backend': 'onnxruntime'}) as det, ros_context() as context:

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 from rclpy.executors import SingleThreadedExecutor
-from support.ros import NodeProcess, make_node, ros_context, spin_until
+from support.ros import (
+    Client,
+    NodeProcess,
+    change_state,
+    lifecycle_state,
+    make_node,
+    ros_context,
+    spin_until,
+)
 from vision_msgs.msg import Detection2DArray
 
 from yolo_trt_ros import launch_args
@@ -457,3 +465,32 @@ def test_yolo_trt_launch_help_lists_every_argument_with_its_default():
         line = next((ln for ln in out.splitlines() if ln.split()[:1] == [name]), None)
         assert line is not None, f'{name} missing from:\n{out}'
         assert line.endswith(f"(default: {default or 'empty'})"), line
+
+
+def test_workers_wait_for_a_lifecycle_manager_with_autostart_false(tmp_path):
+    """Issue 18: workers follow the same states; with autostart:=false each waits,
+    unconfigured, and a manager brings them up one by one."""
+    from lifecycle_msgs.msg import Transition
+
+    launch = YoloTrt('launch', 'namespace:=managed', 'workers:=2', 'autostart:=false',
+                     'image_topic:=a/image,b/image', f'cache_dir:={tmp_path}',
+                     'backend:=onnxruntime')
+    try:
+        with ros_context() as context:
+            client = Client(context)
+            for worker in ('detector_0', 'detector_1'):
+                assert lifecycle_state(client, f'/managed/{worker}') == 'unconfigured'
+            assert client.node.count_subscribers('/managed/b/image') == 0
+            node = '/managed/detector_1'
+            assert change_state(client, Transition.TRANSITION_CONFIGURE, node)
+            assert change_state(client, Transition.TRANSITION_ACTIVATE, node)
+            client.wait(lambda: client.node.count_subscribers('/managed/b/image') == 1,
+                        'the activated worker subscribed to its camera')
+            assert lifecycle_state(client, '/managed/detector_0') == 'unconfigured'
+            assert client.node.count_subscribers('/managed/a/image') == 0
+            client.executor.shutdown()
+        launch.proc.send_signal(signal.SIGTERM)
+        rc, out = launch.finish(timeout=30)
+        assert rc == 0, out
+    finally:
+        launch.finish(timeout=0)

@@ -17,6 +17,16 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from support.bags import (
+    CAMERA_INFO,
+    COMPRESSED,
+    IMAGE,
+    Message,
+    camera_info_cdr,
+    compressed_cdr,
+    image_cdr,
+    write_bag,
+)
 
 from yolo_trt_ros import launch_args
 from yolo_trt_ros.cli import build_parser
@@ -68,6 +78,23 @@ def workdir(tmp_path_factory, bus_jpg, zidane_jpg) -> Path:
     (cwd / 'labels.yaml').write_text(yaml.safe_dump({'names': [f'c{i}' for i in range(80)]}))
     (cwd / 'calib_images').mkdir()
     shutil.copy(bus_jpg, cwd / 'calib_images')
+    # The bags of the `yolo-trt bag` examples: a rosbag2 directory and a lone .mcap file.
+    frames = [Message('/front/image_raw/compressed', COMPRESSED, 10 + i,
+                      compressed_cdr(bus_jpg.read_bytes(), 'jpeg', 1, i)) for i in range(2)]
+    frames.append(Message('/rear/image_raw', IMAGE, 11,
+                          image_cdr(cv2.imread(str(zidane_jpg)), 'bgr8', 1, 5)))
+    bag = write_bag(cwd / 'recording', 'mcap', frames)
+    shutil.copy(bag / 'recording.mcap', cwd / 'recording.mcap')
+    bus = cv2.imread(str(bus_jpg))
+    k = [700.0, 0, 405.0, 0, 700.0, 540.0, 0, 0, 1]
+    depth = np.full(bus.shape[:2], 3000, np.uint16)
+    write_bag(cwd / 'realsense', 'mcap', [
+        Message('/camera/aligned_depth_to_color/camera_info', CAMERA_INFO, 1,
+                camera_info_cdr(k, 810, 1080, 1, 0)),
+        *(m for i in range(2) for m in (
+            Message('/camera/color/image_raw', IMAGE, 10 + 2 * i, image_cdr(bus, 'bgr8', 1, i)),
+            Message('/camera/aligned_depth_to_color/image_raw', IMAGE, 11 + 2 * i,
+                    image_cdr(depth, '16UC1', 1, i))))])
     # Tracks and positions: frames of a panning camera, as a folder and as a video, an
     # Ultralytics botsort.yaml, and a depth image with its camera_info YAML.
     bus = cv2.imread(str(bus_jpg))
@@ -106,6 +133,12 @@ def run_yolo_trt(command: str, cwd: Path, cache: Path) -> str:
         assert Path(result.stdout.strip().splitlines()[-1]).is_file()  # the engine path
     if '--save' in args:
         assert list((cwd / args[args.index('--save') + 1]).glob('*.jpg'))
+    if args[:1] == ['bag']:
+        out = args[args.index('--out') + 1] if '--out' in args else \
+            Path(args[1]).stem.rstrip('/') + '_detections'
+        assert (cwd / out / 'metadata.yaml').is_file() and ' 0 refused' in result.stdout
+        if '--depth-topics' in args:
+            assert '3D: 2 frames with positions' in result.stdout
     if '--depth' in args:
         assert all(d['position_m'] for d in json.loads(result.stdout)[0]['detections'])
     return 'ran'
@@ -157,7 +190,12 @@ RULES = [  # (pattern, check); first match wins
         'test_launch.py runs the demo'),
     (r'\.venv/bin/python -m pytest', lambda c: (
         c in (ROOT / '.ci' / 'run').read_text()) and 'the test command CI runs'),
-    (r'yolo-trt (detect|build|track)( .*)?', None),  # run for real
+    (r'bash pip_env/setup\.sh --distro jazzy', lambda c: (
+        c in (ROOT / '.ci' / 'run').read_text()) and 'CI sets up the Jazzy venv so'),
+    (r'\.venv-jazzy/bin/python -m pytest', lambda c: (
+        '.venv-jazzy/bin/python' in (ROOT / '.ci' / 'run').read_text()) and
+        'CI runs the suite on Jazzy'),
+    (r'yolo-trt (detect|build|track|bag)( .*)?', None),  # run for real
     (r'yolo-trt launch( .*)?', check_yolo_trt_static),
     (r'ros2 run yolo_trt_ros yolo-trt .*', check_yolo_trt_static),
     (r'ros2 launch .*', check_ros2_launch),
@@ -168,7 +206,12 @@ RULES = [  # (pattern, check); first match wins
     (r'rviz2 -d .*/config/detect\.rviz', check_files_exist('config/detect.rviz')),
     (r'pip install -r (pip_env/requirements-cuda1[23]\.txt)',
      check_files_exist('pip_env/requirements-cuda13.txt', 'pip_env/requirements-cuda12.txt')),
-    (r'pip install (onnx onnxruntime|tensorrt)', lambda c: 'package names (pip)'),
+    (r'pip install (onnx onnxruntime rosbags|tensorrt)', lambda c: 'package names (pip)'),
+    # The Jetson route: test_jetson_wheels.py resolves the file for aarch64 / Python 3.10.
+    (r'pip install -r pip_env/requirements-jetson\.txt',
+     check_files_exist('pip_env/requirements-jetson.txt', 'test/test_jetson_wheels.py')),
+    (r'sudo apt install nvidia-jetpack ros-humble-ros-base ros-humble-vision-msgs',
+     lambda c: 'package names (JetPack and ROS apt)'),
     # The colcon route: test_colcon.py builds this package in a colcon workspace.
     (r'(mkdir -p ~/ws/src .*|cd ~/ws && rosdep install .*|colcon build --packages-select '
      r'yolo_trt_ros .*)', check_files_exist('package.xml', 'test/test_colcon.py')),

@@ -484,7 +484,9 @@ def test_every_io_type_trt_nptype_maps_runs(tmp_path, onnx_type):
     trt, cuda = doubles()
     with TensorRTBackend(engine_file(tmp_path, model, profile=None), trt=trt, cuda=cuda) as b:
         assert b.input.dtype == dtype and b.outputs[0].dtype == dtype
-        out = b.infer(batch)[0]
+        # infer's outputs are the backend's pinned host buffers, freed when it closes: copy
+        # (read after the `with`, the memory was reused and the first values garbage)
+        out = b.infer(batch)[0].copy()
     reference = ort.InferenceSession(str(model)).run(None, {'images': batch})[0]
     assert out.dtype == dtype
     np.testing.assert_array_equal(out, reference)

@@ -1,4 +1,4 @@
-"""`yolo-trt`: detect, track, build, launch, demo, bench, fetch-assets."""
+"""`yolo-trt`: detect, track, bag, build, launch, param, demo, bench, fetch-assets."""
 from __future__ import annotations
 
 import argparse
@@ -368,6 +368,58 @@ def _launch_arguments_help() -> str:
     return 'launch arguments (NAME:=VALUE):\n' + '\n'.join(lines)
 
 
+def cmd_bag(args) -> int:
+    """The detector's batch step over a recorded bag; see yolo_trt_ros/bags/."""
+    from yolo_trt_ros.bags.command import run_bag
+    from yolo_trt_ros.core.pipeline.tracking import detection_floor
+
+    tracker = None
+    if args.tracker or args.tracker_config:
+        try:
+            tracker = _tracker_config(args)
+        except ValueError as exc:
+            _err(str(exc))
+            return 2
+        args.conf = detection_floor(args.conf, tracker)  # as the node does with a tracker
+    return run_bag(Path(args.bag), Path(args.out) if args.out else None, args.topics or (),
+                   lambda: _open_detector(args), args.max_image_pixels, _err, tracker,
+                   args.depth_topics or (), args.camera_info_topics or ())
+
+
+def _add_threshold_options(p: argparse.ArgumentParser) -> None:
+    """--conf, --iou, --max-det and --max-image-pixels, as `yolo-trt detect` has them."""
+    p.add_argument('--conf', type=float, default=defaults.CONF_THRESHOLD,
+                   help='confidence threshold')
+    p.add_argument('--iou', type=float, default=defaults.IOU_THRESHOLD, help='NMS IoU threshold')
+    p.add_argument('--max-det', type=int, default=defaults.MAX_DETECTIONS,
+                   help='most detections per image')
+    _add_image_limit(p)
+
+
+def _add_bag_parser(sub) -> None:
+    p = sub.add_parser('bag', help='run the detector over a recorded ROS 2 bag (mcap or '
+                                   'sqlite3) and write a new bag with the detections')
+    p.add_argument('bag', metavar='IN', help='rosbag2 directory, or an .mcap or .db3 file')
+    p.add_argument('--out', metavar='OUT', help='the new bag (default: IN_detections beside '
+                                                'IN); never overwritten')
+    p.add_argument('--topics', nargs='+', metavar='TOPIC', help='image topics to run on '
+                   '(default: every sensor_msgs/Image and CompressedImage topic)')
+    p.add_argument('--tracker', choices=defaults.TRACKERS[1:],
+                   help="track ids per camera, as the node's tracker (default: no tracking)")
+    p.add_argument('--tracker-config', metavar='YAML', help='an Ultralytics bytetrack.yaml / '
+                   'botsort.yaml (as for `yolo-trt track`); implies tracking')
+    p.add_argument('--depth-topics', nargs='+', metavar='TOPIC', help='aligned depth image '
+                   "topic per camera, in --topics order ('' for a camera without): "
+                   '<camera>/detections_3d')
+    p.add_argument('--camera-info-topics', nargs='+', metavar='TOPIC', help='their '
+                   'camera_info topics (default: each depth topic\'s sibling camera_info)')
+    _add_model_options(p)
+    _add_threshold_options(p)
+    add_build_options(p.add_argument_group('cached engine (as built by `yolo-trt build`)'),
+                      lookup=True)
+    p.set_defaults(func=cmd_bag)
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--model', help='ONNX model (default: the fetched YOLOv3-tiny COCO model)')
     p.add_argument('--backend', default=defaults.BACKEND, choices=defaults.BACKENDS)
@@ -479,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--frames', type=int, default=4, help='frames to publish (default 4)')
     p.add_argument('--save', default='yolo_trt_demo', metavar='DIR')
     p.set_defaults(func=cmd_demo)
+
+    _add_bag_parser(sub)
     return parser
 
 

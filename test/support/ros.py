@@ -2,6 +2,7 @@
 the detector as a process, and the test's side of the graph."""
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,31 @@ def spin_until(executor: SingleThreadedExecutor, condition: Callable[[], bool],
         if time.monotonic() > deadline:
             raise AssertionError(f'timed out after {timeout:.0f} s waiting for {what}')
         executor.spin_once(timeout_sec=0.05)
+
+
+@functools.cache
+def message_info_names_publishers() -> bool:
+    """Whether this rclpy hands a subscription callback the publisher's gid with each
+    message. Kilted's does; Jazzy's MessageInfo has the publication sequence numbers but no
+    publisher_gid; Humble's passes no MessageInfo at all. Asked of a real subscription."""
+    from rclpy.subscription import Subscription
+    from std_msgs.msg import String
+
+    if not hasattr(Subscription, 'CallbackType'):  # Humble: the message alone
+        return False
+    infos: list[dict] = []
+    with ros_context() as context:
+        executor = SingleThreadedExecutor(context=context)
+        node = make_node(context, 'message_info_probe', executor)
+        qos = QoSProfile(depth=10)
+        node.create_subscription(String, 'message_info_probe', lambda _, info: infos.append(info),
+                                 qos, raw=True)
+        pub = node.create_publisher(String, 'message_info_probe', qos)
+        spin_until(executor, lambda: pub.get_subscription_count() > 0, what='the probe match')
+        pub.publish(String(data='probe'))
+        spin_until(executor, lambda: infos, what='the probe message')
+        executor.shutdown()
+    return bool(infos[0].get('publisher_gid'))
 
 
 def make_node(context: Context, name: str, executor: SingleThreadedExecutor) -> Node:

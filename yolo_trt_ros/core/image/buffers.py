@@ -54,12 +54,10 @@ _YUV_CODES = {
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 
-@dataclass(frozen=True)
-class ImageView:
-    """pixels: (H, W, C) uint8, C in {1, 3, 4}; order names the channels."""
+class Sized:
+    """height and width of an image held as `pixels`, (H, W, ...)."""
 
     pixels: np.ndarray
-    order: str
 
     @property
     def height(self) -> int:
@@ -68,6 +66,14 @@ class ImageView:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
+
+@dataclass(frozen=True)
+class ImageView(Sized):
+    """pixels: (H, W, C) uint8, C in {1, 3, 4}; order names the channels."""
+
+    pixels: np.ndarray
+    order: str
 
 
 def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:

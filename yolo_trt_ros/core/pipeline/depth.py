@@ -24,6 +24,7 @@ import numpy as np
 
 from yolo_trt_ros.core.errors import ImageError
 from yolo_trt_ros.core.files import IMAGE_FILE_LIMIT, TEXT_FILE_LIMIT, FileError, read_regular
+from yolo_trt_ros.core.image.buffers import Sized
 from yolo_trt_ros.core.pipeline.masks import InstanceMasks
 
 DEPTH_ENCODINGS = {'16UC1': ('u2', 0.001), 'mono16': ('u2', 0.001), '32FC1': ('f4', 1.0)}
@@ -38,19 +39,11 @@ MIN_M, MAX_M = 0.1, 20.0
 
 
 @dataclass(frozen=True)
-class DepthImage:
+class DepthImage(Sized):
     """pixels: (H, W) uint16 or float32 as received; scale: metres per unit."""
 
     pixels: np.ndarray
     scale: float
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,66 @@
+"""The `yolo-trt bag` command: check the bag and the output, open the detector, run, report.
+
+Everything about the bag and the output path is checked before the model is opened, so a
+mistake costs no model load. Exit status as `yolo-trt detect`: 2 for bad input (one line,
+nothing written), 1 when frames were refused (the bag is still written, without their
+detections), 130 when stopped by Ctrl-C (the bag holds what was done), else 0.
+"""
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from yolo_trt_ros.bags.progress import Progress
+from yolo_trt_ros.bags.run import BagRun, Summary, check_output, default_output, frame_total
+from yolo_trt_ros.bags.source import Camera, cameras, open_bag, with_depth
+from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
+from yolo_trt_ros.core.runtime.detector import Detector
+
+
+def run_bag(src: Path, out: Path | None, topics: Sequence[str],
+            open_detector: Callable[[], Detector], max_pixels: int,
+            err: Callable[[str], None], tracker: TrackerConfig | None = None,
+            depth_topics: Sequence[str] = (), info_topics: Sequence[str] = ()) -> int:
+    """tracker: the node's tracker per camera (None: no tracking); depth_topics: one aligned
+    depth topic per camera ('' for none), info_topics their camera_info topics."""
+    out = out or default_output(src)
+    try:
+        check_output(out)
+        with open_bag(src) as reader:
+            chosen = with_depth(reader, src, cameras(reader, src, topics), depth_topics,
+                                info_topics)
+            with open_detector() as detector:
+                bag = BagRun(detector, chosen, max_pixels, detector.label, tracker)
+                progress = Progress(frame_total(chosen))
+                try:
+                    summary = bag.run(reader, src, out, progress)
+                finally:
+                    progress.close()
+    except (YoloTrtError, ValueError) as exc:
+        err(str(exc))
+        return 2
+    report(out, chosen, summary)
+    if summary.stopped:
+        err(f'stopped by Ctrl-C: {out} holds the first {summary.served} frames')
+        return 128 + signal.SIGINT
+    return 1 if summary.refused else 0
+
+
+def report(out: Path, chosen: list[Camera], summary: Summary) -> None:
+    rate = summary.served / summary.seconds if summary.seconds > 0 else 0.0
+    refused = sum(summary.refused.values())
+    causes = ', '.join(f'{cause} {n}' for cause, n in sorted(summary.refused.items()))
+    print(f'{out}: {summary.served} frames from {len(chosen)} camera'
+          f'{"s" if len(chosen) != 1 else ""} in {summary.seconds:.1f} s ({rate:.1f} frames/s), '
+          f'{summary.detections} detections, {refused} refused{f" ({causes})" if causes else ""}'
+          f', {summary.copied} input messages copied', flush=True)
+    for cam in chosen:
+        extra = f' and {cam.detections_3d} (depth {cam.depth})' if cam.depth else ''
+        print(f'  {cam.topic} -> {cam.detections}{extra}: {summary.frames[cam.topic]} frames',
+              flush=True)
+    if any(cam.depth for cam in chosen):
+        causes = ', '.join(f'{cause} {n}' for cause, n in sorted(summary.no_3d.items()))
+        print(f'  3D: {summary.with_3d} frames with positions'
+              f'{f", without: {causes}" if causes else ""}', flush=True)

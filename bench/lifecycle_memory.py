@@ -80,6 +80,7 @@ def main() -> int:
                                             engine=Path(params['engine_path'])))
     note('configured (engine loaded)')
     found = frames(detector, raw, jpegs)
+    jpeg_device = detector.jpeg_device  # before suspend/close release the decoder
     note('active (after raw + JPEG batches)')
     detector.suspend()
     note('inactive (deactivate: suspend)')
@@ -93,7 +94,7 @@ def main() -> int:
     active = max(s['held_mb'] for s in states if s['state'].startswith('active'))
     inactive = max(s['held_mb'] for s in states if s['state'].startswith('inactive'))
     result = {'machine': machine_info(), 'backend': detector.backend.info.name,
-              'jpeg_device': detector.jpeg_device, 'cameras': CAMERAS, 'size': '1920x1080',
+              'jpeg_device': jpeg_device, 'cameras': CAMERAS, 'size': '1920x1080',
               'context_and_runtime_mb': round(before / MB, 1), 'detections': found,
               'states': states,
               'inactive_over_active': round(inactive / active, 3) if active else None}

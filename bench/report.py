@@ -244,10 +244,23 @@ def tasks() -> str:
             + table(['head', 'CPU twin', 'GPU path'], rows))
 
 
+def lifecycle_memory() -> str:
+    """PERFORMANCE: the detector's GPU memory per lifecycle state (bench/lifecycle_memory.py)."""
+    name = 'lifecycle_memory_h200'
+    run = load(name)
+    rows = [[s['state'], f"{s['held_mb']:.1f}"] for s in run['states']]
+    return (f"{machine(name)}; {run['cameras']} cameras x {run['size']}, raw and JPEG "
+            f"(decoded on the {run['jpeg_device'].upper()}); the process's CUDA context and "
+            f"libraries, {run['context_and_runtime_mb']:.0f} MB, not counted. Inactive / "
+            f"active: **{run['inactive_over_active']:.1%}** (target at most 10 %).\n\n"
+            + table(['state', 'GPU memory held, MB'], rows))
+
+
 TABLES: dict[str, Callable[[], str]] = {
     'speed': speed, 'stages': stages, 'roundtrip': roundtrip, 'capacity': capacity,
     'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
-    'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'bag': bag, 'tasks': tasks}
+    'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'bag': bag,
+    'lifecycle-memory': lifecycle_memory, 'tasks': tasks}
 
 
 def render(text: str) -> str:

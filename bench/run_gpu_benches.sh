@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark of docs/PERFORMANCE.md in one go, on a GPU machine with ROS set up as
 # bench/device_env.sh does:   bash bench/run_gpu_benches.sh OUT_DIR [SECONDS]
-# Writes stages, round trip and capacity JSON (with the machine) into OUT_DIR.
+# Writes stages, head (gpu_tasks), round trip, capacity, GPU stages and lifecycle-memory JSON (with the
+# machine) into OUT_DIR.
 set -u
 OUT=${1:?output folder}
 SECONDS_EACH=${2:-15}
@@ -21,3 +22,5 @@ for mode in raw compressed; do
             --json "$OUT/capacity_${mode}_w${workers}.json" 2>&1
     done
 done
+python3 bench/gpu_stages.py --json "$OUT/gpu_stages.json" 2>&1 | grep -v "^\["
+(cd bench && python3 lifecycle_memory.py --json "$OUT/lifecycle_memory.json" 2>&1 | grep -v "^\[")

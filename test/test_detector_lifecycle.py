@@ -23,6 +23,7 @@ from support.ros import (
     make_node,
     message_info_names_publishers,
     ros_context,
+    running,
     spin_until,
 )
 from vision_msgs.msg import Detection2DArray
@@ -207,6 +208,20 @@ def test_auto_qos_still_matches_a_best_effort_camera(bus_jpg):
             client.wait(lambda: results, 'detections from a best-effort camera')
         client.executor.shutdown()
     assert 'input QoS best effort (auto)' in det.output()
+
+
+def test_where_frames_cannot_be_accounted_for_the_node_says_so_once(bus_jpg):
+    """Where MessageInfo names no publisher (Jazzy, Humble), the frames replaced in the
+    queue or sent before the match go uncounted: the node says so, once."""
+    with running(wait_for='-> ') as (proc, client):
+        pub = client.publisher(Image, 'image')
+        results = client.collect(Detection2DArray, 'detections')
+        for stamp in (1, 2):
+            pub.publish(frame(bus_jpg, 'bgr8', stamp, 'cam'))
+            client.wait(lambda s=stamp: len(results) == s, f'the answer to frame {stamp}')
+        log = proc.output()
+    said = log.count('sent before it matched are not counted here')
+    assert said == (0 if message_info_names_publishers() else 1), log
 
 
 def test_every_frame_lost_before_the_node_is_counted_with_its_cause():

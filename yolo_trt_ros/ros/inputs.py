@@ -52,6 +52,7 @@ class CameraInputs:
                  put: Callable[[int, bytes], None]) -> None:
         self.node, self.config, self.cameras, self.put = node, config, cameras, put
         self._lost_warned = False
+        self._unaccounted_said = False
 
     def _wants_reliable(self, topic: str) -> bool:
         """auto: reliable when every publisher is (as rosbag2 and `ros2 topic echo` do), so
@@ -101,6 +102,12 @@ class CameraInputs:
         if info is not None and info.get('publisher_gid'):
             self.cameras[camera].stats.sequences.seen(
                 bytes(info['publisher_gid']['data']), info.get('publication_sequence_number'))
+        elif not self._unaccounted_said:
+            self._unaccounted_said = True
+            self.node.get_logger().info(
+                'frames replaced in the subscription queue or sent before it matched are not '
+                "counted here: this rclpy's message info does not name the publisher (Humble, "
+                'Jazzy); frames lost in DDS still are')
 
     def follow(self) -> None:
         """Publishers come and go (a camera driver restarts): follow their QoS."""

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark of docs/PERFORMANCE.md in one go, on a GPU machine with ROS set up as
 # bench/device_env.sh does:   bash bench/run_gpu_benches.sh OUT_DIR [SECONDS]
-# Writes stages, head (gpu_tasks), round trip, capacity, GPU stages and lifecycle-memory JSON (with the
-# machine) into OUT_DIR.
+# Writes stages, the heads (gpu_tasks), round trip, capacity, GPU stages and
+# lifecycle-memory JSON (with the machine) into OUT_DIR.
 set -u
 OUT=${1:?output folder}
 SECONDS_EACH=${2:-15}

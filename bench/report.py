@@ -255,6 +255,27 @@ def dds_receive() -> str:
                      'detector (inference taken out)'], rows))
 
 
+def tasks() -> str:
+    """PERFORMANCE and README: a segment (obb, pose) frame beside a detect frame, the same
+    run (bench/gpu_tasks.py); the GPU rows say so where they were not measured yet."""
+    cpu = 'tasks_dev'
+    rows = []
+    gpu = 'gpu_tasks_h200'
+    measured = (RESULTS / f'{gpu}.json').exists()
+    for task in ('detect', 'segment', 'obb', 'pose'):
+        c = stage(cpu, f'{task} CPU', '1920x1080, 20 objects')
+        g = stage(gpu, f'{task} GPU', '1920x1080, 20 objects') if measured else None
+        rows.append([task, f"{ms(c['median_ms'])} ms (p99 {ms(c['p99_ms'])})",
+                     f"{ms(g['median_ms'])} ms (p99 {ms(g['p99_ms'])})" if g else
+                     'not measured yet'])
+    where = (f'GPU: {machine(gpu)}' if measured else
+             'GPU: not measured yet (bench/gpu_tasks.py on the H200 host)')
+    return (f'1920x1080, 20 objects, per frame after inference (decode, NMS, masks, messages), '
+            f'p50. CPU twin: {machine(cpu)}; {where}. Target (issue 20): segment <= detect '
+            f'+ 0.5 ms on the GPU.\n\n'
+            + table(['head', 'CPU twin', 'GPU path'], rows))
+
+
 def lifecycle_memory() -> str:
     """PERFORMANCE: the detector's GPU memory per lifecycle state (bench/lifecycle_memory.py)."""
     name = 'lifecycle_memory_h200'
@@ -271,7 +292,7 @@ TABLES: dict[str, Callable[[], str]] = {
     'speed': speed, 'stages': stages, 'roundtrip': roundtrip, 'capacity': capacity,
     'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
     'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'bag': bag,
-    'lifecycle-memory': lifecycle_memory}
+    'lifecycle-memory': lifecycle_memory, 'tasks': tasks}
 
 
 def render(text: str) -> str:

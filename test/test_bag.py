@@ -440,3 +440,47 @@ def test_progress_is_drawn_on_a_terminal_only():
     assert log.getvalue() == ''
     assert '3/4 frames' in screen.getvalue() and '75%' in screen.getvalue()
     assert screen.getvalue().startswith('\r') and screen.getvalue().endswith('\n')
+
+
+@pytest.mark.parametrize('task', ['segment', 'pose'])
+def test_masks_and_keypoints_are_written_as_the_node_publishes_them(task, tmp_path):
+    """A segment model's label image on <camera>/masks and a pose model's keypoints on
+    <camera>/keypoints, beside the detections of the same stamp, equal to the decoder's."""
+    from sensor_msgs.msg import Image
+
+    from yolo_trt_ros.core.models.synthetic import constant_output_model, task_output
+    from yolo_trt_ros.core.pipeline.decode import postprocess
+    from yolo_trt_ros.core.pipeline.preprocess import Letterbox
+    from yolo_trt_ros.core.pipeline.results import PostprocessConfig
+    from yolo_trt_ros.core.pipeline.tasks import read_head
+
+    classes = 1 if task == 'pose' else 3
+    outputs = task_output(task, classes=classes, anchors=2100, size=320, objects=5, seed=4)
+    meta = {'task': task, **({'kpt_shape': '[17, 3]'} if task == 'pose' else {})}
+    model = constant_output_model(tmp_path / 'm.onnx', outputs[0], (320, 320),
+                                  [f'c{i}' for i in range(classes)], more=outputs[1:],
+                                  metadata=meta)
+    head = read_head([((1, *o.shape), np.dtype(np.float32)) for o in outputs], meta, classes,
+                     'auto', (320, 320), 'm')
+    want = postprocess(outputs[0], head.fmt, Letterbox.fit(640, 480, 320, 320),
+                       PostprocessConfig(), head, outputs[1] if task == 'segment' else None)
+    grey = np.full((480, 640, 3), 90, np.uint8)
+    src = write_bag(tmp_path / 'rec', 'mcap', [
+        Message('/cam/image_raw', IMAGE, stamp_ns(SEC, i), image_cdr(grey, 'bgr8', SEC, i))
+        for i in range(2)])
+    proc = run_cli('bag', str(src), '--model', str(model), '--backend', 'onnxruntime')
+    assert proc.returncode == 0, proc.stderr
+    out = list(read_bag(tmp_path / 'rec_detections'))
+    extra = [m for m in out if m.topic == f'/cam/{"masks" if task == "segment" else "keypoints"}']
+    assert len(extra) == 2 and len(detections_of(tmp_path / 'rec_detections')) == 2 + (
+        2 if task == 'pose' else 0)
+    if task == 'segment':
+        image = deserialize_message(extra[0].data, Image)
+        assert (image.encoding, image.header.stamp.sec) == ('mono8', SEC)
+        label = np.frombuffer(bytes(image.data), np.uint8).reshape(480, 640)
+        np.testing.assert_array_equal(label, want.masks.label_image())
+    else:
+        array = deserialize_message(extra[0].data, Detection2DArray)
+        got = [[(r.pose.pose.position.x, r.pose.pose.position.y, r.hypothesis.score)
+                for r in d.results] for d in array.detections]
+        np.testing.assert_allclose(got, want.keypoints, rtol=1e-6, atol=1e-4)

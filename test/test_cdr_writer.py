@@ -116,3 +116,69 @@ def test_3d_counts_frame_ids_and_ids(n, frame_id, tracked):
     labels = ['person', 'a', 'traffic light', 'café', '', 'abcdefg']
     assert_3d_written_as_rclpy_builds(detections(n, len(labels), n, tracked),
                                       Stamped(5, 6, frame_id), labels)
+
+
+# -- the other heads ------------------------------------------------------------------------
+def _header(stamp: Stamped) -> Header:
+    header = Header(frame_id=stamp.frame_id)
+    header.stamp.sec, header.stamp.nanosec = stamp.sec, stamp.nanosec
+    return header
+
+
+@pytest.mark.parametrize('n', [0, 1, 7])
+def test_oriented_boxes_carry_centre_sides_and_theta(n):
+    det = detections(n, 3, n)
+    rng = np.random.default_rng(n)
+    rboxes = np.column_stack([rng.uniform(0, 500, (n, 2)), rng.uniform(1, 90, (n, 2)),
+                              rng.uniform(0, np.pi / 2, n)]).astype(np.float32)
+    det = Detections(det.boxes, det.scores, det.class_ids, rboxes=rboxes)
+    assert_written_as_rclpy_builds(det, Stamped(3, 4, 'cam'), ['a', 'b', 'c'])
+    arr = deserialize_message(detection_array_cdr(det, Stamped(3, 4, 'cam'), str),
+                              Detection2DArray)
+    for d, (cx, cy, w, h, angle) in zip(arr.detections, rboxes.tolist(), strict=True):
+        assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.center.theta,
+                d.bbox.size_x, d.bbox.size_y) == (cx, cy, angle, w, h)
+
+
+@pytest.mark.parametrize('tracked', [False, True])
+@pytest.mark.parametrize('n,k', [(0, 17), (1, 17), (3, 5)])
+def test_keypoints_array_is_what_rclpy_builds(n, k, tracked):
+    from yolo_trt_ros.core.serving.cdr_writer import keypoints_array_cdr
+
+    det = detections(n, 2, n, tracked)
+    points = np.random.default_rng(n).uniform(0, 600, (n, k, 3)).astype(np.float32)
+    det = Detections(det.boxes, det.scores, det.class_ids, det.track_ids, keypoints=points)
+    names = [f'kp{i}' * (i % 4) for i in range(k)]  # names of every alignment
+    stamp = Stamped(5, 6, 'front')
+    ours = keypoints_array_cdr(det, stamp, names)
+    expected = Detection2DArray(header=_header(stamp))
+    reference = detection_array(det, _header(stamp), str)
+    for d, kp in zip(reference.detections, points.tolist(), strict=True):
+        d.results = []
+        for name, (x, y, score) in zip(names, kp, strict=True):
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id, hyp.hypothesis.score = name, score
+            hyp.pose.pose.position.x, hyp.pose.pose.position.y = x, y
+            d.results.append(hyp)
+        expected.detections.append(d)
+    assert deserialize_message(ours, Detection2DArray) == expected
+    assert len(ours) == len(serialize_message(expected))
+
+
+@pytest.mark.parametrize('dtype,encoding', [(np.uint8, 'mono8'), (np.uint16, 'mono16')])
+@pytest.mark.parametrize('shape', [(1, 1), (3, 5), (480, 641)])
+@pytest.mark.parametrize('frame_id', ['', 'cam', 'camer'])
+def test_mask_image_is_what_rclpy_builds(dtype, encoding, shape, frame_id):
+    from sensor_msgs.msg import Image
+
+    from yolo_trt_ros.core.serving.cdr_writer import image_cdr
+
+    pixels = np.random.default_rng(1).integers(0, 300 if dtype == np.uint16 else 255, shape)
+    pixels = pixels.astype(dtype)
+    stamp = Stamped(8, 9, frame_id)
+    ours = image_cdr(pixels, encoding, stamp)
+    expected = Image(header=_header(stamp), height=shape[0], width=shape[1],
+                     encoding=encoding, is_bigendian=0, step=shape[1] * pixels.itemsize)
+    expected.data = pixels.astype(pixels.dtype.newbyteorder('<')).tobytes()
+    assert deserialize_message(ours, Image) == expected
+    assert len(ours) == len(serialize_message(expected))

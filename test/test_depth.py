@@ -19,6 +19,7 @@ from yolo_trt_ros.core.pipeline.depth import (
     read_camera_yaml,
     read_depth_file,
 )
+from yolo_trt_ros.core.pipeline.masks import InstanceMasks, mask_regions
 
 CAMERA = CameraModel(fx=600.0, fy=500.0, cx=320.0, cy=240.0, width=640, height=480)
 
@@ -81,9 +82,11 @@ def test_metres_with_nan_and_the_range_limits():
 def test_a_mask_selects_the_object_pixels():
     mm = plane_mm(4.0)
     mm[100:140, 100:300] = 800  # a thin object along the top of the box
-    mask = np.zeros((1, 480, 640), bool)
-    mask[0, 100:140, 100:300] = True
     box = np.array([[100, 100, 300, 300]])
+    crop = np.zeros((200, 200), np.uint8)  # the mask over the box's pixels
+    crop[:40] = 1
+    mask = InstanceMasks(480, 640, mask_regions(box, 640, 480), crop.reshape(-1),
+                         np.zeros(1, np.int64))
     assert positions(DepthImage(mm, 0.001), CAMERA, box).centre[0, 2] == pytest.approx(4.0)
     with_mask = positions(DepthImage(mm, 0.001), CAMERA, box, masks=mask)
     assert with_mask.centre[0, 2] == pytest.approx(0.8)

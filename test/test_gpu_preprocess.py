@@ -9,6 +9,7 @@ from support.images import camera_like
 from support.needs import reference_install
 
 from yolo_trt_ros.core.gpu import decode as gpu_decode
+from yolo_trt_ros.core.gpu import masks as gpu_masks
 from yolo_trt_ros.core.gpu.cuda import CudaRuntime
 from yolo_trt_ros.core.gpu.nvrtc import pick_target, supported_archs
 from yolo_trt_ros.core.gpu.preprocess import GpuPreprocessor, compile_kernel
@@ -20,7 +21,8 @@ TARGETS = ['sm_75', 'sm_80', 'sm_86', 'sm_87', 'sm_89', 'sm_90', 'sm_120', 'comp
 
 
 KERNELS = {'preprocess': (compile_kernel, ('letterbox_chw_f32', 'letterbox_chw_f16')),
-           'decode': (gpu_decode.compile_kernel, gpu_decode.KERNEL_NAMES)}
+           'decode': (gpu_decode.compile_kernel, gpu_decode.KERNEL_NAMES),
+           'masks': (gpu_masks.compile_kernel, gpu_masks.KERNEL_NAMES)}
 
 
 @pytest.mark.parametrize('kernel', sorted(KERNELS))

@@ -31,7 +31,11 @@ from support.bags import (
 from yolo_trt_ros import launch_args
 from yolo_trt_ros.cli import build_parser
 from yolo_trt_ros.core.models.paths import data_home
-from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
+from yolo_trt_ros.core.models.synthetic import (
+    constant_output_model,
+    task_output,
+    yolov8_output,
+)
 from yolo_trt_ros.core.serving.config import DETECTOR_PARAMETERS, RUNTIME
 from yolo_trt_ros.core.serving.params import checked_value
 
@@ -64,6 +68,13 @@ def workdir(tmp_path_factory, bus_jpg, zidane_jpg) -> Path:
         shutil.copy(photo, cwd)
     for name in ('my_yolo11n.onnx', 'yolo11n.onnx'):  # YOLO11n-shaped: (1, 84, 8400)
         constant_output_model(cwd / name, yolov8_output(), (640, 640))
+    for task, suffix in (('obb', 'obb'), ('segment', 'seg'), ('pose', 'pose')):  # as exported
+        classes = 1 if task == 'pose' else 80
+        outputs = task_output(task, classes=classes)
+        meta = {'task': task, **({'kpt_shape': '[17, 3]'} if task == 'pose' else {})}
+        constant_output_model(cwd / f'yolo11n-{suffix}.onnx', outputs[0], (640, 640),
+                              [f'c{i}' for i in range(classes)], more=outputs[1:],
+                              metadata=meta)
     (cwd / 'labels.yaml').write_text(yaml.safe_dump({'names': [f'c{i}' for i in range(80)]}))
     (cwd / 'calib_images').mkdir()
     shutil.copy(bus_jpg, cwd / 'calib_images')

@@ -252,3 +252,46 @@ def test_botsort_gets_a_grey_frame_from_a_gpu_decoded_jpeg(detector, bus_jpg):
                                                 channels=3))
     assert grey.dtype == np.uint8 and grey.ndim == 2
     assert max(grey.shape) <= 480 and abs(grey.shape[1] * scale - 810) < 2 * scale
+
+
+def test_a_segment_models_masks_give_the_label_image_and_the_depth_under_them(tmp_path):
+    """The step publishes the masks' label image, and 3D takes the depth under each mask
+    (objects nearer than the wall behind them, on a sloping floor), not the box's centre."""
+    from vision_msgs.msg import Detection3DArray
+
+    from yolo_trt_ros.core.models.synthetic import constant_output_model, task_output
+    from yolo_trt_ros.core.pipeline.decode import postprocess
+    from yolo_trt_ros.core.pipeline.depth import CameraModel, DepthImage, positions
+    from yolo_trt_ros.core.pipeline.preprocess import Letterbox
+    from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
+    from yolo_trt_ros.core.serving.config import DETECTOR_PARAMETERS, depth_config
+
+    output, protos = task_output('segment', classes=3, anchors=2100, size=320, objects=5,
+                                 seed=8)
+    model = constant_output_model(tmp_path / 'seg.onnx', output, (320, 320), ['a', 'b', 'c'],
+                                  more=(protos,), metadata={'task': 'segment'})
+    k = [500.0, 0, 320, 0, 500.0, 240, 0, 0, 1]
+    with Detector.open(DetectorConfig(model, backend='onnxruntime')) as seg:
+        want = postprocess(output, 'yolov8', Letterbox.fit(640, 480, 320, 320),
+                           seg.post, seg.head, protos)
+        label = want.masks.label_image()
+        mm = (np.where(label > 0, 1000, 3000) + 4 * np.arange(640)[None]).astype(np.uint16)
+        p = {name: spec.default for name, spec in DETECTOR_PARAMETERS.items()}
+        p['depth_topics'] = 'depth'
+        states = [CameraState(Tracking(None))]
+        step = BatchStep(seg, False, 10**8, seg.label, states, depth_config(p, 1))
+        states[0].set_camera_info(k, 640, 480)
+        states[0].put_depth(depth_message(mm, 4))
+        grey = to_message(np.full((480, 640, 3), 90, np.uint8), 'bgr8')
+        (served,) = step(frames_of(serialized(grey, 4, 'cam'))).served
+    image = deserialize_message(served.masks, Image)
+    np.testing.assert_array_equal(np.frombuffer(bytes(image.data), np.uint8).reshape(480, 640),
+                                  label)
+    three = deserialize_message(served.message_3d, Detection3DArray)
+    depth, camera = DepthImage(mm, 0.001), CameraModel.from_matrix(k)
+    under_masks = positions(depth, camera, want.boxes, want.masks)
+    at_centres = positions(depth, camera, want.boxes)
+    z = [d.bbox.center.position.z for d in three.detections]
+    assert len(z) >= 3
+    np.testing.assert_allclose(z, under_masks.centre[under_masks.valid, 2])
+    assert not np.allclose(z, at_centres.centre[under_masks.valid, 2])

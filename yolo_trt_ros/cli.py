@@ -116,7 +116,8 @@ def cmd_detect(args) -> int:
                 print(f'{shown(path)}: {len(det)} objects ({found or "none"})', flush=True)
             if writer is not None:
                 try:
-                    writer.write(path, draw(to_bgr(image), det, detector.label))
+                    writer.write(path, draw(to_bgr(image), det, detector.label,
+                                           detector.head.skeleton))
                 except YoloTrtError as exc:
                     _err(str(exc))
                     failed += 1
@@ -210,7 +211,8 @@ def cmd_track(args) -> int:
                 print(f'frame {i} {shown(name)}: {found or "no tracks"}', flush=True)
             if writer is not None:
                 try:
-                    writer.write(f'frame_{i:06d}', draw(to_bgr(image), tracked, detector.label))
+                    writer.write(f'frame_{i:06d}', draw(to_bgr(image), tracked, detector.label,
+                                                        detector.head.skeleton))
                 except YoloTrtError as exc:
                     _err(str(exc))
                     failed += 1

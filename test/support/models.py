@@ -26,3 +26,22 @@ def conv_stack(path: Path, layers: int, size: int = 160, channels: int = 16) -> 
         weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), path)
     return path
+
+
+def nan_protos_on_black(path: Path, output: np.ndarray, protos: np.ndarray,
+                        input_hw: tuple[int, int], names: list[str]) -> Path:
+    """A constant-output segment model whose prototypes turn NaN for an all-black image
+    (multiplied by mean / mean, 0 / 0 there): one camera's frames carry bad outputs while
+    another camera's, in the same batch, do not."""
+    from yolo_trt_ros.core.models.synthetic import constant_output_model
+
+    constant_output_model(path, output, input_hw, names, batch='N', more=(protos,),
+                          metadata={'task': 'segment'})  # both cameras in one batch
+    model = onnx.load(str(path))
+    producer = next(n for n in model.graph.node if 'output1' in n.output)
+    producer.output[0] = 'protos_planted'
+    model.graph.node.extend([
+        helper.make_node('Div', ['m', 'm'], ['one_or_nan']),
+        helper.make_node('Mul', ['protos_planted', 'one_or_nan'], ['output1'])])
+    onnx.save(model, str(path))
+    return path

@@ -11,10 +11,11 @@ model has none: it runs them one by one).
 The new bag holds every message of the input (same topics, types, definitions and log
 times) and, right after each camera frame, its detections on `<camera>/detections`
 (the frame's log time; the header is the frame's, as the node publishes it), and with depth
-its Detection3DArray on `<camera>/detections_3d`. Tracking and 3D are the node's own, per
-camera (core/serving/cameras.py CameraState): the step tracks each camera's frames in
-recorded order, and pairs each frame with the depth frame of its stamp, which the run
-hands the camera's state as the bag is read (a frame waits until the bag has been read
+its Detection3DArray on `<camera>/detections_3d` (a segment model: `<camera>/masks`, a
+pose model: `<camera>/keypoints`, as the node publishes them). Tracking and 3D are the
+node's own, per camera (core/serving/cameras.py CameraState): the step tracks each
+camera's frames in recorded order, and pairs each frame with the depth frame of its stamp,
+which the run hands the camera's state as the bag is read (a frame waits until the bag has been read
 DEPTH_LOOKAHEAD_NS past it, since depth is often recorded a little after its image).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yolo_trt_ros.bags.progress import Progress
-from yolo_trt_ros.bags.source import BagError, Camera, messages, storage_of
+from yolo_trt_ros.bags.source import IMAGE, BagError, Camera, messages, storage_of
 from yolo_trt_ros.bags.vision_types import (
     DETECTION_3D_ARRAY,
     DETECTION_ARRAY,
@@ -92,17 +93,21 @@ def default_output(src: Path) -> Path:
 def outputs(camera: Camera, served: Served) -> list[tuple[str, bytes]]:
     """What a served frame adds to the bag, as (topic, serialized message), as the node
     publishes it: the detections (with track ids when tracking), the 3D detections when the
-    camera has depth. Masks, when the step serves them, are added here."""
+    camera has depth, a segment model's masks and a pose model's keypoints."""
     out = [(camera.detections, served.message)]
     if served.message_3d is not None:
         out.append((camera.detections_3d, served.message_3d))
+    if served.masks is not None:
+        out.append((camera.masks, served.masks))
+    if served.keypoints is not None:
+        out.append((camera.keypoints, served.keypoints))
     return out
 
 
 class _Out:
     """The output bag: the input's connections copied, one detections topic per camera."""
 
-    def __init__(self, writer, reader, cameras: list[Camera]) -> None:
+    def __init__(self, writer, reader, cameras: list[Camera], task: str = 'detect') -> None:
         self.writer = writer
         self.by_id: dict[int, object] = {}
         for conn in reader.connections:
@@ -112,7 +117,12 @@ class _Out:
         self.detections = {}  # topic -> connection
         for msgtype, topics in ((DETECTION_ARRAY, [c.detections for c in cameras]),
                                 (DETECTION_3D_ARRAY, [c.detections_3d for c in cameras
-                                                      if c.depth])):
+                                                      if c.depth]),
+                                (IMAGE, [c.masks for c in cameras if task == 'segment']),
+                                (DETECTION_ARRAY, [c.keypoints for c in cameras
+                                                   if task == 'pose'])):
+            if not topics:
+                continue
             msgdef, digest = definition(msgtype)
             self.detections.update((t, writer.add_connection(t, msgtype, msgdef=msgdef,
                                                              rihs01=digest)) for t in topics)
@@ -149,7 +159,7 @@ class BagRun:
 
     def __init__(self, detector: Detector, cameras: list[Camera], max_pixels: int,
                  label: Callable[[int], str], tracker: TrackerConfig | None = None) -> None:
-        self.cameras = cameras
+        self.cameras, self.task = cameras, detector.task
         self.by_topic = {cam.topic: cam for cam in cameras}
         self.depth_of = {cam.depth: cam for cam in cameras if cam.depth}
         self.info_of = {cam.camera_info: cam for cam in cameras if cam.depth}
@@ -174,7 +184,7 @@ class BagRun:
         plugin = StoragePlugin.MCAP if storage_of(src) == 'mcap' else StoragePlugin.SQLITE3
         try:
             with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
-                sink = _Out(writer, reader, self.cameras)
+                sink = _Out(writer, reader, self.cameras, self.task)
                 try:
                     self._run(reader, src, sink, summary, progress)
                 except KeyboardInterrupt:  # keep what is done: the bag is closed whole

@@ -45,6 +45,14 @@ class Camera:
     def detections_3d(self) -> str:
         return camera_topic(self.topic, 'detections_3d')
 
+    @property
+    def masks(self) -> str:
+        return camera_topic(self.topic, 'masks')
+
+    @property
+    def keypoints(self) -> str:
+        return camera_topic(self.topic, 'keypoints')
+
 
 def camera_topic(topic: str, name: str) -> str:
     """The node's naming: the camera is the image topic's parent, so /cam/image_raw and

@@ -42,3 +42,12 @@ class Cancelled(EngineError):
 
 class AssetError(YoloTrtError):
     """A downloaded asset is missing or does not match its pinned hash."""
+
+
+class OutputError(YoloTrtError):
+    """One image's model output cannot be trusted (NaN mask values, an angle outside any
+    sane range): that frame is refused, the others in its batch are served.
+
+    cause: a short stable key for counting ('bad_output')."""
+
+    cause = 'bad_output'

@@ -18,6 +18,7 @@ from yolo_trt_ros.core.image.buffers import ImageView, view_image
 from yolo_trt_ros.core.image.decode import decode_compressed
 from yolo_trt_ros.core.pipeline.results import Detections
 from yolo_trt_ros.core.serving.cdr import Stamped
+from yolo_trt_ros.core.serving.cdr_writer import box_geometry
 from yolo_trt_ros.core.serving.health import CameraStats, Window
 
 
@@ -43,15 +44,14 @@ def detection_array(det: Detections, header: Header, class_id_of) -> Detection2D
     """
     out = Detection2DArray(header=header)
     ids = [''] * len(det) if det.track_ids is None else [str(i) for i in det.track_ids.tolist()]
-    boxes = det.boxes.astype(np.float64)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    sizes = boxes[:, 2:] - boxes[:, :2]
-    for (cx, cy), (w, h), score, cid, ident in zip(centres.tolist(), sizes.tolist(),
-                                                   det.scores.tolist(), det.class_ids.tolist(),
-                                                   ids, strict=True):
+    centres, sizes, thetas = box_geometry(det)
+    for (cx, cy), (w, h), theta, score, cid, ident in zip(
+            centres.tolist(), sizes.tolist(), thetas.tolist(), det.scores.tolist(),
+            det.class_ids.tolist(), ids, strict=True):
         d = Detection2D(header=header, id=ident)
         d.bbox = BoundingBox2D(size_x=w, size_y=h)
         d.bbox.center.position.x, d.bbox.center.position.y = cx, cy
+        d.bbox.center.theta = theta
         hyp = ObjectHypothesisWithPose()
         hyp.hypothesis.class_id, hyp.hypothesis.score = class_id_of(cid), score
         d.results.append(hyp)

@@ -105,8 +105,10 @@ class DetectorNode(LifecycleNode):
         gpu = os.environ.get('CUDA_VISIBLE_DEVICES')  # a worker's GPU (launch's devices:=)
         log.info(f'backend {info.name} on {info.device}'
                  f"{f' (CUDA_VISIBLE_DEVICES={gpu})' if gpu is not None else ''}: {info.reason}")
-        log.info(f'model {self.config.detector.model} ({self.detector.output_format}, input '
-                 f'{self.detector.input_size[1]}x{self.detector.input_size[0]})')
+        log.info(f'model {self.config.detector.model} ({self.detector.task}, '
+                 f'{self.detector.output_format}, input {self.detector.input_size[1]}x'
+                 f'{self.detector.input_size[0]})')
+        task = self.detector.task
         values = self._runtime_values()
         self.tracking = Tracking(tracker_config(values), values['track_reset_gap_s'])
         for i, (topic, name) in enumerate(zip(self.config.topics, self.config.camera_names,
@@ -118,7 +120,13 @@ class DetectorNode(LifecycleNode):
                 stats := CameraStats(), CameraState(self.tracking, stats.counts),
                 detections_3d=self.create_lifecycle_publisher(
                     Detection3DArray, join(name, 'detections_3d'), 10)
-                if self.config.depth.enabled(i) else None))
+                if self.config.depth.enabled(i) else None,
+                # The other heads' outputs, aligned with `detections` by index and stamp.
+                masks=self.create_lifecycle_publisher(Image, join(name, 'masks'), 2)
+                if task == 'segment' else None,
+                keypoints=self.create_lifecycle_publisher(
+                    Detection2DArray, join(name, 'keypoints'), 10)
+                if task == 'pose' else None))
         self.label_pub = self.create_lifecycle_publisher(LabelInfo, 'label_info', LATCHED_QOS)
         self.engine_pub = self.create_lifecycle_publisher(String, 'engine', LATCHED_QOS)
         self.diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -166,6 +174,9 @@ class DetectorNode(LifecycleNode):
         for i, cam in enumerate(self.cameras):
             self.inputs.subscribe(i)
             self.get_logger().info(f'{cam.topic} -> {cam.detections.topic_name}')
+            for extra in (cam.masks, cam.keypoints):
+                if extra is not None:
+                    self.get_logger().info(f'{cam.topic} -> {extra.topic_name}')
             if cam.detections_3d is not None:
                 depth = self.config.depth
                 self.inputs.subscribe_depth(i, depth.topics[i], depth.info_topics[i])
@@ -205,8 +216,9 @@ class DetectorNode(LifecycleNode):
         for cam in self.cameras:
             self.destroy_lifecycle_publisher(cam.detections)
             self.destroy_lifecycle_publisher(cam.annotated)
-            if cam.detections_3d is not None:
-                self.destroy_lifecycle_publisher(cam.detections_3d)
+            for pub in (cam.detections_3d, cam.masks, cam.keypoints):
+                if pub is not None:
+                    self.destroy_lifecycle_publisher(pub)
         if self.cameras:
             for pub in (self.label_pub, self.engine_pub, self.diagnostics):
                 self.destroy_lifecycle_publisher(pub)
@@ -251,6 +263,10 @@ class DetectorNode(LifecycleNode):
         for served in result.served:
             camera = self.cameras[served.frame.camera]
             camera.detections.publish(served.message)
+            if served.masks is not None:
+                camera.masks.publish(served.masks)
+            if served.keypoints is not None:
+                camera.keypoints.publish(served.keypoints)
             received = served.frame.received
             camera.stats.add_latency(time.monotonic() - received, result.taken - received)
             if self.config.publish_annotated and camera.annotated.get_subscription_count() > 0:

@@ -41,6 +41,8 @@ class Camera:
     reliable: bool | None = None  # the input QoS now in use
     detections_3d: object = None  # the publisher, for cameras with depth
     depth_subscriptions: list = field(default_factory=list)
+    masks: object = None  # publishers, for a segment model
+    keypoints: object = None  # and a pose model
 
 
 class CameraInputs:

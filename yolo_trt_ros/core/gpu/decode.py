@@ -25,32 +25,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from yolo_trt_ros.core.errors import CudaError
+from yolo_trt_ros.core.errors import CudaError, OutputError
 from yolo_trt_ros.core.gpu.cuda import CudaRuntime, check, probe_gpu
-from yolo_trt_ros.core.gpu.nvrtc import compile_source, launch, load_functions
-from yolo_trt_ros.core.pipeline.decode import postprocess, select, xywh_to_xyxy
+from yolo_trt_ros.core.gpu.nvrtc import FLOAT_LOADS, compile_source, launch, load_functions
+from yolo_trt_ros.core.pipeline.decode import Masker, decode_candidates, select, xywh_to_xyxy
+from yolo_trt_ros.core.pipeline.head import Head
 from yolo_trt_ros.core.pipeline.preprocess import Letterbox
 from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
 
-KERNEL_SOURCE = r'''
-typedef unsigned short u16;
+KERNEL_SOURCE = FLOAT_LOADS + r'''
 
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ float load(const u16* p) {
-    float f;  // half -> float is exact; without cuda_fp16.h (not in every NVRTC)
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(*p));
-    return f;
-}
-
-// One candidate row, 8 x 4 bytes: anchor, class, score, cx, cy, w, h, unused.
+// One candidate row, (8 + extras) x 4 bytes: anchor, class, score, cx, cy, w, h, unused,
+// then the head's extra values (angle, mask coefficients or keypoints), copied as they are.
 template <typename T, bool V5>
-__device__ void decode(const T* __restrict__ output, int anchors, int classes,
+__device__ void decode(const T* __restrict__ output, int anchors, int classes, int extras,
                        const int* __restrict__ allowed, int n_allowed, float conf,
                        int* __restrict__ counts, float* __restrict__ rows, int capacity) {
     int a = blockIdx.x * blockDim.x + threadIdx.x;
     int n = blockIdx.y;
     if (a >= anchors) return;
-    int fields = (V5 ? 5 : 4) + classes;
+    int fields = (V5 ? 5 : 4) + classes + extras;
     const T* image = output + (size_t)n * fields * anchors;
     // Field f of anchor a: yolov8 (4+C, A) is field-major, yolov5 (A, 5+C) anchor-major.
     #define FIELD(f) load(V5 ? image + (size_t)a * fields + (f) : image + (size_t)(f) * anchors + a)
@@ -73,20 +67,21 @@ __device__ void decode(const T* __restrict__ output, int anchors, int classes,
     if (!(best > conf)) return;
     int i = atomicAdd(counts + n, 1);
     if (i >= capacity) return;  // counted all the same: the host sees the overflow
-    float* row = rows + ((size_t)n * capacity + i) * 8;
+    float* row = rows + ((size_t)n * capacity + i) * (8 + extras);
     row[0] = __int_as_float(a);
     row[1] = __int_as_float(best_class);
     row[2] = best;
     row[3] = FIELD(0); row[4] = FIELD(1); row[5] = FIELD(2); row[6] = FIELD(3);
+    for (int e = 0; e < extras; ++e) row[8 + e] = FIELD(first + classes + e);
     #undef FIELD
 }
 
 #define DECODE_ENTRY(NAME, T, V5)                                                         \
-extern "C" __global__ void NAME(const T* output, int anchors, int classes,              \
+extern "C" __global__ void NAME(const T* output, int anchors, int classes, int extras,  \
                                 const int* allowed, int n_allowed, float conf,          \
                                 int* counts, float* rows, int capacity) {               \
-    decode<T, V5>(output, anchors, classes, allowed, n_allowed, conf, counts, rows,       \
-                  capacity);                                                              \
+    decode<T, V5>(output, anchors, classes, extras, allowed, n_allowed, conf, counts,     \
+                  rows, capacity);                                                        \
 }
 DECODE_ENTRY(decode_yolov8_f32, float, false)
 DECODE_ENTRY(decode_yolov8_f16, u16, false)
@@ -111,6 +106,8 @@ def _host_array(ptr: int, nbytes: int, dtype, shape: tuple[int, ...]) -> np.ndar
 class GpuDecoder:
     """Decode an engine output lying on the GPU: (N, 4+C, A) yolov8 or (N, A, 5+C) yolov5,
     float32 or float16, into one Detections per image, equal to `postprocess()`'s.
+    head: an obb, segment or pose head (yolov8 layout): its extra values per anchor (the
+    angle, mask coefficients, keypoints) come back with each candidate's row.
 
     shape: the output's largest shape (batch first); a call may decode fewer images.
     capacity: candidate rows per image (default: all anchors, which cannot overflow).
@@ -120,7 +117,14 @@ class GpuDecoder:
 
     def __init__(self, fmt: str, shape: tuple[int, int, int], dtype=np.float32,
                  capacity: int | None = None, stream: int = 0, cuda: CudaRuntime | None = None,
-                 compute_capability: tuple[int, int] | None = None) -> None:
+                 compute_capability: tuple[int, int] | None = None,
+                 head: Head | None = None) -> None:
+        self.head = head or Head(fmt=fmt)
+        self.extras = self.head.extras
+        if self.extras and fmt != 'yolov8':
+            raise ValueError(f'GPU decoding reads a {self.head.task} head in the yolov8 '
+                             f"layout, not '{fmt}'")
+        self.row_fields = ROW_FIELDS + self.extras
         if fmt not in FORMATS:
             raise ValueError(f"GPU decoding takes the {' or '.join(FORMATS)} layout, not "
                              f"'{fmt}'")
@@ -129,7 +133,8 @@ class GpuDecoder:
             raise ValueError(f'GPU decoding reads float32 or float16 outputs, not {self.dtype}')
         self.fmt, self.batch = fmt, int(shape[0])
         rows, cols = int(shape[1]), int(shape[2])
-        self.anchors, self.classes = (cols, rows - 4) if fmt == 'yolov8' else (rows, cols - 5)
+        self.anchors, self.classes = ((cols, rows - 4 - self.extras) if fmt == 'yolov8' else
+                                      (rows, cols - 5))
         if self.classes < 1 or self.anchors < 1:
             raise ValueError(f'output shape {list(shape)} has no classes or anchors for {fmt}')
         self.capacity = self.anchors if capacity is None else int(capacity)
@@ -151,7 +156,7 @@ class GpuDecoder:
             raise
 
     def _allocate(self) -> None:
-        row_bytes = self.batch * self.capacity * ROW_FIELDS * 4
+        row_bytes = self.batch * self.capacity * self.row_fields * 4
         self._d_counts = self._alloc('device', self.batch * 4)
         self._d_rows = self._alloc('device', row_bytes)
         self._d_allowed = self._alloc('device', self.classes * 4)
@@ -160,7 +165,7 @@ class GpuDecoder:
         allowed_ptr = self._alloc('host', self.classes * 4)
         self._counts = _host_array(counts_ptr, self.batch * 4, np.int32, (self.batch,))
         self._rows = _host_array(rows_ptr, row_bytes, np.float32,
-                                 (self.batch, self.capacity, ROW_FIELDS))
+                                 (self.batch, self.capacity, self.row_fields))
         self._allowed = _host_array(allowed_ptr, self.classes * 4, np.int32, (self.classes,))
         self._allowed_for: tuple[int, ...] | None = None  # cfg.classes _d_allowed holds
         self._fallback: np.ndarray | None = None  # pinned output copy, made on first overflow
@@ -183,10 +188,12 @@ class GpuDecoder:
             self._allowed_for = classes
         return len(allowed)
 
-    def __call__(self, output_ptr: int, boxes: Sequence[Letterbox],
-                 cfg: PostprocessConfig) -> list[Detections]:
+    def __call__(self, output_ptr: int, boxes: Sequence[Letterbox], cfg: PostprocessConfig,
+                 maskers: Sequence[Masker] | None = None) -> list[Detections | OutputError]:
         """output_ptr: the device output (images back to back, this decoder's dtype and
-        layout); boxes: one Letterbox per image to decode (at most the batch)."""
+        layout); boxes: one Letterbox per image to decode (at most the batch); maskers: a
+        segment head's mask maker per image. An image whose output cannot be trusted gets
+        its OutputError in place of its detections."""
         images = len(boxes)
         if not 0 < images <= self.batch:
             raise ValueError(f'{images} images for a decoder of batch {self.batch}')
@@ -197,6 +204,7 @@ class GpuDecoder:
               'cudaMemsetAsync(counts)')
         launch(self._kernel, ((self.anchors + BLOCK - 1) // BLOCK, images, 1), (BLOCK, 1, 1),
                [np.uint64(output_ptr), np.int32(self.anchors), np.int32(self.classes),
+                np.int32(self.extras),
                 np.uint64(self._d_allowed), np.int32(n_allowed),
                 np.float32(cfg.conf_threshold), np.uint64(self._d_counts),
                 np.uint64(self._d_rows), np.int32(self.capacity)], self.stream)
@@ -204,16 +212,22 @@ class GpuDecoder:
                                self.stream)
         self.cuda.stream_synchronize(self.stream)
         counts = self._counts[:images].tolist()
-        row_bytes = self.capacity * ROW_FIELDS * 4
+        row_bytes = self.capacity * self.row_fields * 4
         for i, count in enumerate(counts):
             if count > self.capacity:
                 self._download_output(output_ptr, i)
             elif count:
                 self.cuda.copy_to_host(self._rows[i].ctypes.data, self._d_rows + i * row_bytes,
-                                       count * ROW_FIELDS * 4, self.stream)
+                                       count * self.row_fields * 4, self.stream)
         self.cuda.stream_synchronize(self.stream)
-        return [self._finish(i, count, box, cfg)
-                for i, (count, box) in enumerate(zip(counts, boxes, strict=True))]
+        maskers = maskers or [None] * images
+        results: list[Detections | OutputError] = []
+        for i, (count, box, masker) in enumerate(zip(counts, boxes, maskers, strict=True)):
+            try:
+                results.append(self._finish(i, count, box, cfg, masker))
+            except OutputError as exc:
+                results.append(exc)
+        return results
 
     def _download_output(self, output_ptr: int, image: int) -> None:
         if self._fallback is None:
@@ -224,17 +238,21 @@ class GpuDecoder:
                                output_ptr + image * self.image_bytes, self.image_bytes,
                                self.stream)
 
-    def _finish(self, image: int, count: int, box: Letterbox,
-                cfg: PostprocessConfig) -> Detections:
+    def _finish(self, image: int, count: int, box: Letterbox, cfg: PostprocessConfig,
+                masker: Masker | None) -> Detections:
         if count > self.capacity:  # more candidates than rows: the CPU decoder, whole
-            shape = ((4 + self.classes, self.anchors) if self.fmt == 'yolov8' else
-                     (self.anchors, 5 + self.classes))
-            return postprocess(self._fallback[image].reshape(shape), self.fmt, box, cfg)
+            shape = ((4 + self.classes + self.extras, self.anchors) if self.fmt == 'yolov8'
+                     else (self.anchors, 5 + self.classes))
+            return decode_candidates(self._fallback[image].reshape(shape), self.head, box, cfg,
+                                     masker)
         rows = self._rows[image, :count]
         ints = rows.view(np.int32)  # columns 0 and 1 hold int32 bits: anchor, class
         rows = rows[np.argsort(ints[:, 0], kind='stable')]  # back into anchor order
         ids = rows.view(np.int32)[:, 1].astype(np.int64)
-        return select(xywh_to_xyxy(rows[:, 3:7]), rows[:, 2].copy(), ids, self.fmt, box, cfg)
+        xywh = rows[:, 3:7]
+        return select(xywh.copy() if self.head.task == 'obb' else xywh_to_xyxy(xywh),
+                      rows[:, 2].copy(), ids, rows[:, ROW_FIELDS:], self.fmt, box, cfg,
+                      self.head, masker)
 
     def close(self) -> None:
         if not self._pointers:

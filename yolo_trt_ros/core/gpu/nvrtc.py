@@ -22,6 +22,19 @@ from yolo_trt_ros.core.gpu.cuda import CudaRuntime, check
 
 _LOG = logging.getLogger(__name__)
 
+# Reading float32 or float16 tensors as float, for the kernels that take either: half ->
+# float is exact; done in PTX, without cuda_fp16.h (not in every NVRTC).
+FLOAT_LOADS = r'''
+typedef unsigned short u16;
+
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ float load(const u16* p) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(*p));
+    return f;
+}
+'''
+
 
 def _nvrtc():
     try:

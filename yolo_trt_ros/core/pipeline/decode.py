@@ -4,17 +4,28 @@ Output layouts (the format is detected from the output shape, or forced):
   yolov8   (N, 4+C, A)  cx cy w h, then C class scores             (YOLOv8, YOLO11, ours)
   yolov5   (N, A, 5+C)  cx cy w h, objectness, then C class scores (YOLOv5, YOLOv7)
   end2end  (N, K, 6)    x1 y1 x2 y2 score class, NMS done in the graph (YOLOv10, nms=True)
-Coordinates are in model-input pixels.
+Coordinates are in model-input pixels. The obb, segment and pose heads add values per
+candidate after these (core/pipeline/tasks.py lists their layouts); `select` turns them
+into oriented boxes, masks and keypoints.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from yolo_trt_ros.core.defaults import OUTPUT_FORMATS as FORMATS
 from yolo_trt_ros.core.errors import ModelError
+from yolo_trt_ros.core.pipeline.head import Head
+from yolo_trt_ros.core.pipeline.masks import InstanceMasks, MaskGeometry, assemble
 from yolo_trt_ros.core.pipeline.nms import nms
+from yolo_trt_ros.core.pipeline.obb import check_angles, enclosing, regularize, rotated_nms
 from yolo_trt_ros.core.pipeline.preprocess import Letterbox
 from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
+
+# masker(coefficients (N, M) float32, boxes (N, 4) xyxy original pixels) -> InstanceMasks
+Masker = Callable[[np.ndarray, np.ndarray], InstanceMasks]
 
 # Most candidates handed to NMS: beyond this the lowest scores are dropped first.
 MAX_NMS_CANDIDATES = 30000
@@ -110,47 +121,105 @@ def _best_class(scores: np.ndarray, cfg: PostprocessConfig):
     return keep, best, (ids if allowed is None else allowed[ids])
 
 
-def _candidates(output: np.ndarray, fmt: str, cfg: PostprocessConfig):
-    """One image's output -> (boxes xyxy (M, 4), scores (M,), class ids (M,)) above the
-    confidence threshold, in model-input pixels."""
-    if fmt == 'yolov8':  # (4+C, A): reduce over classes first, touch boxes only for hits
-        keep, scores, ids = _best_class(output[4:], cfg)
-        return xywh_to_xyxy(output[:4, keep].T), scores, ids
+def _candidates(output: np.ndarray, fmt: str, cfg: PostprocessConfig, extras: int = 0,
+                oriented: bool = False):
+    """One image's output -> (boxes (M, 4), scores (M,), class ids (M,), extra values
+    (M, extras)) above the confidence threshold, in model-input pixels. Boxes are xyxy,
+    except an oriented head's (extras hold the angle), which stay cx cy w h."""
+    if fmt == 'yolov8':  # (4+C+E, A): reduce over classes first, touch boxes only for hits
+        classes = output.shape[0] - 4 - extras
+        keep, scores, ids = _best_class(output[4:4 + classes], cfg)
+        rest = output[4 + classes:, keep].T
+        boxes = output[:4, keep].T
+        return (boxes if oriented else xywh_to_xyxy(boxes)), scores, ids, rest
     if fmt == 'yolov5':  # (A, 5+C)
         obj = output[:, 4]
         rows = output[obj > cfg.conf_threshold]
         keep, scores, ids = _best_class((rows[:, 5:] * rows[:, 4:5]).T, cfg)
-        return xywh_to_xyxy(rows[keep, :4]), scores, ids
-    if fmt == 'end2end':  # (K, 6)
+        return xywh_to_xyxy(rows[keep, :4]), scores, ids, np.zeros((len(keep), 0), np.float32)
+    if fmt == 'end2end':  # (K, 6+E)
         ids = output[:, 5].astype(np.int64)
         keep = output[:, 4] > cfg.conf_threshold
         if cfg.classes is not None:
             keep &= np.isin(ids, cfg.classes)
-        return output[keep, :4], output[keep, 4], ids[keep]
+        return output[keep, :4], output[keep, 4], ids[keep], output[keep, 6:]
     raise ModelError(f"unknown output format '{fmt}'; expected one of {', '.join(FORMATS)}")
 
 
-def postprocess(output: np.ndarray, fmt: str, box: Letterbox,
-                cfg: PostprocessConfig) -> Detections:
-    """One image's raw output (batch dimension removed) -> Detections in original pixels."""
+def postprocess(output: np.ndarray, fmt: str, box: Letterbox, cfg: PostprocessConfig,
+                head: Head | None = None, protos: np.ndarray | None = None) -> Detections:
+    """One image's raw output (batch dimension removed) -> Detections in original pixels.
+    head: the model's head (default: detection, in layout fmt); protos: a segment model's
+    prototypes for this image, (M, Hp, Wp)."""
+    head = head or Head(fmt=fmt)
+    masker = None
+    if head.task == 'segment':
+        protos = np.asarray(protos, np.float32)
+        geometry = MaskGeometry(box, head.proto_stride, protos.shape[1:])
+
+        def masker(coefficients, boxes):
+            return assemble(coefficients, protos, boxes, geometry)
+    return decode_candidates(output, head, box, cfg, masker)
+
+
+def decode_candidates(output: np.ndarray, head: Head, box: Letterbox, cfg: PostprocessConfig,
+                      masker: Masker | None = None) -> Detections:
+    """One image's raw output in head's layout -> Detections (masks by masker)."""
     output = np.asarray(output, dtype=np.float32)
-    return select(*_candidates(output, fmt, cfg), fmt, box, cfg)
+    return select(*_candidates(output, head.fmt, cfg, head.extras, head.task == 'obb'),
+                  head.fmt, box, cfg, head, masker)
 
 
-def select(boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray, fmt: str, box: Letterbox,
-           cfg: PostprocessConfig) -> Detections:
+def select(boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray, extras: np.ndarray,
+           fmt: str, box: Letterbox, cfg: PostprocessConfig, head: Head | None = None,
+           masker: Masker | None = None) -> Detections:
     """One image's candidates above the threshold (boxes: (M, 4) float32 xyxy, model-input
-    pixels, in anchor order; scores: (M,) float32; ids: (M,) int) -> NMS (none for end2end),
-    max_detections, boxes mapped to original pixels. Shared by the CPU and GPU decoders."""
+    pixels, in anchor order, cx cy w h for an oriented head; scores: (M,) float32; ids:
+    (M,) int; extras: (M, E) float32, the head's values) -> NMS (rotated for an oriented
+    head; none for end2end), max_detections, everything mapped to original pixels; a
+    segment head's masks made by masker(coefficients, boxes in original pixels). Shared
+    by the CPU and GPU decoders."""
+    head = head or Head(fmt=fmt)
     if len(scores) == 0:
-        return Detections.empty()
+        return _empty(head, box)
     if len(scores) > MAX_NMS_CANDIDATES:
         top = np.argpartition(-scores, MAX_NMS_CANDIDATES)[:MAX_NMS_CANDIDATES]
-        boxes, scores, ids = boxes[top], scores[top], ids[top]
+        boxes, scores, ids, extras = boxes[top], scores[top], ids[top], extras[top]
+    class_ids = None if cfg.agnostic else ids
     if fmt == 'end2end':
         order = np.argsort(-scores, kind='stable')[:cfg.max_detections]
+    elif head.task == 'obb':
+        check_angles(extras[:, 0])  # every candidate's: NMS cannot compare a NaN angle
+        order = rotated_nms(np.concatenate([boxes, extras[:, :1]], axis=1), scores,
+                            class_ids, cfg.iou_threshold, cfg.max_detections)
     else:
-        order = nms(boxes, scores, None if cfg.agnostic else ids, cfg.iou_threshold,
-                    cfg.max_detections)
-    return Detections(box.to_original(boxes[order]), scores[order].astype(np.float32),
-                      ids[order].astype(np.int32))
+        order = nms(boxes, scores, class_ids, cfg.iou_threshold, cfg.max_detections)
+    scores, ids = scores[order].astype(np.float32), ids[order].astype(np.int32)
+    if head.task == 'obb':
+        check_angles(extras[order, 0])  # end2end: the kept rows
+        rboxes = box.rboxes_to_original(regularize(np.concatenate(
+            [boxes[order], extras[order, :1]], axis=1)))
+        return Detections(box.clip(enclosing(rboxes)), scores, ids, rboxes=rboxes)
+    out = Detections(box.to_original(boxes[order]), scores, ids)
+    if head.task == 'pose':
+        k, d = head.kpt_shape
+        points = extras[order].reshape(len(order), k, d)
+        keypoints = np.ones((len(order), k, 3), np.float32)
+        keypoints[:, :, :2] = box.points_to_original(points[:, :, :2])
+        if d == 3:
+            keypoints[:, :, 2] = points[:, :, 2]
+        return replace(out, keypoints=keypoints)
+    if head.task == 'segment':
+        return replace(out, masks=masker(extras[order], out.boxes))
+    return out
+
+
+def _empty(head: Head, box: Letterbox) -> Detections:
+    empty = Detections.empty()
+    if head.task == 'obb':
+        return replace(empty, rboxes=np.zeros((0, 5), np.float32))
+    if head.task == 'pose':
+        return replace(empty, keypoints=np.zeros((0, head.kpt_shape[0], 3), np.float32))
+    if head.task == 'segment':
+        return replace(empty, masks=InstanceMasks.empty(box.src_height, box.src_width))
+    return empty

@@ -25,6 +25,7 @@ import numpy as np
 from yolo_trt_ros.core.errors import ImageError
 from yolo_trt_ros.core.files import IMAGE_FILE_LIMIT, TEXT_FILE_LIMIT, FileError, read_regular
 from yolo_trt_ros.core.image.buffers import Sized
+from yolo_trt_ros.core.pipeline.masks import InstanceMasks
 
 DEPTH_ENCODINGS = {'16UC1': ('u2', 0.001), 'mono16': ('u2', 0.001), '32FC1': ('f4', 1.0)}
 CENTRAL = 0.5  # the central half of the box, in each direction: mostly the object itself
@@ -162,22 +163,23 @@ def _box_samples(depth: DepthImage, boxes: np.ndarray) -> tuple[np.ndarray, np.n
     return depth.pixels[rows[:, :, None], cols[:, None, :]].reshape(len(boxes), -1), outside
 
 
-def _mask_samples(depth: DepthImage, masks: np.ndarray, invalid) -> np.ndarray:
+def _mask_samples(depth: DepthImage, masks: InstanceMasks, invalid) -> np.ndarray:
     """(N, SAMPLES) depth values under each mask (evenly thinned), padded with `invalid`."""
     out = np.full((len(masks), SAMPLES), invalid, depth.pixels.dtype)
-    for i, mask in enumerate(masks):
-        rows, cols = np.nonzero(mask)
+    for i in range(len(masks)):
+        x0, y0 = masks.regions[i, :2].tolist()
+        rows, cols = np.nonzero(masks.mask(i))
         step = max(1, -(-len(rows) // SAMPLES))
-        values = depth.pixels[rows[::step], cols[::step]]
+        values = depth.pixels[rows[::step] + y0, cols[::step] + x0]
         out[i, :len(values)] = values
     return out
 
 
 def positions(depth: DepthImage, camera: CameraModel, boxes: np.ndarray,
-              masks: np.ndarray | None = None, min_m: float = MIN_M,
+              masks: InstanceMasks | None = None, min_m: float = MIN_M,
               max_m: float = MAX_M) -> Positions:
-    """boxes: (N, 4) xyxy in pixels of the depth image; masks: (N, H, W) bool (instance
-    masks, where a segmentation model gives them) or None for the box's central region.
+    """boxes: (N, 4) xyxy in pixels of the depth image; masks: the N instance masks of
+    the image (a segmentation model's) or None for the box's central region.
     Depths outside (min_m, max_m), zero and NaN are ignored; a detection with too few valid
     pixels is not valid. All detections at once: one gather, one sort."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -191,7 +193,7 @@ def positions(depth: DepthImage, camera: CameraModel, boxes: np.ndarray,
     good = (values > lo) & (values < hi)  # NaN compares false: dropped too
     count = good.sum(axis=1)
     total = values.shape[1] if masks is None else np.maximum(
-        masks.reshape(n, -1).sum(axis=1).clip(max=SAMPLES), 1)
+        masks.area().clip(max=SAMPLES), 1)
     valid = ~outside & (count >= np.maximum(1, MIN_VALID * total))
     # Nearest-rank percentiles of the valid values: invalid ones sort last.
     ordered = np.sort(np.where(good, values, invalid), axis=1)

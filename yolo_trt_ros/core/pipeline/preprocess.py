@@ -54,6 +54,30 @@ class Letterbox:
         np.clip(out[:, 1::2], 0, self.src_height, out=out[:, 1::2])
         return out
 
+    def clip(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) xyxy in original pixels, clipped to the image (float32)."""
+        out = np.asarray(boxes, np.float32).copy()
+        np.clip(out[:, 0::2], 0, self.src_width, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.src_height, out=out[:, 1::2])
+        return out
+
+    def points_to_original(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) float32 x y in input pixels -> original pixels, clipped to the image."""
+        out = np.empty(points.shape, np.float32)
+        out[..., 0] = np.clip((points[..., 0] - self.pad_x) / self.scale_x, 0, self.src_width)
+        out[..., 1] = np.clip((points[..., 1] - self.pad_y) / self.scale_y, 0, self.src_height)
+        return out
+
+    def rboxes_to_original(self, rboxes: np.ndarray) -> np.ndarray:
+        """(N, 5) cx cy w h angle in input pixels -> original pixels (not clipped: a
+        rotated box is no rectangle of the image's axes). The sides are divided by the
+        smaller scale, the letterbox's one gain (the two differ only by rounding)."""
+        out = np.asarray(rboxes, np.float32).copy()
+        out[:, 0] = (out[:, 0] - self.pad_x) / self.scale_x
+        out[:, 1] = (out[:, 1] - self.pad_y) / self.scale_y
+        out[:, 2:4] /= min(self.scale_x, self.scale_y)
+        return out
+
     def to_input(self, boxes: np.ndarray) -> np.ndarray:
         """The inverse of to_original (without clipping): original -> input pixels."""
         out = np.empty_like(boxes, dtype=np.float32)

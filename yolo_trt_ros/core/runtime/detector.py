@@ -22,18 +22,21 @@ from yolo_trt_ros.core.defaults import (
     OUTPUT_FORMAT,
     check_choice,
 )
-from yolo_trt_ros.core.errors import CudaError, ImageError, ModelError
+from yolo_trt_ros.core.errors import CudaError, ImageError, ModelError, OutputError
 from yolo_trt_ros.core.gpu.cuda import GpuInfo
 from yolo_trt_ros.core.gpu.decode import FORMATS as GPU_DECODE_FORMATS
 from yolo_trt_ros.core.gpu.decode import GpuDecoder
 from yolo_trt_ros.core.gpu.jpeg import DeviceImage, open_gpu_jpeg
+from yolo_trt_ros.core.gpu.masks import GpuMasks
 from yolo_trt_ros.core.image.buffers import ImageView
 from yolo_trt_ros.core.image.decode import decode_compressed
 from yolo_trt_ros.core.image.header import JPEG, codec_of
-from yolo_trt_ros.core.pipeline.decode import detect_format, postprocess, validate_output
+from yolo_trt_ros.core.pipeline.decode import postprocess
 from yolo_trt_ros.core.pipeline.labels import labels_from_metadata, load_labels
+from yolo_trt_ros.core.pipeline.masks import MaskGeometry
 from yolo_trt_ros.core.pipeline.preprocess import Letterbox, Preprocessor
 from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
+from yolo_trt_ros.core.pipeline.tasks import read_head
 
 _LOG = logging.getLogger(__name__)
 
@@ -75,21 +78,21 @@ class Detector:
         batch = spec.shape[0] or backend.profile.opt[0]
         self._pre = Preprocessor(*self.input_size, batch=batch, dtype=spec.dtype)
         self._pres = {self._pre.batch: self._pre}
-        out = backend.outputs[0]
         self.num_classes: int | None = None
         self.names = names
         if names is not None:
             self.num_classes = len(names)
-        if output_format == 'auto':
-            output_format = backend.info.output_format or detect_format(out.shape,
-                                                                        self.num_classes)
-        validate_output(out.shape, output_format, out.dtype, self.num_classes, source)
-        self.output_format = output_format
+        # The head (detect, obb, segment, pose) and its layout, checked against the outputs.
+        self.head = read_head([(o.shape, o.dtype) for o in backend.outputs],
+                              backend.info.metadata, self.num_classes, output_format,
+                              self.input_size, source, backend.info.output_format)
+        self.output_format = self.head.fmt
         self.post = post
         self.times = StageTimes()
         self._gpu_mode = gpu_preprocess
         self._gpu_pre = self._gpu_preprocessor(gpu_preprocess)
-        self._decoders: dict[tuple[int, ...], GpuDecoder | None] = {}  # per input shape
+        # Per input shape: the GPU decoder (and a segment head's GPU masks), or None.
+        self._decoders: dict[tuple[int, ...], tuple[GpuDecoder, GpuMasks | None] | None] = {}
         self._jpeg: tuple | None = None  # (GPU JPEG decoder or None,), chosen on first use
         self.suspended = False
 
@@ -153,9 +156,24 @@ class Detector:
             return self.names[class_id]
         return str(class_id)
 
+    @property
+    def task(self) -> str:
+        return self.head.task
+
     def detect(self, images: list[ImageView]) -> list[Detections]:
-        """Detections for each image, in the same order."""
-        results: list[Detections] = []
+        """Detections for each image, in the same order; raises the OutputError of the
+        first image whose output cannot be trusted."""
+        results = self.detect_each(images)
+        for result in results:
+            if isinstance(result, OutputError):
+                raise result
+        return results
+
+    def detect_each(self, images: list[ImageView | DeviceImage]
+                    ) -> list[Detections | OutputError]:
+        """Detections for each image, or the OutputError of an image whose output cannot
+        be trusted (NaN masks, an absurd angle): the other images are served."""
+        results: list[Detections | OutputError] = []
         chunk = self.max_batch or len(images) or 1
         for start in range(0, len(images), chunk):
             results.extend(self._detect_batch(images[start:start + chunk]))
@@ -180,46 +198,83 @@ class Detector:
         return [self._gpu_pre.from_device(image, slot) if isinstance(image, DeviceImage)
                 else self._gpu_pre(image, slot) for slot, image in enumerate(images)]
 
-    def _detect_batch(self, images: list[ImageView | DeviceImage]) -> list[Detections]:
+    def _detect_batch(self, images: list[ImageView | DeviceImage]
+                      ) -> list[Detections | OutputError]:
         t0 = time.perf_counter()
         boxes = self.preprocess(images)
         t1 = time.perf_counter()
         shape = self._pre.buffer.shape
-        decoder = None
+        gpu = None
+        head = self.head
         if self._gpu_pre is None:
-            output = self.backend.infer(self._pre.buffer)[0]
+            outputs = self.backend.infer(self._pre.buffer)
         else:  # decode on the GPU too, where there is a decoder for the layout
             io = self.backend.device_io()
-            decoder = self._gpu_decoder(shape)
+            gpu = self._gpu_decoder(shape)
             # With a GPU decoder the outputs stay on the GPU; only the candidates come back.
-            outputs = io.run(shape, download=decoder is None)
-            output = outputs[0] if decoder is None else None
+            outputs = io.run(shape, download=gpu is None)
         t2 = time.perf_counter()
-        if decoder is not None:
-            results = decoder(io.output_buffer(shape)[0], boxes, self.post)
+        if gpu is not None:
+            decoder, masks = gpu
+            maskers = None if masks is None else self._gpu_maskers(io, shape, masks, boxes)
+            results = decoder(io.output_buffer(shape, head.box_output)[0], boxes, self.post,
+                              maskers)
         else:
-            results = [postprocess(output[i], self.output_format, box, self.post)
-                       for i, box in enumerate(boxes)]
+            results = [self._decode_on_cpu(outputs, i, box) for i, box in enumerate(boxes)]
         t3 = time.perf_counter()
         self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
         return results
 
+    def _decode_on_cpu(self, outputs: list[np.ndarray], i: int,
+                       box: Letterbox) -> Detections | OutputError:
+        head = self.head
+        protos = outputs[head.proto_output][i] if head.task == 'segment' else None
+        try:
+            return postprocess(outputs[head.box_output][i], head.fmt, box, self.post, head,
+                               protos)
+        except OutputError as exc:
+            return exc
+
+    def _gpu_maskers(self, io, shape: tuple[int, ...], masks: GpuMasks,
+                     boxes: list[Letterbox]) -> list:
+        """One mask maker per image, reading its prototypes where the engine wrote them."""
+        head = self.head
+        ptr, (_, m, ph, pw) = io.output_buffer(shape, head.proto_output)
+        per_image = m * ph * pw * masks.dtype.itemsize
+
+        def maker(slot: int, box: Letterbox):
+            geometry = MaskGeometry(box, head.proto_stride, (ph, pw))
+            return lambda coefficients, xyxy: masks(ptr + slot * per_image, m, (ph, pw),
+                                                    coefficients, xyxy, geometry, slot)
+        return [maker(slot, box) for slot, box in enumerate(boxes)]
+
     def _gpu_decoder(self, shape: tuple[int, ...]):
-        """The GPU output decoder for an input shape (made once per shape), or None where
-        the layout needs none (end2end) or the decoder cannot start (logged once)."""
+        """(GPU output decoder, GPU masks or None) for an input shape (made once per
+        shape), or None where the layout needs none (end2end) or a part cannot start
+        (logged once): then the outputs are downloaded and decoded on the CPU."""
         if shape in self._decoders:
             return self._decoders[shape]
-        decoder = None
-        out = self.backend.outputs[0]
-        if self.output_format in GPU_DECODE_FORMATS and out.dtype in (np.float32, np.float16):
+        made = None
+        head = self.head
+        out = self.backend.outputs[head.box_output]
+        floats = (np.float32, np.float16)
+        if self.output_format in GPU_DECODE_FORMATS and out.dtype in floats:
             io = self.backend.device_io()
+            decoder = masks = None
             try:
-                decoder = GpuDecoder(self.output_format, io.output_buffer(shape)[1], out.dtype,
-                                     stream=io.stream)
-            except CudaError as exc:
+                decoder = GpuDecoder(self.output_format,
+                                     io.output_buffer(shape, head.box_output)[1], out.dtype,
+                                     stream=io.stream, head=head)
+                if head.task == 'segment':
+                    masks = GpuMasks(self.backend.outputs[head.proto_output].dtype,
+                                     slots=shape[0], stream=io.stream)
+                made = (decoder, masks)
+            except (CudaError, ValueError) as exc:
+                if decoder is not None:
+                    decoder.close()
                 _LOG.warning(f'GPU output decoding unavailable ({exc}); decoding on the CPU')
-        self._decoders[shape] = decoder
-        return decoder
+        self._decoders[shape] = made
+        return made
 
     # -- compressed input ------------------------------------------------------------------
     def decode_compressed(self, payloads: list[tuple[object, str]],
@@ -290,9 +345,10 @@ class Detector:
         if self._jpeg and self._jpeg[0] is not None:
             self._jpeg[0].close()
         self._jpeg = None
-        for decoder in self._decoders.values():
-            if decoder is not None:
-                decoder.close()
+        for made in self._decoders.values():
+            for part in made or ():
+                if part is not None:
+                    part.close()
         self._decoders.clear()
         if self._gpu_pre is not None:
             self._gpu_pre.close()

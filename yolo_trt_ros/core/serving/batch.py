@@ -3,29 +3,37 @@
 (and Detection3DArray, for a camera with depth) or the reason it was refused, out.
 
 parse (CDR, size from the header) -> decode (CompressedImage: one batch, on the GPU where
-there is one) -> detect -> track (per camera) -> 3D from depth (per camera) -> serialize.
-A bad frame is refused alone; the others go on. Bad depth costs a frame its 3D only.
+there is one) -> detect -> track (per camera) -> 3D from depth (per camera) -> serialize
+(with a segment model the label image of the masks, with a pose model the keypoints).
+A bad frame, or a frame whose model output cannot be trusted, is refused alone; the
+others go on. Bad depth costs a frame its 3D only.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
-from yolo_trt_ros.core.errors import ImageError, YoloTrtError
+from yolo_trt_ros.core.errors import ImageError, OutputError, YoloTrtError
 from yolo_trt_ros.core.gpu.jpeg import DeviceImage
 from yolo_trt_ros.core.image.buffers import ImageView, view_image
 from yolo_trt_ros.core.image.decode import decode_compressed
 from yolo_trt_ros.core.pipeline.annotate import annotated
+from yolo_trt_ros.core.pipeline.masks import label_dtype
 from yolo_trt_ros.core.pipeline.results import Detections
 from yolo_trt_ros.core.pipeline.tracking.cmc import grey_for_cmc
 from yolo_trt_ros.core.runtime.detector import Detector
 from yolo_trt_ros.core.serving.cameras import CameraState, DepthProblem
 from yolo_trt_ros.core.serving.cdr import RawCompressed, Stamped, parse_compressed, parse_image
-from yolo_trt_ros.core.serving.cdr_writer import detection3d_array_cdr, detection_array_cdr
+from yolo_trt_ros.core.serving.cdr_writer import (
+    detection3d_array_cdr,
+    detection_array_cdr,
+    image_cdr,
+    keypoints_array_cdr,
+)
 from yolo_trt_ros.core.serving.config import DepthConfig
 from yolo_trt_ros.core.serving.decoding import Decoded
 from yolo_trt_ros.core.serving.frames import Frame
@@ -58,6 +66,8 @@ class Served:
     message_3d: bytes | None = None
     depth_problem: DepthProblem | None = None
     left_out: int = 0  # detections without valid depth, not in message_3d
+    masks: bytes | None = None  # a segment model's label image (sensor_msgs/Image)
+    keypoints: bytes | None = None  # a pose model's keypoints (Detection2DArray)
 
 
 @dataclass(frozen=True)
@@ -114,13 +124,17 @@ class BatchStep:
         if not good:
             return BatchResult([], refused, taken)
         try:
-            results = self.detector.detect([image for _, _, image in good])
+            results = self.detector.detect_each([image for _, _, image in good])
         except YoloTrtError as exc:
             refused += [Refused(frame.camera, 'inference', f'inference failed: {exc}')
                         for frame, _, _ in good]
             return BatchResult([], refused, taken)
-        served = [self._serve(frame, header, image, det)
-                  for (frame, header, image), det in zip(good, results, strict=True)]
+        served = []
+        for (frame, header, image), det in zip(good, results, strict=True):
+            if isinstance(det, OutputError):  # this frame's output only
+                refused.append(Refused(frame.camera, det.cause, str(det)))
+            else:
+                served.append(self._serve(frame, header, image, det))
         return BatchResult(served, refused, taken)
 
     def warm_up(self, cameras: int, size: tuple[int, int] = (480, 640)) -> None:
@@ -146,21 +160,33 @@ class BatchStep:
                det: Detections) -> Served:
         """Track, find positions, serialize (no Python message)."""
         state = self.cameras[frame.camera] if self.cameras else None
-        if state is None:
-            return Served(frame, header, image, det, detection_array_cdr(det, header,
-                                                                         self.label))
-        det = state.track(det, header, lambda: self._grey(frame, image))
-        message = detection_array_cdr(det, header, self.label)
-        if self.depth is None or not self.depth.enabled(frame.camera):
-            return Served(frame, header, image, det, message)
+        if state is not None:
+            det = state.track(det, header, lambda: self._grey(frame, image))
+        served = Served(frame, header, image, det, detection_array_cdr(det, header, self.label),
+                        **self._head_messages(det, header))
+        if state is None or self.depth is None or not self.depth.enabled(frame.camera):
+            return served
         d = self.depth
         found = state.positions(det, header, (image.width, image.height), d.slop_s, d.min_m,
                                 d.max_m)
         if isinstance(found, DepthProblem):
-            return Served(frame, header, image, det, message, depth_problem=found)
-        return Served(frame, header, image, det, message, detection3d_array_cdr(
+            return replace(served, depth_problem=found)
+        return replace(served, message_3d=detection3d_array_cdr(
             found.detections, found.centres, found.sizes, header, self.label),
             left_out=found.left_out)
+
+    def _head_messages(self, det: Detections, header: Stamped) -> dict[str, bytes]:
+        """The masks' label image (value i + 1: detection i of the published array, so
+        made after tracking) and the keypoints array, for the heads that have them."""
+        out = {}
+        if det.masks is not None:
+            label = det.masks.label_image()
+            out['masks'] = image_cdr(label, 'mono8' if label.dtype == label_dtype(1) else
+                                     'mono16', header)
+        if det.keypoints is not None:
+            out['keypoints'] = keypoints_array_cdr(det, header,
+                                                   self.detector.head.keypoint_names)
+        return out
 
     def _grey(self, frame: Frame, image: ImageView | DeviceImage
               ) -> tuple[np.ndarray, float] | None:
@@ -186,4 +212,5 @@ class BatchStep:
             payload = served.frame.payload
             raw = payload.image if isinstance(payload, Decoded) else parse_compressed(payload)
             image = decode_compressed(raw.data, raw.format, self.max_pixels)
-        return annotated(image, served.detections, self.detector.label)
+        return annotated(image, served.detections, self.detector.label,
+                         skeleton=self.detector.head.skeleton)

@@ -162,8 +162,7 @@ class CameraState:
         if cam.width and (cam.width, cam.height) != size:
             return DepthProblem('camera_info', f'camera_info is for {cam.width}x{cam.height}, '
                                                f'the image is {size[0]}x{size[1]}')
-        p = positions(depth, cam, det.boxes, min_m=min_m, max_m=max_m)
+        # A segmentation model's masks: the depth under each object, not its box's centre.
+        p = positions(depth, cam, det.boxes, det.masks, min_m=min_m, max_m=max_m)
         keep = np.flatnonzero(p.valid)
-        kept = Detections(det.boxes[keep], det.scores[keep], det.class_ids[keep],
-                          None if det.track_ids is None else det.track_ids[keep])
-        return Depth3D(kept, p.centre[keep], p.size[keep], len(det) - len(keep))
+        return Depth3D(det.take(keep), p.centre[keep], p.size[keep], len(det) - len(keep))

@@ -11,14 +11,16 @@ encapsulation header): Detection2DArray {Header header; Detection2D[] detections
 Detection2D {Header header; ObjectHypothesisWithPose[] results (one); BoundingBox2D bbox;
 string id (empty)}, ObjectHypothesisWithPose {string class_id; float64 score;
 PoseWithCovariance pose (zero position, identity orientation, zero covariance)} and
-BoundingBox2D {float64 center.x, center.y, theta (0), size_x, size_y}; `id` is the track id
-in decimal, or empty without a tracker. Detection3DArray: the same with BoundingBox3D
-{Pose center; Vector3 size} in place of the 2D box.
+BoundingBox2D {float64 center.x, center.y, theta, size_x, size_y} (an oriented box's centre,
+angle and sides; else theta 0); `id` is the track id in decimal, or empty without a
+tracker. Detection3DArray: the same with BoundingBox3D {Pose center; Vector3 size} in
+place of the 2D box. The keypoints array is a Detection2DArray whose detections carry one
+hypothesis per keypoint (keypoints_array_cdr), the masks an Image (image_cdr).
 """
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -65,13 +67,10 @@ def detection_array_cdr(det: Detections, header: Stamped,
     # Each detection starts 4-aligned; everything up to the label is the same per class.
     det_header = stamp + _pad(len(stamp), 4) + struct.pack('<I', 1)  # header; one result
     prefixes: dict[int, bytes] = {}  # class id -> detection header + result count + label
-    boxes = det.boxes.astype(np.float64)  # the same arithmetic as detection_array
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    sizes = boxes[:, 2:] - boxes[:, :2]
-    for (cx, cy), (w, h), score, cid, ident in zip(centres.tolist(), sizes.tolist(),
-                                                   det.scores.tolist(),
-                                                   det.class_ids.tolist(), _ids(det),
-                                                   strict=True):
+    centres, sizes, thetas = box_geometry(det)
+    for (cx, cy), (w, h), theta, score, cid, ident in zip(
+            centres.tolist(), sizes.tolist(), thetas.tolist(), det.scores.tolist(),
+            det.class_ids.tolist(), _ids(det), strict=True):
         prefix = prefixes.get(cid)
         if prefix is None:
             prefix = prefixes[cid] = det_header + _string(class_id_of(cid))
@@ -79,11 +78,21 @@ def detection_array_cdr(det: Detections, header: Stamped,
         offset += len(prefix) + len(pad) + _FIXED + len(ident)
         tail = _pad(offset, 4)  # the next detection starts 4-aligned
         offset += len(tail)
-        parts += (prefix, pad, _F64.pack(score), _POSE, _BBOX.pack(cx, cy, 0.0, w, h),
+        parts += (prefix, pad, _F64.pack(score), _POSE, _BBOX.pack(cx, cy, theta, w, h),
                   ident, tail)
     if len(det):
         parts.pop()  # no padding after the message's last field
     return b''.join(parts)
+
+
+def box_geometry(det: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each detection's BoundingBox2D: centre (N, 2), size (N, 2) and theta (N,), float64.
+    An oriented box gives its own centre, sides and angle; else the box's, theta 0."""
+    if det.rboxes is not None:
+        r = det.rboxes.astype(np.float64)
+        return r[:, :2], r[:, 2:4], r[:, 4]
+    boxes = det.boxes.astype(np.float64)
+    return (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2], np.zeros(len(det))
 
 
 class _Writer:
@@ -130,3 +139,46 @@ def detection3d_array_cdr(det: Detections, centres: np.ndarray, sizes: np.ndarra
         w.raw(_F64.pack(score) + pose + bytes(36 * 8) + pose + struct.pack('<3d', *size), 8)
         w.raw(ident, 4)
     return w.bytes()
+
+
+def keypoints_array_cdr(det: Detections, header: Stamped, names: Sequence[str]) -> bytes:
+    """A pose model's keypoints as a serialized Detection2DArray, aligned with the
+    detections' array of the same stamp: detection i has the same bbox and `id`, and one
+    ObjectHypothesisWithPose per keypoint: class_id its name, score its confidence, the
+    pose's position (x, y, 0) in source pixels (orientation identity, covariance 0).
+
+    names: the K keypoint names (COCO's for 17 x 3, else the indices as text)."""
+    w = _Writer()
+    w.header(header)
+    w.raw(struct.pack('<I', len(det)), 4)
+    labels = [_string(name) for name in names]
+    centres, sizes, thetas = box_geometry(det)
+    for points, (cx, cy), (sx, sy), theta, ident in zip(
+            det.keypoints.astype(np.float64).tolist(), centres.tolist(), sizes.tolist(),
+            thetas.tolist(), _ids(det), strict=True):
+        w.header(header)
+        w.raw(struct.pack('<I', len(points)), 4)
+        for (x, y, score), label in zip(points, labels, strict=True):
+            w.raw(label, 4)
+            w.raw(_F64.pack(score) + struct.pack('<7d', x, y, 0.0, 0.0, 0.0, 0.0, 1.0) +
+                  bytes(36 * 8), 8)
+        w.raw(_BBOX.pack(cx, cy, theta, sx, sy), 8)
+        w.raw(ident, 4)
+    return w.bytes()
+
+
+def image_cdr(pixels: np.ndarray, encoding: str, header: Stamped) -> bytes:
+    """(H, W) or (H, W, C) uint8/uint16 -> a serialized sensor_msgs/Image (little-endian
+    pixels, rows packed): the masks topic's mono8/mono16 label image."""
+    pixels = np.ascontiguousarray(pixels)
+    h, w = pixels.shape[:2]
+    step = pixels.strides[0]
+    data = pixels.astype(pixels.dtype.newbyteorder('<'), copy=False)
+    out = _Writer()
+    out.header(header)
+    out.raw(struct.pack('<II', h, w), 4)
+    out.raw(_string(encoding), 4)
+    out.raw(struct.pack('<B', 0), 1)  # is_bigendian
+    out.raw(struct.pack('<II', step, h * step), 4)  # step; the data's length
+    out.raw(data.data, 1)
+    return out.bytes()

@@ -57,8 +57,7 @@ class DetectionTracker:
         if self.cmc is not None and grey is not None:
             affine = self.cmc.estimate(*grey)
         out = self.tracker.update(det.boxes, det.scores, affine)
-        i = out.index
-        return Detections(det.boxes[i], det.scores[i], det.class_ids[i], out.ids)
+        return det.take(out.index, out.ids)  # masks, keypoints, angles along
 
     @staticmethod
     def grey(pixels: np.ndarray, order: str) -> tuple[np.ndarray, float]:

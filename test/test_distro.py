@@ -91,7 +91,7 @@ def test_the_qos_event_module_and_message_lost_counters():
 @pytest.mark.ros
 def test_message_info_names_the_publisher_where_the_distro_does():
     """The detector counts frames replaced in its queue or sent before its subscription
-    matched from each publisher's sequence numbers (ros/inputs.py): Kilted's rclpy names
+    matched from each publisher's sequence numbers (ros/cameras.py): Kilted's rclpy names
     the publisher; Jazzy's gives sequence numbers without it, so there they go uncounted
     (test_detector_lifecycle.py skips that accounting test, saying why)."""
     assert message_info_names_publishers() == FACTS.publisher_gid

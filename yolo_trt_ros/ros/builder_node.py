@@ -12,7 +12,6 @@ on the message's timing.
 """
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -35,6 +34,7 @@ from yolo_trt_ros.core.serving.config import (
     BuilderConfig,
     builder_config,
 )
+from yolo_trt_ros.ros.engine_topic import engine_message
 from yolo_trt_ros.ros.log_bridge import route_to
 from yolo_trt_ros.ros.parameters import LATCHED_QOS, declare, unknown_overrides
 from yolo_trt_ros.ros.runner import init
@@ -79,7 +79,7 @@ class EngineBuilderNode(Node):
             log.error(f'engine build failed: {exc}')
             return 1
         message = announcement(build.model, result)
-        self.publisher.publish(String(data=json.dumps(message)))
+        self.publisher.publish(engine_message(**message))
         what = f"engine {message['engine_path']}" if message['engine_path'] else \
             'no engine (the detector runs ONNX Runtime)'
         log.info(f'published {what} on {self.publisher.topic_name}')

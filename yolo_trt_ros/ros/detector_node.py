@@ -11,24 +11,20 @@ With autostart (the default) the node configures and activates itself at start.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
-from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
-from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
+from vision_msgs.msg import LabelInfo
 
 from yolo_trt_ros.core.errors import YoloTrtError
 from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep
-from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
+from yolo_trt_ros.core.serving.cameras import Tracking
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
     BUILDER_PARAMETERS,
@@ -39,11 +35,12 @@ from yolo_trt_ros.core.serving.config import (
     tracker_config,
 )
 from yolo_trt_ros.core.serving.decoding import Intake
-from yolo_trt_ros.core.serving.health import CameraStats, LogOncePerCause
+from yolo_trt_ros.core.serving.health import LogOncePerCause
 from yolo_trt_ros.core.serving.params import checked_value
 from yolo_trt_ros.core.serving.worker import Worker
+from yolo_trt_ros.ros.cameras import Camera, CameraInputs, close_camera, open_camera
 from yolo_trt_ros.ros.conversions import bgr_image, camera_status, header_message, label_info
-from yolo_trt_ros.ros.inputs import Camera, CameraInputs, join
+from yolo_trt_ros.ros.engine_topic import announced_engine, engine_message
 from yolo_trt_ros.ros.log_bridge import route_to
 from yolo_trt_ros.ros.parameters import (
     LATCHED_QOS,
@@ -111,22 +108,8 @@ class DetectorNode(LifecycleNode):
         task = self.detector.task
         values = self._runtime_values()
         self.tracking = Tracking(tracker_config(values), values['track_reset_gap_s'])
-        for i, (topic, name) in enumerate(zip(self.config.topics, self.config.camera_names,
-                                              strict=True)):
-            self.cameras.append(Camera(
-                name or 'camera', join(topic, 'compressed') if self.config.compressed else topic,
-                self.create_lifecycle_publisher(Detection2DArray, join(name, 'detections'), 10),
-                self.create_lifecycle_publisher(Image, join(name, 'detections_image'), 2),
-                stats := CameraStats(), CameraState(self.tracking, stats.counts),
-                detections_3d=self.create_lifecycle_publisher(
-                    Detection3DArray, join(name, 'detections_3d'), 10)
-                if self.config.depth.enabled(i) else None,
-                # The other heads' outputs, aligned with `detections` by index and stamp.
-                masks=self.create_lifecycle_publisher(Image, join(name, 'masks'), 2)
-                if task == 'segment' else None,
-                keypoints=self.create_lifecycle_publisher(
-                    Detection2DArray, join(name, 'keypoints'), 10)
-                if task == 'pose' else None))
+        self.cameras = [open_camera(self, i, self.config, task, self.tracking)
+                        for i in range(len(self.config.topics))]
         self.label_pub = self.create_lifecycle_publisher(LabelInfo, 'label_info', LATCHED_QOS)
         self.engine_pub = self.create_lifecycle_publisher(String, 'engine', LATCHED_QOS)
         self.diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -167,21 +150,11 @@ class DetectorNode(LifecycleNode):
         # The builder's announcement ends with its process; this one lasts as long as the
         # detector and says what it really loaded.
         info = self.detector.backend.info
-        self.engine_pub.publish(String(data=json.dumps({
-            'engine_path': info.engine_path, 'backend': info.name,
-            'model': str(self.config.detector.model), 'announced_by': 'detector'})))
+        self.engine_pub.publish(engine_message(
+            engine_path=info.engine_path, backend=info.name,
+            model=str(self.config.detector.model), announced_by='detector'))
         self.worker.start()
-        for i, cam in enumerate(self.cameras):
-            self.inputs.subscribe(i)
-            self.get_logger().info(f'{cam.topic} -> {cam.detections.topic_name}')
-            for extra in (cam.masks, cam.keypoints):
-                if extra is not None:
-                    self.get_logger().info(f'{cam.topic} -> {extra.topic_name}')
-            if cam.detections_3d is not None:
-                depth = self.config.depth
-                self.inputs.subscribe_depth(i, depth.topics[i], depth.info_topics[i])
-                self.get_logger().info(f'{depth.topics[i]} + {depth.info_topics[i]} -> '
-                                       f'{cam.detections_3d.topic_name}')
+        self.inputs.subscribe_all()
         self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
         if self.config.qos_reliability == 'auto':
             self._timers.append(self.create_timer(1.0, self.inputs.follow))
@@ -214,11 +187,7 @@ class DetectorNode(LifecycleNode):
 
     def _release(self) -> None:
         for cam in self.cameras:
-            self.destroy_lifecycle_publisher(cam.detections)
-            self.destroy_lifecycle_publisher(cam.annotated)
-            for pub in (cam.detections_3d, cam.masks, cam.keypoints):
-                if pub is not None:
-                    self.destroy_lifecycle_publisher(pub)
+            close_camera(self, cam)
         if self.cameras:
             for pub in (self.label_pub, self.engine_pub, self.diagnostics):
                 self.destroy_lifecycle_publisher(pub)
@@ -241,20 +210,8 @@ class DetectorNode(LifecycleNode):
         if config.engine is not None or config.backend == 'onnxruntime' or \
                 self.config.engine_wait_s <= 0:
             return config
-        return dataclasses.replace(config, engine=self._wait_for_engine_message())
-
-    def _wait_for_engine_message(self) -> Path | None:
-        got: list[String] = []
-        sub = self.create_subscription(String, 'engine', got.append, LATCHED_QOS)
-        deadline = time.monotonic() + self.config.engine_wait_s
-        while not got and time.monotonic() < deadline:
-            rclpy.spin_once(self, timeout_sec=0.1)
-        self.destroy_subscription(sub)
-        if not got:
-            self.get_logger().warning(f'no engine message within {self.config.engine_wait_s} s')
-            return None
-        path = json.loads(got[0].data).get('engine_path')
-        return Path(path) if path else None
+        return dataclasses.replace(config, engine=announced_engine(
+            self, self.config.engine_wait_s))
 
     # -- results (on the worker thread) ----------------------------------------------------
     def _deliver(self, result: BatchResult) -> None:
@@ -262,18 +219,11 @@ class DetectorNode(LifecycleNode):
             self._bad_input(refused.camera, refused.cause, refused.reason)
         for served in result.served:
             camera = self.cameras[served.frame.camera]
-            camera.detections.publish(served.message)
-            if served.masks is not None:
-                camera.masks.publish(served.masks)
-            if served.keypoints is not None:
-                camera.keypoints.publish(served.keypoints)
+            camera.publish(served, (lambda s=served: bgr_image(
+                self.step.annotated(s), header_message(s.header)))
+                if self.config.publish_annotated else None)
             received = served.frame.received
             camera.stats.add_latency(time.monotonic() - received, result.taken - received)
-            if self.config.publish_annotated and camera.annotated.get_subscription_count() > 0:
-                camera.annotated.publish(bgr_image(self.step.annotated(served),
-                                                   header_message(served.header)))
-            if served.message_3d is not None:
-                camera.detections_3d.publish(served.message_3d)
             bad = camera.stats.count_3d(served.message_3d is not None, served.left_out,
                                         served.depth_problem)
             if bad is not None:

@@ -1,22 +1,26 @@
-"""A detector node's cameras: their publishers, and subscriptions that hand the serialized
-frames to the intake, with the input QoS following the publishers; depth and camera_info
-for cameras with depth."""
+"""A detector node's cameras: their lifecycle publishers (detections and, where the model
+or the camera has them, 3D, masks, keypoints, the annotated image), and subscriptions that
+hand the serialized frames to the intake, with the input QoS following the publishers;
+depth and camera_info for cameras with depth."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.subscription import Subscription
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
-from yolo_trt_ros.core.serving.cameras import CameraState
+from yolo_trt_ros.core.serving.batch import Served
+from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
 from yolo_trt_ros.core.serving.config import NodeConfig
 from yolo_trt_ros.core.serving.health import CameraStats, dds_loss_fix
 
@@ -43,6 +47,46 @@ class Camera:
     depth_subscriptions: list = field(default_factory=list)
     masks: object = None  # publishers, for a segment model
     keypoints: object = None  # and a pose model
+
+    @property
+    def outputs(self) -> list:
+        """Every publisher of this camera."""
+        return [p for p in (self.detections, self.annotated, self.detections_3d, self.masks,
+                            self.keypoints) if p is not None]
+
+    def publish(self, served: Served, annotated: Callable[[], object] | None) -> None:
+        """What the batch step made of one frame; annotated() draws the image, asked only
+        while someone subscribes to it."""
+        self.detections.publish(served.message)
+        # The other heads' outputs, aligned with `detections` by index and stamp.
+        for pub, message in ((self.masks, served.masks), (self.keypoints, served.keypoints),
+                             (self.detections_3d, served.message_3d)):
+            if message is not None:
+                pub.publish(message)
+        if annotated is not None and self.annotated.get_subscription_count() > 0:
+            self.annotated.publish(annotated())
+
+
+def open_camera(node: LifecycleNode, i: int, config: NodeConfig, task: str,
+                tracking: Tracking) -> Camera:
+    """Camera i of config, its publishers made (they publish only while the node is
+    active)."""
+    topic, name, pub = config.topics[i], config.camera_names[i], node.create_lifecycle_publisher
+    stats = CameraStats()
+    return Camera(
+        name or 'camera', join(topic, 'compressed') if config.compressed else topic,
+        pub(Detection2DArray, join(name, 'detections'), 10),
+        pub(Image, join(name, 'detections_image'), 2),
+        stats, CameraState(tracking, stats.counts),
+        detections_3d=pub(Detection3DArray, join(name, 'detections_3d'), 10)
+        if config.depth.enabled(i) else None,
+        masks=pub(Image, join(name, 'masks'), 2) if task == 'segment' else None,
+        keypoints=pub(Detection2DArray, join(name, 'keypoints'), 10) if task == 'pose' else None)
+
+
+def close_camera(node: LifecycleNode, camera: Camera) -> None:
+    for pub in camera.outputs:
+        node.destroy_lifecycle_publisher(pub)
 
 
 class CameraInputs:
@@ -113,6 +157,19 @@ class CameraInputs:
         """Publishers come and go (a camera driver restarts): follow their QoS."""
         for i in range(len(self.cameras)):
             self.subscribe(i)
+
+    def subscribe_all(self) -> None:
+        """Every camera's image (and depth) subscriptions, each logged with its outputs."""
+        log, depth = self.node.get_logger(), self.config.depth
+        for i, cam in enumerate(self.cameras):
+            self.subscribe(i)
+            for pub in cam.outputs:
+                if pub is not cam.annotated and pub is not cam.detections_3d:
+                    log.info(f'{cam.topic} -> {pub.topic_name}')
+            if cam.detections_3d is not None:
+                self.subscribe_depth(i, depth.topics[i], depth.info_topics[i])
+                log.info(f'{depth.topics[i]} + {depth.info_topics[i]} -> '
+                         f'{cam.detections_3d.topic_name}')
 
     def subscribe_depth(self, i: int, depth_topic: str, info_topic: str) -> None:
         """Depth (serialized, kept for pairing by stamp) and camera_info for camera i."""

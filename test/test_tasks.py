@@ -119,11 +119,19 @@ def _kept_coefficients(output, det: Detections, classes: int, box) -> np.ndarray
     return np.array(rows, np.float32)
 
 
-def test_nan_prototypes_refuse_the_frame():
+@pytest.mark.parametrize('where', ['sampled', 'corner', 'inf'])
+def test_nan_prototypes_refuse_the_frame(where):
+    """Also where no mask samples the bad prototype today (a corner): the output cannot be
+    trusted, and the GPU path, which scans every prototype, refuses the same frames."""
     output, protos = task_output('segment', classes=5, objects=4, seed=0)
-    protos[3, 50:120, 50:120] = np.nan
+    if where == 'sampled':
+        protos[3, 50:120, 50:120] = np.nan
+    else:
+        protos[7, 0, 0] = np.nan if where == 'corner' else np.inf
     with pytest.raises(OutputError, match='NaN mask values'):
         postprocess(output, 'yolov8', BOXES[1], CFG, SEGMENT, protos)
+    protos[np.isnan(protos) | np.isinf(protos)] = 0  # the same frame, finite: served
+    assert len(postprocess(output, 'yolov8', BOXES[1], CFG, SEGMENT, protos).masks) == 4
 
 
 def test_label_image_lower_index_wins_and_mono16_above_254():

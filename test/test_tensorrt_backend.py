@@ -279,19 +279,22 @@ def test_gpu_path_detects_what_the_cpu_path_detects(tmp_path, default_model, bus
 
 @pytest.mark.gpu
 def test_gpu_preprocessing_falls_back_to_the_cpu_where_nvrtc_has_no_code(tmp_path, model,
-                                                                       monkeypatch, bus_jpg):
+                                                                       monkeypatch, bus_jpg,
+                                                                       caplog):
     """Defect 10: a GPU that NVRTC cannot target (sm_70 with NVRTC 13) preprocesses on the
     CPU, logged once with the reason, instead of failing."""
     from yolo_trt_ros.core.gpu import nvrtc
     monkeypatch.setattr(nvrtc, 'supported_archs', lambda: [200])
-    logs = []
     backend = TensorRTBackend(engine_file(tmp_path, model),
                               trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()),
                               cuda=CudaRuntime())
-    with Detector(backend, None, 'yolov8', log=logs.append) as det:
+    with caplog.at_level('INFO', logger='yolo_trt_ros'), \
+            Detector(backend, None, 'yolov8') as det:
         assert det.preprocess_device == 'cpu'
         det.detect([read_image(str(bus_jpg))])
-    assert len(logs) == 1 and 'compiles for sm_200 and newer' in logs[0]
+    said = [r.getMessage() for r in caplog.records if 'compiles for sm_200 and newer' in
+            r.getMessage()]
+    assert len(said) == 1, caplog.text
 
 
 @pytest.mark.gpu

@@ -296,3 +296,7 @@ class CudaDeviceAccess:
         buf = np.frombuffer(data, np.uint8)
         check(self.rt.cudaMemcpy(ptr, buf.ctypes.data, len(data),
                                  self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice), 'cudaMemcpy')
+        # From pageable memory cudaMemcpy may return before the DMA has landed, and the
+        # backend's stream (non-blocking) does not wait for it: its download then read the
+        # output before the double's write (zeros, on the H200). Wait for the device.
+        check(self.rt.cudaDeviceSynchronize(), 'cudaDeviceSynchronize')

@@ -24,8 +24,10 @@ from yolo_trt_ros.core.errors import CudaError, OutputError
 from yolo_trt_ros.core.gpu.cuda import CudaRuntime, probe_gpu
 from yolo_trt_ros.core.gpu.nvrtc import FLOAT_LOADS, compile_source, launch, load_functions
 from yolo_trt_ros.core.pipeline.masks import (
+    NOT_FINITE,
     InstanceMasks,
     MaskGeometry,
+    check_finite,
     label_dtype,
     mask_regions,
 )
@@ -85,6 +87,20 @@ __device__ void masks(const T* __restrict__ protos, int count, int ph, int pw,
     out[starts[d] + i] = v > 0.0f;
 }
 
+// Any NaN or infinite prototype of the image sets the flag (pipeline/masks.check_finite).
+template <typename T>
+__device__ void finite(const T* __restrict__ protos, long long count, int* __restrict__ flag) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count && !isfinite(load(protos + i))) *flag = 1;
+}
+
+extern "C" __global__ void finite_f32(const float* protos, long long count, int* flag) {
+    finite<float>(protos, count, flag);
+}
+extern "C" __global__ void finite_f16(const u16* protos, long long count, int* flag) {
+    finite<u16>(protos, count, flag);
+}
+
 #define MASKS_ENTRY(NAME, T)                                                              \
 extern "C" __global__ void NAME(const T* protos, int count, int ph, int pw,             \
         const float* coeffs, const int* regions, const long long* starts, int first,    \
@@ -125,7 +141,7 @@ extern "C" __global__ void NAME(const u8* masks, const int* regions,            
 LABEL_ENTRY(label_u8, u8)
 LABEL_ENTRY(label_u16, u16)
 '''
-KERNEL_NAMES = ('masks_f32', 'masks_f16', 'label_u8', 'label_u16')
+KERNEL_NAMES = ('masks_f32', 'masks_f16', 'label_u8', 'label_u16', 'finite_f32', 'finite_f16')
 BLOCK = 256
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: more detections go in several launches
 
@@ -189,7 +205,9 @@ class GpuMasks:
         if cc is None:
             raise CudaError(f'no GPU for GPU masks: {probe_gpu().reason}')
         functions = load_functions(KERNEL_SOURCE, 'gpu_masks.cu', KERNEL_NAMES, cc)
-        self._masks = functions['masks_f32' if self.dtype == np.float32 else 'masks_f16']
+        f32 = self.dtype == np.float32
+        self._masks = functions['masks_f32' if f32 else 'masks_f16']
+        self._finite = functions['finite_f32' if f32 else 'finite_f16']
         self._labels = {np.dtype(np.uint8): functions['label_u8'],
                         np.dtype(np.uint16): functions['label_u16']}
         self.cuda, self.stream = cuda or CudaRuntime(), stream
@@ -214,6 +232,7 @@ class GpuMasks:
         if n == 0:
             return InstanceMasks(height, width, regions, np.zeros(0, np.uint8), starts,
                                  np.zeros((height, width), ltype))
+        check_finite(coefficients, True)  # the prototypes: on the device, below
         # Inputs packed into one upload: starts (8-aligned), coefficients, regions, flag.
         coeff_at, regions_at = n * 8, n * 8 + n * mask_dim * 4
         flag_at = regions_at + n * 16
@@ -229,6 +248,10 @@ class GpuMasks:
         out, labels = self._slots[slot]
         out.fit(max(total, 1))  # a host buffer to view, even for empty regions
         labels.fit(height * width * ltype.itemsize)
+        protos_count = mask_dim * ph * pw
+        launch(self._finite, ((protos_count + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1),
+               [np.uint64(protos_ptr), np.int64(protos_count), np.uint64(inputs + flag_at)],
+               self.stream)
         lo_x, hi_x = geometry.band(1)
         lo_y, hi_y = geometry.band(0)
         biggest = int(sizes.max())
@@ -256,8 +279,7 @@ class GpuMasks:
         self.cuda.copy_to_host(self._inputs.host + flag_at, inputs + flag_at, 4, self.stream)
         self.cuda.stream_synchronize(self.stream)
         if self._inputs.array(np.uint8, flag_at + 4)[flag_at:].view(np.int32)[0]:
-            raise OutputError('the model gave NaN mask values (NaN or infinite prototypes '
-                              'or coefficients): frame refused')
+            raise OutputError(NOT_FINITE)
         return InstanceMasks(height, width, regions, out.array(np.uint8, total), starts,
                              labels.array(ltype, pixels).reshape(height, width))
 

@@ -139,15 +139,30 @@ def label_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint8 if n <= 254 else np.uint16)
 
 
+NOT_FINITE = ('the model gave NaN mask values (NaN or infinite prototypes or coefficients): '
+              'frame refused')
+
+
+def check_finite(coefficients: np.ndarray, protos_finite: bool) -> None:
+    """OutputError unless the kept detections' coefficients and the image's prototypes are
+    all finite (the GPU path scans its prototypes on the device): a NaN in a prototype that
+    no mask samples today still says the model's output cannot be trusted."""
+    if not protos_finite or not np.isfinite(coefficients).all():
+        raise OutputError(NOT_FINITE)
+
+
 def assemble(coefficients: np.ndarray, protos: np.ndarray, boxes: np.ndarray,
              geometry: MaskGeometry) -> InstanceMasks:
     """The instance masks of N kept detections.
 
     coefficients: (N, M) float32; protos: (M, Hp, Wp) float32, one image's prototypes;
-    boxes: (N, 4) float32 xyxy in source pixels. OutputError where a mask comes out NaN
-    (NaN or infinite prototypes or coefficients): the frame cannot be trusted."""
+    boxes: (N, 4) float32 xyxy in source pixels. OutputError where a prototype or a kept
+    detection's coefficient is NaN or infinite (check_finite), or a mask comes out NaN: the
+    frame cannot be trusted."""
     box = geometry.box
     coefficients = np.asarray(coefficients, F32)
+    if len(coefficients):
+        check_finite(coefficients, bool(np.isfinite(protos).all()))
     regions = mask_regions(boxes, box.src_width, box.src_height)
     sizes = (regions[:, 2] - regions[:, 0]).astype(np.int64) * (regions[:, 3] - regions[:, 1])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -166,8 +181,7 @@ def assemble(coefficients: np.ndarray, protos: np.ndarray, boxes: np.ndarray,
         values = ((F32(1) - wy)[:, None] * across[r0 - top] +
                   wy[:, None] * across[r1 - top])
         if np.isnan(values).any():
-            raise OutputError('the model gave NaN mask values (NaN or infinite prototypes '
-                              'or coefficients): frame refused')
+            raise OutputError(NOT_FINITE)  # finite inputs whose sums overflowed
         data[starts[i]:starts[i] + sizes[i]] = (values > 0).reshape(-1)
     return InstanceMasks(box.src_height, box.src_width, regions, data, starts)
 

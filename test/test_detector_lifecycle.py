@@ -158,7 +158,11 @@ def test_frames_lost_in_dds_are_counted_warned_once_and_diagnosed():
         executor.shutdown()
     log = det.output()
     assert log.count('frames lost in DDS before reaching the detector') == 1, log
-    assert 'restart the detector with dds_profile:=stock_cameras' in log  # the side it can fix
+    from yolo_trt_ros.ros.cameras import fast_dds_3
+
+    # the side it can fix, where it can (Kilted's Fast DDS 3; on Jazzy the camera's side)
+    assert ('restart the detector with dds_profile:=stock_cameras' in log) == fast_dds_3()
+    assert 'start the camera with FASTDDS_DEFAULT_PROFILES_FILE=' in log
     warned = [s for d in diags for s in d.status if 'frames lost in DDS' in s.message]
     # WARN, or ERROR where the same window also processed nothing (a loaded machine): a
     # window that lost frames is never OK.
@@ -174,7 +178,11 @@ def test_the_detectors_side_alone_receives_a_stock_best_effort_camera(tmp_path):
     thread and UDP loses frames again (5 of 20 here)."""
     from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
     from yolo_trt_ros.launch_args import fastdds_profile
+    from yolo_trt_ros.ros.cameras import fast_dds_3
 
+    if not fast_dds_3():  # test_distro.py says which distro has which Fast DDS
+        pytest.skip("Jazzy's Fast DDS 2.14: the profile does not help there (3-6 of 30 "
+                    'frames in bench/dds_receive.py); the warning names the camera-side fixes')
     rmem_max = int(Path('/proc/sys/net/core/rmem_max').read_text())
     if rmem_max < 810 * 1080 * 3 * 1.2:
         pytest.skip(f'net.core.rmem_max {rmem_max} cannot hold a frame here')

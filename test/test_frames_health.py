@@ -50,3 +50,7 @@ def test_the_dds_loss_warning_names_the_commands_that_apply(tmp_path):
     assert 'dds_profile' not in text and 'sysctl' not in text
     assert text.startswith('unset ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST')
     assert '\n' not in text
+    # Jazzy's Fast DDS 2.14: nothing on the detector's side helps, only the camera's
+    text = dds_loss_fix({}, str(low), detector_side=False)
+    assert text.startswith('start the camera with FASTDDS_DEFAULT_PROFILES_FILE=')
+    assert 'dds_profile' not in text and 'sysctl' not in text

@@ -140,15 +140,22 @@ RMEM_MAX = '/proc/sys/net/core/rmem_max'
 RECEIVE_BUFFER = 33554432  # config/fastdds_stock_cameras.xml asks for this much
 
 
-def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MAX) -> str:
+def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MAX,
+                 detector_side: bool = True) -> str:
     """The commands that stop frames being lost in DDS, for the warning (issue 18, edge 7).
 
     A best-effort camera with stock Fast DDS loses most large frames to a reader that has
-    shared memory; the detector's side alone fixes that with dds_profile:=stock_cameras
-    (UDP with a receive buffer larger than a frame), as far as net.core.rmem_max lets it
-    (bench/dds_receive.py). The other fixes need the camera changed.
+    shared memory; with Fast DDS 3 (Kilted) the detector's side alone fixes that with
+    dds_profile:=stock_cameras (UDP with a receive buffer larger than a frame), as far as
+    net.core.rmem_max lets it (bench/dds_receive.py). With Jazzy's Fast DDS 2.14 it did not
+    help (detector_side False): only the fixes that change the camera are named.
     """
     env = os.environ if env is None else env
+    large = config_file(defaults.DDS_PROFILES['large_frames'])
+    camera_side = (f'start the camera with FASTDDS_DEFAULT_PROFILES_FILE={large} (shared '
+                   f'memory), or subscribe to its compressed topic (compressed:=true)')
+    if not detector_side:
+        return camera_side
     stock = config_file(defaults.DDS_PROFILES['stock_cameras'])
     using = env.get('FASTDDS_DEFAULT_PROFILES_FILE', '')
     fixes = [] if using.endswith(stock.name) else [
@@ -166,9 +173,7 @@ def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MA
     if rmem_max is not None and rmem_max < RECEIVE_BUFFER:
         fixes.append(f'let the receive buffer hold a frame: sudo sysctl -w '
                      f'net.core.rmem_max={RECEIVE_BUFFER} (now {rmem_max})')
-    large = config_file(defaults.DDS_PROFILES['large_frames'])
-    return ('; '.join(fixes) + f'. Or start the camera with FASTDDS_DEFAULT_PROFILES_FILE='
-            f'{large} (shared memory), or subscribe to its compressed topic (compressed:=true)')
+    return f"{'; '.join(fixes)}. Or {camera_side}" if fixes else camera_side
 
 
 def health(window: Window, bad_input: int) -> tuple[int, str]:

@@ -81,18 +81,28 @@ def speed() -> str:
     """README: the headline rows, each beside what it was compared with in the same run."""
     gpu, dev = 'stages_h200_host', 'stages_dev'
     rows = []
-    path = stage(gpu, 'GPU path, all but inference')
+    try:  # runs since issue 21 item 6: with a CUDA graph per frame, and without beside it
+        path = stage(gpu, 'GPU path, all but inference (CUDA graph)')
+        plain = stage(gpu, 'GPU path, all but inference (stream-ordered')
+    except KeyError:
+        path, plain = stage(gpu, 'GPU path, all but inference'), None
     try:
         ultra = stage(gpu, 'Ultralytics predictor pre+post')
         beside = (f"Ultralytics' predictor, pre+post by its own timings (results[0].speed): "
-                  f"{ms(ultra['median_ms'])} ms "
-                  f"({path['median_ms'] / ultra['median_ms']:.2f}x of it)")
+                  f"{ms(ultra['median_ms'])} ms (ours takes "
+                  f"{path['median_ms'] / ultra['median_ms']:.2f}x its time)")
     except KeyError:  # a run before issue 21: its Ultralytics rows timed the wrong NMS
         beside = ('Ultralytics as its users run it: not measured yet (issue 21; the '
                   'figure shown before timed its NMS without torchvision)')
+    graph = ', its GPU work one CUDA graph per frame' if plain is not None else ''
     rows.append([f'everything but inference, GPU path (upload, preprocessing kernel, GPU decode, '
-                 f'NMS, message); {machine(gpu)}',
+                 f'NMS, message{graph}); {machine(gpu)}',
                  f"**{ms(path['median_ms'])} ms** p50 ({ms(path['p99_ms'])} p99)", beside])
+    if plain is not None:
+        rows.append([f'the same, stream-ordered (no CUDA graph); {machine(gpu)}',
+                     f"{ms(plain['median_ms'])} ms p50",
+                     f"with the graph: {ms(path['median_ms'])} ms "
+                     f"({plain['median_ms'] / path['median_ms']:.2f}x as fast)"])
     jpeg = stage(gpu, 'JPEG decode (gpu) + preprocessing kernel')
     cv2_decode = stage('gpu_stages_h200', 'JPEG decode CPU', '1920x1080 q90 501 KB')
     rows.append([f'CompressedImage (JPEG q90): GPU decode + preprocessing; {machine(gpu)}',

@@ -10,9 +10,15 @@
 #     pyyaml pillow psutil requests urllib3 idna certifi charset-normalizer ultralytics-thop \
 #     nvidia-ml-py matplotlib contourpy cycler fonttools kiwisolver pyparsing \
 #     python-dateutil six packaging                      (27 MB: one carry)
-UL_WHEELS=${1:?wheel folder}
+# Source it in the same command as the benchmark: each device call is a new shell, and
+# without this PYTHONPATH torchvision finds no PIL and the Ultralytics rows are skipped
+# (what happened on 2026-12-04's first run). Installs once per PREFIX; `-` as WHEELS_DIR
+# only exports.
+UL_WHEELS=${1:?wheel folder, or - when PREFIX is already installed}
 UL_PREFIX=${2:-/tmp/ultralytics_prefix}
-python3 -m pip install -q --no-index --no-deps --prefix "$UL_PREFIX" "$UL_WHEELS"/*.whl
+if [[ $UL_WHEELS != - ]]; then
+    python3 -m pip install -q --no-index --no-deps --prefix "$UL_PREFIX" "$UL_WHEELS"/*.whl
+fi
 export PYTHONPATH=$(echo "$UL_PREFIX"/lib/python3.*/site-packages)${PYTHONPATH:+:$PYTHONPATH}
 export YOLO_OFFLINE=1  # no online checks (the machine has no network)
 python3 -c 'import torch, torchvision, ultralytics

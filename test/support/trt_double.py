@@ -246,6 +246,9 @@ class HostMemoryCudaDouble:
     def pending(self, stream: int) -> int:
         return len(self._queues[stream])
 
+    def capturing(self, stream: int) -> bool:
+        return False  # host memory: no CUDA graph is ever captured here
+
     def stream_synchronize(self, stream: int) -> None:
         assert stream in self.streams
         queue, self._queues[stream] = self._queues[stream], []
@@ -280,7 +283,13 @@ class CudaDeviceAccess:
         return None
 
     def enqueue(self, stream: int, work: Callable[[], None], uses: tuple[int, ...] = ()) -> None:
-        from yolo_trt_ros.core.gpu.cuda import check
+        from yolo_trt_ros.core.errors import CudaError
+        from yolo_trt_ros.core.gpu.cuda import CudaRuntime, check
+        if CudaRuntime().capturing(stream):
+            # As a TensorRT engine with work outside the stream (the TensorRT guide's CUDA
+            # graphs section): this double's engine runs on the host.
+            raise CudaError('the runtime double runs its engine on the host: its enqueue '
+                            'cannot be captured in a CUDA graph')
         check(self.rt.cudaStreamSynchronize(stream), 'cudaStreamSynchronize')
         work()
 

@@ -121,6 +121,9 @@ class TensorRTBackend:
         # frames allocates once per size, then only re-points the engine at them.
         self._by_shape: dict[tuple[int, ...], _Buffers] = {}
         self._shape: tuple[int, ...] | None = None  # the shape context and bindings hold
+        # Times the context was set to a shape: a CUDA graph of its enqueue is valid only
+        # while this stays as it was at the capture (TensorRT re-does work after a change).
+        self.shape_changes = 0
         try:
             self._load(loaded)
         except BaseException:
@@ -201,6 +204,7 @@ class TensorRTBackend:
                                f'the engine profile min {list(self.profile.min)} .. max '
                                f'{list(self.profile.max)}{fixed}')
         self._shape = self._buffers = None
+        self.shape_changes += 1
         self._messages.clear()
         ctx = self._context
         if self.input.is_dynamic and not ctx.set_input_shape(self.input.name, shape):
@@ -298,6 +302,8 @@ class TensorRTBackend:
 
     def _drain(self) -> None:
         try:
+            if self._cuda.capturing(self._stream):
+                return  # a failure while a CUDA graph is captured: its owner ends the capture
             self._cuda.stream_synchronize(self._stream)
         except CudaError as exc:  # the error being raised says more; this one is logged
             _LOG.error('stream synchronisation after a failure: %s', exc)

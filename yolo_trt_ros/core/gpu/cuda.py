@@ -106,6 +106,11 @@ class CudaRuntime:
     def stream_synchronize(self, stream: int) -> None:
         check(self.rt.cudaStreamSynchronize(stream), 'cudaStreamSynchronize')
 
+    def capturing(self, stream: int) -> bool:
+        """Whether a CUDA graph is being captured on stream (nothing may wait on it then)."""
+        status = check(self.rt.cudaStreamIsCapturing(stream), 'cudaStreamIsCapturing')
+        return status != self.rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
+
     def copy_to_device(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         check(self.rt.cudaMemcpyAsync(dst, src, nbytes, kind, stream), 'cudaMemcpyAsync(H2D)')

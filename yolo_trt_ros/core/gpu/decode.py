@@ -112,6 +112,7 @@ class GpuDecoder:
     shape: the output's largest shape (batch first); a call may decode fewer images.
     capacity: candidate rows per image (default: all anchors, which cannot overflow).
     All work is queued on `stream`; a call synchronises it twice (counts, then rows).
+    A call is prepare() + queue() (capturable in a CUDA graph) + collect().
     Device and pinned buffers are allocated once, in the constructor; `close()` frees them.
     """
 
@@ -194,22 +195,42 @@ class GpuDecoder:
         layout); boxes: one Letterbox per image to decode (at most the batch); maskers: a
         segment head's mask maker per image. An image whose output cannot be trusted gets
         its OutputError in place of its detections."""
-        images = len(boxes)
+        n_allowed = self.prepare(cfg)
+        if n_allowed:
+            self.queue(output_ptr, len(boxes), n_allowed, cfg.conf_threshold)
+        return self.collect(output_ptr, boxes, cfg, maskers, n_allowed)
+
+    def prepare(self, cfg: PostprocessConfig) -> int:
+        """Queue the upload of cfg's allowed classes where they changed; the n_allowed that
+        queue() takes (-1: every class; 0: none, nothing to queue). Kept out of queue() so
+        that a captured queue() reads the buffer as it is at each replay."""
+        return self._class_filter(cfg.classes)
+
+    def queue(self, output_ptr: int, images: int, n_allowed: int, conf: float) -> None:
+        """Queue the decode kernel and the counts' download; no synchronisation, no host
+        work that depends on the data (so it can be captured in a CUDA graph)."""
         if not 0 < images <= self.batch:
             raise ValueError(f'{images} images for a decoder of batch {self.batch}')
-        n_allowed = self._class_filter(cfg.classes)
-        if n_allowed == 0:  # no allowed class in range: as the CPU decoder, nothing
-            return [Detections.empty() for _ in boxes]
         check(self.cuda.rt.cudaMemsetAsync(self._d_counts, 0, images * 4, self.stream),
               'cudaMemsetAsync(counts)')
         launch(self._kernel, ((self.anchors + BLOCK - 1) // BLOCK, images, 1), (BLOCK, 1, 1),
                [np.uint64(output_ptr), np.int32(self.anchors), np.int32(self.classes),
                 np.int32(self.extras),
                 np.uint64(self._d_allowed), np.int32(n_allowed),
-                np.float32(cfg.conf_threshold), np.uint64(self._d_counts),
+                np.float32(conf), np.uint64(self._d_counts),
                 np.uint64(self._d_rows), np.int32(self.capacity)], self.stream)
         self.cuda.copy_to_host(self._counts.ctypes.data, self._d_counts, images * 4,
                                self.stream)
+
+    def collect(self, output_ptr: int, boxes: Sequence[Letterbox], cfg: PostprocessConfig,
+                maskers: Sequence[Masker] | None, n_allowed: int
+                ) -> list[Detections | OutputError]:
+        """After queue(): wait for the counts, download the candidates, NMS on the host."""
+        images = len(boxes)
+        if not 0 < images <= self.batch:
+            raise ValueError(f'{images} images for a decoder of batch {self.batch}')
+        if n_allowed == 0:  # no allowed class in range: as the CPU decoder, nothing
+            return [Detections.empty() for _ in boxes]
         self.cuda.stream_synchronize(self.stream)
         counts = self._counts[:images].tolist()
         row_bytes = self.capacity * self.row_fields * 4

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -103,6 +103,17 @@ def load_kernels(compute_capability: tuple[int, int]) -> dict[str, object]:
     return {'f32': functions['letterbox_chw_f32'], 'f16': functions['letterbox_chw_f16']}
 
 
+class Source(NamedTuple):
+    """A frame in device memory as the kernel reads it (hashable: part of a graph's key)."""
+
+    ptr: int
+    width: int
+    height: int
+    pitch: int
+    channels: int
+    order: str
+
+
 @dataclass
 class _Staging:
     """Pinned host + device memory for one slot's frame, grown only when a frame is larger."""
@@ -182,6 +193,10 @@ class GpuPreprocessor:
 
     def __call__(self, image: ImageView, slot: int = 0) -> Letterbox:
         """Queue upload + kernel for one frame into slot; returns the geometry."""
+        return self.letterbox(self.upload(image, slot), slot)
+
+    def upload(self, image: ImageView, slot: int = 0) -> Source:
+        """Queue the frame's upload into slot's device staging; returns where it lies."""
         pixels = image.pixels
         h, w, c = pixels.shape
         if c not in (1, 3, 4):
@@ -194,24 +209,29 @@ class GpuPreprocessor:
             staged = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(st.host), np.uint8)
             np.copyto(staged.reshape(h, w, c), pixels)  # the one CPU copy: -> pinned
             self.cuda.copy_to_device(st.device, st.host, nbytes, self.stream)
-        return self._letterbox(st.device, w, h, w * c, c, image.order, slot)
+        return Source(st.device, w, h, w * c, c, image.order)
 
     def from_device(self, image: DeviceImage, slot: int = 0) -> Letterbox:
         """Queue the kernel for a frame already in device memory (a GPU-decoded JPEG, its
         pitch respected): no upload, no host copy of the pixels."""
+        return self.letterbox(self.source_of(image), slot)
+
+    @staticmethod
+    def source_of(image: DeviceImage) -> Source:
         if image.channels not in (1, 3, 4):
             raise ValueError(f'GPU preprocessing takes 1, 3 or 4 channels, not {image.channels}')
-        return self._letterbox(image.ptr, image.width, image.height, image.pitch,
-                               image.channels, image.order, slot)
+        return Source(image.ptr, image.width, image.height, image.pitch, image.channels,
+                      image.order)
 
-    def _letterbox(self, src: int, w: int, h: int, pitch: int, c: int, order: str,
-                   slot: int) -> Letterbox:
+    def letterbox(self, src: Source, slot: int = 0) -> Letterbox:
+        """Queue the kernel that letterboxes src into slot of the output; the geometry."""
+        w, h, c = src.width, src.height, src.channels
         box = self._boxes.get((h, w))
         if box is None:
             box = self._boxes[(h, w)] = Letterbox.fit(w, h, self.width, self.height)
-        channels = (0, 0, 0) if order == GRAY else tuple(
-            order.index(ch) for ch in self.channel_order)
-        args = [np.uint64(src), np.int32(w), np.int32(h), np.int32(pitch), np.int32(c),
+        channels = (0, 0, 0) if src.order == GRAY else tuple(
+            src.order.index(ch) for ch in self.channel_order)
+        args = [np.uint64(src.ptr), np.int32(w), np.int32(h), np.int32(src.pitch), np.int32(c),
                 np.uint64(self.out_ptr + slot * self.plane_bytes), np.int32(self.width),
                 np.int32(self.height), np.int32(box.new_width), np.int32(box.new_height),
                 np.int32(box.pad_x), np.int32(box.pad_y), np.float32(w / box.new_width),

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from yolo_trt_ros.core.errors import CudaError, ImageError, ModelError, OutputEr
 from yolo_trt_ros.core.gpu.cuda import GpuInfo
 from yolo_trt_ros.core.gpu.decode import FORMATS as GPU_DECODE_FORMATS
 from yolo_trt_ros.core.gpu.decode import GpuDecoder
+from yolo_trt_ros.core.gpu.graphs import StreamGraphs
 from yolo_trt_ros.core.gpu.jpeg import DeviceImage, open_gpu_jpeg
 from yolo_trt_ros.core.gpu.masks import GpuMasks
 from yolo_trt_ros.core.image.buffers import ImageView
@@ -37,6 +39,9 @@ from yolo_trt_ros.core.pipeline.masks import MaskGeometry
 from yolo_trt_ros.core.pipeline.preprocess import Letterbox, Preprocessor
 from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
 from yolo_trt_ros.core.pipeline.tasks import read_head
+
+if TYPE_CHECKING:
+    from yolo_trt_ros.core.gpu.preprocess import Source
 
 _LOG = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class DetectorConfig:
     output_format: str = OUTPUT_FORMAT
     post: PostprocessConfig = PostprocessConfig()
     gpu_preprocess: str = GPU_PREPROCESS  # auto: on the GPU wherever the backend is TensorRT
+    cuda_graphs: bool = True  # the GPU path's per-frame work replayed as a CUDA graph
     # Where to look for the cached engine when `engine` is None (the builder's options).
     build: BuildOptions | None = None
     cache_dir: Path | None = None
@@ -70,7 +76,8 @@ class Detector:
     def __init__(self, backend: Backend, names: list[str] | None = None,
                  output_format: str = OUTPUT_FORMAT,
                  post: PostprocessConfig = PostprocessConfig(),
-                 gpu_preprocess: str = GPU_PREPROCESS, source: str = 'model') -> None:
+                 gpu_preprocess: str = GPU_PREPROCESS, source: str = 'model',
+                 cuda_graphs: bool = True) -> None:
         self.backend = backend
         spec = backend.input
         self.input_size = backend.profile.input_hw
@@ -90,7 +97,8 @@ class Detector:
         self.post = post
         self.times = StageTimes()
         self._gpu_mode = gpu_preprocess
-        self._gpu_pre = self._gpu_preprocessor(gpu_preprocess)
+        self._cuda_graphs = cuda_graphs
+        self._open_gpu()
         # Per input shape: the GPU decoder (and a segment head's GPU masks), or None.
         self._decoders: dict[tuple[int, ...], tuple[GpuDecoder, GpuMasks | None] | None] = {}
         self._jpeg: tuple | None = None  # (GPU JPEG decoder or None,), chosen on first use
@@ -113,10 +121,17 @@ class Detector:
             names = (load_labels(config.labels) if config.labels is not None
                      else labels_from_metadata(backend.info.metadata))
             return cls(backend, names, config.output_format, config.post,
-                       config.gpu_preprocess, str(config.model))
+                       config.gpu_preprocess, str(config.model), config.cuda_graphs)
         except BaseException:
             backend.close()
             raise
+
+    def _open_gpu(self) -> None:
+        """The GPU preprocessor, and the CUDA graphs of the GPU path, where they run."""
+        self._gpu_pre = self._gpu_preprocessor(self._gpu_mode)
+        self.graphs: StreamGraphs | None = None
+        if self._gpu_pre is not None and self._cuda_graphs:
+            self.graphs = StreamGraphs(self.backend.device_io().stream)
 
     def _gpu_preprocessor(self, mode: str):
         """The GPU path where the backend keeps its input on the GPU (TensorRT): 'auto'
@@ -185,44 +200,79 @@ class Detector:
         (the engine's input buffer, queued on the backend's stream). At most max_batch
         images; returns each image's geometry."""
         if self.backend.input.shape[0] is None and self._pre.batch != len(images):
-            # Dynamic batch: one preprocessor (and buffer) per batch size, made once.
-            pre = self._pres.get(len(images))
-            if pre is None:
-                pre = self._pres[len(images)] = Preprocessor(
-                    *self.input_size, batch=len(images), dtype=self.backend.input.dtype)
-            self._pre = pre
+            self.preprocess_buffer(len(images))
         if self._gpu_pre is None:
             return [self._pre(image, slot) for slot, image in enumerate(images)]
-        # Letterbox on the GPU, straight into the engine input.
-        self._gpu_pre.out_ptr = self.backend.device_io().input_ptr(self._pre.buffer.shape)
-        return [self._gpu_pre.from_device(image, slot) if isinstance(image, DeviceImage)
-                else self._gpu_pre(image, slot) for slot, image in enumerate(images)]
+        pre = self._gpu_pre
+        return [pre.letterbox(src, slot) for slot, src in enumerate(self._upload(images))]
+
+    def preprocess_buffer(self, batch: int) -> None:
+        """Dynamic batch: one preprocessor (and buffer) per batch size, made once."""
+        pre = self._pres.get(batch)
+        if pre is None:
+            pre = self._pres[batch] = Preprocessor(*self.input_size, batch=batch,
+                                                   dtype=self.backend.input.dtype)
+        self._pre = pre
+
+    def _upload(self, images: list[ImageView | DeviceImage]) -> list[Source]:
+        """Queue each frame's upload (a device frame stays where it is) and point the GPU
+        preprocessor at the engine input of this batch's shape."""
+        pre = self._gpu_pre
+        pre.out_ptr = self.backend.device_io().input_ptr(self._pre.buffer.shape)
+        return [pre.source_of(image) if isinstance(image, DeviceImage) else
+                pre.upload(image, slot) for slot, image in enumerate(images)]
 
     def _detect_batch(self, images: list[ImageView | DeviceImage]
                       ) -> list[Detections | OutputError]:
         t0 = time.perf_counter()
+        if self._gpu_pre is not None:  # decode on the GPU too, where there is a decoder
+            gpu = self._gpu_decoder(self._batch_shape(len(images)))
+            if gpu is not None:
+                return self._detect_on_gpu(images, *gpu, t0)
         boxes = self.preprocess(images)
         t1 = time.perf_counter()
-        shape = self._pre.buffer.shape
-        gpu = None
-        head = self.head
         if self._gpu_pre is None:
             outputs = self.backend.infer(self._pre.buffer)
-        else:  # decode on the GPU too, where there is a decoder for the layout
-            io = self.backend.device_io()
-            gpu = self._gpu_decoder(shape)
-            # With a GPU decoder the outputs stay on the GPU; only the candidates come back.
-            outputs = io.run(shape, download=gpu is None)
+        else:  # preprocessed on the GPU, a layout without GPU decoding: download it
+            outputs = self.backend.device_io().run(self._pre.buffer.shape)
         t2 = time.perf_counter()
-        if gpu is not None:
-            decoder, masks = gpu
-            maskers = None if masks is None else self._gpu_maskers(io, shape, masks, boxes)
-            results = decoder(io.output_buffer(shape, head.box_output)[0], boxes, self.post,
-                              maskers)
-        else:
-            results = [self._decode_on_cpu(outputs, i, box) for i, box in enumerate(boxes)]
-        t3 = time.perf_counter()
-        self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
+        results = [self._decode_on_cpu(outputs, i, box) for i, box in enumerate(boxes)]
+        self.times = StageTimes(t1 - t0, t2 - t1, time.perf_counter() - t2)
+        return results
+
+    def _batch_shape(self, images: int) -> tuple[int, ...]:
+        if self.backend.input.shape[0] is None and self._pre.batch != images:
+            self.preprocess_buffer(images)
+        return self._pre.buffer.shape
+
+    def _detect_on_gpu(self, images: list[ImageView | DeviceImage], decoder: GpuDecoder,
+                       masks: GpuMasks | None, t0: float) -> list[Detections | OutputError]:
+        """The GPU path with the frame's work after the upload as one CUDA graph per
+        (shape, frames' places and sizes, thresholds): letterbox kernels, the engine's
+        enqueue, the decode kernel and the counts' download (core/gpu/graphs.py)."""
+        shape, io, head = self._pre.buffer.shape, self.backend.device_io(), self.head
+        sources = self._upload(images)
+        out_ptr = io.output_buffer(shape, head.box_output)[0]
+        n_allowed = decoder.prepare(self.post)
+        conf = self.post.conf_threshold
+        t1 = time.perf_counter()
+
+        def work() -> list[Letterbox]:
+            boxes = [self._gpu_pre.letterbox(src, slot) for slot, src in enumerate(sources)]
+            io.run(shape, download=False)
+            if n_allowed:
+                decoder.queue(out_ptr, len(images), n_allowed, conf)
+            return boxes
+
+        if self.graphs is None:
+            boxes = work()
+        else:  # the engine's context must not have changed shape since the capture
+            boxes = self.graphs.run((io.shape_changes, shape, tuple(sources), n_allowed, conf),
+                                    work)
+        t2 = time.perf_counter()
+        maskers = None if masks is None else self._gpu_maskers(io, shape, masks, boxes)
+        results = decoder.collect(out_ptr, boxes, self.post, maskers, n_allowed)
+        self.times = StageTimes(t1 - t0, t2 - t1, time.perf_counter() - t2)
         return results
 
     def _decode_on_cpu(self, outputs: list[np.ndarray], i: int,
@@ -338,7 +388,7 @@ class Detector:
     def resume(self) -> None:
         if self.suspended:
             self.backend.resume()
-            self._gpu_pre = self._gpu_preprocessor(self._gpu_mode)
+            self._open_gpu()
             self.suspended = False
 
     def _release_gpu_helpers(self) -> None:
@@ -350,6 +400,9 @@ class Detector:
                 if part is not None:
                     part.close()
         self._decoders.clear()
+        if self.graphs is not None:  # after the decoders' close() synchronised the stream
+            self.graphs.clear()
+        self.graphs = None
         if self._gpu_pre is not None:
             self._gpu_pre.close()
         self._gpu_pre = None

@@ -1,0 +1,229 @@
+"""The GPU path's per-frame work as a CUDA graph (core/gpu/graphs.py, issue 21 item 6): real
+CUDA on a GPU machine (skipped elsewhere). The engine is the GPU stand-in
+(yolo_trt_ros/testing/gpu_standin.py: a kernel in TensorRT's runtime API, which can be
+captured as TensorRT's enqueue can after a first run), or the named runtime double, whose
+engine runs on the host and so cannot be captured."""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from yolo_trt_ros.core.image.buffers import view_image
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def cuda():
+    from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+    return CudaRuntime()
+
+
+@pytest.fixture
+def stream(cuda):
+    s = cuda.stream_create()
+    yield s
+    cuda.stream_synchronize(s)
+    cuda.stream_destroy(s)
+
+
+def pinned_int32(cuda, ptr: int) -> np.ndarray:
+    return np.frombuffer((ctypes.c_int32 * 1).from_address(ptr), np.int32)
+
+
+def test_a_key_runs_once_in_order_then_is_captured_and_replayed(cuda, stream):
+    from yolo_trt_ros.core.gpu.cuda import check
+    from yolo_trt_ros.core.gpu.graphs import StreamGraphs
+
+    device, host_ptr = cuda.malloc(4), cuda.malloc_host(4)
+    host = pinned_int32(cuda, host_ptr)
+    calls = []
+
+    def work(value: int):
+        def queue():
+            calls.append(value)
+            check(cuda.rt.cudaMemsetAsync(device, value, 4, stream), 'cudaMemsetAsync')
+            cuda.copy_to_host(host_ptr, device, 4, stream)
+            return f'value {value}'
+        return queue
+
+    graphs = StreamGraphs(stream, cuda)
+    try:
+        for i, value in enumerate([7, 7, 7, 7, 9, 7]):
+            host[0] = -1
+            assert graphs.run(value, work(value)) == f'value {value}'
+            cuda.stream_synchronize(stream)
+            assert host[0] == int.from_bytes(bytes([value]) * 4, 'little'), i
+        # 7: run in order, captured, replayed twice (the work not called), replayed again
+        # after 9 ran once in order (9 is seen once: never captured).
+        assert calls == [7, 7, 9]
+        assert (graphs.captures, graphs.launches, graphs.enabled) == (1, 4, True)
+    finally:
+        graphs.clear()
+        cuda.free(device)
+        cuda.free_host(host_ptr)
+
+
+def test_work_that_cannot_be_captured_turns_graphs_off_once_and_is_served(cuda, stream,
+                                                                          caplog):
+    """A synchronisation inside the captured work (as an engine that cannot be captured
+    does) ends the capture; the frame runs in order all the same, logged once."""
+    from yolo_trt_ros.core.gpu.cuda import check
+    from yolo_trt_ros.core.gpu.graphs import StreamGraphs
+
+    device, host_ptr = cuda.malloc(4), cuda.malloc_host(4)
+    host = pinned_int32(cuda, host_ptr)
+
+    def work():
+        check(cuda.rt.cudaMemsetAsync(device, 3, 4, stream), 'cudaMemsetAsync')
+        cuda.copy_to_host(host_ptr, device, 4, stream)
+        cuda.stream_synchronize(stream)  # illegal while capturing
+        return int(host[0])
+
+    graphs = StreamGraphs(stream, cuda)
+    try:
+        with caplog.at_level('WARNING', logger='yolo_trt_ros'):
+            results = [graphs.run('k', work) for _ in range(4)]
+        assert results == [0x03030303] * 4
+        assert not graphs.enabled and graphs.captures == 0 and graphs.launches == 0
+        said = [r.getMessage() for r in caplog.records if 'CUDA graphs off' in r.getMessage()]
+        assert len(said) == 1 and 'cudaStreamSynchronize' in said[0], caplog.text
+    finally:
+        cuda.free(device)
+        cuda.free_host(host_ptr)
+
+
+def standin_detector(tmp_path, name: str, graphs: bool, max_batch: int = 4):
+    from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
+    from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+    from yolo_trt_ros.core.runtime.detector import Detector
+    from yolo_trt_ros.testing import gpu_standin
+
+    engine = gpu_standin.make_engine(tmp_path / f'{name}.engine', max_batch=max_batch)
+    return Detector(TensorRTBackend(engine, trt=gpu_standin, cuda=CudaRuntime()),
+                    cuda_graphs=graphs)
+
+
+def frame(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+
+
+def engine_input(det, batch: int = 1) -> np.ndarray:
+    io = det.backend.device_io()
+    shape = (batch, 3, *det.input_size)
+    out = np.empty(shape, np.float32)
+    det._gpu_pre.cuda.copy_to_host(out.ctypes.data, io.input_ptr(shape), out.nbytes, io.stream)
+    det._gpu_pre.cuda.stream_synchronize(io.stream)
+    return out
+
+
+def same(a, b) -> None:
+    assert a.class_ids.tolist() == b.class_ids.tolist()
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_the_detector_replays_its_frames_exactly_as_it_runs_them(tmp_path):
+    """Graphs on and off give the same detections frame by frame; each replay letterboxes
+    the new frame (the engine input equals the CPU letterbox of that frame), a new frame
+    size or threshold is a new key, and a class filter changed between replays is read as
+    it is at each replay."""
+    from yolo_trt_ros.core.pipeline.preprocess import Preprocessor
+
+    cpu = Preprocessor(640, 640)
+    frames = [frame(1080, 1920, i) for i in range(4)] + [frame(480, 640, 9)] * 3 + \
+        [frame(1080, 1920, 5)] * 2
+    posts = [{}] * 4 + [{}] * 3 + [{'conf_threshold': 0.5}] * 2
+    with standin_detector(tmp_path, 'a', True) as fast, \
+            standin_detector(tmp_path, 'b', False) as plain:
+        assert fast.graphs is not None and plain.graphs is None
+        for i, (pixels, post) in enumerate(zip(frames, posts, strict=True)):
+            for det in (fast, plain):
+                det.set_post(**post)
+            h, w, _ = pixels.shape
+            view = view_image(pixels.tobytes(), h, w, 'bgr8', w * 3)
+            a, b = fast.detect([view])[0], plain.detect([view])[0]
+            same(a, b)
+            assert len(a) > 0 or post, i
+            cpu(view)
+            np.testing.assert_allclose(engine_input(fast), cpu.buffer, atol=1.01 / 255)
+        # 1080p: in order, captured (and launched), replayed x2; 480p: in order, captured,
+        # replayed;
+        # the new threshold: in order, captured.
+        assert (fast.graphs.captures, fast.graphs.launches) == (3, 6)
+        for classes in [(0,), (0,), (2,), (2,), (0,), (2,), None]:
+            view = view_image(frames[0].tobytes(), 1080, 1920, 'bgr8', 1920 * 3)
+            for det in (fast, plain):
+                det.set_post(classes=classes, conf_threshold=0.25)
+            a, b = fast.detect([view])[0], plain.detect([view])[0]
+            same(a, b)
+            if classes:
+                assert set(a.class_ids.tolist()) <= set(classes)
+        assert fast.graphs.enabled
+
+
+def test_batches_and_device_frames_replay_too(tmp_path):
+    """Two cameras in one batch, and JPEG frames decoded onto the GPU (where nvImageCodec
+    is installed): the same detections with graphs as without."""
+    import cv2
+    with standin_detector(tmp_path, 'a', True) as fast, \
+            standin_detector(tmp_path, 'b', False) as plain:
+        for seed in range(4):
+            views = [view_image(frame(720, 1280, seed + k).tobytes(), 720, 1280, 'bgr8',
+                                1280 * 3) for k in range(2)]
+            for a, b in zip(fast.detect(views), plain.detect(views), strict=True):
+                same(a, b)
+        assert fast.graphs.launches == 3 and engine_input(fast, 2).shape[0] == 2
+        jpeg = cv2.imencode('.jpg', frame(720, 1280, 7))[1].tobytes()
+        for _ in range(3):
+            a = fast.detect(fast.decode_compressed([(jpeg, 'jpeg')]))[0]
+            b = plain.detect(plain.decode_compressed([(jpeg, 'jpeg')]))[0]
+            same(a, b)
+
+
+def test_suspend_drops_the_graphs_and_resume_captures_anew(tmp_path):
+    """The lifecycle's inactive state frees the buffers the graphs point at: they go with
+    them, and the active state captures again."""
+    view = view_image(frame(480, 640, 1).tobytes(), 480, 640, 'bgr8', 640 * 3)
+    with standin_detector(tmp_path, 'a', True) as det:
+        first = [det.detect([view])[0] for _ in range(3)]
+        assert det.graphs.launches == 2
+        det.suspend()
+        assert det.graphs is None
+        det.resume()
+        again = [det.detect([view])[0] for _ in range(3)]
+        assert det.graphs.captures == 1 and det.graphs.launches == 2
+    for a, b in zip(first, again, strict=True):
+        same(a, b)
+
+
+def test_an_engine_that_cannot_be_captured_is_served_in_order(tmp_path, default_model,
+                                                              bus_jpg, caplog):
+    """The named runtime double runs its engine on the host: like a TensorRT engine whose
+    enqueue cannot be captured, the frame is served in order, the reason logged once."""
+    from support.trt_double import CudaDeviceAccess, TensorRTRuntimeDouble, plan_for
+
+    from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
+    from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+    from yolo_trt_ros.core.image.decode import read_image
+    from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
+
+    engine = tmp_path / 'default.engine'
+    engine.write_bytes(plan_for(default_model, None))
+    engine.chmod(0o600)
+    backend = TensorRTBackend(engine, trt=TensorRTRuntimeDouble(memory=CudaDeviceAccess()),
+                              cuda=CudaRuntime())
+    image = read_image(str(bus_jpg))
+    with caplog.at_level('WARNING', logger='yolo_trt_ros'), \
+            Detector(backend, None, 'yolov8') as gpu, \
+            Detector.open(DetectorConfig(default_model, backend='onnxruntime')) as cpu:
+        found = [gpu.detect([image])[0] for _ in range(4)]
+        assert not gpu.graphs.enabled and gpu.graphs.launches == 0
+        reference = cpu.detect([image])[0]
+    said = [r.getMessage() for r in caplog.records if 'CUDA graphs off' in r.getMessage()]
+    assert len(said) == 1 and 'cannot be captured' in said[0], caplog.text
+    for det in found:
+        assert det.class_ids.tolist() == reference.class_ids.tolist()
+        np.testing.assert_allclose(det.boxes, reference.boxes, atol=3.0)

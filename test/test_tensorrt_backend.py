@@ -414,7 +414,9 @@ def nonzero_model(path: Path) -> Path:
         [helper.make_node('NonZero', ['images'], ['indices'])], 'nonzero',
         [helper.make_tensor_value_info('images', TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info('indices', TensorProto.INT64, [4, 'count'])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 10  # what every ONNX Runtime here loads (onnx 1.23 writes 14)
+    onnx.save(model, str(path))
     return path
 
 

@@ -82,10 +82,8 @@ def _save_dir(value: str | None) -> Path | None:
 
 
 def cmd_detect(args) -> int:
-    from yolo_trt_ros.core.image.buffers import to_bgr
     from yolo_trt_ros.core.image.decode import read_image
     from yolo_trt_ros.core.image.files import ImageWriter, shown
-    from yolo_trt_ros.core.pipeline.annotate import draw
     from yolo_trt_ros.core.pipeline.results import detections_to_dicts
 
     try:
@@ -114,13 +112,26 @@ def cmd_detect(args) -> int:
             if not args.json:
                 found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
                 print(f'{shown(path)}: {len(det)} objects ({found or "none"})', flush=True)
-            if writer is not None:
-                try:
-                    writer.write(path, draw(to_bgr(image), det, detector.label,
-                                           detector.head.skeleton))
-                except YoloTrtError as exc:
-                    _err(str(exc))
-                    failed += 1
+            failed += not _write_annotated(writer, path, image, det, detector)
+    return _finish(args, results, failed)
+
+
+def _write_annotated(writer, key: str, image, det, detector) -> bool:
+    """The annotated frame, where --output asked for it; False (reported) where it failed."""
+    if writer is None:
+        return True
+    from yolo_trt_ros.core.image.buffers import to_bgr
+    from yolo_trt_ros.core.pipeline.annotate import draw
+    try:
+        writer.write(key, draw(to_bgr(image), det, detector.label, detector.head.skeleton))
+    except YoloTrtError as exc:
+        _err(str(exc))
+        return False
+    return True
+
+
+def _finish(args, results: list[dict], failed: int) -> int:
+    """--json's document, and the exit status: 1 when any input failed."""
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
@@ -170,10 +181,8 @@ def cmd_track(args) -> int:
     """Track objects through a video, a folder of images (sorted by name) or listed images:
     the node's per-camera tracker, frame by frame, so the ids are the node's."""
     from yolo_trt_ros.core.errors import ImageError
-    from yolo_trt_ros.core.image.buffers import to_bgr
     from yolo_trt_ros.core.image.files import ImageWriter, shown
     from yolo_trt_ros.core.image.sources import frames_of
-    from yolo_trt_ros.core.pipeline.annotate import draw
     from yolo_trt_ros.core.pipeline.results import detections_to_dicts
     from yolo_trt_ros.core.pipeline.tracking import DetectionTracker, detection_floor
 
@@ -209,16 +218,8 @@ def cmd_track(args) -> int:
             if not args.json:
                 found = ', '.join(f"#{d['track_id']} {d['label']}" for d in entry['detections'])
                 print(f'frame {i} {shown(name)}: {found or "no tracks"}', flush=True)
-            if writer is not None:
-                try:
-                    writer.write(f'frame_{i:06d}', draw(to_bgr(image), tracked, detector.label,
-                                                        detector.head.skeleton))
-                except YoloTrtError as exc:
-                    _err(str(exc))
-                    failed += 1
-    if args.json:
-        print(json.dumps(results, indent=2))
-    return 1 if failed else 0
+            failed += not _write_annotated(writer, f'frame_{i:06d}', image, tracked, detector)
+    return _finish(args, results, failed)
 
 
 # Keys of Ultralytics' bytetrack.yaml / botsort.yaml that we read; others (with_reid, ...)

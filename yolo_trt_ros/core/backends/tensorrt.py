@@ -269,6 +269,16 @@ class TensorRTBackend:
     def run(self, shape: tuple[int, ...], download: bool = True) -> list[np.ndarray]:
         return self._run(self._buffers_for(tuple(shape)), upload=False, download=download)
 
+    def graph_refusal(self) -> str:
+        """Why this engine's enqueue may not be captured in a CUDA graph on the stream, or
+        ''. TensorRT-RTX says so itself (IExecutionContext.is_stream_capturable: runtime
+        kernel selection can make it refuse); TensorRT 10 and 11 report a failure in the
+        capture itself, which ends it."""
+        capturable = getattr(self._context, 'is_stream_capturable', None)
+        if capturable is not None and not capturable(self.stream):
+            return f'{flavour_of(self._trt)} says this engine cannot be captured on its stream'
+        return ''
+
     def output_buffer(self, shape: tuple[int, ...], index: int = 0) -> tuple[int, tuple[int, ...]]:
         buffers = self._buffers_for(tuple(shape))
         name = self.outputs[index].name

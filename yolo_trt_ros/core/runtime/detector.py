@@ -131,7 +131,8 @@ class Detector:
         self._gpu_pre = self._gpu_preprocessor(self._gpu_mode)
         self.graphs: StreamGraphs | None = None
         if self._gpu_pre is not None and self._cuda_graphs:
-            self.graphs = StreamGraphs(self.backend.device_io().stream)
+            io = self.backend.device_io()
+            self.graphs = StreamGraphs(io.stream, refusal=io.graph_refusal)
 
     def _gpu_preprocessor(self, mode: str):
         """The GPU path where the backend keeps its input on the GPU (TensorRT): 'auto'
@@ -250,28 +251,30 @@ class Detector:
         """The GPU path with the frame's work after the upload as one CUDA graph per
         (shape, frames' places and sizes, thresholds): letterbox kernels, the engine's
         enqueue, the decode kernel and the counts' download (core/gpu/graphs.py)."""
+        post = self.post  # one read: the node may swap it between frames, never within one
+        n_allowed = decoder.prepare(post)
+        if n_allowed == 0:  # no allowed class in range: nothing to run
+            self.times = StageTimes()
+            return [Detections.empty() for _ in images]
         shape, io, head = self._pre.buffer.shape, self.backend.device_io(), self.head
         sources = self._upload(images)
         out_ptr = io.output_buffer(shape, head.box_output)[0]
-        n_allowed = decoder.prepare(self.post)
-        conf = self.post.conf_threshold
         t1 = time.perf_counter()
 
         def work() -> list[Letterbox]:
             boxes = [self._gpu_pre.letterbox(src, slot) for slot, src in enumerate(sources)]
             io.run(shape, download=False)
-            if n_allowed:
-                decoder.queue(out_ptr, len(images), n_allowed, conf)
+            decoder.queue(out_ptr, len(images), n_allowed, post.conf_threshold)
             return boxes
 
         if self.graphs is None:
             boxes = work()
         else:  # the engine's context must not have changed shape since the capture
-            boxes = self.graphs.run((io.shape_changes, shape, tuple(sources), n_allowed, conf),
-                                    work)
+            key = (io.shape_changes, shape, tuple(sources), n_allowed, post.conf_threshold)
+            boxes = self.graphs.run(key, work)
         t2 = time.perf_counter()
         maskers = None if masks is None else self._gpu_maskers(io, shape, masks, boxes)
-        results = decoder.collect(out_ptr, boxes, self.post, maskers, n_allowed)
+        results = decoder.collect(out_ptr, boxes, post, maskers, n_allowed)
         self.times = StageTimes(t1 - t0, t2 - t1, time.perf_counter() - t2)
         return results
 

@@ -117,7 +117,7 @@ def cmd_detect(args) -> int:
 
 
 def _write_annotated(writer, key: str, image, det, detector) -> bool:
-    """The annotated frame, where --output asked for it; False (reported) where it failed."""
+    """The annotated frame, where --save asked for it; False (reported) where it failed."""
     if writer is None:
         return True
     from yolo_trt_ros.core.image.buffers import to_bgr
@@ -287,32 +287,21 @@ def build_options(args):
 def cmd_build(args) -> int:
     """Ctrl-C or SIGTERM stop the build at TensorRT's next progress step, with one line and
     128 + the signal's number; nothing is written."""
-    import threading
-
     from yolo_trt_ros.core.build.builder import build_engine
+    from yolo_trt_ros.core.build.stopping import StopSignals
     from yolo_trt_ros.core.errors import Cancelled
 
-    cancel, caught = threading.Event(), []
-
-    def on_signal(signum, _frame) -> None:
-        caught.append(signum)
-        cancel.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = build_engine(_model_arg(args.model), build_options(args),
-                              Path(args.cache_dir) if args.cache_dir else None, args.force,
-                              cancel)
+        with StopSignals() as stops:
+            result = build_engine(_model_arg(args.model), build_options(args),
+                                  Path(args.cache_dir) if args.cache_dir else None, args.force,
+                                  stops.cancel)
     except Cancelled as exc:
-        name = signal.Signals(caught[0]).name if caught else 'a signal'
-        _err(f'build stopped by {name}: {exc}; nothing was written')
-        return 128 + (caught[0] if caught else signal.SIGINT)
+        _err(f'build stopped by {stops.name}: {exc}; nothing was written')
+        return stops.exit_code(128 + signal.SIGINT)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
         return 1
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     what = 'cache hit' if result.cache_hit else 'built'
     print(f'{what} in {result.seconds:.1f} s')
     print(result.engine_path)

@@ -12,7 +12,6 @@ on the message's timing.
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from yolo_trt_ros.core.build.builder import BuildResult, engine_for_backend
+from yolo_trt_ros.core.build.stopping import StopSignals
 from yolo_trt_ros.core.errors import Cancelled, YoloTrtError
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
@@ -103,32 +103,24 @@ def main(args=None) -> None:
     at TensorRT's next progress step, within a second or two, and writes nothing)."""
     init(args, signal_handler_options=SignalHandlerOptions.NO)
     log = rclpy.logging.get_logger('engine_builder')
-    cancel, caught = threading.Event(), []
-
-    def on_signal(signum, _frame) -> None:
-        caught.append(signum)
-        cancel.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
-    try:
-        node = EngineBuilderNode(cancel)
-    except ValueError as exc:
-        log.error(f'bad parameter: {exc}')
-        rclpy.try_shutdown()
-        sys.exit(2)
-    try:
-        rc = node.run()
-    except Cancelled as exc:
-        rc = 1  # replaced by the signal's code below
-        name = signal.Signals(caught[0]).name if caught else 'a signal'
-        log.error(f'engine build stopped by {name}: {exc}; nothing was written')
-    except ExternalShutdownException:
-        rc = 130
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    sys.exit(128 + caught[0] if caught else rc)
+    with StopSignals() as stops:
+        try:
+            node = EngineBuilderNode(stops.cancel)
+        except ValueError as exc:
+            log.error(f'bad parameter: {exc}')
+            rclpy.try_shutdown()
+            sys.exit(2)
+        try:
+            rc = node.run()
+        except Cancelled as exc:
+            rc = 1  # replaced by the signal's code below
+            log.error(f'engine build stopped by {stops.name}: {exc}; nothing was written')
+        except ExternalShutdownException:
+            rc = 130
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+        sys.exit(stops.exit_code(rc))
 
 
 if __name__ == '__main__':

@@ -40,7 +40,7 @@ from yolo_trt_ros.core.errors import ImageError
 from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
 from yolo_trt_ros.core.runtime.detector import Detector
 from yolo_trt_ros.core.serving.batch import BatchStep, Served
-from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
+from yolo_trt_ros.core.serving.cameras import CameraState, Tracking, nanoseconds
 from yolo_trt_ros.core.serving.cdr import parse_compressed, parse_image
 from yolo_trt_ros.core.serving.config import DETECTOR_PARAMETERS, DepthConfig
 from yolo_trt_ros.core.serving.frames import Frame
@@ -278,7 +278,7 @@ class BagRun:
         camera's state, as the node's callback does)."""
         cam = self.depth_of.get(topic)
         if cam is not None:
-            self._depth[cam.index].append(bytes(data))
+            self._depth[cam.index].append((_stamp_ns(data), bytes(data)))  # stamp read once
             return
         cam = self.info_of.get(topic)
         if cam is None:
@@ -303,9 +303,9 @@ class BagRun:
                           .compressed else parse_image(frame.payload)).header
             except ImageError:
                 continue  # refused by the step
-            want = header.sec * 10**9 + header.nanosec
-            nearest = min(depth, key=lambda data: abs(_stamp_ns(data) - want))
-            self.states[frame.camera].put_depth(nearest)
+            want = nanoseconds(header)
+            nearest = min(depth, key=lambda kept: abs(kept[0] - want))
+            self.states[frame.camera].put_depth(nearest[1])
 
     def _refused(self, cam: Camera, cause: str, reason: str, what: str = 'frame refused'
                  ) -> None:
@@ -322,7 +322,7 @@ def _stamp_ns(data) -> int:
         header = parse_image(data).header
     except ImageError:
         return -1
-    return header.sec * 10**9 + header.nanosec
+    return nanoseconds(header)
 
 
 def _remove(out: Path) -> None:

@@ -128,7 +128,8 @@ class CameraInputs:
     def subscribe(self, i: int) -> None:
         """Subscribe camera i, or subscribe again where its publishers' QoS changed."""
         cam = self.cameras[i]
-        reliable = self._wants_reliable(self.node.resolve_topic_name(cam.topic))
+        resolved = self.node.resolve_topic_name(cam.topic)
+        reliable = self._wants_reliable(resolved)
         if cam.subscription is not None:
             if reliable == cam.reliable:
                 return
@@ -143,7 +144,7 @@ class CameraInputs:
         if cam.reliable is None:  # the first subscription: publishers there before the node
             cam.stats.sequences.preexisting = {
                 bytes(info.endpoint_gid) for info in
-                self.node.get_publishers_info_by_topic(self.node.resolve_topic_name(cam.topic))}
+                self.node.get_publishers_info_by_topic(resolved)}
         if WITH_MESSAGE_INFO:  # rclpy passes MessageInfo to a callback of two arguments
             callback = lambda data, info, i=i: self._on_frame(i, data, info)  # noqa: E731
         else:

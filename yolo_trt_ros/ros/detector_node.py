@@ -91,7 +91,8 @@ class DetectorNode(LifecycleNode):
             self.config = detector_config(given)
             self.detector = Detector.open(self._with_engine(self.config.detector))
             # `classes` can only be checked against the model's classes now
-            self.detector.post = post_config(self._runtime_values(), self._class_names())
+            values = self._runtime_values()
+            self.detector.post = post_config(values, self._class_names())
         except (ValueError, YoloTrtError) as exc:
             self.configure_error = exc
             log.error(f'{"bad parameter" if isinstance(exc, ValueError) else "cannot start"}'
@@ -106,7 +107,6 @@ class DetectorNode(LifecycleNode):
                  f'{self.detector.output_format}, input {self.detector.input_size[1]}x'
                  f'{self.detector.input_size[0]})')
         task = self.detector.task
-        values = self._runtime_values()
         self.tracking = Tracking(tracker_config(values), values['track_reset_gap_s'])
         self.cameras = [open_camera(self, i, self.config, task, self.tracking)
                         for i in range(len(self.config.topics))]

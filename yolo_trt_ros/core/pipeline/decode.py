@@ -61,6 +61,11 @@ def detect_format(shape: tuple[int, ...], num_classes: int | None = None) -> str
 _CLASS_AXIS = {'yolov8': (1, 4), 'yolov5': (2, 5)}
 
 
+def dims_text(shape: tuple[int | None, ...]) -> str:
+    """A shape for messages, '?' for a dynamic dimension."""
+    return ', '.join('?' if d is None else str(d) for d in shape)
+
+
 def validate_output(shape: tuple[int | None, ...], fmt: str, dtype: np.dtype | type,
                     num_classes: int | None, source: str) -> int | None:
     """Refuse at start-up an output the decoder cannot use; the number of classes it
@@ -69,8 +74,7 @@ def validate_output(shape: tuple[int | None, ...], fmt: str, dtype: np.dtype | t
     shape: batch first, None for a dynamic dimension; num_classes: how many class names
     the detector has (None if none); source: names the model in the message.
     """
-    dims = ', '.join('?' if d is None else str(d) for d in shape)
-    found = f'{source}: output ({dims}) {np.dtype(dtype)}'
+    found = f'{source}: output ({dims_text(shape)}) {np.dtype(dtype)}'
     if fmt not in FORMATS:
         raise ModelError(f"unknown output format '{fmt}': use auto or one of {', '.join(FORMATS)}")
     if np.dtype(dtype).kind != 'f':

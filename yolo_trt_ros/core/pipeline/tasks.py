@@ -20,7 +20,7 @@ import json
 import numpy as np
 
 from yolo_trt_ros.core.errors import ModelError
-from yolo_trt_ros.core.pipeline.decode import detect_format, validate_output
+from yolo_trt_ros.core.pipeline.decode import detect_format, dims_text, validate_output
 from yolo_trt_ros.core.pipeline.head import TASKS, Head
 
 
@@ -44,10 +44,6 @@ def _kpt_shape(metadata: dict[str, str], source: str) -> tuple[int, int] | None:
         raise ModelError(f"{source}: metadata kpt_shape {raw!r} is not [K, D] with K >= 1 "
                          f'keypoints of D = 2 (x y) or 3 (x y score) values')
     return int(value[0]), int(value[1])
-
-
-def _dims(shape) -> str:
-    return ', '.join('?' if d is None else str(d) for d in shape)
 
 
 def read_head(outputs: list[tuple[tuple[int | None, ...], np.dtype]],
@@ -74,7 +70,7 @@ def read_head(outputs: list[tuple[tuple[int | None, ...], np.dtype]],
                known_format or detect_format(shape, num_classes))
         validate_output(shape, fmt, dtype, num_classes, source)
         return Head('detect', fmt, box_output=boxes_at)
-    found = f'{source}: {task} output ({_dims(shape)})'
+    found = f'{source}: {task} output ({dims_text(shape)})'
     if len(shape) != 3 or shape[1] is None or shape[2] is None:
         raise ModelError(f'{found}: expected (batch, values, anchors) or end-to-end (batch, '
                          f'rows, values) with fixed sizes')
@@ -95,7 +91,7 @@ def read_head(outputs: list[tuple[tuple[int | None, ...], np.dtype]],
         protos = outputs[protos_at][0]
         mask_dim = extras = protos[1]
         if mask_dim is None or mask_dim < 1:
-            raise ModelError(f'{source}: prototypes ({_dims(protos)}) give no mask count')
+            raise ModelError(f'{source}: prototypes ({dims_text(protos)}) give no mask count')
         proto_stride = _proto_stride(protos, input_hw, source)
     else:  # pose
         extras = None if kpt_shape is None else kpt_shape[0] * kpt_shape[1]
@@ -137,6 +133,6 @@ def _proto_stride(protos, input_hw: tuple[int, int], source: str) -> float:
     if ph is None or pw is None:
         return 4.0  # dynamic: Ultralytics' prototypes are a quarter of the input
     if ph * w != pw * h or h % ph:
-        raise ModelError(f'{source}: prototypes ({_dims(protos)}) are not the input '
+        raise ModelError(f'{source}: prototypes ({dims_text(protos)}) are not the input '
                          f'{h}x{w} scaled down by a whole factor')
     return float(h // ph)

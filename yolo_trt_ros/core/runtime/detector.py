@@ -200,20 +200,11 @@ class Detector:
         slot i of the model input, on the CPU (the preprocessor's buffer) or on the GPU
         (the engine's input buffer, queued on the backend's stream). At most max_batch
         images; returns each image's geometry."""
-        if self.backend.input.shape[0] is None and self._pre.batch != len(images):
-            self.preprocess_buffer(len(images))
+        self._batch_shape(len(images))
         if self._gpu_pre is None:
             return [self._pre(image, slot) for slot, image in enumerate(images)]
         pre = self._gpu_pre
         return [pre.letterbox(src, slot) for slot, src in enumerate(self._upload(images))]
-
-    def preprocess_buffer(self, batch: int) -> None:
-        """Dynamic batch: one preprocessor (and buffer) per batch size, made once."""
-        pre = self._pres.get(batch)
-        if pre is None:
-            pre = self._pres[batch] = Preprocessor(*self.input_size, batch=batch,
-                                                   dtype=self.backend.input.dtype)
-        self._pre = pre
 
     def _upload(self, images: list[ImageView | DeviceImage]) -> list[Source]:
         """Queue each frame's upload (a device frame stays where it is) and point the GPU
@@ -242,8 +233,14 @@ class Detector:
         return results
 
     def _batch_shape(self, images: int) -> tuple[int, ...]:
+        """The model input's shape for a batch of images. Dynamic batch: one preprocessor
+        (and buffer) per batch size, made once."""
         if self.backend.input.shape[0] is None and self._pre.batch != images:
-            self.preprocess_buffer(images)
+            pre = self._pres.get(images)
+            if pre is None:
+                pre = self._pres[images] = Preprocessor(*self.input_size, batch=images,
+                                                        dtype=self.backend.input.dtype)
+            self._pre = pre
         return self._pre.buffer.shape
 
     def _detect_on_gpu(self, images: list[ImageView | DeviceImage], decoder: GpuDecoder,

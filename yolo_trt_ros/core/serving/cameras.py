@@ -27,6 +27,10 @@ def seconds(stamp: Stamped) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def nanoseconds(stamp: Stamped) -> int:
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
 class Tracking:
     """The node's tracker settings, swapped whole when a parameter changes (the worker
     sees the old or the new, never half of each); reset_gap_s: a pause in a camera's
@@ -112,7 +116,7 @@ class CameraState:
         except ImageError:
             stamp = Stamped(0, 0, '')  # never paired; counted as unpaired frames
         with self._lock:
-            self._depth.append((stamp.sec * 10**9 + stamp.nanosec, data))
+            self._depth.append((nanoseconds(stamp), data))
 
     def camera_info(self, msg) -> None:
         """A sensor_msgs/CameraInfo (anything with k, width and height)."""
@@ -126,7 +130,7 @@ class CameraState:
 
     def depth_for(self, stamp: Stamped, slop_s: float) -> bytes | None:
         """The depth frame with this stamp, else the nearest within slop_s, else None."""
-        want = stamp.sec * 10**9 + stamp.nanosec
+        want = nanoseconds(stamp)
         with self._lock:
             frames = list(self._depth)
         best = min(frames, key=lambda f: abs(f[0] - want), default=None)

@@ -46,7 +46,12 @@ def run_demo(save_dir: Path, backend: str = BACKEND, frames: int = 4, rate: floa
         saved: list[Path] = []
         save_dir.mkdir(parents=True, exist_ok=True)
 
+        # `frames` of each, no more: the two topics match and deliver independently (on
+        # Jazzy the annotated images ran 5 ahead of the detections once in CI), and the
+        # loop below waits for the slower one.
         def on_detections(msg: Detection2DArray) -> None:
+            if len(results) >= frames:
+                return
             stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             latency_ms = (time.time() - stamp) * 1e3
             found = ', '.join(f'{d.results[0].hypothesis.class_id} '
@@ -56,6 +61,8 @@ def run_demo(save_dir: Path, backend: str = BACKEND, frames: int = 4, rate: floa
                   f'objects ({found or "none"}), latency {latency_ms:.0f} ms', flush=True)
 
         def on_annotated(msg: Image) -> None:
+            if len(saved) >= frames:
+                return
             path = save_dir / f'frame_{len(saved) + 1:03d}.jpg'
             cv2.imwrite(str(path), to_bgr(image_view(msg)))
             saved.append(path)

@@ -74,8 +74,8 @@ def test_compressed_frames_decode_as_one_batch_and_bad_ones_are_refused(detector
                                           claiming(jpeg, 30000, 30000), jpeg,
                                           scan_bomb(1000, 5000)])]
     result = step(frames_of(*payloads))
-    # A bomb reaches the batch step as received where JPEGs decode on the GPU (the
-    # camera's decode step passes it on): the step's decode judges it from its headers.
+    # `yolo-trt bag` hands the step its frames as recorded: a bomb among them is judged
+    # from its headers by the step's decode.
     assert sorted((r.camera, r.cause) for r in result.refused) == [
         (1, 'corrupt'), (2, 'too_large'), (4, 'too_costly')]
     assert [s.frame.camera for s in result.served] == [0, 3]

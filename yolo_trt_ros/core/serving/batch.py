@@ -195,7 +195,7 @@ class BatchStep:
         while decoding: a few ms for 1080p), rather than downloaded."""
         if isinstance(image, ImageView):
             return grey_for_cmc(image.pixels, image.order)
-        raw = parse_compressed(frame.payload)  # decoded on the GPU: as received
+        raw = _compressed(frame)
         small = cv2.imdecode(np.frombuffer(raw.data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_4)
         if small is None:
             return None
@@ -208,8 +208,14 @@ class BatchStep:
         on the GPU is decoded again on the CPU for drawing (only while someone watches)."""
         image = served.image
         if not isinstance(image, ImageView):
-            raw = parse_compressed(served.frame.payload)
+            raw = _compressed(served.frame)
             image = decode_compressed(raw.data, raw.format, self.max_pixels)
         return annotated(image, served.detections, self.detector.label,
                          skeleton=self.detector.head.skeleton)
 
+
+def _compressed(frame: Frame) -> RawCompressed:
+    """The still-encoded payload of a frame the GPU decoded (passed on by the camera's
+    decode step, or as received)."""
+    payload = frame.payload
+    return payload.image if isinstance(payload, Decoded) else parse_compressed(payload)

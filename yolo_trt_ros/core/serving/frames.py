@@ -31,16 +31,23 @@ class LatestFrames(Generic[T]):
         self._closed = False
         self.received = [0] * cameras
         self.dropped = [0] * cameras
+        self._newest = [float('-inf')] * cameras  # arrival of the newest frame put
 
     def put(self, camera: int, payload: T, received: float | None = None) -> None:
         """Store the camera's newest frame; received: its arrival time, when it arrived
-        earlier than now (a frame handed on from a previous step)."""
+        earlier than now (a frame handed on from a previous step). A frame that arrived
+        before one already put is dropped: handed on by a slower step (a camera that
+        switched codec mid-stream), it would send the camera's stamps backwards."""
+        at = time.monotonic() if received is None else received
         with self._cond:
+            self.received[camera] += 1
+            if at < self._newest[camera]:
+                self.dropped[camera] += 1
+                return
+            self._newest[camera] = at
             if self._slots[camera] is not None:
                 self.dropped[camera] += 1
-            self._slots[camera] = Frame(camera, payload,
-                                        time.monotonic() if received is None else received)
-            self.received[camera] += 1
+            self._slots[camera] = Frame(camera, payload, at)
             self._cond.notify_all()  # the worker, or the one camera's decode thread
 
     def note(self, camera: int, payload: T, received: float) -> None:

@@ -39,7 +39,10 @@ class OnnxRuntimeBackend:
     """Runs an ONNX model. device: 'cpu' or 'cuda' (needs onnxruntime-gpu)."""
 
     def __init__(self, model_path: str | Path, device: str = 'cpu', threads: int = 0,
-                 reason: str = '') -> None:
+                 reason: str = '', spin: bool = False) -> None:
+        """spin: let the intra-op threads spin-wait after each run (ONNX Runtime's default).
+        Off here: a detector runs once a frame, and at camera rate the spinning burned CPU
+        between frames without making a run faster (bench/ort_threads.py)."""
         import onnxruntime as ort
 
         model_path = Path(model_path)
@@ -61,6 +64,8 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        options.add_session_config_entry('session.intra_op.allow_spinning',
+                                         '1' if spin else '0')
         options.log_severity_level = 3  # errors only: warnings go to our own log
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=providers)

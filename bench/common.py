@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
 from yolo_trt_ros.launcher import param_args
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / 'config' / 'fastdds_large_frames.xml'
+STAMP_NANOSEC = 8  # CDR: 4 bytes of encapsulation, then header.stamp.sec, .nanosec
 
 
 def null_model(directory: Path, batch: int | str = 1) -> Path:
@@ -75,3 +79,21 @@ def environment(profile: bool) -> dict:
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix='yolo_trt_bench_'))
+
+
+def serialized_frame(h: int, w: int, compressed: bool) -> bytearray:
+    """The frame as the bytes a publisher sends; its stamp's nanosec at STAMP_NANOSEC."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage
+
+    from yolo_trt_ros.ros.image_source_node import to_message
+
+    if compressed:
+        msg = CompressedImage(format='jpeg', data=camera_jpeg(h, w))
+    else:
+        msg = to_message(np.random.default_rng(h).integers(0, 256, (h, w, 3),
+                                                           dtype=np.uint8), 'bgr8')
+    msg.header.stamp.nanosec = 0x01020304
+    data = bytearray(serialize_message(msg))
+    assert struct.unpack_from('<I', data, STAMP_NANOSEC)[0] == 0x01020304, 'not CDR LE'
+    return data

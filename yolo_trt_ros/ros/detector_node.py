@@ -36,6 +36,7 @@ from yolo_trt_ros.core.serving.config import (
 )
 from yolo_trt_ros.core.serving.decoding import Intake
 from yolo_trt_ros.core.serving.health import LogOncePerCause
+from yolo_trt_ros.core.serving.memory import keep_frame_memory
 from yolo_trt_ros.core.serving.params import checked_value
 from yolo_trt_ros.core.serving.worker import Worker
 from yolo_trt_ros.ros.cameras import Camera, CameraInputs, close_camera, open_camera
@@ -59,6 +60,7 @@ class DetectorNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__('detector')
         self._log_route = route_to(self.get_logger())
+        self.get_logger().info(keep_frame_memory())  # the process's, before any frame
         declare(self, BUILD_PARAMETERS)
         declare(self, DETECTOR_PARAMETERS)
         unknown = unknown_overrides(self, set(BUILDER_PARAMETERS))

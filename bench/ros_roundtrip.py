@@ -43,17 +43,34 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import camera_jpeg, environment, inference, start_node, stop, workdir
+from common import (
+    STAMP_NANOSEC,
+    camera_jpeg,
+    environment,
+    inference,
+    serialized_frame,
+    start_node,
+    stop,
+    workdir,
+)
 
 # (height, width, compressed)
 CASES = ((480, 640, False), (720, 1280, False), (1080, 1920, False), (1080, 1920, True))
-STAMP_NANOSEC = 8  # CDR: 4 bytes of encapsulation, then header.stamp.sec, .nanosec
+# Results files say whether their echo held each frame until the next (see echo()) and
+# whether their in-process run kept the round trip's pace (see in_process_ms()): earlier
+# runs did neither, which inflated their floor for raw frames and made their in-process
+# figure too low.
+METHOD = {'echo_holds_frame': True, 'in_process_paced': True}
 
 
 def in_process_ms(params: dict, env: dict, h: int, w: int, jpeg: bytes | None,
-                  frames: int) -> float:
+                  frames: int, rate: float) -> float:
     """The same work without ROS transport, as the node does it: view (or decode the JPEG),
-    detect, message as CDR bytes."""
+    detect, message as CDR bytes; at the round trip's pace, each frame a fresh copy (as a
+    received frame is). Back to back on one frame, with caches and threads warm, the same
+    work took about half as long on the dev machine (bench/results/roundtrip_dev.json
+    before and after: 1.13 against 2.11 ms at 640x480 with the profile), which made the
+    node look slower than its own pipeline."""
     import os
 
     from yolo_trt_ros.core.image.buffers import view_image
@@ -68,13 +85,17 @@ def in_process_ms(params: dict, env: dict, h: int, w: int, jpeg: bytes | None,
     header = Stamped(0, 0, 'camera')
     times = []
     with Detector.open(config) as det:
+        next_t = time.perf_counter()
         for i in range(frames + 20):
+            fresh = bytes(bytearray(jpeg or data))
             t = time.perf_counter()
-            image = det.decode_compressed([(jpeg, 'jpeg')])[0] if jpeg else \
-                view_image(data, h, w, 'bgr8', w * 3)
+            image = det.decode_compressed([(fresh, 'jpeg')])[0] if jpeg else \
+                view_image(fresh, h, w, 'bgr8', w * 3)
             detection_array_cdr(det.detect([image])[0], header, det.label)
             if i >= 20:
                 times.append(time.perf_counter() - t)
+            next_t += 1.0 / rate
+            time.sleep(max(0.0, next_t - time.perf_counter()))
     return float(np.median(times) * 1e3)
 
 
@@ -88,27 +109,10 @@ def node_counters(diags: list) -> dict[str, float]:
     return {k: float(values[k]) for k in keys if k in values}
 
 
-def serialized_frame(h: int, w: int, compressed: bool) -> bytearray:
-    """The frame as the bytes a publisher sends; its stamp's nanosec at STAMP_NANOSEC."""
-    from rclpy.serialization import serialize_message
-    from sensor_msgs.msg import CompressedImage
-
-    from yolo_trt_ros.ros.image_source_node import to_message
-
-    if compressed:
-        msg = CompressedImage(format='jpeg', data=camera_jpeg(h, w))
-    else:
-        msg = to_message(np.random.default_rng(h).integers(0, 256, (h, w, 3),
-                                                           dtype=np.uint8), 'bgr8')
-    msg.header.stamp.nanosec = 0x01020304
-    data = bytearray(serialize_message(msg))
-    assert struct.unpack_from('<I', data, STAMP_NANOSEC)[0] == 0x01020304, 'not CDR LE'
-    return data
-
-
 def echo(topic: str, answer: str, compressed: bool) -> None:
     """The floor: a raw subscription with the detector's QoS for a reliable camera, which
-    answers each frame at once with a Detection2DArray of its stamp (no detections)."""
+    answers each frame at once with a Detection2DArray of its stamp (no detections) and
+    holds the frame until the next one comes."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
@@ -125,9 +129,16 @@ def echo(topic: str, answer: str, compressed: bool) -> None:
     pub = node.create_publisher(Detection2DArray, answer, 10)
     parse, none = (parse_compressed if compressed else parse_image), Detections.empty()
     first: list[int] = []  # the publication sequence number of the first frame received
+    held: list[bytes] = []
 
     def on_frame(data: bytes, info) -> None:
         pub.publish(detection_array_cdr(none, parse(data).header, str))
+        # Held until the next frame arrives, as the detector's keep-newest slot holds it.
+        # Freed here, a 1080p frame's 6 MB went back to the kernel (glibc trims the top of
+        # its heap) and the next take faulted fresh pages in: the echo's round trip took
+        # 17.35 ms instead of 5.86 (1080p, profile, dev machine; bench/results before and
+        # after).
+        held[:] = [data]
         if not first:
             first.append(info.get('publication_sequence_number') or 1)
 
@@ -236,7 +247,7 @@ def child(profile: bool, frames: int, rate: float, cases=CASES) -> list[dict]:
                 node.destroy_subscription(diag_sub)
                 node.destroy_publisher(pub)
         jpeg = camera_jpeg(h, w) if compressed else None
-        inproc = in_process_ms(params, extra_env, h, w, jpeg, 100)
+        inproc = in_process_ms(params, extra_env, h, w, jpeg, 100, rate)
         rows.append(row(profile, h, w, compressed, measured, inproc))
         print(json.dumps(rows[-1]), flush=True)
     rclpy.shutdown()
@@ -378,7 +389,7 @@ def main() -> int:
         from yolo_trt_ros.benchmarks.stages import machine_info
         Path(args.json).write_text(json.dumps(
             {'machine': machine_info(), 'frames': args.frames, 'rate_hz': args.rate,
-             'warm_up_frames': 20, 'results': rows}, indent=2))
+             'warm_up_frames': 20, **METHOD, 'results': rows}, indent=2))
     return 0
 
 

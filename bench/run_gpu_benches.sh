@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of docs/PERFORMANCE.md in one go, on a GPU machine with ROS set up as
 # bench/device_env.sh does:   bash bench/run_gpu_benches.sh OUT_DIR [SECONDS]
-# Writes stages, the heads (gpu_tasks), round trip, capacity, GPU stages and
+# Writes stages, the heads (gpu_tasks), round trip, capacity, frame memory, GPU stages and
 # lifecycle-memory JSON (with the machine) into OUT_DIR. With `source
 # bench/ultralytics_env.sh WHEELS` before it, the stages include Ultralytics' rows (its
 # predictor by its own timings, torchvision loaded as its users have it).
@@ -24,5 +24,6 @@ for mode in raw compressed; do
             --json "$OUT/capacity_${mode}_w${workers}.json" 2>&1
     done
 done
+python3 bench/node_memory.py --fps 15 --frames 150 --json "$OUT/node_memory.json" 2>&1
 python3 bench/gpu_stages.py --json "$OUT/gpu_stages.json" 2>&1 | grep -v "^\["
 (cd bench && python3 lifecycle_memory.py --json "$OUT/lifecycle_memory.json" 2>&1 | grep -v "^\[")

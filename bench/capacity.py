@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import camera_jpeg, environment, inference, stop, workdir
+from common import camera_jpeg, environment, inference, spin_while, stop, workdir
 
 
 def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
@@ -51,9 +51,7 @@ def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
         pubs = [node.create_publisher(Image, t, qos_profile_sensor_data) for t in topics]
         msg = to_message(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8),
                          'bgr8')
-    deadline = time.monotonic() + 30
-    while any(p.get_subscription_count() == 0 for p in pubs) and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
+    spin_while(node, lambda: any(p.get_subscription_count() == 0 for p in pubs), 30)
     period, start = 1.0 / fps, time.perf_counter()
     frame = 0
     while time.perf_counter() - start < seconds:
@@ -83,10 +81,7 @@ def bag_publisher(bag: str, topics: list[str], seconds: float) -> None:
     pubs = {cam.topic: node.create_publisher(CompressedImage if cam.compressed else Image,
                                              cam.topic, qos_profile_sensor_data)
             for cam in survey(Path(bag), topics).cameras}
-    deadline = time.monotonic() + 30
-    while any(p.get_subscription_count() == 0 for p in pubs.values()) and \
-            time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
+    spin_while(node, lambda: any(p.get_subscription_count() == 0 for p in pubs.values()), 30)
     published, start = 0, time.perf_counter()
     for cam, due, data in frames(Path(bag), topics, loop_s=seconds):
         delay = start + due - time.perf_counter()
@@ -182,12 +177,8 @@ def main() -> int:
         commands = [[sys.executable, __file__, '--fps', str(args.fps), '--size', args.size,
                      '--seconds', str(args.seconds), *flags, '--publish', *g] for g in groups]
     pubs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, text=True) for c in commands]
-    end = time.monotonic() + args.seconds + 40
-    while any(p.poll() is None for p in pubs) and time.monotonic() < end:
-        rclpy.spin_once(node, timeout_sec=0.1)
-    settle = time.monotonic() + 3
-    while time.monotonic() < settle:
-        rclpy.spin_once(node, timeout_sec=0.1)
+    spin_while(node, lambda: any(p.poll() is None for p in pubs), args.seconds + 40, 0.1)
+    spin_while(node, lambda: True, 3, 0.1)
     reports = [json.loads(p.stdout.read().strip().splitlines()[-1]) for p in pubs]
     published = sum(r.get('published', r.get('published_per_camera', 0) * len(g))
                     for r, g in zip(reports, groups, strict=True))

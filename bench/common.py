@@ -7,6 +7,8 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,23 @@ def serialized_frame(h: int, w: int, compressed: bool) -> bytearray:
     data = bytearray(serialize_message(msg))
     assert struct.unpack_from('<I', data, STAMP_NANOSEC)[0] == 0x01020304, 'not CDR LE'
     return data
+
+
+def spin_while(node, busy: Callable[[], bool], seconds: float, step: float = 0.05) -> bool:
+    """Spin node while busy() holds, for at most seconds; whether busy() stopped holding."""
+    import rclpy
+
+    end = time.monotonic() + seconds
+    while busy():
+        if time.monotonic() >= end:
+            return False
+        rclpy.spin_once(node, timeout_sec=step)
+    return True
+
+
+def spin_until_time(node, t: float) -> None:
+    """Spin node until time.perf_counter() reaches t (pacing a publisher)."""
+    import rclpy
+
+    while (left := t - time.perf_counter()) > 0:
+        rclpy.spin_once(node, timeout_sec=left)

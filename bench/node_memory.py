@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import sys
 import time
@@ -27,6 +28,8 @@ from common import (
     environment,
     inference,
     serialized_frame,
+    spin_until_time,
+    spin_while,
     start_node,
     stop,
     workdir,
@@ -43,13 +46,11 @@ SETTINGS = (('kept for reuse (as shipped)', {}), ("glibc's defaults", {
 def proc_counters(pid: int) -> tuple[int, float]:
     """(minor page faults, CPU seconds) of a process so far."""
     fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-    ticks = 100  # USER_HZ: os.sysconf('SC_CLK_TCK') is 100 on Linux
-    return int(fields[7]), (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[7]), (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def measure(node, cameras: int, fps: float, h: int, w: int, frames: int, env: dict,
             params: dict, log: Path) -> dict:
-    import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray
@@ -67,34 +68,29 @@ def measure(node, cameras: int, fps: float, h: int, w: int, frames: int, env: di
                       env, log)
     frame = serialized_frame(h, w, False)
     try:
-        deadline = time.monotonic() + 60
-        while any(p.get_subscription_count() == 0 for p in pubs):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f'node_memory.py: the detector did not subscribe (see {log})')
-            rclpy.spin_once(node, timeout_sec=0.05)
+        if not spin_while(node, lambda: proc.poll() is None and any(
+                p.get_subscription_count() == 0 for p in pubs), 60) or proc.poll() is not None:
+            raise SystemExit(f'node_memory.py: the detector did not subscribe (see {log})')
         next_t = time.perf_counter()
         for i in range(1, WARM + frames + 1):
             if i == WARM + 1:  # the warm-up frames' answers in, then the counters
-                end = time.monotonic() + 2
-                while answered[0] < WARM * cameras and time.monotonic() < end:
-                    rclpy.spin_once(node, timeout_sec=0.05)
+                spin_while(node, lambda: answered[0] < WARM * cameras, 2)
                 faults0, cpu0, answered0 = *proc_counters(proc.pid), answered[0]
             struct.pack_into('<I', frame, STAMP_NANOSEC, i)
             data = bytes(frame)
             for pub in pubs:
                 pub.publish(data)
             next_t += 1.0 / fps
-            while time.perf_counter() < next_t:
-                rclpy.spin_once(node, timeout_sec=max(0.0, next_t - time.perf_counter()))
-        end = time.monotonic() + 3
-        while answered[0] < (WARM + frames) * cameras and time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
+            spin_until_time(node, next_t)
+        spin_while(node, lambda: answered[0] < (WARM + frames) * cameras, 3)
         faults1, cpu1 = proc_counters(proc.pid)
         n = answered[0] - answered0
     finally:
         stop(proc)
-        for entity in (*pubs, *subs):
-            (node.destroy_publisher if entity in pubs else node.destroy_subscription)(entity)
+        for pub in pubs:
+            node.destroy_publisher(pub)
+        for sub in subs:
+            node.destroy_subscription(sub)
     return {'answered': f'{n}/{frames * cameras}',
             'page_faults_per_frame': round((faults1 - faults0) / max(n, 1)),
             'cpu_ms_per_frame': round((cpu1 - cpu0) * 1e3 / max(n, 1), 2)}

@@ -150,6 +150,17 @@ def stages() -> str:
             + table(header, rows))
 
 
+# The marks of round-trip runs from before the method's fixes, and their footnotes.
+FREED, PACED = ' †', ' ‡'
+ROUNDTRIP_MARKS = {
+    FREED: 'The echo of that run freed each raw frame in its callback and paid for fresh '
+          'memory pages on the next: its floor is too high, and the node\'s figure over it '
+          'is left out.',
+    PACED: 'The in-process run of that run went back to back on one frame, faster than the '
+          'same work at the round trip\'s pace: "ROS adds" and "over the echo" are too high '
+          'by the difference.'}
+
+
 def roundtrip() -> str:
     """Each machine's round trips beside the bare echo of the same bytes in the same run
     (runs before issue 21 had no echo, and counted answers after the warm-up frames only)."""
@@ -160,10 +171,10 @@ def roundtrip() -> str:
         # an echo that freed each raw frame at once paid for fresh memory pages on the next
         # (its floor too high, the node's figure over it left out), and an in-process run
         # back to back was faster than the same work at the round trip's pace.
-        paced = '' if run.get('in_process_paced') else ' ‡'
+        paced = '' if run.get('in_process_paced') else PACED
         for r in run['results']:
             freed = '' if run.get('echo_holds_frame') or 'JPEG' in r.get('input', '') \
-                or 'floor_p50_ms' not in r else ' †'
+                or 'floor_p50_ms' not in r else FREED
             notes |= {m for m in (freed, paced) if m}
             floor = (f"{ms(r['floor_p50_ms'])} / {ms(r['floor_p99_ms'])} "
                      f"({r['floor_answered']}){freed}" if 'floor_p50_ms' in r else 'not run')
@@ -172,15 +183,9 @@ def roundtrip() -> str:
                          f"{ms(r['roundtrip_p50_ms'])} / {ms(r['roundtrip_p99_ms'])}",
                          floor, ms(r['in_process_ms']) + paced,
                          ms(r.get('ros_adds_ms')) + paced,
-                         '– †' if freed else ms(r.get('over_floor_ms')) + paced])
-    note = ''.join(
-        f'\n{mark} {text}\n' for mark, text in (
-            ('†', 'The echo of that run freed each raw frame in its callback and paid for '
-                  'fresh memory pages on the next: its floor is too high, and the node\'s '
-                  'figure over it is left out.'),
-            ('‡', 'The in-process run of that run went back to back on one frame, faster '
-                  'than the same work at the round trip\'s pace: "ROS adds" and "over the '
-                  'echo" are too high by the difference.')) if f' {mark}' in notes)
+                         '–' + freed if freed else ms(r.get('over_floor_ms')) + paced])
+    note = ''.join(f'\n{mark.strip()} {text}\n' for mark, text in ROUNDTRIP_MARKS.items()
+                   if mark in notes)
     return (f"dev: {machine('roundtrip_dev')}; H200 host: {machine('roundtrip_h200_host')}.\n\n"
             + table(['machine', 'transport', 'input', 'answered', 'RTT p50 / p99 ms',
                      'bare echo p50 / p99 ms (answered)', 'in-process ms', 'ROS adds ms',

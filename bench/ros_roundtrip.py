@@ -49,6 +49,8 @@ from common import (
     environment,
     inference,
     serialized_frame,
+    spin_until_time,
+    spin_while,
     start_node,
     stop,
     workdir,
@@ -87,7 +89,7 @@ def in_process_ms(params: dict, env: dict, h: int, w: int, jpeg: bytes | None,
     with Detector.open(config) as det:
         next_t = time.perf_counter()
         for i in range(frames + 20):
-            fresh = bytes(bytearray(jpeg or data))
+            fresh = bytes(memoryview(jpeg or data))  # a copy
             t = time.perf_counter()
             image = det.decode_compressed([(fresh, 'jpeg')])[0] if jpeg else \
                 view_image(fresh, h, w, 'bgr8', w * 3)
@@ -160,11 +162,7 @@ def round_trips(node, pub, frame: bytearray, frames: int, rate: float, warm: int
                 got: dict[int, float]) -> dict:
     """Publish warm + frames stamped 1.. at rate, spinning node for the answers (into got);
     the answered count of every frame sent, RTTs after the warm-up, publish call times."""
-    import rclpy
-
-    deadline = time.monotonic() + 60
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
+    spin_while(node, lambda: pub.get_subscription_count() == 0, 60)
     sent: dict[int, float] = {}
     publish_ms: list[float] = []
     next_t = time.perf_counter()
@@ -175,11 +173,8 @@ def round_trips(node, pub, frame: bytearray, frames: int, rate: float, warm: int
         pub.publish(data)
         publish_ms.append((time.perf_counter() - sent[i]) * 1e3)
         next_t += 1.0 / rate
-        while time.perf_counter() < next_t:
-            rclpy.spin_once(node, timeout_sec=max(0.0, next_t - time.perf_counter()))
-    end = time.monotonic() + 2  # answers still on their way
-    while time.monotonic() < end and len(got) < len(sent):
-        rclpy.spin_once(node, timeout_sec=0.05)
+        spin_until_time(node, next_t)
+    spin_while(node, lambda: len(got) < len(sent), 2)  # answers still on their way
     rtt = np.array([(got[k] - sent[k]) * 1e3 for k in sent if k > warm and k in got])
     return {'answered': f'{sum(k in got for k in sent)}/{len(sent)}',
             'missing': sorted(k for k in sent if k not in got),
@@ -234,9 +229,7 @@ def child(profile: bool, frames: int, rate: float, cases=CASES) -> list[dict]:
             try:
                 measured[who] = round_trips(node, pub, frame, frames, rate, warm, got)
                 if who == 'node':  # one more diagnostics message with every frame in it
-                    end = time.monotonic() + 2
-                    while time.monotonic() < end:
-                        rclpy.spin_once(node, timeout_sec=0.05)
+                    spin_while(node, lambda: True, 2)
                     measured['counters'] = node_counters(diags)
             finally:
                 stop(proc)
@@ -311,21 +304,16 @@ def child_bag(profile: bool, frames: int, bag: str, topics: list[str]) -> list[d
         (m.header.stamp.sec, m.header.stamp.nanosec), time.perf_counter()), 50)
     pub = node.create_publisher(CompressedImage if cam.compressed else Image, cam.topic,
                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
-    deadline = time.monotonic() + 60
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
+    spin_while(node, lambda: pub.get_subscription_count() == 0, 60)
     sent: dict[tuple[int, int], float] = {}
     start = time.perf_counter()
     for i, (_, due, data) in enumerate(recorded(Path(bag), [cam.topic])):
         if i == frames:  # played once, not looped: each header stamp names one frame
             break
-        while time.perf_counter() < start + due:
-            rclpy.spin_once(node, timeout_sec=max(0.0, start + due - time.perf_counter()))
+        spin_until_time(node, start + due)
         sent[header_stamp(cam, data)] = time.perf_counter()
         pub.publish(data)  # the recorded bytes, as `ros2 bag play` sends them
-    end = time.monotonic() + 2
-    while time.monotonic() < end:
-        rclpy.spin_once(node, timeout_sec=0.05)
+    spin_while(node, lambda: True, 2)
     stop(det)
     rclpy.shutdown()
     rtt = np.array([(got[k] - t) * 1e3 for k, t in sent.items() if k in got])

@@ -319,4 +319,3 @@ class Intake:
         if self.decoders is not None:
             self.decoders.close()
         self._out.close()
-

@@ -10,7 +10,7 @@ from importlib import metadata, util
 import cv2
 import numpy as np
 import pytest
-from support.images import camera_like, claiming
+from support.images import camera_like, claiming, scan_bomb
 
 from yolo_trt_ros.core.errors import ImageError
 from yolo_trt_ros.core.gpu import cuda as cuda_module
@@ -95,6 +95,18 @@ def test_bad_frames_leave_no_reference_cycle():
         assert gc.collect() == 0  # everything was freed by reference counting alone
     finally:
         gc.enable()
+
+
+@needs_nvimgcodec
+def test_frames_judged_already_are_not_judged_again():
+    """Issue 21: the detector node judges a JPEG's headers in its subscription callback; the
+    GPU decoder judged them a second time in the worker (~0.1 ms a 1080p frame). A frame
+    admit() refuses (70 scans) shows which were judged: only the unjudged one is refused."""
+    bomb = scan_bomb(64, 70)
+    checked = check_headers([bomb, bomb, b''], MAX_PIXELS, judged={1})
+    assert checked[0].cause == 'too_costly' and 'more than 64 scans' in str(checked[0])
+    assert not isinstance(checked[1], ImageError) and checked[1].width == 64
+    assert checked[2].cause == 'empty'  # judged is an index set: the others stay judged
 
 
 # -- on the GPU ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from vision_msgs.msg import Detection2DArray
 
 from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep
+from yolo_trt_ros.core.serving.decoding import CameraDecoders
 from yolo_trt_ros.core.serving.frames import LatestFrames
 from yolo_trt_ros.core.serving.worker import Worker
 from yolo_trt_ros.ros.image_source_node import to_message
@@ -64,6 +65,31 @@ def test_a_bad_frame_is_refused_alone(detector, bus_jpg):
     arr = deserialize_message(result.served[0].message, Detection2DArray)
     # label=str: class ids as text (class_id_as_index), person 0 and bus 5
     assert {d.results[0].hypothesis.class_id for d in arr.detections} >= {'0', '5'}
+
+
+def test_jpegs_judged_in_the_callback_are_not_judged_again(detector, bus_jpg, monkeypatch):
+    """Issue 21: where the GPU decodes JPEG, the callback judges a frame's headers and hands
+    it on still encoded (CameraDecoders.pass_on); the batch tells the decoder which frames
+    those are, so the GPU decoder does not judge them a second time. A frame as
+    `yolo-trt bag` hands it over (serialized) is judged by the decoder."""
+    payload = serialized(CompressedImage(format='jpeg', data=bus_jpg.read_bytes()), 1, 'cam')
+    decoders = CameraDecoders(LatestFrames(2), LatestFrames(2), 10**8, lazy=True)
+    slots = LatestFrames(3)
+    slots.put(0, payload)
+    slots.put(1, decoders.pass_on(payload))
+    slots.put(2, decoders.pass_on(payload))
+    judged_calls = []
+    decode = detector.decode_compressed  # the real one, recorded on the way through
+
+    def recorded(payloads, max_pixels, judged=()):
+        judged_calls.append(sorted(judged))
+        return decode(payloads, max_pixels, judged)
+
+    monkeypatch.setattr(detector, 'decode_compressed', recorded)
+    result = BatchStep(detector, compressed=True, max_pixels=10**8,
+                       label=detector.label)(slots.take(timeout=0))
+    assert judged_calls == [[1, 2]]
+    assert result.refused == [] and [s.frame.camera for s in result.served] == [0, 1, 2]
 
 
 def test_compressed_frames_decode_as_one_batch_and_bad_ones_are_refused(detector, bus_jpg):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.images import scan_bomb
 from support.trt_double import (
     CudaDeviceAccess,
     DeviceMemoryOverrun,
@@ -358,6 +359,15 @@ def test_compressed_frames_decode_on_the_gpu_and_detect_like_the_cpu(tmp_path, d
         assert isinstance(frames[1], ImageError)
         good = [frames[0], frames[2], frames[3]]
         results = gpu.detect(good)
+        # Issue 21: payloads whose headers the node judged already are not judged again
+        # (a 70-scan JPEG is refused by admit(), not by nvImageCodec), the indices mapped
+        # past the PNG that decodes on the CPU.
+        bomb = scan_bomb(64, 70)
+        png_bomb_bomb = gpu.decode_compressed([(png, 'png'), (bomb, 'jpeg'), (bomb, 'jpeg')],
+                                              judged={2})
+        assert png_bomb_bomb[0].pixels.shape[:2] == (1080, 810)
+        assert png_bomb_bomb[1].cause == 'too_costly'
+        assert isinstance(png_bomb_bomb[2], DeviceImage) and png_bomb_bomb[2].width == 64
         reference = cpu.detect([read_image(str(bus_jpg))])[0]
     for det in results:
         assert det.class_ids.tolist() == reference.class_ids.tolist()

@@ -105,6 +105,16 @@ def scan_bomb(side: int = 8000, scans: int = 883) -> bytes:
     return progressive[:sos[-1][1]] + last * (scans - len(sos)) + b'\xff\xd9'
 
 
+def marker_storm(count: int, segment: bytes = b'\xff\x01') -> bytes:
+    """A small JPEG that decodes cleanly, with `count` empty marker segments before its
+    first scan: TEM markers (2 bytes, no length: a 2 MB frame holds a million) or e.g.
+    empty comments (b'\xff\xfe\x00\x02'). libjpeg reads each in a few instructions; a
+    header reader that loops over them in Python pays microseconds each."""
+    base = encode('.jpg', COLOUR)
+    sos = base.index(b'\xff\xda')
+    return base[:sos] + segment * count + base[sos:]
+
+
 def png_chunk(kind: bytes, body: bytes) -> bytes:
     return (struct.pack('>I', len(body)) + kind + body +
             struct.pack('>I', zlib.crc32(kind + body)))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -68,12 +68,14 @@ def _nvimgcodec():
     return sys.modules['nvidia.nvimgcodec']
 
 
-def code_stream(data, max_pixels: int):
+def code_stream(data, max_pixels: int, judged: bool = False):
     """A frame's nvImageCodec code stream, its size and decoding cost judged first from the
     headers by the same rules as the CPU path (core/image/admission.py), so a bomb never
     reaches the GPU library: ImageError 'empty', 'decode', 'format', 'too_large' or
-    'too_costly'."""
-    admit(data, max_pixels, 'jpeg')
+    'too_costly'. judged: admit() has passed this frame already (the detector node judges
+    a frame in its subscription callback), so it is not judged twice."""
+    if not judged:
+        admit(data, max_pixels, 'jpeg')
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         return _nvimgcodec().CodeStream(buf)
@@ -82,15 +84,16 @@ def code_stream(data, max_pixels: int):
                          'decode') from exc
 
 
-def check_headers(frames: Sequence, max_pixels: int) -> list:
-    """Each frame's code stream, or the ImageError its header raised. The errors carry no
+def check_headers(frames: Sequence, max_pixels: int, judged: Collection[int] = ()) -> list:
+    """Each frame's code stream, or the ImageError its header raised; judged: the indices
+    of frames that admit() has passed already. The errors carry no
     traceback: a stored traceback would keep the caller's frame alive in a reference cycle,
     and with it the batch's decoded device images until the garbage collector frees them,
     possibly after their CUDA stream is gone (a segfault seen on the H200)."""
     checked = []
-    for data in frames:
+    for i, data in enumerate(frames):
         try:
-            checked.append(code_stream(data, max_pixels))
+            checked.append(code_stream(data, max_pixels, i in judged))
         except ImageError as exc:
             exc.__cause__ = exc.__context__ = None  # its message already names the cause
             checked.append(exc.with_traceback(None))
@@ -116,11 +119,13 @@ class GpuJpegDecoder:
         self._device_kind = nv.ImageBufferKind.STRIDED_DEVICE
         self._images: list = []  # the last call's decoded images: they own the device memory
 
-    def __call__(self, frames: Sequence) -> list[DeviceImage | ImageError]:
+    def __call__(self, frames: Sequence, judged: Collection[int] = ()
+                 ) -> list[DeviceImage | ImageError]:
         """One DeviceImage per frame (any buffer: bytes, memoryview, uint8 array), or the
         ImageError that frame raised; the other frames of the batch are decoded all the
-        same. Queued on the decoder's stream."""
-        checked = check_headers(frames, self.max_pixels)
+        same. judged: indices of frames whose headers admit() has passed already. Queued
+        on the decoder's stream."""
+        checked = check_headers(frames, self.max_pixels, judged)
         streams = [s for s in checked if not isinstance(s, ImageError)]
         decoded = self._decoder.decode(streams, params=self._params,
                                        cuda_stream=self.stream) if streams else []

@@ -8,6 +8,8 @@ The limits follow max_image_pixels (default 64 MP), so one parameter scales them
   pixel of the largest frame ('too_costly');
 - work: at most MAX_JPEG_SCANS scans (as libjpeg-turbo's and nvImageCodec's scan limits),
   and pixels x channels x scans <= 16 x max_pixels for a progressive JPEG ('too_costly');
+  at most MAX_JPEG_SEGMENTS marker segments, which the header walk reads one by one
+  ('too_costly': a 2 MB frame can hold a million);
 - what a decoder here cannot decode right: 12-bit JPEG, a side over 65500 pixels (libjpeg's
   limit), RLE or embedded-codec BMP ('format').
 """
@@ -29,6 +31,9 @@ from yolo_trt_ros.core.image.header import (
 )
 
 MAX_JPEG_SCANS = 64  # a progressive encoder writes ~10; nvImageCodec refuses above 256
+# A camera's JPEG has about ten segments, a progressive one ~25; an ICC profile is split
+# over at most 255 APP2 segments. Reading 1000 costs the walk ~1 ms.
+MAX_JPEG_SEGMENTS = 1000
 BYTES_PER_PIXEL_BUDGET = 4  # decoded memory: an RGBA8 frame of max_pixels
 SCAN_WORK_BUDGET = 16  # pixels x channels x scans, in units of max_pixels
 LIBJPEG_MAX_DIMENSION = 65500  # JPEG_MAX_DIMENSION in libjpeg's jmorecfg.h
@@ -89,10 +94,12 @@ def admit(data, max_pixels: int, fmt: str = '') -> Survey:
     if codec is None:
         raise ImageError(f'cannot decode {what}: not {", ".join(CODECS[:-1])} or {CODECS[-1]}',
                          'format')
-    s = survey(buf, MAX_JPEG_SCANS)
+    s = survey(buf, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS)
     if s is None:
         raise ImageError(f'cannot decode {what}: corrupt or unsupported codec (no readable '
                          f'{codec} header)', 'decode')
+    if s.segments > MAX_JPEG_SEGMENTS:  # the walk stopped there: its other fields are partial
+        raise _costly(what, f'more than {MAX_JPEG_SEGMENTS} marker segments')
     check_pixels(s.width, s.height, max_pixels, f'{codec} header says ')
     if codec == JPEG:
         _check_jpeg(s, what, max_pixels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -328,19 +329,23 @@ class Detector:
 
     # -- compressed input ------------------------------------------------------------------
     def decode_compressed(self, payloads: list[tuple[object, str]],
-                          max_pixels: int = MAX_IMAGE_PIXELS
+                          max_pixels: int = MAX_IMAGE_PIXELS, judged: Collection[int] = ()
                           ) -> list[ImageView | DeviceImage | ImageError]:
         """Each CompressedImage payload (data, format) decoded, or the ImageError it raised.
         On the GPU path JPEGs decode on the GPU as one batch (nvImageCodec) and stay there
         for the preprocessing kernel; elsewhere, and for other codecs, OpenCV on the CPU.
-        Device images are valid until the next call."""
+        judged: indices of payloads whose headers admission.admit() has passed under
+        max_pixels already; the GPU decoder does not judge them again. Device images are
+        valid until the next call."""
         gpu = self._gpu_jpeg_decoder(max_pixels)
         results: list = [None] * len(payloads)
         on_gpu = [i for i, (data, _) in enumerate(payloads)
                   if gpu is not None and codec_of(np.frombuffer(data, np.uint8)) == JPEG]
         if on_gpu:
-            for i, decoded in zip(on_gpu, gpu([payloads[i][0] for i in on_gpu]), strict=True):
-                results[i] = decoded
+            decoded = gpu([payloads[i][0] for i in on_gpu],
+                          judged=[k for k, i in enumerate(on_gpu) if i in judged])
+            for i, image in zip(on_gpu, decoded, strict=True):
+                results[i] = image
         for i, (data, fmt) in enumerate(payloads):
             if results[i] is None:
                 try:

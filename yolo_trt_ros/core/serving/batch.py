@@ -111,8 +111,12 @@ class BatchStep:
         encoded = [i for i, (_, _, image) in enumerate(parsed)
                    if isinstance(image, RawCompressed)]
         if encoded:  # one batch: on the GPU where there is one
+            # A JPEG handed on still encoded (decoding.CameraDecoders.pass_on) had its
+            # headers judged in the callback: the decoder need not judge them again.
             decoded = self.detector.decode_compressed(
-                [(parsed[i][2].data, parsed[i][2].format) for i in encoded], self.max_pixels)
+                [(parsed[i][2].data, parsed[i][2].format) for i in encoded], self.max_pixels,
+                judged={k for k, i in enumerate(encoded)
+                        if isinstance(parsed[i][0].payload, Decoded)})
             for i, image in zip(encoded, decoded, strict=True):
                 parsed[i] = (*parsed[i][:2], image)
         good = []

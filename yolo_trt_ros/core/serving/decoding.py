@@ -10,12 +10,13 @@ capture of fd 2 is one per process). Decoded frames go to a second keep-newest s
 camera, from which the detector's worker takes every camera's newest.
 
 Where the detector decodes JPEG on the GPU, a JPEG's headers are judged in the callback
-(about 0.2 ms for 1080p on the dev machine) and the frame goes straight to that second
-slot, undecoded, for the worker to decode with the batch there; a refused one is a note,
-as from the camera's thread. That thread would only have judged the headers, at the cost
-of one more thread hand-over per frame (issue 21 item 2: 1.5 ms waiting for the worker on
-the H200 host against 0.6 ms for a raw frame). Other codecs still take the camera's thread
-and process.
+(about 0.1 ms for 1080p on the dev machine) and the frame goes straight to that second
+slot, undecoded, for the worker to decode with the batch there (not judged again: the
+batch tells the GPU decoder which frames were); a refused one is a note, as from the
+camera's thread. That thread would only have judged the headers, at the cost of one more
+thread hand-over per frame (issue 21 item 2: 1.5 ms waiting for the worker on the H200
+host against 0.6 ms for a raw frame). Other codecs still take the camera's thread and
+process.
 """
 from __future__ import annotations
 

@@ -66,23 +66,25 @@ def _check_jpeg(s: Survey, what: str, max_pixels: int) -> None:
                                 f'{s.channels}')
 
 
-def _check_png(s: Survey, what: str, max_pixels: int, buf: np.ndarray) -> None:
+def _check_png(s: Survey, what: str, max_pixels: int, buf: np.ndarray, chunks: bool) -> None:
     decoded = s.width * s.height * max(s.channels, 1) * max(s.bits, 8) // 8
     work = decoded * (2 if s.interlaced else 1)
     if work > BYTES_PER_PIXEL_BUDGET * max_pixels:
         raise _costly(what, f'{s.width}x{s.height}, {s.channels} channels of {s.bits} bits'
                             f'{", interlaced" if s.interlaced else ""}: {decoded >> 20} MB '
                             f'decoded')
-    damage = png_chunk_error(buf)
+    damage = png_chunk_error(buf) if chunks else None
     if damage:
         raise ImageError(f'cannot decode {what}: {damage}', 'decode')
 
 
-def admit(data, max_pixels: int, fmt: str = '') -> Survey:
+def admit(data, max_pixels: int, fmt: str = '', png_chunks: bool = True) -> Survey:
     """The image's survey if it may be decoded, else ImageError with the reason: 'empty',
     'format' (not JPEG, PNG, BMP or WebP, or a variant we refuse), 'decode' (headers
     unreadable), 'too_large' or 'too_costly'. fmt: the message's format string, for the
-    error message only (the codec is recognised from the bytes)."""
+    error message only (the codec is recognised from the bytes). png_chunks False: leave a
+    PNG's chunk list (one Python step a chunk: a 12 MB PNG of empty chunks costs 0.2 s)
+    to the process that decodes it, which judges it again (decoding.CameraDecoders)."""
     try:
         buf = np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError) as exc:
@@ -104,7 +106,7 @@ def admit(data, max_pixels: int, fmt: str = '') -> Survey:
     if codec == JPEG:
         _check_jpeg(s, what, max_pixels)
     elif codec == PNG:
-        _check_png(s, what, max_pixels, buf)
+        _check_png(s, what, max_pixels, buf, png_chunks)
     elif codec == BMP and s.compression in _BMP_COMPRESSION:
         raise ImageError(f'cannot decode {what}: {_BMP_COMPRESSION[s.compression]}-compressed '
                          f'BMP is not supported (decoders disagree on it)', 'format')

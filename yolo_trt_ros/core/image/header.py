@@ -14,6 +14,7 @@ can refuse them rather than decode an image of unknown size.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Literal
 
@@ -178,21 +179,24 @@ _SIZE_READERS = {JPEG: _jpeg_size, PNG: _png_size, BMP: _bmp_size, WEBP: _webp_s
 
 
 _PNG_MAX_CHUNK = (1 << 31) - 1  # the PNG specification's limit on a chunk length
+_PNG_CHUNK_HEAD = struct.Struct('>I4s')  # length, type
 
 
 def png_chunk_error(data) -> str | None:
     """Why a PNG's chunk list cannot be trusted, or None: every chunk up to IEND must fit
     in the data. A reader that believes a chunk length (OpenCV 5's does) allocates it:
-    a 3 KB PNG whose IDAT claims 4 GB costs 4 GB and seconds."""
-    buf = _bytes(data)
-    i = len(_PNG_SIGNATURE)
-    while i + 8 <= buf.size:
-        length = _uint(buf, i, 4, 'big')
-        kind = buf[i + 4:i + 8].tobytes().decode('latin-1')
-        left = int(buf.size) - i - 12
-        if length is None or length > _PNG_MAX_CHUNK or length > left:
-            return f'PNG chunk {kind!r} at byte {i} claims {length} bytes, {max(left, 0)} left'
-        if kind == 'IEND':
+    a 3 KB PNG whose IDAT claims 4 GB costs 4 GB and seconds. One Python step a chunk
+    (~0.3 us; a chunk is at least 12 bytes)."""
+    mv = memoryview(_bytes(data))
+    size, i = len(mv), len(_PNG_SIGNATURE)
+    read_head = _PNG_CHUNK_HEAD.unpack_from
+    while i + 8 <= size:
+        length, kind = read_head(mv, i)
+        left = size - i - 12
+        if length > _PNG_MAX_CHUNK or length > left:
+            return (f"PNG chunk {kind.decode('latin-1')!r} at byte {i} claims {length} bytes, "
+                    f'{max(left, 0)} left')
+        if kind == b'IEND':
             return None
         i += 12 + length
     return 'PNG data ends before its IEND chunk (truncated)'

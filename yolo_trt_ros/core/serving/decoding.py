@@ -237,7 +237,10 @@ class CameraDecoders:
         try:
             message = parse_compressed(payload)
             header = message.header
-            survey = admit(message.data, self.max_pixels, message.format)
+            # Judged here from the headers, again in full in the child, which also walks a
+            # PNG's chunks: a hostile chunk list then costs the camera's process, not the
+            # node's time under the GIL.
+            survey = admit(message.data, self.max_pixels, message.format, png_chunks=False)
             nbytes = survey.width * survey.height * 4
             image = self._children[camera].decode(bytes(message.data), message.format,
                                                   self.max_pixels, nbytes, self.timeout_s)

@@ -106,7 +106,7 @@ def test_frames_judged_already_are_not_judged_again():
     checked = check_headers([bomb, bomb, b''], MAX_PIXELS, judged={1})
     assert checked[0].cause == 'too_costly' and 'more than 64 scans' in str(checked[0])
     assert not isinstance(checked[1], ImageError) and checked[1].width == 64
-    assert checked[2].cause == 'empty'  # judged is an index set: the others stay judged
+    assert checked[2].cause == 'empty'  # judged is an index set: the others are checked
 
 
 # -- on the GPU ---------------------------------------------------------------------------

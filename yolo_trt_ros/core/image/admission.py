@@ -32,7 +32,7 @@ from yolo_trt_ros.core.image.header import (
 
 MAX_JPEG_SCANS = 64  # a progressive encoder writes ~10; nvImageCodec refuses above 256
 # A camera's JPEG has about ten segments, a progressive one ~25; an ICC profile is split
-# over at most 255 APP2 segments. Reading 1000 costs the walk ~1 ms.
+# over at most 255 APP2 segments. Reading 1000 costs the walk ~2 ms on the dev machine.
 MAX_JPEG_SEGMENTS = 1000
 BYTES_PER_PIXEL_BUDGET = 4  # decoded memory: an RGBA8 frame of max_pixels
 SCAN_WORK_BUDGET = 16  # pixels x channels x scans, in units of max_pixels

@@ -28,7 +28,6 @@ _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
 _JPEG_SOI, _JPEG_EOI, _JPEG_SOS = 0xD8, 0xD9, 0xDA
-_WALK_LIMIT = 1 << 16  # the walks' default bounds on scans and segments
 
 
 def _bytes(data) -> np.ndarray:
@@ -58,45 +57,82 @@ def _uint(buf, at: int, size: int, order: Literal['big', 'little']) -> int | Non
     return int.from_bytes(buf[at:at + size], order)
 
 
-def _markers(buf: np.ndarray) -> np.ndarray:
-    """Ascending positions of every 0xFF that starts a JPEG marker: not stuffing (FF 00), not
-    a restart marker (FF D0-D7) and not a fill byte before another 0xFF. Inside
-    entropy-coded data only these are markers, so a scan ends at the first one after its
-    header; between segments libjpeg skips any other bytes to the next marker."""
-    n = int(buf.size) - 1  # a marker needs the byte after its 0xFF
-    if n <= 0:
-        return np.empty(0, np.intp)
+class _Markers:
+    """The JPEG markers of a buffer for a walk that only moves forward: every 0xFF followed
+    by a marker code, i.e. not stuffing (FF 00), not a restart marker (FF D0-D7) and not a
+    fill byte before another 0xFF. Inside entropy-coded data only these are markers, so a
+    scan ends at the first one after its header; between segments libjpeg skips any other
+    bytes to the next marker, as next() does.
+
+    They are searched for with numpy, a block at a time from where the walk is: what the
+    walk jumps over or never reaches (segments it skips, bytes after EOI, the rest of a
+    stream it stops reading) is not searched, and the index arrays of a block are bounded
+    whatever the stream's size: ~6 MB for 1 MB blocks (MOST_WORDS)."""
+
+    BLOCK = 1 << 20  # a 1080p JPEG (~0.5 MB) in one
+    MOST_WORDS = 4096  # words with markers read from a block at once: ~1 MB of indices
+
+    def __init__(self, buf: np.ndarray) -> None:
+        self.buf = buf
+        self.end = int(buf.size) - 1  # a marker needs the byte after its 0xFF
+        self.found = np.empty(0, np.intp)  # the markers in [.., hi), ascending
+        self.hi = 0
+
+    def next(self, start: int) -> int | None:
+        """Index of the 0xFF of the first marker at or after start, or None."""
+        if start > self.hi:  # jumped past what was searched
+            self.found, self.hi = self.found[:0], start
+        while (k := int(np.searchsorted(self.found, start))) == self.found.size:
+            if self.hi >= self.end:
+                return None
+            self.found, self.hi = _markers_in(self.buf, self.hi,
+                                              min(self.end, self.hi + self.BLOCK),
+                                              self.MOST_WORDS)
+        return int(self.found[k])
+
+
+def _markers_in(buf: np.ndarray, start: int, stop: int, most_words: int
+                ) -> tuple[np.ndarray, int]:
+    """(the markers (see _Markers) whose 0xFF lies in [start, searched), searched): all of
+    [start, stop < buf.size), or less where its first most_words 8-byte words with a
+    marker end sooner."""
+    n = stop - start
     mask = np.zeros(-(-n // 8) * 8, bool)  # whole 8-byte words, for the search below
-    ff = np.equal(buf[:n], 0xFF, out=mask[:n])
-    ff &= buf[1:] != 0x00
-    # With stuffing gone markers are rare: find the words that hold one, then their bytes.
-    # (np.flatnonzero over every byte costs as much as the rest; a 1080p JPEG has ~6000
-    # stuffed 0xFF and ~10 markers.)
+    ff = np.equal(buf[start:stop], 0xFF, out=mask[:n])
+    code = buf[start + 1:stop + 1]
+    ff &= code != 0x00
+    # With stuffing gone markers are rare in a camera's JPEG (~10 against ~6000 stuffed
+    # 0xFF at 1080p): find the 8-byte words that hold one, then their bytes, rather than
+    # test every byte (np.flatnonzero over them all costs as much as the rest).
     words = np.flatnonzero(mask.view(np.uint64) != 0)
+    if words.size > most_words:  # dense: fill bytes, restart markers or a hostile stream
+        ff &= (code != 0xFF) & ((code < 0xD0) | (code > 0xD7))  # byte by byte, first
+        words = np.flatnonzero(mask.view(np.uint64) != 0)
+        if words.size > most_words:  # a stream of markers: the walk reads a few of them
+            stop, words = start + int(words[most_words]) * 8, words[:most_words]
     at = (words[:, None] * 8 + np.arange(8)).ravel()
     at = at[mask[at]]
-    code = buf[at + 1]
-    return at[(code != 0xFF) & ((code < 0xD0) | (code > 0xD7))]
+    code = code[at]
+    return at[(code != 0xFF) & ((code < 0xD0) | (code > 0xD7))] + start, stop
 
 
-def _jpeg_walk(buf: np.ndarray, max_scans: int | None, max_segments: int) -> tuple:
+def _jpeg_walk(buf: np.ndarray, max_scans: int | None, max_segments: int | None) -> tuple:
     """Walk the marker segments after SOI as libjpeg reads them: up to the first frame
     header (SOFn) bytes between segments and fill bytes are skipped, and a scan, a second
     SOI or the end before it is an error (size None). max_scans None: stop at the frame
     header. Else go on through each scan's header and entropy-coded data to EOI, counting
     the scans, stopping one past max_scans. Every marker is one step of this loop (libjpeg
-    reads one in a few instructions): the walk stops one past max_segments.
+    reads one in a few instructions): the walk stops one past max_segments (None: never).
 
     -> ((width, height) or None, (SOF marker, precision, components) or None, scans,
     segments)."""
     mv = memoryview(buf)  # its items are Python ints: ~20 times faster than numpy scalars
-    markers = _markers(buf)
+    markers = _Markers(buf)
     i, size, sof, scans, segments = 2, None, None, 0, 0
-    while (k := int(np.searchsorted(markers, i))) < markers.size:
+    while (at := markers.next(i)) is not None:
         segments += 1
-        if segments > max_segments:
+        if max_segments is not None and segments > max_segments:
             break
-        at = int(markers[k])
         marker, i = mv[at + 1], at + 2
         if size is None:
             if marker in _JPEG_SOF:  # length(2) precision(1) height(2) width(2)
@@ -126,7 +162,7 @@ def _jpeg_walk(buf: np.ndarray, max_scans: int | None, max_segments: int) -> tup
 
 
 def _jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
-    return _jpeg_walk(buf, None, _WALK_LIMIT)[0]
+    return _jpeg_walk(buf, None, None)[0]
 
 
 def _png_size(buf: np.ndarray) -> tuple[int, int] | None:
@@ -242,14 +278,12 @@ _JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 
 def _jpeg_survey(buf: np.ndarray, max_scans: int, max_segments: int) -> Survey | None:
     size, sof, scans, segments = _jpeg_walk(buf, max_scans, max_segments)
-    if segments > max_segments:  # what was read so far, for the caller to refuse
-        marker, precision, components = sof or (0, 0, 0)
-        return Survey(JPEG, *(size or (0, 0)), channels=components or 0, bits=precision or 0,
-                      scans=scans, segments=segments)
-    if size is None or sof is None:
+    stopped = max_segments is not None and segments > max_segments
+    if not stopped and (size is None or sof is None):
         return None
-    marker, precision, components = sof
-    return Survey(JPEG, *size, channels=components or 0, bits=precision or 0,
+    # Where the walk stopped at max_segments, what it had read (the size may be 0x0).
+    marker, precision, components = sof or (0, 0, 0)
+    return Survey(JPEG, *(size or (0, 0)), channels=components or 0, bits=precision or 0,
                   scans=scans, progressive=marker in _JPEG_PROGRESSIVE, segments=segments)
 
 
@@ -278,12 +312,12 @@ def _bmp_survey(buf: np.ndarray) -> Survey | None:
                   compression=compression)
 
 
-def survey(data, max_scans: int = _WALK_LIMIT, max_segments: int = _WALK_LIMIT
+def survey(data, max_scans: int = 1 << 16, max_segments: int | None = None
            ) -> Survey | None:
     """The decoding cost of a JPEG, PNG, BMP or WebP image from its headers; None for other
     codecs or headers too damaged to read. A JPEG's scans are counted up to max_scans + 1,
-    its marker segments up to max_segments + 1: past that the walk stopped, and the
-    other fields say what it had read (its size may be 0x0)."""
+    its marker segments up to max_segments + 1 (None: all): past that the walk stopped,
+    and the other fields say what it had read by then (the size may be 0x0)."""
     buf = _bytes(data)
     codec = codec_of(buf)
     if codec == JPEG:

@@ -343,7 +343,7 @@ class Detector:
                   if gpu is not None and codec_of(np.frombuffer(data, np.uint8)) == JPEG]
         if on_gpu:
             decoded = gpu([payloads[i][0] for i in on_gpu],
-                          judged=[k for k, i in enumerate(on_gpu) if i in judged])
+                          judged={k for k, i in enumerate(on_gpu) if i in judged})
             for i, image in zip(on_gpu, decoded, strict=True):
                 results[i] = image
         for i, (data, fmt) in enumerate(payloads):

@@ -115,6 +115,15 @@ def marker_storm(count: int, segment: bytes = b'\xff\x01') -> bytes:
     return base[:sos] + segment * count + base[sos:]
 
 
+def skipped_marker_segments(size: int) -> bytes:
+    """SOI, then APP0 segments of 32 KB whose payloads are nothing but TEM markers: a
+    header walk skips each payload, so a search that lists every marker of a block ahead
+    of it lists 16 000 for nothing, segment after segment."""
+    body = b'\xff\x01' * 16388
+    segment = b'\xff\xe0' + (len(body) + 2).to_bytes(2, 'big') + body
+    return b'\xff\xd8' + segment * (size // len(segment))
+
+
 def png_chunk(kind: bytes, body: bytes) -> bytes:
     return (struct.pack('>I', len(body)) + kind + body +
             struct.pack('>I', zlib.crc32(kind + body)))

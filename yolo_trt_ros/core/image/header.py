@@ -64,56 +64,72 @@ class _Markers:
     scan ends at the first one after its header; between segments libjpeg skips any other
     bytes to the next marker, as next() does.
 
-    They are searched for with numpy, a block at a time from where the walk is: what the
-    walk jumps over or never reaches (segments it skips, bytes after EOI, the rest of a
-    stream it stops reading) is not searched, and the index arrays of a block are bounded
-    whatever the stream's size: ~6 MB for 1 MB blocks (MOST_WORDS)."""
+    They are searched for with numpy, a block at a time from where the walk is, each byte
+    at most once: what the walk jumps over or never reaches (segments it skips, bytes after
+    EOI, the rest of a stream it stops reading) is not searched, and the arrays of a block
+    are bounded whatever the stream's size (~5 MB)."""
 
     BLOCK = 1 << 20  # a 1080p JPEG (~0.5 MB) in one
-    MOST_WORDS = 4096  # words with markers read from a block at once: ~1 MB of indices
+    # A camera's JPEG has ~10 markers: a block's are all listed at once. Past this many
+    # 8-byte words with a marker (a hostile stream), they are looked up one call at a time.
+    LISTED_WORDS = 4096
 
     def __init__(self, buf: np.ndarray) -> None:
         self.buf = buf
         self.end = int(buf.size) - 1  # a marker needs the byte after its 0xFF
-        self.found = np.empty(0, np.intp)  # the markers in [.., hi), ascending
-        self.hi = 0
+        self.lo = self.hi = 0  # the block searched: [lo, hi)
+        self.listed = np.empty(0, np.intp)  # its markers, ascending (None: look them up)
+        self.mask = self.words = None  # else: True at each marker (index - lo), and the
+        #                                indices of the 8-byte words of mask that hold one
 
     def next(self, start: int) -> int | None:
         """Index of the 0xFF of the first marker at or after start, or None."""
-        if start > self.hi:  # jumped past what was searched
-            self.found, self.hi = self.found[:0], start
-        while (k := int(np.searchsorted(self.found, start))) == self.found.size:
+        if start > self.hi:  # jumped past the block: search on from there
+            self.lo = self.hi = start
+            self.listed = np.empty(0, np.intp)
+        while (at := self._in_block(start)) is None:
             if self.hi >= self.end:
                 return None
-            self.found, self.hi = _markers_in(self.buf, self.hi,
-                                              min(self.end, self.hi + self.BLOCK),
-                                              self.MOST_WORDS)
-        return int(self.found[k])
+            self._search(self.hi, min(self.end, self.hi + self.BLOCK))
+        return at
 
+    def _in_block(self, start: int) -> int | None:
+        if self.listed is not None:
+            k = int(np.searchsorted(self.listed, start))
+            return int(self.listed[k]) if k < self.listed.size else None
+        offset = start - self.lo  # the first word at or after it holding a marker at or
+        k = int(np.searchsorted(self.words, offset >> 3))  # after it: this one or the next
+        for word in self.words[k:k + 2].tolist():
+            for bit in np.flatnonzero(self.mask[word * 8:word * 8 + 8]).tolist():
+                if word * 8 + bit >= offset:
+                    return self.lo + word * 8 + bit
+        return None
 
-def _markers_in(buf: np.ndarray, start: int, stop: int, most_words: int
-                ) -> tuple[np.ndarray, int]:
-    """(the markers (see _Markers) whose 0xFF lies in [start, searched), searched): all of
-    [start, stop < buf.size), or less where its first most_words 8-byte words with a
-    marker end sooner."""
-    n = stop - start
-    mask = np.zeros(-(-n // 8) * 8, bool)  # whole 8-byte words, for the search below
-    ff = np.equal(buf[start:stop], 0xFF, out=mask[:n])
-    code = buf[start + 1:stop + 1]
-    ff &= code != 0x00
-    # With stuffing gone markers are rare in a camera's JPEG (~10 against ~6000 stuffed
-    # 0xFF at 1080p): find the 8-byte words that hold one, then their bytes, rather than
-    # test every byte (np.flatnonzero over them all costs as much as the rest).
-    words = np.flatnonzero(mask.view(np.uint64) != 0)
-    if words.size > most_words:  # dense: fill bytes, restart markers or a hostile stream
-        ff &= (code != 0xFF) & ((code < 0xD0) | (code > 0xD7))  # byte by byte, first
+    def _search(self, start: int, stop: int) -> None:
+        """Find the markers whose 0xFF lies in [start, stop); stop < buf.size."""
+        n = stop - start
+        mask = np.zeros(-(-n // 8) * 8, bool)  # whole 8-byte words, for the search below
+        ff = np.equal(self.buf[start:stop], 0xFF, out=mask[:n])
+        code = self.buf[start + 1:stop + 1]
+        ff &= code != 0x00
+        # With stuffing gone markers are rare in a camera's JPEG (~10 against ~6000 stuffed
+        # 0xFF at 1080p): find the 8-byte words that hold one, then their bytes, rather
+        # than test every byte (np.flatnonzero over them all costs as much as the rest).
         words = np.flatnonzero(mask.view(np.uint64) != 0)
-        if words.size > most_words:  # a stream of markers: the walk reads a few of them
-            stop, words = start + int(words[most_words]) * 8, words[:most_words]
-    at = (words[:, None] * 8 + np.arange(8)).ravel()
-    at = at[mask[at]]
-    code = code[at]
-    return at[(code != 0xFF) & ((code < 0xD0) | (code > 0xD7))] + start, stop
+        self.lo, self.hi = start, stop
+        if words.size <= self.LISTED_WORDS:
+            at = (words[:, None] * 8 + np.arange(8)).ravel()
+            at = at[mask[at]]
+            code = code[at]
+            self.listed = at[(code != 0xFF) & ((code < 0xD0) | (code > 0xD7))] + start
+            self.mask = self.words = None
+            return
+        # Dense: fill bytes, restart markers, or a hostile stream. Filter byte by byte and
+        # keep the words for _in_block, rather than list every marker of the block (a
+        # stream of them, in segments that the walk skips, would be listed for nothing).
+        ff &= (code != 0xFF) & ((code < 0xD0) | (code > 0xD7))
+        self.mask, self.words = mask, np.flatnonzero(mask.view(np.uint64) != 0)
+        self.listed = None
 
 
 def _jpeg_walk(buf: np.ndarray, max_scans: int | None, max_segments: int | None) -> tuple:
@@ -243,7 +259,9 @@ def image_size(data) -> tuple[int, int] | None:
     without decoding; None for other codecs or a header too damaged to read.
 
     data: any buffer-protocol object (bytes, memoryview, array.array, uint8 ndarray).
-    The size may be zero or negative in a hostile header: the caller decides.
+    The size may be zero or negative in a hostile header: the caller decides. A JPEG's
+    markers up to its frame header are read one Python step each, however many there are:
+    judge untrusted images with admission.admit, which bounds them.
     """
     codec = codec_of(data)
     return None if codec is None else _SIZE_READERS[codec](_bytes(data))
@@ -316,8 +334,9 @@ def survey(data, max_scans: int = 1 << 16, max_segments: int | None = None
            ) -> Survey | None:
     """The decoding cost of a JPEG, PNG, BMP or WebP image from its headers; None for other
     codecs or headers too damaged to read. A JPEG's scans are counted up to max_scans + 1,
-    its marker segments up to max_segments + 1 (None: all): past that the walk stopped,
-    and the other fields say what it had read by then (the size may be 0x0)."""
+    its marker segments up to max_segments + 1 (None: all, one Python step each: give
+    untrusted data a bound, as admission.admit does): past that the walk stopped, and the
+    other fields say what it had read by then (the size may be 0x0)."""
     buf = _bytes(data)
     codec = codec_of(buf)
     if codec == JPEG:

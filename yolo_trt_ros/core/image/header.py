@@ -79,8 +79,9 @@ class _Markers:
         self.end = int(buf.size) - 1  # a marker needs the byte after its 0xFF
         self.lo = self.hi = 0  # the block searched: [lo, hi)
         self.listed = np.empty(0, np.intp)  # its markers, ascending (None: look them up)
-        self.mask = self.words = None  # else: True at each marker (index - lo), and the
-        #                                indices of the 8-byte words of mask that hold one
+        # A dense block's markers, when not listed: True at each (at index - lo), and the
+        # indices of the 8-byte words of that mask that hold one.
+        self.mask = self.words = None
 
     def next(self, start: int) -> int | None:
         """Index of the 0xFF of the first marker at or after start, or None."""
@@ -294,7 +295,7 @@ class Survey:
 _JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 
 
-def _jpeg_survey(buf: np.ndarray, max_scans: int, max_segments: int) -> Survey | None:
+def _jpeg_survey(buf: np.ndarray, max_scans: int, max_segments: int | None) -> Survey | None:
     size, sof, scans, segments = _jpeg_walk(buf, max_scans, max_segments)
     stopped = max_segments is not None and segments > max_segments
     if not stopped and (size is None or sof is None):

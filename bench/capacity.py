@@ -160,13 +160,13 @@ def main() -> int:
     env.update(extra_env)
     params_file = tmp / 'params.yaml'
     params_file.write_text(json.dumps({'/**/detector': {'ros__parameters': {
-        'engine_path': params.get('engine_path', ''), 'publish_annotated': False,
-        **({'qos_depth': args.qos_depth} if args.qos_depth else {})}}}))
+        'engine_path': params.get('engine_path', ''), 'publish_annotated': False}}}))
     det = subprocess.Popen(
         [sys.executable, '-m', 'yolo_trt_ros.cli', 'launch', f"model:={params['model']}",
          f"backend:={params['backend']}", f"image_topic:={','.join(topics)}",
          f'compressed:={str(args.compressed).lower()}', f'workers:={args.workers}',
-         f'params_file:={params_file}', f'cache_dir:={tmp / "cache"}'],
+         f'params_file:={params_file}', f'cache_dir:={tmp / "cache"}',
+         *([f'qos_depth:={args.qos_depth}'] if args.qos_depth else [])],
         env=env, stdout=open(tmp / 'launch.log', 'w'), stderr=subprocess.STDOUT)
     rclpy.init()
     node = Node('capacity_bench')

@@ -33,6 +33,17 @@ def test_a_stalled_window_that_lost_frames_names_both():
     assert level == ERROR and why == '5 frames in, none processed; 2 frames lost in DDS'
 
 
+def test_frames_missing_before_the_node_are_named_by_what_is_known_of_them():
+    # A gap in a publisher's sequence numbers that DDS did not report is not always a
+    # frame replaced in the queue: a deeper queue left as many on the dev machine
+    # (bench/capacity.py --qos-depth), so the message does not claim one cause.
+    level, why = health(Window(10, 10, 0, 0, replaced=2, unmatched=3), 0)
+    assert level == WARN
+    assert why == ("2 frames missing from a publisher's sequence, not reported lost by DDS "
+                   '(replaced in the subscription queue, or dropped on the way); 3 frames '
+                   'published before the subscription matched')
+
+
 def test_the_dds_loss_warning_names_the_commands_that_apply(tmp_path):
     """Issue 18, edge 7: the fix on the detector's side first (dds_profile:=stock_cameras),
     the kernel limit only where it is too low, LOCALHOST only where it is set."""

@@ -156,7 +156,8 @@ class CameraInputs:
         cam.reliable = reliable
         self.node.get_logger().info(f"{cam.topic}: input QoS "
                                     f"{'reliable' if reliable else 'best effort'} "
-                                    f'({self.config.qos_reliability})')
+                                    f'({self.config.qos_reliability}), depth '
+                                    f'{self.config.qos_depth}')
 
     def _on_frame(self, camera: int, data: bytes, info: dict | None) -> None:
         """A frame, and what rmw says of it (MessageInfo; None on Humble's rclpy)."""

@@ -17,9 +17,11 @@ from yolo_trt_ros.core.serving.cameras import DepthProblem
 @dataclass(frozen=True)
 class Window:
     """One camera's counts over the last diagnostics window. Frames lost before the node,
-    by cause: lost in DDS (the QoS event), replaced in the subscription's queue before the
-    node took them, published before the subscription matched (a new publisher, a QoS
-    switch)."""
+    by cause: lost in DDS (the QoS event), missing between a publisher's numbered frames
+    without that event (`replaced`: replaced in the subscription's queue before the node
+    took them, or dropped on the way unreported; a deeper queue did not reduce them in
+    bench/capacity.py, so not only the first), published before the subscription matched
+    (a new publisher, a QoS switch)."""
 
     frames_in: int
     processed: int
@@ -73,7 +75,8 @@ class CameraStats:
         """A diagnostics window ends: (the counters since start, the health of the window
         since the last tick). received, dropped: the camera's keep-newest slot counters."""
         seq = self.sequences
-        # Gaps the QoS event did not report were replaced in the subscription's queue.
+        # Gaps the QoS event did not report: replaced in the subscription's queue, or
+        # dropped on the way without it (see Window).
         now = Window(received, self.processed, dropped, self.lost,
                      max(seq.gaps - self.lost, 0), seq.before_match)
         last = self.last or Window(0, 0, 0, 0)
@@ -190,8 +193,9 @@ def health(window: Window, bad_input: int) -> tuple[int, str]:
     if window.lost:
         problems.append(f'{window.lost} frames lost in DDS')
     if window.replaced:
-        problems.append(f'{window.replaced} frames replaced in the subscription queue before '
-                        f'the node took them')
+        problems.append(f'{window.replaced} frames missing from a publisher\'s sequence, not '
+                        f'reported lost by DDS (replaced in the subscription queue, or '
+                        f'dropped on the way)')
     if window.unmatched:
         problems.append(f'{window.unmatched} frames published before the subscription matched')
     if bad_input:

@@ -31,6 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import camera_jpeg, environment, inference, spin_while, stop, workdir
 
+# Why frames were lost before the node, as its diagnostics count them: the QoS event, gaps
+# in a publisher's sequence numbers it did not report, frames sent before the match.
+LOSS_CAUSES = ('lost_in_dds', 'replaced_in_queue', 'unmatched')
+
 
 def linger(node) -> None:
     """Best effort has no acknowledgements: a publisher that exits right after its last
@@ -199,10 +203,7 @@ def main() -> int:
         v = {kv.key: kv.value for kv in status.values}
         cams.append({'camera': name, 'frames_in': int(v['frames_in']),
                      'processed': int(v['processed']), 'dropped': int(v['dropped']),
-                     'lost_in_dds': int(v.get('lost_in_dds', 0)),
-                     # the rest of what was lost before the node, by its cause
-                     'replaced_in_queue': int(v.get('replaced_in_queue', 0)),
-                     'unmatched': int(v.get('unmatched', 0)),
+                     **{cause: int(v.get(cause, 0)) for cause in LOSS_CAUSES},
                      'latency_p50_ms': float(v.get('latency_ms.p50', 'nan')),
                      'latency_p99_ms': float(v.get('latency_ms.p99', 'nan')),
                      'queue_p50_ms': float(v.get('queue_ms.p50', 'nan'))})
@@ -218,9 +219,8 @@ def main() -> int:
               'received': total_in, 'processed': sum(c['processed'] for c in cams),
               'dropped_in_node': sum(c['dropped'] for c in cams),
               'lost_before_node': published - total_in,
-              # of which the node saw as gaps in each publisher's sequence numbers
-              **{cause: sum(c[cause] for c in cams)
-                 for cause in ('lost_in_dds', 'replaced_in_queue', 'unmatched')},
+              # of which, by the cause the node counted
+              **{cause: sum(c[cause] for c in cams) for cause in LOSS_CAUSES},
               'processed_fps': round(sum(c['processed'] for c in cams) / args.seconds, 1),
               'latency_p99_ms_worst': max((c['latency_p99_ms'] for c in cams), default=None),
               'per_camera': cams}

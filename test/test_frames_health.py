@@ -7,6 +7,7 @@ from yolo_trt_ros.core.serving.health import (
     OK,
     RECEIVE_BUFFER,
     WARN,
+    CameraStats,
     Window,
     dds_loss_fix,
     health,
@@ -65,3 +66,38 @@ def test_the_dds_loss_warning_names_the_commands_that_apply(tmp_path):
     text = dds_loss_fix({}, str(low), detector_side=False)
     assert text.startswith('start the camera with FASTDDS_DEFAULT_PROFILES_FILE=')
     assert 'dds_profile' not in text and 'sysctl' not in text
+
+
+def test_frames_dds_reported_lost_before_a_publishers_first_frame_are_counted_once():
+    """Seen with a reliable camera of history depth 1 sending 1080p frames back to back:
+    of 20, frame 20 arrived and DDS reported 19 lost, and the same 19 were counted again as
+    published before the subscription matched (39 frames accounted for 20 sent)."""
+    stats = CameraStats()
+    stats.sequences.seen(b'camera', 20)
+    stats.lost = 19
+    now, _ = stats.tick(received=1, dropped=0)
+    assert (now.frames_in, now.lost, now.replaced, now.unmatched) == (1, 19, 0, 0)
+
+
+def test_dds_losses_are_taken_from_the_gaps_first_then_from_before_the_first_frame():
+    stats = CameraStats()
+    stats.sequences.seen(b'new', 6)  # 5 missing before its first frame
+    stats.sequences.seen(b'new', 10)  # 3 missing between frames
+    stats.lost = 2
+    now, _ = stats.tick(received=2, dropped=0)
+    assert (now.lost, now.replaced, now.unmatched) == (2, 1, 5)
+    stats.lost = 6  # more than the gaps: the rest were among the first 5
+    now, _ = stats.tick(received=2, dropped=0)
+    assert (now.lost, now.replaced, now.unmatched) == (6, 0, 2)
+
+
+def test_the_warning_for_a_reliable_camera_names_its_history_not_the_receive_buffer(tmp_path):
+    """A reliable reader loses a frame only where the camera's writer dropped it from its
+    history (KEEP_LAST) before the reader acknowledged it: the receive-side fixes for best
+    effort do not apply."""
+    low = tmp_path / 'low'
+    low.write_text('212992\n')
+    text = dds_loss_fix({}, str(low), reliable=True)
+    assert text.startswith("give the camera's publisher a deeper history")
+    assert 'dds_profile' not in text and 'sysctl' not in text
+    assert 'fastdds_large_frames.xml (shared memory)' in text

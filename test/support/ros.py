@@ -34,12 +34,15 @@ def ros_context() -> Iterator[Context]:
 
 
 def spin_until(executor: SingleThreadedExecutor, condition: Callable[[], bool],
-               timeout: float = 20.0, what: str = 'condition') -> None:
-    """Spin until condition() is true; fail with `what` after `timeout` seconds."""
+               timeout: float = 20.0, what: str = 'condition',
+               explain: Callable[[], str] | None = None) -> None:
+    """Spin until condition() is true; fail with `what` after `timeout` seconds, and with
+    explain() where given: what the nodes said, so a failure in CI tells which side stalled."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f'timed out after {timeout:.0f} s waiting for {what}')
+            raise AssertionError(f'timed out after {timeout:.0f} s waiting for {what}'
+                                 + (f'\n{explain()}' if explain else ''))
         executor.spin_once(timeout_sec=0.05)
 
 
@@ -169,8 +172,9 @@ class Client:
                    what=f'the detector to subscribe to {topic}')
         return pub
 
-    def wait(self, condition, what: str, timeout: float = 30.0) -> None:
-        spin_until(self.executor, condition, timeout=timeout, what=what)
+    def wait(self, condition, what: str, timeout: float = 30.0,
+             explain: Callable[[], str] | None = None) -> None:
+        spin_until(self.executor, condition, timeout=timeout, what=what, explain=explain)
 
 
 @contextmanager
@@ -221,6 +225,11 @@ def get_parameter(client: Client, name: str, node: str = '/detector') -> Paramet
 
 def double(value: float) -> ParameterValue:
     return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+
+
+def diagnostics_values(diags: list, status: int = 0) -> dict[str, str]:
+    """The last diagnostics' key-values of one status (a camera): for failure messages."""
+    return {kv.key: kv.value for kv in diags[-1].status[status].values} if diags else {}
 
 
 def diagnostics_value(diags: list, key: str, status: int = 0) -> str | None:

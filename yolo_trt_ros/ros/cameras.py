@@ -211,6 +211,7 @@ class CameraInputs:
         cam.stats.lost += count
         if not self._lost_warned:
             self._lost_warned = True
+            fix = dds_loss_fix(detector_side=fast_dds_3(), reliable=bool(cam.reliable))
             self.node.get_logger().warning(
                 f'{cam.topic}: {cam.stats.lost} frames lost in DDS before reaching the '
-                f'detector. Fix: {dds_loss_fix(detector_side=fast_dds_3())}')
+                f'detector. Fix: {fix}')

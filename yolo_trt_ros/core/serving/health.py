@@ -75,10 +75,14 @@ class CameraStats:
         """A diagnostics window ends: (the counters since start, the health of the window
         since the last tick). received, dropped: the camera's keep-newest slot counters."""
         seq = self.sequences
-        # Gaps the QoS event did not report: replaced in the subscription's queue, or
-        # dropped on the way without it (see Window).
+        # The QoS event does not say which frames it lost: each is taken off the gaps first
+        # (what is left was replaced in the subscription's queue, or dropped on the way
+        # unreported; see Window), then off the frames before a publisher's first one (a
+        # reliable camera whose shallow history dropped them before the match was complete
+        # would otherwise count them twice).
+        beyond_gaps = max(self.lost - seq.gaps, 0)
         now = Window(received, self.processed, dropped, self.lost,
-                     max(seq.gaps - self.lost, 0), seq.before_match)
+                     max(seq.gaps - self.lost, 0), max(seq.before_match - beyond_gaps, 0))
         last = self.last or Window(0, 0, 0, 0)
         window = Window(*(a - b for a, b in zip(astuple(now), astuple(last), strict=True)))
         self.last = now
@@ -144,7 +148,7 @@ RECEIVE_BUFFER = 33554432  # config/fastdds_stock_cameras.xml asks for this much
 
 
 def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MAX,
-                 detector_side: bool = True) -> str:
+                 detector_side: bool = True, reliable: bool = False) -> str:
     """The commands that stop frames being lost in DDS, for the warning (issue 18, edge 7).
 
     A best-effort camera with stock Fast DDS loses most large frames to a reader that has
@@ -152,11 +156,18 @@ def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MA
     dds_profile:=stock_cameras (UDP with a receive buffer larger than a frame), as far as
     net.core.rmem_max lets it (bench/dds_receive.py). With Jazzy's Fast DDS 2.14 it did not
     help (detector_side False): only the fixes that change the camera are named.
+    A reliable subscription loses a frame only where the camera's writer dropped it from its
+    KEEP_LAST history before the detector acknowledged it (1080p frames back to back with
+    depth 1 lost 13-19 of 20 on dev): the camera's history is the fix, not this side.
     """
     env = os.environ if env is None else env
     large = config_file(defaults.DDS_PROFILES['large_frames'])
     camera_side = (f'start the camera with FASTDDS_DEFAULT_PROFILES_FILE={large} (shared '
                    f'memory), or subscribe to its compressed topic (compressed:=true)')
+    if reliable:
+        return ("give the camera's publisher a deeper history (KEEP_LAST depth): it is "
+                'reliable, so it dropped these frames from its history before the detector '
+                f'acknowledged them. Or {camera_side}')
     if not detector_side:
         return camera_side
     stock = config_file(defaults.DDS_PROFILES['stock_cameras'])

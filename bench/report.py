@@ -192,6 +192,27 @@ def roundtrip() -> str:
                      'over the echo ms'], rows) + note)
 
 
+def frame_reader() -> str:
+    """The round trip with the executor taking the frames and with the frame reader's
+    thread, alternating in one run (bench/results/frame_reader_ab_dev.json)."""
+    name = 'frame_reader_ab_dev'
+    run = load(name)
+    rows = []
+    for r in run['runs']:
+        for x in r['results']:
+            rows.append([x['input'], str(r['round']), r['code'],
+                         f"**{ms(x['breakdown_p50_ms']['node: wait for the worker'])}**",
+                         ms(x['breakdown_p50_ms']['node: pipeline']),
+                         f"{ms(x['roundtrip_p50_ms'])} / {ms(x['roundtrip_p99_ms'])}",
+                         ms(x['floor_p50_ms']), x['answered']])
+    order = [x['input'] for x in run['runs'][0]['results']]
+    rows.sort(key=lambda row: (order.index(row[0]), row[1]))
+    return (f"{machine(name)}; `{run['command']}`; {run['method']}.\n\n"
+            + table(['input', 'round', 'frames taken by', 'wait for the worker p50 ms',
+                     'pipeline p50 ms', 'RTT p50 / p99 ms', 'bare echo p50 ms', 'answered'],
+                    rows))
+
+
 def capacity() -> str:
     rows = []
     for path in sorted(RESULTS.glob('capacity*.json')):
@@ -351,7 +372,7 @@ TABLES: dict[str, Callable[[], str]] = {
     'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
     'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'bag': bag,
     'lifecycle-memory': lifecycle_memory, 'tasks': tasks, 'ort-threads': ort_threads,
-    'node-memory': node_memory}
+    'node-memory': node_memory, 'frame-reader': frame_reader}
 
 
 def render(text: str) -> str:

@@ -25,6 +25,7 @@ from yolo_trt_ros.core.serving.batch import Served
 from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
 from yolo_trt_ros.core.serving.config import NodeConfig
 from yolo_trt_ros.core.serving.health import CameraStats, dds_loss_fix
+from yolo_trt_ros.ros.frame_reader import FrameReader
 
 # MessageInfo (publication sequence numbers) in subscription callbacks: rclpy of Iron on;
 # Humble's calls every callback with the message alone.
@@ -114,6 +115,12 @@ class CameraInputs:
         self.node, self.config, self.cameras, self.put = node, config, cameras, put
         self._lost_warned = False
         self._unaccounted_said = False
+        self._reader: FrameReader | None = None  # from subscribe_all to unsubscribe
+
+    def _reader_failed(self, exc: Exception) -> None:
+        self.node.get_logger().error(
+            f'taking a frame failed: {type(exc).__name__}: {exc} (please report this); '
+            'the next frame is taken as usual', throttle_duration_sec=10.0)
 
     def _wants_reliable(self, topic: str) -> bool:
         """auto: reliable when every publisher is (as rosbag2 and `ros2 topic echo` do), so
@@ -133,6 +140,7 @@ class CameraInputs:
         if cam.subscription is not None:
             if reliable == cam.reliable:
                 return
+            self._reader.remove(cam.subscription)
             self.node.destroy_subscription(cam.subscription)
         qos = QoSProfile(depth=self.config.qos_depth, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE if reliable
@@ -145,14 +153,16 @@ class CameraInputs:
             cam.stats.sequences.preexisting = {
                 bytes(info.endpoint_gid) for info in
                 self.node.get_publishers_info_by_topic(resolved)}
-        if WITH_MESSAGE_INFO:  # rclpy passes MessageInfo to a callback of two arguments
-            callback = lambda data, info, i=i: self._on_frame(i, data, info)  # noqa: E731
-        else:
-            callback = lambda data, i=i: self._on_frame(i, data, None)  # noqa: E731
+        # Served by the frame reader's thread, not the executor (frame_reader.py says why);
+        # the same handler is the callback, for an executor that ignores callback groups.
+        def on_frame(data: bytes, info: dict | None, i: int = i) -> None:
+            self._on_frame(i, data, info)
         cam.subscription = self.node.create_subscription(
-            msg_type, cam.topic, callback, qos, raw=True,
+            msg_type, cam.topic, on_frame if WITH_MESSAGE_INFO else lambda d: on_frame(d, None),
+            qos, raw=True, callback_group=self._reader.group,
             event_callbacks=SubscriptionEventCallbacks(
                 message_lost=lambda info, i=i: self._on_lost(i, info.total_count_change)))
+        self._reader.add(cam.subscription, on_frame)
         cam.reliable = reliable
         self.node.get_logger().info(f"{cam.topic}: input QoS "
                                     f"{'reliable' if reliable else 'best effort'} "
@@ -180,6 +190,7 @@ class CameraInputs:
     def subscribe_all(self) -> None:
         """Every camera's image (and depth) subscriptions, each logged with its outputs."""
         log, depth = self.node.get_logger(), self.config.depth
+        self._reader = FrameReader(self.node.context, self._reader_failed, WITH_MESSAGE_INFO)
         for i, cam in enumerate(self.cameras):
             self.subscribe(i)
             for pub in cam.outputs:
@@ -200,11 +211,16 @@ class CameraInputs:
 
     def unsubscribe(self) -> None:
         for cam in self.cameras:
+            if cam.subscription is not None:
+                self._reader.remove(cam.subscription)
             for sub in [cam.subscription, *cam.depth_subscriptions]:
                 if sub is not None:
                     self.node.destroy_subscription(sub)
             cam.subscription = cam.reliable = None
             cam.depth_subscriptions = []
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _on_lost(self, camera: int, count: int) -> None:
         cam = self.cameras[camera]

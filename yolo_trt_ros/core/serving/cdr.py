@@ -2,7 +2,7 @@
 
 The detector subscribes with raw=True: rclpy then hands over the serialized message and
 skips building a Python message, whose uint8[] field costs a full copy of the frame in the
-executor thread (about 2.4 ms for 1080p on the H100 host). Only the frames the worker
+thread that takes the frames (about 2.4 ms for 1080p on the H100 host). Only the frames the worker
 actually takes are parsed here, and the pixels stay a zero-copy view of the bytes; frames
 replaced by newer ones are never parsed at all.
 

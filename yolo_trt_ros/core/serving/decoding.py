@@ -281,7 +281,7 @@ class Intake:
         self.decoders: CameraDecoders | None = None
         self._out = self.raw
         # JPEGs passed on by the callbacks, for the worker's GPU batch (counted here: the
-        # callbacks run on the one executor thread)
+        # callbacks run on one thread, the node's frame reader)
         self._direct: list[int] | None = None
         if compressed:
             self._out = LatestFrames(cameras)

@@ -1,9 +1,10 @@
 """Frame memory kept by a detector process from one frame to the next.
 
 A raw subscription hands each frame over as a new bytes object: rclpy allocates it and
-copies the frame in, in the executor thread. glibc's malloc, left to itself, gives the
-freed memory of large blocks back to the kernel: above 128 KB at first, then whatever lies
-free at the top of its heap beyond twice the largest block freed so far. A batch of
+copies the frame in, in the thread that takes the frames (ros/frame_reader.py). glibc's
+malloc, left to itself, gives the freed memory of large blocks back to the kernel: above
+128 KB at first, then whatever lies free at the top of its heap beyond twice the largest
+block freed so far. A batch of
 cameras' 1080p frames (6.2 MB each) freed together goes back that way, and the next
 frames fault fresh pages in, one fault per 4 KB, while they are copied. On the dev machine
 8 cameras x 1080p cost the node 449 page faults a frame this way, and 9 with the memory

@@ -189,3 +189,29 @@ def test_bad_depth_is_one_line_and_a_counter_and_2d_still_flows(bus_jpg, case, c
     lines = [line for line in log.splitlines() if f'({cause}, 1 so far)' in line]
     assert len(lines) == 1 and 'image: no 3D' in lines[0] and words in lines[0], log
     assert 'Traceback' not in log
+
+
+def test_depth_and_camera_info_follow_their_drivers_qos():
+    """camera_info was subscribed reliably, always: a driver publishing it best effort
+    (sensor-data QoS, as many do) never matched, so 3D never came ('depth without
+    camera_info'). Depth was best effort, always: a reliable depth camera's large frames
+    were not resent. Both follow the input QoS now, as the image does (auto)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    best_effort = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+    reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    with running(qos_reliability='auto', depth_topics='depth',
+                 camera_info_topics='info') as (proc, client):
+        info_pub = client.node.create_publisher(CameraInfo, 'info', best_effort)
+        client.wait(lambda: info_pub.get_subscription_count() == 1,
+                    'a best-effort camera_info publisher to match',
+                    explain=lambda: proc.output())
+        depth_pub = client.node.create_publisher(Image, 'depth', reliable)
+        # auto: reliable once the node sees that every depth publisher is (within 1 s)
+        client.wait(lambda: 'depth: input QoS reliable (auto)' in proc.output(),
+                    'the depth subscription to turn reliable', explain=lambda: proc.output())
+        client.wait(lambda: depth_pub.get_subscription_count() == 1,
+                    'the reliable depth subscription to match')
+        log = proc.output()
+    assert 'info: input QoS best effort (auto)' in log
+    assert 'info: input QoS reliable' not in log

@@ -47,6 +47,14 @@ def fast_dds_3() -> bool:
     return True
 
 
+def input_qos(reliable: bool, depth: int) -> QoSProfile:
+    """An input's QoS: keep the newest `depth`, volatile, reliable or best effort."""
+    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable
+                      else ReliabilityPolicy.BEST_EFFORT,
+                      durability=qos_profile_sensor_data.durability)
+
+
 def join(prefix: str, name: str) -> str:
     return f'{prefix}/{name}' if prefix else name
 
@@ -62,7 +70,9 @@ class Camera:
     subscription: object = None
     reliable: bool | None = None  # the input QoS now in use
     detections_3d: object = None  # the publisher, for cameras with depth
+    # depth image and camera_info, and whether each is reliable (auto: as its publishers)
     depth_subscriptions: list = field(default_factory=list)
+    depth_reliable: list = field(default_factory=list)
     masks: object = None  # publishers, for a segment model
     keypoints: object = None  # and a pose model
 
@@ -142,10 +152,7 @@ class CameraInputs:
                 return
             self._reader.remove(cam.subscription)
             self.node.destroy_subscription(cam.subscription)
-        qos = QoSProfile(depth=self.config.qos_depth, history=HistoryPolicy.KEEP_LAST,
-                         reliability=ReliabilityPolicy.RELIABLE if reliable
-                         else ReliabilityPolicy.BEST_EFFORT,
-                         durability=qos_profile_sensor_data.durability)
+        qos = input_qos(reliable, self.config.qos_depth)
         msg_type = CompressedImage if self.config.compressed else Image
         # raw=True: the serialized bytes, no Python message (see core/serving/cdr.py); the
         # worker parses only the frames it takes.
@@ -184,8 +191,10 @@ class CameraInputs:
 
     def follow(self) -> None:
         """Publishers come and go (a camera driver restarts): follow their QoS."""
-        for i in range(len(self.cameras)):
+        for i, cam in enumerate(self.cameras):
             self.subscribe(i)
+            if cam.depth_subscriptions:
+                self.subscribe_depth(i)
 
     def subscribe_all(self) -> None:
         """Every camera's image (and depth) subscriptions, each logged with its outputs."""
@@ -197,17 +206,33 @@ class CameraInputs:
                 if pub is not cam.annotated and pub is not cam.detections_3d:
                     log.info(f'{cam.topic} -> {pub.topic_name}')
             if cam.detections_3d is not None:
-                self.subscribe_depth(i, depth.topics[i], depth.info_topics[i])
+                self.subscribe_depth(i)
                 log.info(f'{depth.topics[i]} + {depth.info_topics[i]} -> '
                          f'{cam.detections_3d.topic_name}')
 
-    def subscribe_depth(self, i: int, depth_topic: str, info_topic: str) -> None:
-        """Depth (serialized, kept for pairing by stamp) and camera_info for camera i."""
-        cam = self.cameras[i]
-        cam.depth_subscriptions = [
-            self.node.create_subscription(Image, depth_topic, cam.state.put_depth,
-                                          qos_profile_sensor_data, raw=True),
-            self.node.create_subscription(CameraInfo, info_topic, cam.state.camera_info, 10)]
+    def subscribe_depth(self, i: int) -> None:
+        """Depth (serialized, kept for pairing by stamp) and camera_info for camera i, or
+        either again where its publishers' QoS changed: the input QoS, as for the image (a
+        fixed best-effort depth lost a reliable camera's large frames in fragments, and a
+        fixed reliable camera_info never matched a best-effort driver's)."""
+        cam, depth = self.cameras[i], self.config.depth
+        inputs = ((Image, depth.topics[i], cam.state.put_depth, True, 5),
+                  (CameraInfo, depth.info_topics[i], cam.state.camera_info, False, 10))
+        subs = cam.depth_subscriptions or [None] * len(inputs)
+        reliable = cam.depth_reliable or [None] * len(inputs)
+        for k, (msg_type, topic, callback, raw, history) in enumerate(inputs):
+            wanted = self._wants_reliable(self.node.resolve_topic_name(topic))
+            if subs[k] is not None:
+                if wanted == reliable[k]:
+                    continue
+                self.node.destroy_subscription(subs[k])
+            subs[k] = self.node.create_subscription(msg_type, topic, callback,
+                                                    input_qos(wanted, history), raw=raw)
+            reliable[k] = wanted
+            self.node.get_logger().info(f"{topic}: input QoS "
+                                        f"{'reliable' if wanted else 'best effort'} "
+                                        f'({self.config.qos_reliability})')
+        cam.depth_subscriptions, cam.depth_reliable = subs, reliable
 
     def unsubscribe(self) -> None:
         for cam in self.cameras:
@@ -217,7 +242,7 @@ class CameraInputs:
                 if sub is not None:
                     self.node.destroy_subscription(sub)
             cam.subscription = cam.reliable = None
-            cam.depth_subscriptions = []
+            cam.depth_subscriptions, cam.depth_reliable = [], []
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -73,9 +73,10 @@ DETECTOR_PARAMETERS: Table = {
     'camera_names': param('', 'output prefix per camera, comma-separated (several cameras); '
                               'empty: derived from the topics'),
     'compressed': param(defaults.COMPRESSED, 'subscribe to sensor_msgs/CompressedImage'),
-    'qos_reliability': param(defaults.QOS_RELIABILITY, 'input QoS reliability: auto '
-                                                       '(reliable when every publisher is), '
-                                                       'reliable or best_effort'),
+    'qos_reliability': param(defaults.QOS_RELIABILITY, 'input QoS reliability (images, '
+                                                       'depth, camera_info): auto (reliable '
+                                                       'when every publisher is), reliable '
+                                                       'or best_effort'),
     'qos_depth': param(defaults.QOS_DEPTH, 'input QoS history depth'),
     'publish_annotated': param(defaults.PUBLISH_ANNOTATED, 'publish detections_image (bgr8) '
                                                            'while someone subscribes'),

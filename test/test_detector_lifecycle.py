@@ -176,10 +176,14 @@ def test_a_reliable_cameras_shallow_history_loses_frames_counted_once_with_its_f
                    explain=lambda: f'{diagnostics_values(diags)}\n{det.output()}')
         executor.shutdown()
     values = diagnostics_values(diags)
-    assert accounted() == count and int(values['lost_in_dds']) > 0, values
+    assert accounted() == count and int(values['frames_in']) < count, values
+    # DDS reports the dropped frames lost when they had started on their way (13-19 of 20
+    # on dev); frames the writer dropped before sending anything of them are not reported
+    # (CI once: none of 19), and count as a gap before the publisher's first frame.
     log = det.output()
-    assert "Fix: give the camera's publisher a deeper history (KEEP_LAST depth)" in log, log
-    assert 'dds_profile:=stock_cameras' not in log and 'sysctl' not in log
+    if int(values['lost_in_dds']):
+        assert "Fix: give the camera's publisher a deeper history (KEEP_LAST depth)" in log, log
+        assert 'dds_profile:=stock_cameras' not in log and 'sysctl' not in log
 
 
 def test_frames_lost_in_dds_are_counted_warned_once_and_diagnosed():

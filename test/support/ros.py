@@ -228,15 +228,12 @@ def double(value: float) -> ParameterValue:
 
 
 def diagnostics_values(diags: list, status: int = 0) -> dict[str, str]:
-    """The last diagnostics' key-values of one status (a camera): for failure messages."""
+    """The last diagnostics' key-values of one status (a camera); {} before any came."""
     return {kv.key: kv.value for kv in diags[-1].status[status].values} if diags else {}
 
 
 def diagnostics_value(diags: list, key: str, status: int = 0) -> str | None:
-    if not diags:
-        return None
-    values = {kv.key: kv.value for kv in diags[-1].status[status].values}
-    return values.get(key)
+    return diagnostics_values(diags, status).get(key)
 
 
 def change_state(client: Client, transition: int, node: str = '/detector') -> bool:

@@ -55,6 +55,13 @@ def input_qos(reliable: bool, depth: int) -> QoSProfile:
                       durability=qos_profile_sensor_data.durability)
 
 
+def is_reliable(subscription: Subscription | None) -> bool | None:
+    """Whether a subscription is reliable; None where there is none (yet)."""
+    if subscription is None:
+        return None
+    return subscription.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+
+
 def join(prefix: str, name: str) -> str:
     return f'{prefix}/{name}' if prefix else name
 
@@ -68,11 +75,8 @@ class Camera:
     stats: CameraStats
     state: CameraState  # tracks, depth frames, camera model (core/serving/cameras.py)
     subscription: object = None
-    reliable: bool | None = None  # the input QoS now in use
     detections_3d: object = None  # the publisher, for cameras with depth
-    # depth image and camera_info, and whether each is reliable (auto: as its publishers)
-    depth_subscriptions: list = field(default_factory=list)
-    depth_reliable: list = field(default_factory=list)
+    depth_subscriptions: list = field(default_factory=list)  # depth image, camera_info
     masks: object = None  # publishers, for a segment model
     keypoints: object = None  # and a pose model
 
@@ -142,21 +146,33 @@ class CameraInputs:
         return bool(infos) and all(
             i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
 
+    def _reliability_to_use(self, resolved: str, subscription: Subscription | None
+                            ) -> bool | None:
+        """The reliability the subscription to `resolved` should have; None where
+        `subscription` has it already."""
+        wanted = self._wants_reliable(resolved)
+        return None if wanted == is_reliable(subscription) else wanted
+
+    def _said(self, topic: str, reliable: bool, history: int) -> None:
+        self.node.get_logger().info(f"{topic}: input QoS "
+                                    f"{'reliable' if reliable else 'best effort'} "
+                                    f'({self.config.qos_reliability}), depth {history}')
+
     def subscribe(self, i: int) -> None:
         """Subscribe camera i, or subscribe again where its publishers' QoS changed."""
         cam = self.cameras[i]
         resolved = self.node.resolve_topic_name(cam.topic)
-        reliable = self._wants_reliable(resolved)
+        reliable = self._reliability_to_use(resolved, cam.subscription)
+        if reliable is None:
+            return
         if cam.subscription is not None:
-            if reliable == cam.reliable:
-                return
             self._reader.remove(cam.subscription)
             self.node.destroy_subscription(cam.subscription)
         qos = input_qos(reliable, self.config.qos_depth)
         msg_type = CompressedImage if self.config.compressed else Image
         # raw=True: the serialized bytes, no Python message (see core/serving/cdr.py); the
         # worker parses only the frames it takes.
-        if cam.reliable is None:  # the first subscription: publishers there before the node
+        if cam.subscription is None:  # the first: publishers there before the node
             cam.stats.sequences.preexisting = {
                 bytes(info.endpoint_gid) for info in
                 self.node.get_publishers_info_by_topic(resolved)}
@@ -170,11 +186,7 @@ class CameraInputs:
             event_callbacks=SubscriptionEventCallbacks(
                 message_lost=lambda info, i=i: self._on_lost(i, info.total_count_change)))
         self._reader.add(cam.subscription, on_frame)
-        cam.reliable = reliable
-        self.node.get_logger().info(f"{cam.topic}: input QoS "
-                                    f"{'reliable' if reliable else 'best effort'} "
-                                    f'({self.config.qos_reliability}), depth '
-                                    f'{self.config.qos_depth}')
+        self._said(cam.topic, reliable, self.config.qos_depth)
 
     def _on_frame(self, camera: int, data: bytes, info: dict | None) -> None:
         """A frame, and what rmw says of it (MessageInfo; None on Humble's rclpy)."""
@@ -219,20 +231,16 @@ class CameraInputs:
         inputs = ((Image, depth.topics[i], cam.state.put_depth, True, 5),
                   (CameraInfo, depth.info_topics[i], cam.state.camera_info, False, 10))
         subs = cam.depth_subscriptions or [None] * len(inputs)
-        reliable = cam.depth_reliable or [None] * len(inputs)
         for k, (msg_type, topic, callback, raw, history) in enumerate(inputs):
-            wanted = self._wants_reliable(self.node.resolve_topic_name(topic))
+            reliable = self._reliability_to_use(self.node.resolve_topic_name(topic), subs[k])
+            if reliable is None:
+                continue
             if subs[k] is not None:
-                if wanted == reliable[k]:
-                    continue
                 self.node.destroy_subscription(subs[k])
             subs[k] = self.node.create_subscription(msg_type, topic, callback,
-                                                    input_qos(wanted, history), raw=raw)
-            reliable[k] = wanted
-            self.node.get_logger().info(f"{topic}: input QoS "
-                                        f"{'reliable' if wanted else 'best effort'} "
-                                        f'({self.config.qos_reliability})')
-        cam.depth_subscriptions, cam.depth_reliable = subs, reliable
+                                                    input_qos(reliable, history), raw=raw)
+            self._said(topic, reliable, history)
+        cam.depth_subscriptions = subs
 
     def unsubscribe(self) -> None:
         for cam in self.cameras:
@@ -241,8 +249,8 @@ class CameraInputs:
             for sub in [cam.subscription, *cam.depth_subscriptions]:
                 if sub is not None:
                     self.node.destroy_subscription(sub)
-            cam.subscription = cam.reliable = None
-            cam.depth_subscriptions, cam.depth_reliable = [], []
+            cam.subscription = None
+            cam.depth_subscriptions = []
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -252,7 +260,8 @@ class CameraInputs:
         cam.stats.lost += count
         if not self._lost_warned:
             self._lost_warned = True
-            fix = dds_loss_fix(detector_side=fast_dds_3(), reliable=bool(cam.reliable))
+            fix = dds_loss_fix(detector_side=fast_dds_3(),
+                               reliable=bool(is_reliable(cam.subscription)))
             self.node.get_logger().warning(
                 f'{cam.topic}: {cam.stats.lost} frames lost in DDS before reaching the '
                 f'detector. Fix: {fix}')

@@ -21,7 +21,8 @@ class Window:
     without that event (`replaced`: replaced in the subscription's queue before the node
     took them, or dropped on the way unreported; a deeper queue did not reduce them in
     bench/capacity.py, so not only the first), published before the subscription matched
-    (a new publisher, a QoS switch)."""
+    (a new publisher, a QoS switch; also where a reliable camera's shallow history dropped
+    its first frames before sending any of them, which DDS does not report)."""
 
     frames_in: int
     processed: int

@@ -227,6 +227,32 @@ def capacity() -> str:
                   'dropped in node', 'lost before it', 'worst p99 ms'], rows)
 
 
+def gpu_path() -> str:
+    """Issue 21 item 6: the GPU path's variants side by side, per run
+    (bench/results/gpu_path_h200_host.json)."""
+    name = 'gpu_path_h200_host'
+    run = load(name)
+    path, pinned = 'GPU path, all but inference (', 'preprocess GPU: copy to pinned ('
+    variants = (('stream-ordered', f'{path}stream-ordered'),
+                ('graph, NMS on the host', f'{path}CUDA graph, NMS on the host'),
+                ('graph, NMS on the GPU (default)', f'{path}CUDA graph)'),
+                ('upload from pageable + kernel', 'preprocess GPU: upload from pageable'),
+                ('pinned, 2 threads + upload + kernel', f'{pinned}2 threads'),
+                ('pinned, 4 threads + upload + kernel', f'{pinned}4 threads'))
+    rows = []
+    for size in ('640x480', '1280x720', '1920x1080'):
+        for r in run['runs']:
+            found = {label: next(x for x in r['results']
+                                 if x['stage'].startswith(prefix) and x['size'] == size)
+                     for label, prefix in variants}
+            rows.append([size, str(r['run'])] + [
+                f"{'**' if 'default' in label else ''}{ms(x['median_ms'])}"
+                f"{'**' if 'default' in label else ''} / {ms(x['p99_ms'])}"
+                for label, x in found.items()])
+    return (f"{machine(name)}; `{run['command']}`; {run['commit']}. p50 / p99 ms.\n\n"
+            + table(['input', 'run'] + [label for label, _ in variants], rows))
+
+
 def gpu_stages() -> str:
     rows = [[r['stage'], r['size'], ms(r['median_ms']), ms(r['p99_ms']), r['note']]
             for r in load('gpu_stages_h200')['results']]
@@ -369,6 +395,7 @@ def node_memory() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     'speed': speed, 'stages': stages, 'roundtrip': roundtrip, 'capacity': capacity,
+    'gpu-path': gpu_path,
     'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
     'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'bag': bag,
     'lifecycle-memory': lifecycle_memory, 'tasks': tasks, 'ort-threads': ort_threads,

@@ -158,7 +158,8 @@ def test_graphs_that_are_not_replayed_turn_off_and_seen_keys_are_bounded(cuda, s
         cuda.free(device)
 
 
-def standin_detector(tmp_path, name: str, graphs: bool, max_batch: int = 4):
+def standin_detector(tmp_path, name: str, graphs: bool, max_batch: int = 4,
+                     gpu_nms: bool = True):
     from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
     from yolo_trt_ros.core.gpu.cuda import CudaRuntime
     from yolo_trt_ros.core.runtime.detector import Detector
@@ -166,7 +167,7 @@ def standin_detector(tmp_path, name: str, graphs: bool, max_batch: int = 4):
 
     engine = gpu_standin.make_engine(tmp_path / f'{name}.engine', max_batch=max_batch)
     return Detector(TensorRTBackend(engine, trt=gpu_standin, cuda=CudaRuntime()),
-                    cuda_graphs=graphs)
+                    cuda_graphs=graphs, gpu_nms=gpu_nms)
 
 
 def frame(h: int, w: int, seed: int) -> np.ndarray:
@@ -188,20 +189,29 @@ def same(a, b) -> None:
     np.testing.assert_array_equal(a.scores, b.scores)
 
 
-def test_the_detector_replays_its_frames_exactly_as_it_runs_them(tmp_path):
-    """Graphs on and off give the same detections frame by frame; each replay letterboxes
-    the new frame (the engine input equals the CPU letterbox of that frame), a new frame
-    size or threshold is a new key, and a class filter changed between replays is read as
-    it is at each replay."""
+@pytest.mark.parametrize('staging, threads', [('direct', 1), ('pinned', 1), ('pinned', 3)])
+def test_the_detector_replays_its_frames_exactly_as_it_runs_them(tmp_path, monkeypatch,
+                                                                staging, threads):
+    """Graphs on and off (and NMS on the GPU in the graph, on the host without) give the
+    same detections frame by frame; each replay letterboxes
+    the new frame (the engine input equals the CPU letterbox of that frame; with pinned
+    staging the graph holds the frame's upload too, which must read the new frame), a new
+    frame size or threshold is a new key, and a class filter changed between replays is
+    read as it is at each replay."""
+    from yolo_trt_ros.core.gpu import preprocess
     from yolo_trt_ros.core.pipeline.preprocess import Preprocessor
+
+    monkeypatch.setattr(preprocess, 'STAGING', staging)
+    monkeypatch.setattr(preprocess, 'COPY_THREADS', threads)
 
     cpu = Preprocessor(640, 640)
     frames = [frame(1080, 1920, i) for i in range(4)] + [frame(480, 640, 9)] * 3 + \
         [frame(1080, 1920, 5)] * 2
     posts = [{}] * 4 + [{}] * 3 + [{'conf_threshold': 0.5}] * 2
     with standin_detector(tmp_path, 'a', True) as fast, \
-            standin_detector(tmp_path, 'b', False) as plain:
+            standin_detector(tmp_path, 'b', False, gpu_nms=False) as plain:
         assert fast.graphs is not None and plain.graphs is None
+        assert fast.staging == (staging if staging == 'direct' else f'pinned x{threads}')
         for i, (pixels, post) in enumerate(zip(frames, posts, strict=True)):
             for det in (fast, plain):
                 det.set_post(**post)
@@ -227,7 +237,19 @@ def test_the_detector_replays_its_frames_exactly_as_it_runs_them(tmp_path):
             a, b = fast.detect([view])[0], plain.detect([view])[0]
             same(a, b)
             assert len(a) > 0 and (classes is None or set(a.class_ids.tolist()) == set(classes))
+        # NMS's settings are baked into the graph: each is part of the key
+        settings = [{'iou_threshold': 0.3}] * 2 + [{'max_detections': 3}] * 2 + \
+            [{'agnostic': True}] * 2 + [{'iou_threshold': 0.9, 'agnostic': True}] * 2 + [{}] * 2
+        for changes in settings:
+            post = {'classes': None, 'conf_threshold': 0.25, 'iou_threshold': 0.7,
+                    'max_detections': 300, 'agnostic': False, **changes}
+            for det in (fast, plain):
+                det.set_post(**post)
+            a, b = fast.detect([view])[0], plain.detect([view])[0]
+            same(a, b)
+            assert len(a) == 3 if post['max_detections'] == 3 else len(a) > 3
         assert fast.graphs.enabled
+        assert (fast.nms_device, plain.nms_device) == ('gpu', 'cpu')
 
 
 def test_batches_and_device_frames_replay_too(tmp_path):

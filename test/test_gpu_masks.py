@@ -100,9 +100,12 @@ def test_nan_prototypes_are_refused_on_the_gpu_as_on_the_cpu(device):
         gpu(device.upload(protos), 32, protos.shape[1:], coefficients, boxes, geometry)
 
 
+@pytest.mark.parametrize('nms', [True, False], ids=['gpu-nms', 'host-nms'])
 @pytest.mark.parametrize('dtype', [np.float32, np.float16])
 @pytest.mark.parametrize('task', sorted(HEADS))
-def test_gpu_decoder_equals_postprocess_for_every_head(device, task, dtype):
+def test_gpu_decoder_equals_postprocess_for_every_head(device, task, dtype, nms):
+    """Each head's extra values (masks, keypoints) come back with the rows NMS kept, on
+    the GPU or the host (an oriented head's rotated NMS is always the host's)."""
     head = HEADS[task]
     images = [task_output(task, classes=1 if task == 'pose' else 5, objects=12, seed=s)
               for s in range(3)]
@@ -121,7 +124,9 @@ def test_gpu_decoder_equals_postprocess_for_every_head(device, task, dtype):
             return lambda c, b: masks(protos_ptr + slot * per_image, 32, protos.shape[2:], c,
                                       b, geometry, slot)
         maskers = [maker(i, box) for i, box in enumerate(BOXES)]
-    with GpuDecoder('yolov8', outputs.shape, dtype, stream=device.stream, head=head) as dec:
+    with GpuDecoder('yolov8', outputs.shape, dtype, stream=device.stream, head=head,
+                    nms=nms) as dec:
+        assert (dec.nms is not None) == (nms and task != 'obb')
         got = dec(ptr, BOXES, cfg, maskers)
     for i, (det, box) in enumerate(zip(got, BOXES, strict=True)):
         want = postprocess(outputs[i], 'yolov8', box, cfg, head,

@@ -10,6 +10,7 @@ from support.needs import reference_install
 
 from yolo_trt_ros.core.gpu import decode as gpu_decode
 from yolo_trt_ros.core.gpu import masks as gpu_masks
+from yolo_trt_ros.core.gpu import nms as gpu_nms
 from yolo_trt_ros.core.gpu.cuda import CudaRuntime
 from yolo_trt_ros.core.gpu.nvrtc import pick_target, supported_archs
 from yolo_trt_ros.core.gpu.preprocess import GpuPreprocessor, compile_kernel
@@ -22,7 +23,8 @@ TARGETS = ['sm_75', 'sm_80', 'sm_86', 'sm_87', 'sm_89', 'sm_90', 'sm_120', 'comp
 
 KERNELS = {'preprocess': (compile_kernel, ('letterbox_chw_f32', 'letterbox_chw_f16')),
            'decode': (gpu_decode.compile_kernel, gpu_decode.KERNEL_NAMES),
-           'masks': (gpu_masks.compile_kernel, gpu_masks.KERNEL_NAMES)}
+           'masks': (gpu_masks.compile_kernel, gpu_masks.KERNEL_NAMES),
+           'nms': (gpu_nms.compile_kernel, gpu_nms.KERNEL_NAMES)}
 
 
 @pytest.mark.parametrize('kernel', sorted(KERNELS))
@@ -125,6 +127,40 @@ def test_gpu_matches_cpu(encoding, size, dtype, layout):
     assert box_gpu == box_cpu
     tol = 1 / 255 if dtype == np.float32 else 1 / 255 + 1e-3  # fp16 adds its rounding
     assert np.abs(out - cpu.buffer[0]).max() <= tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('threads', [1, 4])
+@pytest.mark.parametrize('layout', ['contiguous', 'row-padded'])
+@pytest.mark.parametrize('size', [(1080, 1920), (721, 1281), (9, 16)])
+def test_pinned_staging_with_copy_threads_matches_cpu(size, layout, threads):
+    """Frames copied into pinned memory by several threads, then uploaded with the kernel
+    (frame after frame into the same staging, as a camera's frames are)."""
+    h, w = size
+    cpu = Preprocessor(416, 416, dtype=np.float32)
+    stream = CudaRuntime().stream_create()
+    try:
+        with GpuPreprocessor(416, 416, stream=stream, staging='pinned',
+                             copy_threads=threads) as gpu:
+            for seed in range(3):
+                pixels = camera_like(h, w, 3, seed=seed)
+                if layout == 'row-padded':
+                    padded = np.zeros((h, w * 3 + 5), np.uint8)
+                    padded[:, :w * 3] = pixels.reshape(h, -1)
+                    pixels = padded[:, :w * 3].reshape(h, w, 3)
+                view = ImageView(pixels, 'bgr')
+                assert gpu(view) == cpu(view)
+                out = gpu.download()[0]
+                assert np.abs(out - cpu.buffer[0]).max() <= 1 / 255, seed
+    finally:
+        CudaRuntime().stream_destroy(stream)
+
+
+def test_wrong_staging_arguments_are_refused_before_any_gpu_work():
+    with pytest.raises(ValueError, match="'pinned' or 'direct'"):
+        GpuPreprocessor(416, 416, staging='zero-copy')
+    with pytest.raises(ValueError, match='copy_threads must be at least 1'):
+        GpuPreprocessor(416, 416, copy_threads=0)
 
 
 @pytest.mark.gpu

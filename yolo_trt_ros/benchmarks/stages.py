@@ -30,6 +30,7 @@ from yolo_trt_ros.core.pipeline.preprocess import Letterbox, Preprocessor
 from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 
 SIZES = ((480, 640), (720, 1280), (1080, 1920))
+COPY_THREADS = (1, 2, 4)  # pinned staging's copy threads measured (core/gpu/host_copy.py)
 CLASSES, ANCHORS, INPUT = 80, 8400, 640  # a YOLOv8/11 640 export: output (1, 84, 8400)
 
 
@@ -318,18 +319,22 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> float
 
             report.add('preprocess GPU: upload from pageable + kernel', size,
                        measure(upload_direct, frames, warmup), 'staging=direct')
-        with GpuPreprocessor(INPUT, INPUT, stream=stream, cuda=cuda, staging='pinned') as gpu:
-            def preprocess():
-                gpu(view)
-                cuda.stream_synchronize(stream)
+        for threads in COPY_THREADS:
+            with GpuPreprocessor(INPUT, INPUT, stream=stream, cuda=cuda, staging='pinned',
+                                 copy_threads=threads) as gpu:
+                def preprocess(gpu=gpu):
+                    gpu(view)
+                    cuda.stream_synchronize(stream)
 
-            def download():
-                cuda.copy_to_host(h_out.ctypes.data, d_out, out_bytes, stream)
-                cuda.stream_synchronize(stream)
+                report.add(f'preprocess GPU: copy to pinned ({threads} thread'
+                           f'{"s" if threads > 1 else ""}) + upload + kernel', size,
+                           measure(preprocess, frames, warmup), probe_gpu().name)
 
-            report.add('preprocess GPU: copy to pinned + upload + kernel', size,
-                       measure(preprocess, frames, warmup), probe_gpu().name)
-            report.add('download (1, 84, 8400) float32', size, measure(download, frames, warmup))
+        def download():
+            cuda.copy_to_host(h_out.ctypes.data, d_out, out_bytes, stream)
+            cuda.stream_synchronize(stream)
+
+        report.add('download (1, 84, 8400) float32', size, measure(download, frames, warmup))
     finally:
         cuda.free(d_out)
         cuda.free_host(h_out_ptr)
@@ -370,12 +375,16 @@ def _gpu_detector(report, view, data, h, w, size, frames, warmup) -> float | Non
         with Detector(TensorRTBackend(engine, trt=standin, cuda=CudaRuntime()),
                       cuda_graphs=False) as plain:
             plain_all = _gpu_path(report, plain, data, h, w, size, frames, warmup, header)
+        with Detector(TensorRTBackend(engine, trt=standin, cuda=CudaRuntime()),
+                      gpu_nms=False) as host_nms:
+            host_all = _gpu_path(report, host_nms, data, h, w, size, frames, warmup, header)
         backend = TensorRTBackend(engine, trt=standin, cuda=CudaRuntime())
         with Detector(backend) as det:
             names = det.label
             gpu_all = _gpu_path(report, det, data, h, w, size, frames, warmup, header)
             gpu_all.note += (f'; {plain_all.median_ms / gpu_all.median_ms:.2f}x as fast as '
-                             f'without, same run')
+                             f'without a graph, {host_all.median_ms / gpu_all.median_ms:.2f}x '
+                             f'as with NMS on the host, same run')
             jpeg = cv2.imencode('.jpg', camera_frame(h, w),
                                 [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
@@ -410,9 +419,11 @@ def _gpu_path(report, det, data, h, w, size, frames, warmup, header) -> Result:
 
     times = measure(everything, frames, warmup)
     graphs = det.graphs is not None and det.graphs.enabled and det.graphs.launches > 0
-    where = (f'preprocess {det.preprocess_device}, decode {det.decode_device}, '
+    where = (f'preprocess {det.preprocess_device} (staging {det.staging}), decode '
+             f'{det.decode_device}, NMS {det.nms_device}, '
              f'{"one CUDA graph" if graphs else "no CUDA graph"}')
-    what = 'CUDA graph' if graphs else 'stream-ordered, no CUDA graph'
+    what = ('CUDA graph' if graphs else 'stream-ordered, no CUDA graph') + (
+        ', NMS on the host' if det.nms_device == 'cpu' else '')
     return report.add(f'GPU path, all but inference ({what}): view, upload, kernel, stand-in, '
                       f'GPU decode, NMS, CDR message', size, times, where)
 

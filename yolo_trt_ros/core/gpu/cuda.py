@@ -49,6 +49,14 @@ def check(result, call: str):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def host_array(ptr: int, nbytes: int, dtype, shape: tuple[int, ...]):
+    """A numpy view of nbytes of host memory at ptr (pinned memory from malloc_host)."""
+    import ctypes
+
+    import numpy as np
+    return np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), dtype).reshape(shape)
+
+
 @dataclass(frozen=True)
 class GpuInfo:
     """What auto-selection and the engine cache need to know about the GPU, if any."""
@@ -118,3 +126,11 @@ class CudaRuntime:
     def copy_to_host(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         check(self.rt.cudaMemcpyAsync(dst, src, nbytes, kind, stream), 'cudaMemcpyAsync(D2H)')
+
+    def copy_rows_to_host(self, dst: int, src: int, pitch: int, width: int, rows: int,
+                          stream: int) -> None:
+        """The first `width` bytes of `rows` rows, `pitch` bytes apart on both sides: one
+        copy (capturable) for a slice of every image of a batch."""
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        check(self.rt.cudaMemcpy2DAsync(dst, pitch, src, pitch, width, rows, kind, stream),
+              'cudaMemcpy2DAsync(D2H)')

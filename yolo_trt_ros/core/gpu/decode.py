@@ -1,12 +1,17 @@
-"""Decode YOLO outputs on the GPU where the engine wrote them; download candidates only.
+"""Decode YOLO outputs on the GPU where the engine wrote them; download what NMS kept.
 
 One CUDA kernel (compiled by NVRTC, see nvrtc.py) gives each anchor a thread: it finds
 the anchor's best allowed class, applies the confidence threshold (YOLOv5: objectness
 first, then objectness x class score) and appends the survivors through an atomic counter
-to a device buffer. The host downloads the per-image counts, then only those rows (a few
-hundred bytes instead of the 2.7 MB (1, 84, 8400) output), and finishes with the same
-NMS and letterbox un-mapping as the CPU decoder (postprocess.select), so the detections
-are identical to `postprocess()`'s.
+to a device buffer. NMS then runs on the GPU too (nms.py, the host's result exactly), and
+the host downloads each image's count and the rows NMS kept, in the same queue (one
+synchronisation per frame), a few kilobytes instead of the 2.7 MB (1, 84, 8400) output,
+and un-maps the boxes to the frame as the CPU decoder does (postprocess.kept_detections),
+so the detections are identical to `postprocess()`'s. Where NMS stays on the host (an
+oriented head, or an image the GPU's NMS leaves to it), the count comes with the first
+rows of each image (HEAD_BYTES: a real frame's candidates nearly always fit; the rows
+beyond them are fetched after a second synchronisation) and the host runs the CPU
+decoder's NMS (postprocess.select).
 
 Exactness: scores are compared in float32 (as numpy compares a float32 array with a
 Python float), fp16 outputs are widened exactly, YOLOv5 products are rounded once
@@ -20,15 +25,22 @@ from its downloaded output instead: never truncated.
 """
 from __future__ import annotations
 
-import ctypes
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from yolo_trt_ros.core.errors import CudaError, OutputError
-from yolo_trt_ros.core.gpu.cuda import CudaRuntime, check, probe_gpu
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime, check, host_array, probe_gpu
+from yolo_trt_ros.core.gpu.nms import GpuNms
 from yolo_trt_ros.core.gpu.nvrtc import FLOAT_LOADS, compile_source, launch, load_functions
-from yolo_trt_ros.core.pipeline.decode import Masker, decode_candidates, select, xywh_to_xyxy
+from yolo_trt_ros.core.pipeline.decode import (
+    Masker,
+    decode_candidates,
+    kept_detections,
+    select,
+    xywh_to_xyxy,
+)
 from yolo_trt_ros.core.pipeline.head import Head
 from yolo_trt_ros.core.pipeline.preprocess import Letterbox
 from yolo_trt_ros.core.pipeline.results import Detections, PostprocessConfig
@@ -90,17 +102,18 @@ DECODE_ENTRY(decode_yolov5_f16, u16, true)
 '''
 KERNEL_NAMES = tuple(f'decode_{fmt}_{t}' for fmt in ('yolov8', 'yolov5') for t in ('f32', 'f16'))
 FORMATS = ('yolov8', 'yolov5')  # end2end outputs are already decoded: download them whole
+_LOG = logging.getLogger(__name__)
 ROW_FIELDS = 8
 BLOCK = 256
+# Candidate rows per image downloaded with the counts, before they are known: 32 KB (1024
+# rows of a detect head, 204 of a segment head's) costs about a microsecond of copy and
+# saves a second round trip to the GPU for nearly every frame.
+HEAD_BYTES = 32 << 10
 
 
 def compile_kernel(arch: str) -> bytes:
     """KERNEL_SOURCE for arch ('sm_90': cubin, 'compute_90': PTX); needs no GPU."""
     return compile_source(KERNEL_SOURCE, arch, 'gpu_decode.cu')
-
-
-def _host_array(ptr: int, nbytes: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
-    return np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), dtype).reshape(shape)
 
 
 class GpuDecoder:
@@ -111,7 +124,11 @@ class GpuDecoder:
 
     shape: the output's largest shape (batch first); a call may decode fewer images.
     capacity: candidate rows per image (default: all anchors, which cannot overflow).
-    All work is queued on `stream`; a call synchronises it twice (counts, then rows).
+    nms: suppress on the GPU (nms.py) where the head allows (not an oriented head, whose
+    rotated NMS stays on the host): only the kept rows come back.
+    All work is queued on `stream`; a call synchronises it once, twice where an image's
+    rows must come after its count (more candidates than the head rows that came with the
+    counts, or an image the GPU's NMS left to the host).
     A call is prepare() + queue() (capturable in a CUDA graph) + collect().
     Device and pinned buffers are allocated once, in the constructor; `close()` frees them.
     """
@@ -119,7 +136,7 @@ class GpuDecoder:
     def __init__(self, fmt: str, shape: tuple[int, int, int], dtype=np.float32,
                  capacity: int | None = None, stream: int = 0, cuda: CudaRuntime | None = None,
                  compute_capability: tuple[int, int] | None = None,
-                 head: Head | None = None) -> None:
+                 head: Head | None = None, nms: bool = True) -> None:
         self.head = head or Head(fmt=fmt)
         self.extras = self.head.extras
         if self.extras and fmt != 'yolov8':
@@ -141,6 +158,7 @@ class GpuDecoder:
         self.capacity = self.anchors if capacity is None else int(capacity)
         if self.capacity < 1:
             raise ValueError(f'capacity must be at least 1, got {capacity}')
+        self.head_rows = min(self.capacity, max(1, HEAD_BYTES // (self.row_fields * 4)))
         self.image_bytes = rows * cols * self.dtype.itemsize
         cc = compute_capability or probe_gpu().compute_capability
         if cc is None:
@@ -150,11 +168,19 @@ class GpuDecoder:
                                       cc)[f'decode_{fmt}_{suffix}']
         self.cuda, self.stream = cuda or CudaRuntime(), stream
         self._pointers: list[tuple[str, int]] = []  # (kind, pointer) freed by close()
+        self.nms: GpuNms | None = None
         try:
             self._allocate()
         except BaseException:
             self.close()  # what was allocated before the failure
             raise
+        # anchors below 2^20: the sort key holds an anchor in 20 bits
+        if nms and self.head.task != 'obb' and self.anchors < 1 << 20:
+            try:
+                self.nms = GpuNms(self.batch, self.row_fields, self.cuda, stream, cc,
+                                  self._alloc)
+            except CudaError as exc:  # decoding stays on the GPU; NMS on the host
+                _LOG.warning(f'NMS on the GPU unavailable ({exc}); NMS on the host')
 
     def _allocate(self) -> None:
         row_bytes = self.batch * self.capacity * self.row_fields * 4
@@ -164,10 +190,10 @@ class GpuDecoder:
         counts_ptr = self._alloc('host', self.batch * 4)
         rows_ptr = self._alloc('host', row_bytes)
         allowed_ptr = self._alloc('host', self.classes * 4)
-        self._counts = _host_array(counts_ptr, self.batch * 4, np.int32, (self.batch,))
-        self._rows = _host_array(rows_ptr, row_bytes, np.float32,
+        self._counts = host_array(counts_ptr, self.batch * 4, np.int32, (self.batch,))
+        self._rows = host_array(rows_ptr, row_bytes, np.float32,
                                  (self.batch, self.capacity, self.row_fields))
-        self._allowed = _host_array(allowed_ptr, self.classes * 4, np.int32, (self.classes,))
+        self._allowed = host_array(allowed_ptr, self.classes * 4, np.int32, (self.classes,))
         self._allowed_for: tuple[int, ...] | None = None  # cfg.classes _d_allowed holds
         self._fallback: np.ndarray | None = None  # pinned output copy, made on first overflow
 
@@ -197,7 +223,7 @@ class GpuDecoder:
         its OutputError in place of its detections."""
         n_allowed = self.prepare(cfg)
         if n_allowed:
-            self.queue(output_ptr, len(boxes), n_allowed, cfg.conf_threshold)
+            self.queue(output_ptr, len(boxes), n_allowed, cfg)
         return self.collect(output_ptr, boxes, cfg, maskers, n_allowed)
 
     def prepare(self, cfg: PostprocessConfig) -> int:
@@ -206,9 +232,11 @@ class GpuDecoder:
         that a captured queue() reads the buffer as it is at each replay."""
         return self._class_filter(cfg.classes)
 
-    def queue(self, output_ptr: int, images: int, n_allowed: int, conf: float) -> None:
-        """Queue the decode kernel and the counts' download; no synchronisation, no host
-        work that depends on the data (so it can be captured in a CUDA graph)."""
+    def queue(self, output_ptr: int, images: int, n_allowed: int,
+              cfg: PostprocessConfig) -> None:
+        """Queue the decode kernel, the GPU's NMS where it runs, and the downloads; no
+        synchronisation, no host work that depends on the data (so it can be captured in a
+        CUDA graph, keyed by cfg's thresholds, max_detections and agnostic)."""
         if not 0 < images <= self.batch:
             raise ValueError(f'{images} images for a decoder of batch {self.batch}')
         check(self.cuda.rt.cudaMemsetAsync(self._d_counts, 0, images * 4, self.stream),
@@ -217,10 +245,18 @@ class GpuDecoder:
                [np.uint64(output_ptr), np.int32(self.anchors), np.int32(self.classes),
                 np.int32(self.extras),
                 np.uint64(self._d_allowed), np.int32(n_allowed),
-                np.float32(conf), np.uint64(self._d_counts),
+                np.float32(cfg.conf_threshold), np.uint64(self._d_counts),
                 np.uint64(self._d_rows), np.int32(self.capacity)], self.stream)
         self.cuda.copy_to_host(self._counts.ctypes.data, self._d_counts, images * 4,
                                self.stream)
+        if self.nms is not None:
+            self.nms.queue(self._d_counts, self._d_rows, self.capacity, images,
+                           cfg.iou_threshold, cfg.max_detections, cfg.agnostic)
+            return
+        row_bytes = self.row_fields * 4  # each image's head rows: one copy for the batch
+        self.cuda.copy_rows_to_host(self._rows.ctypes.data, self._d_rows,
+                                    self.capacity * row_bytes, self.head_rows * row_bytes,
+                                    images, self.stream)
 
     def collect(self, output_ptr: int, boxes: Sequence[Letterbox], cfg: PostprocessConfig,
                 maskers: Sequence[Masker] | None, n_allowed: int
@@ -233,27 +269,45 @@ class GpuDecoder:
             return [Detections.empty() for _ in boxes]
         self.cuda.stream_synchronize(self.stream)
         counts = self._counts[:images].tolist()
-        row_bytes = self.capacity * self.row_fields * 4
+        nms = self.nms
+        kept = [None] * images if nms is None else [nms.kept(i) for i in range(images)]
+        row_bytes = self.row_fields * 4
+        head, more = (self.head_rows if nms is None else 0), False
         for i, count in enumerate(counts):
+            if kept[i] is not None:  # decided on the GPU
+                continue
             if count > self.capacity:
                 self._download_output(output_ptr, i)
-            elif count:
-                self.cuda.copy_to_host(self._rows[i].ctypes.data, self._d_rows + i * row_bytes,
-                                       count * self.row_fields * 4, self.stream)
-        self.cuda.stream_synchronize(self.stream)
+            elif count > head:  # the rows beyond the head that came with the counts
+                self.cuda.copy_to_host(self._rows[i, head:].ctypes.data,
+                                       self._d_rows + (i * self.capacity + head) * row_bytes,
+                                       (count - head) * row_bytes, self.stream)
+            else:
+                continue
+            more = True
+        if more:
+            self.cuda.stream_synchronize(self.stream)
         maskers = maskers or [None] * images
         results: list[Detections | OutputError] = []
         for i, (count, box, masker) in enumerate(zip(counts, boxes, maskers, strict=True)):
             try:
-                results.append(self._finish(i, count, box, cfg, masker))
+                results.append(self._finish(i, count, box, cfg, masker) if kept[i] is None
+                               else self._from_kept(kept[i], box, masker))
             except OutputError as exc:
                 results.append(exc)
         return results
 
+    def _from_kept(self, rows: np.ndarray, box: Letterbox, masker: Masker | None
+                   ) -> Detections:
+        """Detections from the rows the GPU's NMS kept, best first."""
+        return kept_detections(xywh_to_xyxy(rows[:, 3:7]), rows[:, 2],
+                               rows.view(np.int32)[:, 1], rows[:, ROW_FIELDS:], box,
+                               self.head, masker)
+
     def _download_output(self, output_ptr: int, image: int) -> None:
         if self._fallback is None:
             nbytes = self.batch * self.image_bytes
-            self._fallback = _host_array(self._alloc('host', nbytes), nbytes, self.dtype,
+            self._fallback = host_array(self._alloc('host', nbytes), nbytes, self.dtype,
                                          (self.batch, self.image_bytes // self.dtype.itemsize))
         self.cuda.copy_to_host(self._fallback[image].ctypes.data,
                                output_ptr + image * self.image_bytes, self.image_bytes,

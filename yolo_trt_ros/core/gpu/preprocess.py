@@ -4,8 +4,9 @@ The kernel reads the camera frame as uploaded (uint8 HWC, 1, 3 or 4 channels, an
 pitch), samples it bilinearly exactly as OpenCV's INTER_LINEAR does (half-pixel centres,
 clamped borders), pads with 114, reorders channels, scales to 0..1 and writes CHW float32
 or float16 straight into the engine's input buffer. Per frame: one upload (straight from a
-contiguous frame, or through a pinned staging buffer), one kernel launch, all on the
-caller's stream; nothing is allocated while the frame size stays the same.
+contiguous frame, or copied into a pinned staging buffer by several threads and then
+uploaded as one DMA, which a CUDA graph captures with the kernel), one kernel launch, all
+on the caller's stream; nothing is allocated while the frame size stays the same.
 
 Compiled kernels are cached in memory and on disk (~/.cache/yolo_trt_ros/kernels), keyed
 by the source, the GPU architecture and the NVRTC version.
@@ -21,6 +22,7 @@ import numpy as np
 from yolo_trt_ros.core.errors import CudaError
 from yolo_trt_ros.core.gpu import nvrtc
 from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+from yolo_trt_ros.core.gpu.host_copy import HostCopier
 from yolo_trt_ros.core.image.buffers import GRAY, ImageView
 
 if TYPE_CHECKING:
@@ -87,6 +89,7 @@ LETTERBOX_ENTRY(letterbox_chw_f32, float)
 LETTERBOX_ENTRY(letterbox_chw_f16, u16)
 '''
 BLOCK = (32, 8, 1)
+STAGING, COPY_THREADS = 'direct', 1  # the defaults, from the H200 host's figures (PERFORMANCE)
 
 
 def compile_kernel(arch: str) -> bytes:
@@ -104,7 +107,9 @@ def load_kernels(compute_capability: tuple[int, int]) -> dict[str, object]:
 
 
 class Source(NamedTuple):
-    """A frame in device memory as the kernel reads it (hashable: part of a graph's key)."""
+    """A frame in device memory as the kernel reads it (hashable: part of a graph's key).
+    host: the pinned copy the kernel's upload reads first (0: the frame is on the device
+    already), queued with the kernel so that a graph captures it."""
 
     ptr: int
     width: int
@@ -112,6 +117,7 @@ class Source(NamedTuple):
     pitch: int
     channels: int
     order: str
+    host: int = 0
 
 
 @dataclass
@@ -155,7 +161,7 @@ class GpuPreprocessor:
                  channel_order: str = 'rgb', stream: int = 0, out_ptr: int | None = None,
                  cuda: CudaRuntime | None = None,
                  compute_capability: tuple[int, int] | None = None,
-                 staging: str = 'direct') -> None:
+                 staging: str | None = None, copy_threads: int | None = None) -> None:
         from yolo_trt_ros.core.gpu.cuda import probe_gpu
 
         self.cuda = cuda or CudaRuntime()
@@ -165,13 +171,17 @@ class GpuPreprocessor:
             raise ValueError(f'GPU preprocessing writes float32 or float16, not {self.dtype}')
         self.channel_order = channel_order
         self.stream = stream
+        staging = STAGING if staging is None else staging
+        copy_threads = COPY_THREADS if copy_threads is None else copy_threads
         if staging not in ('pinned', 'direct'):
             raise ValueError(f"staging must be 'pinned' or 'direct', not '{staging}'")
+        if copy_threads < 1:
+            raise ValueError(f'copy_threads must be at least 1, got {copy_threads}')
         # direct: cudaMemcpyAsync from the frame's own (pageable) memory; the driver stages
-        # it and the call returns once the source may be reused (contiguous frames only).
-        # pinned: copy into pinned memory, then an asynchronous DMA upload. On the H100 host
-        # direct measured faster at 1080p (0.66 vs 0.75 ms: the extra CPU copy costs more
-        # than the faster DMA saves), so it is the default; row-padded frames use pinned.
+        # it and the call returns once the source may be reused (contiguous frames only;
+        # row-padded frames go through pinned memory).
+        # pinned: copy_threads threads copy the frame into pinned memory (host_copy.py),
+        # and its upload is one asynchronous DMA queued with the kernel (in the graph).
         self.staging = staging
         cc = compute_capability or probe_gpu().compute_capability
         if cc is None:
@@ -182,6 +192,8 @@ class GpuPreprocessor:
         self.out_ptr = self.cuda.malloc(self.plane_bytes * batch) if out_ptr is None else out_ptr
         self._staging = [_Staging() for _ in range(batch)]
         self._boxes: dict[tuple[int, int], Letterbox] = {}
+        self.copy_threads = copy_threads
+        self._copier = HostCopier(copy_threads)  # last: nothing after it can fail
 
     def _stage(self, slot: int, nbytes: int) -> _Staging:
         while len(self._staging) <= slot:  # a larger batch than before (dynamic engines)
@@ -205,11 +217,10 @@ class GpuPreprocessor:
         st = self._stage(slot, nbytes)
         if self.staging == 'direct' and pixels.flags.c_contiguous:
             self.cuda.copy_to_device(st.device, pixels.ctypes.data, nbytes, self.stream)
-        else:
-            staged = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(st.host), np.uint8)
-            np.copyto(staged.reshape(h, w, c), pixels)  # the one CPU copy: -> pinned
-            self.cuda.copy_to_device(st.device, st.host, nbytes, self.stream)
-        return Source(st.device, w, h, w * c, c, image.order)
+            return Source(st.device, w, h, w * c, c, image.order)
+        staged = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(st.host), np.uint8)
+        self._copier.copy(staged.reshape(h, w, c), pixels)  # the one CPU copy: -> pinned
+        return Source(st.device, w, h, w * c, c, image.order, st.host)
 
     def from_device(self, image: DeviceImage, slot: int = 0) -> Letterbox:
         """Queue the kernel for a frame already in device memory (a GPU-decoded JPEG, its
@@ -224,8 +235,11 @@ class GpuPreprocessor:
                       image.order)
 
     def letterbox(self, src: Source, slot: int = 0) -> Letterbox:
-        """Queue the kernel that letterboxes src into slot of the output; the geometry."""
+        """Queue src's upload from its pinned copy, if any, and the kernel that
+        letterboxes it into slot of the output; the geometry."""
         w, h, c = src.width, src.height, src.channels
+        if src.host:
+            self.cuda.copy_to_device(src.ptr, src.host, h * src.pitch, self.stream)
         box = self._boxes.get((h, w))
         if box is None:
             box = self._boxes[(h, w)] = Letterbox.fit(w, h, self.width, self.height)
@@ -253,6 +267,7 @@ class GpuPreprocessor:
         return out
 
     def close(self) -> None:
+        self._copier.close()
         self.cuda.stream_synchronize(self.stream)
         for st in self._staging:
             st.release(self.cuda)

@@ -198,23 +198,34 @@ def select(boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray, extras: np.nd
                             class_ids, cfg.iou_threshold, cfg.max_detections)
     else:
         order = nms(boxes, scores, class_ids, cfg.iou_threshold, cfg.max_detections)
-    scores, ids = scores[order].astype(np.float32), ids[order].astype(np.int32)
+    return kept_detections(boxes[order], scores[order], ids[order], extras[order], box, head,
+                           masker)
+
+
+def kept_detections(boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray,
+                    extras: np.ndarray, box: Letterbox, head: Head,
+                    masker: Masker | None = None) -> Detections:
+    """The candidates NMS kept, best first (as select() takes them, in model-input pixels)
+    -> Detections in original pixels. Shared by select() and the GPU's NMS."""
+    if len(scores) == 0:
+        return _empty(head, box)
+    scores, ids = scores.astype(np.float32), ids.astype(np.int32)
     if head.task == 'obb':
-        check_angles(extras[order, 0])  # end2end: the kept rows
+        check_angles(extras[:, 0])  # end2end: the kept rows
         rboxes = box.rboxes_to_original(regularize(np.concatenate(
-            [boxes[order], extras[order, :1]], axis=1)))
+            [boxes, extras[:, :1]], axis=1)))
         return Detections(box.clip(enclosing(rboxes)), scores, ids, rboxes=rboxes)
-    out = Detections(box.to_original(boxes[order]), scores, ids)
+    out = Detections(box.to_original(boxes), scores, ids)
     if head.task == 'pose':
         k, d = head.kpt_shape
-        points = extras[order].reshape(len(order), k, d)
-        keypoints = np.ones((len(order), k, 3), np.float32)
+        points = extras.reshape(len(scores), k, d)
+        keypoints = np.ones((len(scores), k, 3), np.float32)
         keypoints[:, :, :2] = box.points_to_original(points[:, :, :2])
         if d == 3:
             keypoints[:, :, 2] = points[:, :, 2]
         return replace(out, keypoints=keypoints)
     if head.task == 'segment':
-        return replace(out, masks=masker(extras[order], out.boxes))
+        return replace(out, masks=masker(extras, out.boxes))
     return out
 
 

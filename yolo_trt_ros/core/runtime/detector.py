@@ -57,6 +57,7 @@ class DetectorConfig:
     post: PostprocessConfig = PostprocessConfig()
     gpu_preprocess: str = GPU_PREPROCESS  # auto: on the GPU wherever the backend is TensorRT
     cuda_graphs: bool = True  # the GPU path's per-frame work replayed as a CUDA graph
+    gpu_nms: bool = True  # the GPU path's NMS on the GPU (core/gpu/nms.py)
     # Where to look for the cached engine when `engine` is None (the builder's options).
     build: BuildOptions | None = None
     cache_dir: Path | None = None
@@ -78,7 +79,7 @@ class Detector:
                  output_format: str = OUTPUT_FORMAT,
                  post: PostprocessConfig = PostprocessConfig(),
                  gpu_preprocess: str = GPU_PREPROCESS, source: str = 'model',
-                 cuda_graphs: bool = True) -> None:
+                 cuda_graphs: bool = True, gpu_nms: bool = True) -> None:
         self.backend = backend
         spec = backend.input
         self.input_size = backend.profile.input_hw
@@ -99,6 +100,7 @@ class Detector:
         self.times = StageTimes()
         self._gpu_mode = gpu_preprocess
         self._cuda_graphs = cuda_graphs
+        self._gpu_nms = gpu_nms
         self._open_gpu()
         # Per input shape: the GPU decoder (and a segment head's GPU masks), or None.
         self._decoders: dict[tuple[int, ...], tuple[GpuDecoder, GpuMasks | None] | None] = {}
@@ -122,7 +124,8 @@ class Detector:
             names = (load_labels(config.labels) if config.labels is not None
                      else labels_from_metadata(backend.info.metadata))
             return cls(backend, names, config.output_format, config.post,
-                       config.gpu_preprocess, str(config.model), config.cuda_graphs)
+                       config.gpu_preprocess, str(config.model), config.cuda_graphs,
+                       config.gpu_nms)
         except BaseException:
             backend.close()
             raise
@@ -247,8 +250,9 @@ class Detector:
     def _detect_on_gpu(self, images: list[ImageView | DeviceImage], decoder: GpuDecoder,
                        masks: GpuMasks | None, t0: float) -> list[Detections | OutputError]:
         """The GPU path with the frame's work after the upload as one CUDA graph per
-        (shape, frames' places and sizes, thresholds): letterbox kernels, the engine's
-        enqueue, the decode kernel and the counts' download (core/gpu/graphs.py)."""
+        (shape, frames' places and sizes, thresholds, max_detections, agnostic): letterbox
+        kernels (and uploads from pinned staging), the engine's enqueue, the decode and NMS
+        kernels and their downloads (core/gpu/graphs.py)."""
         post = self.post  # one read: the node may swap it between frames, never within one
         n_allowed = decoder.prepare(post)
         if n_allowed == 0:  # no allowed class in range: nothing to run
@@ -262,13 +266,14 @@ class Detector:
         def work() -> list[Letterbox]:
             boxes = [self._gpu_pre.letterbox(src, slot) for slot, src in enumerate(sources)]
             io.run(shape, download=False)
-            decoder.queue(out_ptr, len(images), n_allowed, post.conf_threshold)
+            decoder.queue(out_ptr, len(images), n_allowed, post)
             return boxes
 
         if self.graphs is None:
             boxes = work()
         else:  # the engine's context must not have changed shape since the capture
-            key = (io.shape_changes, shape, tuple(sources), n_allowed, post.conf_threshold)
+            key = (io.shape_changes, shape, tuple(sources), n_allowed, post.conf_threshold,
+                   post.iou_threshold, post.max_detections, post.agnostic)
             boxes = self.graphs.run(key, work)
         t2 = time.perf_counter()
         maskers = None if masks is None else self._gpu_maskers(io, shape, masks, boxes)
@@ -315,7 +320,7 @@ class Detector:
             try:
                 decoder = GpuDecoder(self.output_format,
                                      io.output_buffer(shape, head.box_output)[1], out.dtype,
-                                     stream=io.stream, head=head)
+                                     stream=io.stream, head=head, nms=self._gpu_nms)
                 if head.task == 'segment':
                     masks = GpuMasks(self.backend.outputs[head.proto_output].dtype,
                                      slots=shape[0], stream=io.stream)
@@ -371,6 +376,20 @@ class Detector:
     def decode_device(self) -> str:
         """Where the last batch's outputs were decoded: 'gpu' or 'cpu'."""
         return 'gpu' if any(self._decoders.values()) else 'cpu'
+
+    @property
+    def nms_device(self) -> str:
+        """Where NMS runs for the decoders opened so far: 'gpu' or 'cpu'."""
+        return 'gpu' if any(made and made[0].nms for made in self._decoders.values()) else 'cpu'
+
+    @property
+    def staging(self) -> str:
+        """How raw frames reach the GPU: 'direct' (from the message's memory), 'pinned xN'
+        (copied into pinned memory by N threads), or 'none' (no GPU preprocessing)."""
+        pre = self._gpu_pre
+        if pre is None:
+            return 'none'
+        return 'direct' if pre.staging == 'direct' else f'pinned x{pre.copy_threads}'
 
     def jpeg_on_gpu(self, max_pixels: int = MAX_IMAGE_PIXELS) -> bool:
         """Whether CompressedImage JPEGs decode on the GPU here; opens (warms) the GPU

@@ -88,6 +88,8 @@ DETECTOR_PARAMETERS: Table = {
     'cuda_graphs': param(True, "GPU path: replay each frame's GPU work as one CUDA graph "
                                '(off: stream-ordered launches; a capture that fails turns it '
                                'off by itself, logged once)'),
+    'gpu_nms': param(True, 'GPU path: non-maximum suppression on the GPU, with the result of '
+                           "the host's (OpenCV's) exactly; off: on the host"),
     **{  # Tracking: the names and defaults of Ultralytics' bytetrack.yaml / botsort.yaml.
         'tracker': param(defaults.TRACKER, 'none, bytetrack or botsort: the track id in '
                          'Detection2D.id (changeable at run time: the tracks reset)',
@@ -223,7 +225,7 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
         model=build.model, backend=build.backend, engine=engine,
         labels=Path(p['labels_file']) if p['labels_file'] else None,
         output_format=p['output_format'], post=post_config(p, None),
-        cuda_graphs=bool(p['cuda_graphs']),
+        cuda_graphs=bool(p['cuda_graphs']), gpu_nms=bool(p['gpu_nms']),
         # With no engine_path, the core finds the engine the builder cached for these.
         build=build.options, cache_dir=build.cache_dir)
     names = camera_names(topics, tuple(split_list(p['camera_names'])))

@@ -11,7 +11,6 @@ each beside the CPU way in the same run, and each checked against it before it i
 """
 from __future__ import annotations
 
-import ctypes
 import sys
 
 import numpy as np
@@ -19,7 +18,7 @@ from common import camera_jpeg
 from stage_report import Log, run_stages
 
 from yolo_trt_ros.benchmarks.stages import Report, measure
-from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime, host_array
 from yolo_trt_ros.core.gpu.decode import GpuDecoder
 from yolo_trt_ros.core.gpu.jpeg import open_gpu_jpeg
 from yolo_trt_ros.core.gpu.preprocess import GpuPreprocessor
@@ -62,8 +61,7 @@ def decode_stage(report: Report, cuda: CudaRuntime, stream: int, frames: int, ba
     what = f'({batch}, 84, 8400) {dtype.name}'
     d_out = cuda.malloc(output.nbytes)
     h_ptr = cuda.malloc_host(output.nbytes)
-    h_out = np.frombuffer((ctypes.c_byte * output.nbytes).from_address(h_ptr),
-                          dtype).reshape(output.shape)
+    h_out = host_array(h_ptr, output.nbytes, dtype, output.shape)
     try:
         cuda.copy_to_device(d_out, output.ctypes.data, output.nbytes, stream)
 

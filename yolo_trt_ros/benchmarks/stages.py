@@ -9,7 +9,6 @@ Prints a table and writes JSON with the machine it ran on.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
@@ -298,7 +297,7 @@ def _ultralytics_predictor(report, bgr, output, size, frames, warmup, device) ->
 
 def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> float | None:
     """GPU rows where there is a GPU; the median of the whole GPU path, or None."""
-    from yolo_trt_ros.core.gpu.cuda import CudaRuntime, probe_gpu
+    from yolo_trt_ros.core.gpu.cuda import CudaRuntime, host_array, probe_gpu
 
     if probe_gpu().count == 0:
         return None
@@ -308,8 +307,7 @@ def _gpu_stages(report, view, output, data, h, w, size, frames, warmup) -> float
     stream = cuda.stream_create()
     out_bytes = output.nbytes
     d_out, h_out_ptr = cuda.malloc(out_bytes), cuda.malloc_host(out_bytes)
-    h_out = np.frombuffer((ctypes.c_byte * out_bytes).from_address(h_out_ptr),
-                          np.float32).reshape(output.shape)
+    h_out = host_array(h_out_ptr, out_bytes, np.float32, output.shape)
     cuda.copy_to_device(d_out, output.ctypes.data, out_bytes, stream)
     try:
         with GpuPreprocessor(INPUT, INPUT, stream=stream, cuda=cuda, staging='direct') as direct:

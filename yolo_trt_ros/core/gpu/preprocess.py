@@ -13,7 +13,6 @@ by the source, the GPU architecture and the NVRTC version.
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from yolo_trt_ros.core.errors import CudaError
 from yolo_trt_ros.core.gpu import nvrtc
-from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+from yolo_trt_ros.core.gpu.cuda import CudaRuntime, host_array
 from yolo_trt_ros.core.gpu.host_copy import HostCopier
 from yolo_trt_ros.core.image.buffers import GRAY, ImageView
 
@@ -192,8 +191,11 @@ class GpuPreprocessor:
         self.out_ptr = self.cuda.malloc(self.plane_bytes * batch) if out_ptr is None else out_ptr
         self._staging = [_Staging() for _ in range(batch)]
         self._boxes: dict[tuple[int, int], Letterbox] = {}
-        self.copy_threads = copy_threads
         self._copier = HostCopier(copy_threads)  # last: nothing after it can fail
+
+    @property
+    def copy_threads(self) -> int:
+        return self._copier.threads
 
     def _stage(self, slot: int, nbytes: int) -> _Staging:
         while len(self._staging) <= slot:  # a larger batch than before (dynamic engines)
@@ -218,8 +220,8 @@ class GpuPreprocessor:
         if self.staging == 'direct' and pixels.flags.c_contiguous:
             self.cuda.copy_to_device(st.device, pixels.ctypes.data, nbytes, self.stream)
             return Source(st.device, w, h, w * c, c, image.order)
-        staged = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(st.host), np.uint8)
-        self._copier.copy(staged.reshape(h, w, c), pixels)  # the one CPU copy: -> pinned
+        staged = host_array(st.host, nbytes, np.uint8, (h, w, c))
+        self._copier.copy(staged, pixels)  # the one CPU copy: -> pinned
         return Source(st.device, w, h, w * c, c, image.order, st.host)
 
     def from_device(self, image: DeviceImage, slot: int = 0) -> Letterbox:

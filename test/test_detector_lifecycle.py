@@ -19,11 +19,11 @@ from sensor_msgs.msg import Image
 from support.ros import (
     Client,
     NodeProcess,
+    detector_names_publishers,
     diagnostics_value,
     diagnostics_values,
     frame,
     make_node,
-    message_info_names_publishers,
     ros_context,
     running,
     spin_until,
@@ -166,17 +166,36 @@ def test_a_reliable_cameras_shallow_history_loses_frames_counted_once_with_its_f
         det.wait_for_output('-> ')
         executor, diags = diagnostics_probe(context)
         run_camera(count, 'reliable', depth=1, period=0.0)
+        exited = len(diags)
 
         def accounted() -> int:
             return sum(int(diagnostics_values(diags).get(k, 0)) for k in keys)
-        # The camera exits once every frame it kept was acknowledged: the counts are final
-        # once they add up (or never, where a frame is counted twice or not at all).
-        spin_until(executor, lambda: accounted() >= count, timeout=30,
-                   what=f'all {count} frames accounted for',
-                   explain=lambda: f'{diagnostics_values(diags)}\n{det.output()}')
+
+        def caught_up() -> bool:  # a report made after the camera left, every frame served
+            values = {k: int(v) for k, v in diagnostics_values(diags).items()
+                      if k in ('frames_in', 'processed', 'dropped', 'bad_input')}
+            return len(diags) > exited + 1 and values['frames_in'] == sum(
+                values[k] for k in ('processed', 'dropped', 'bad_input'))
+        explain = lambda: f'{diagnostics_values(diags)}\n{det.output()}'  # noqa: E731
+        if detector_names_publishers():
+            # The camera exits once every frame it kept was acknowledged: the counts are
+            # final once they add up (or never, where a frame is counted twice or not at all).
+            spin_until(executor, lambda: accounted() >= count, timeout=30,
+                       what=f'all {count} frames accounted for', explain=explain)
+        else:
+            # Without the publisher's gid (rclpy's take on Jazzy, where librcl cannot be
+            # loaded by name) a gap before its first frame cannot be seen, so frames the
+            # writer dropped before sending any of them are counted nowhere (CI once: 19 of
+            # 20). What still holds: no frame is counted twice.
+            spin_until(executor, caught_up, timeout=30, what='the detector to serve every '
+                       'frame it received', explain=explain)
         executor.shutdown()
     values = diagnostics_values(diags)
-    assert accounted() == count and int(values['frames_in']) < count, values
+    assert int(values['frames_in']) < count, values
+    if detector_names_publishers():
+        assert accounted() == count, values
+    else:
+        assert accounted() <= count, values
     # DDS reports the dropped frames lost when they had started on their way (13-19 of 20
     # on dev); frames the writer dropped before sending anything of them are not reported
     # (CI once: none of 19), and count as a gap before the publisher's first frame.
@@ -268,8 +287,9 @@ def test_auto_qos_still_matches_a_best_effort_camera(bus_jpg, tmp_path):
 
 
 def test_where_frames_cannot_be_accounted_for_the_node_says_so_once(bus_jpg):
-    """Where MessageInfo names no publisher (Jazzy, Humble), the frames replaced in the
-    queue or sent before the match go uncounted: the node says so, once."""
+    """Where the frames' message info names no publisher (rclpy's take on Jazzy and Humble,
+    used where librcl cannot be loaded by name), the frames replaced in the queue or sent
+    before the match go uncounted: the node says so, once; rcl's own take names it."""
     with running(wait_for='-> ') as (proc, client):
         pub = client.publisher(Image, 'image')
         results = client.collect(Detection2DArray, 'detections')
@@ -278,7 +298,7 @@ def test_where_frames_cannot_be_accounted_for_the_node_says_so_once(bus_jpg):
             client.wait(lambda s=stamp: len(results) == s, f'the answer to frame {stamp}')
         log = proc.output()
     said = log.count('sent before it matched are not counted here')
-    assert said == (0 if message_info_names_publishers() else 1), log
+    assert said == (0 if detector_names_publishers() else 1), log
 
 
 def test_every_frame_lost_before_the_node_is_counted_with_its_cause():
@@ -287,10 +307,10 @@ def test_every_frame_lost_before_the_node_is_counted_with_its_cause():
     counted nowhere (367 of 1269 in one run). From the publication sequence number rmw
     gives each sample, every frame is accounted for now: published = frames in + lost in
     DDS + replaced in the queue + sent before the subscription matched."""
-    if not message_info_names_publishers():  # test_distro.py says which distro has it
-        pytest.skip("this rclpy's MessageInfo names no publisher (Jazzy's has sequence numbers "
-                    'but no publisher_gid): frames replaced in the queue or sent before the '
-                    'match cannot be told apart per publisher, so they are not counted')
+    if not detector_names_publishers():  # librcl not loadable by name, and Jazzy's rclpy
+        pytest.skip('the MessageInfo of these frames names no publisher: frames replaced in '
+                    'the queue or sent before the match cannot be told apart per publisher, '
+                    'so they are not counted')
     small = Image(height=16, width=16, encoding='mono8', step=16, data=bytes(256))
     sent = 0
     with NodeProcess(DETECTOR, {'backend': 'onnxruntime'}) as det, ros_context() as context:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import itertools
 import threading
 
+import numpy as np
 import pytest
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from support.ros import make_node, ros_context, spin_until
 
+from yolo_trt_ros.core.image.frame_buffers import FrameBuffers
 from yolo_trt_ros.ros.cameras import WITH_MESSAGE_INFO, SubscriptionEventCallbacks
 from yolo_trt_ros.ros.frame_reader import FrameReader
+from yolo_trt_ros.ros.rcl_take import GID_BYTES, available
 
 pytestmark = pytest.mark.ros
 QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
@@ -30,11 +33,11 @@ class Graph:
 
     topics = itertools.count()
 
-    def __init__(self, context) -> None:
+    def __init__(self, context, buffers: FrameBuffers | None = None) -> None:
         self.executor = SingleThreadedExecutor(context=context)
         self.node = make_node(context, 'frame_reader_test', self.executor)
         self.failures: list[Exception] = []
-        self.reader = FrameReader(context, self.failures.append, WITH_MESSAGE_INFO)
+        self.reader = FrameReader(context, self.failures.append, WITH_MESSAGE_INFO, buffers)
         self.by_executor: list = []
         self.frames: list[tuple[bytes, dict | None, str]] = []
         self.topic = f'image_{next(Graph.topics)}'
@@ -58,7 +61,7 @@ class Graph:
 
 def stamps(frames) -> list[int]:
     from rclpy.serialization import deserialize_message
-    return [deserialize_message(data, Image).header.stamp.sec for data, *_ in frames]
+    return [deserialize_message(bytes(data), Image).header.stamp.sec for data, *_ in frames]
 
 
 def test_frames_reach_the_reader_in_order_and_never_the_executor():
@@ -163,3 +166,53 @@ def test_a_subscription_destroyed_while_its_ready_event_is_taken_reports_no_fail
         spin_until(graph.executor, lambda: graph.frames, what='a frame after it')
         graph.close()
     assert graph.failures == [], graph.failures
+
+
+def sized(stamp: int, width: int, height: int) -> Image:
+    data = np.random.default_rng(stamp).integers(0, 256, width * height * 3, np.uint8)
+    msg = Image(height=height, width=width, encoding='bgr8', step=width * 3,
+                data=data.tobytes())
+    msg.header.stamp.sec = stamp
+    return msg
+
+
+@pytest.mark.skipif(not available(), reason='librcl cannot be loaded by name here')
+def test_rcl_takes_each_frame_whole_into_the_buffers_with_its_publisher_on_every_distro():
+    """rcl_take.py: the bytes rclpy would have handed over, in a buffer of the pool, a
+    frame larger than the last one grown into a new buffer by rmw (through the taker's
+    allocator), and the publisher's gid and sequence number on Humble and Jazzy too."""
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    pool = FrameBuffers()
+    sent = [sized(1, 4, 2), sized(2, 1920, 1080), sized(3, 640, 480), sized(4, 1920, 1080)]
+    with ros_context() as context:
+        graph = Graph(context, pool)
+        graph.subscribe()
+        for msg in sent:
+            graph.pub.publish(msg)
+        spin_until(graph.executor, lambda: len(graph.frames) == len(sent), what='4 frames')
+        (publisher,) = graph.node.get_publishers_info_by_topic(graph.topic)
+        graph.close()
+    assert graph.failures == []
+    for (data, info, thread), msg in zip(graph.frames, sent, strict=True):
+        assert isinstance(data, np.ndarray) and thread == 'frame-reader'
+        # the same message (CDR's padding bytes are the publisher's: not compared)
+        assert len(data) == len(serialize_message(msg))
+        assert deserialize_message(bytes(data), Image) == msg
+        assert info['publisher_gid']['data'] == bytes(publisher.endpoint_gid)[:GID_BYTES]
+    numbers = [info['publication_sequence_number'] for _, info, _ in graph.frames]
+    assert numbers == list(range(numbers[0], numbers[0] + len(sent)))
+
+
+@pytest.mark.skipif(not available(), reason='librcl cannot be loaded by name here')
+def test_a_frame_let_go_of_frees_its_buffer_for_the_next():
+    pool, seen = FrameBuffers(), []
+    with ros_context() as context:
+        graph = Graph(context, pool)
+        graph.subscribe(lambda data, info: seen.append(int(data[-1])))  # keeps no view
+        for n in range(20):
+            graph.pub.publish(sized(n, 64, 48))
+            spin_until(graph.executor, lambda n=n: len(seen) == n + 1, what=f'frame {n}')
+        graph.close()
+    assert seen == [int(sized(n, 64, 48).data[-1]) for n in range(20)]
+    assert len(pool) <= 2, len(pool)  # one being filled, one the handler had just let go

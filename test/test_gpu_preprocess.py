@@ -156,6 +156,38 @@ def test_pinned_staging_with_copy_threads_matches_cpu(size, layout, threads):
         CudaRuntime().stream_destroy(stream)
 
 
+@pytest.mark.gpu
+def test_frames_in_the_pinned_buffers_the_node_takes_them_into_match_cpu(tmp_path):
+    """ros/rcl_take.py takes frames into Detector.frame_buffers(): pinned on the GPU path,
+    where the upload is an asynchronous DMA that reads the frame after the call returned.
+    Frame after frame through one buffer, reused once the previous frame was let go of."""
+    from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
+    from yolo_trt_ros.core.runtime.detector import Detector
+    from yolo_trt_ros.testing import gpu_standin
+
+    engine = gpu_standin.make_engine(tmp_path / 'standin.engine')
+    with Detector(TensorRTBackend(engine, trt=gpu_standin, cuda=CudaRuntime())) as det:
+        buffers = det.frame_buffers()
+        assert buffers.kind == 'pinned' and det.preprocess_device == 'gpu'
+        cpu = Preprocessor(416, 416, dtype=np.float32)
+        stream = CudaRuntime().stream_create()
+        try:
+            with GpuPreprocessor(416, 416, stream=stream, staging='direct') as gpu:
+                for seed in range(3):
+                    pixels = camera_like(1080, 1920, 3, seed=seed)
+                    block = buffers.get(pixels.nbytes)
+                    block[:pixels.nbytes] = pixels.reshape(-1)
+                    view = ImageView(block[:pixels.nbytes].reshape(pixels.shape), 'bgr')
+                    assert gpu(view) == cpu(ImageView(pixels, 'bgr'))
+                    out = gpu.download()[0]
+                    assert np.abs(out - cpu.buffer[0]).max() <= 1 / 255, seed
+                    del view, block
+        finally:
+            CudaRuntime().stream_destroy(stream)
+        assert len(buffers) == 1
+        buffers.close()
+
+
 def test_wrong_staging_arguments_are_refused_before_any_gpu_work():
     with pytest.raises(ValueError, match="'pinned' or 'direct'"):
         GpuPreprocessor(416, 416, staging='zero-copy')

@@ -21,11 +21,13 @@ try:
 except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
+from yolo_trt_ros.core.image.frame_buffers import FrameBuffers
 from yolo_trt_ros.core.serving.batch import Served
 from yolo_trt_ros.core.serving.cameras import CameraState, Tracking
 from yolo_trt_ros.core.serving.config import NodeConfig
 from yolo_trt_ros.core.serving.health import CameraStats, dds_loss_fix
 from yolo_trt_ros.ros.frame_reader import FrameReader
+from yolo_trt_ros.ros.rcl_take import GID_BYTES
 
 # MessageInfo (publication sequence numbers) in subscription callbacks: rclpy of Iron on;
 # Humble's calls every callback with the message alone.
@@ -173,8 +175,8 @@ class CameraInputs:
         # raw=True: the serialized bytes, no Python message (see core/serving/cdr.py); the
         # worker parses only the frames it takes.
         if cam.subscription is None:  # the first: publishers there before the node
-            cam.stats.sequences.preexisting = {
-                bytes(info.endpoint_gid) for info in
+            cam.stats.sequences.preexisting = {  # as rcl_take.py reads a sample's gid
+                bytes(info.endpoint_gid)[:GID_BYTES] for info in
                 self.node.get_publishers_info_by_topic(resolved)}
         # Served by the frame reader's thread, not the executor (frame_reader.py says why);
         # the same handler is the callback, for an executor that ignores callback groups.
@@ -208,10 +210,13 @@ class CameraInputs:
             if cam.depth_subscriptions:
                 self.subscribe_depth(i)
 
-    def subscribe_all(self) -> None:
-        """Every camera's image (and depth) subscriptions, each logged with its outputs."""
+    def subscribe_all(self, buffers: FrameBuffers | None = None) -> None:
+        """Every camera's image (and depth) subscriptions, each logged with its outputs;
+        buffers: the memory frames are taken into (frame_reader.py)."""
         log, depth = self.node.get_logger(), self.config.depth
-        self._reader = FrameReader(self.node.context, self._reader_failed, WITH_MESSAGE_INFO)
+        self._reader = FrameReader(self.node.context, self._reader_failed, WITH_MESSAGE_INFO,
+                                   buffers)
+        log.info(self._reader.taking)
         for i, cam in enumerate(self.cameras):
             self.subscribe(i)
             for pub in cam.outputs:

@@ -68,6 +68,7 @@ class DetectorNode(LifecycleNode):
             self.get_logger().warning(f'parameters given but not known to the detector: '
                                       f"{', '.join(unknown)}")
         self.config = self.detector = self.step = self.frames = self.worker = None
+        self._buffers = None
         self.cameras: list[Camera] = []
         self._timers: list = []
         self.configure_error: Exception | None = None  # why the last configure failed
@@ -156,7 +157,8 @@ class DetectorNode(LifecycleNode):
             engine_path=info.engine_path, backend=info.name,
             model=str(self.config.detector.model), announced_by='detector'))
         self.worker.start()
-        self.inputs.subscribe_all()
+        self._buffers = self.detector.frame_buffers()
+        self.inputs.subscribe_all(self._buffers)
         self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
         if self.config.qos_reliability == 'auto':
             self._timers.append(self.create_timer(1.0, self.inputs.follow))
@@ -185,7 +187,9 @@ class DetectorNode(LifecycleNode):
         self._timers = []
         if self.worker is not None:
             self.worker.stop()
-        self.worker = self.frames = None
+        if self._buffers is not None:  # after the worker: it may still hold a frame
+            self._buffers.close()
+        self.worker = self.frames = self._buffers = None
 
     def _release(self) -> None:
         for cam in self.cameras:

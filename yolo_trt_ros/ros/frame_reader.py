@@ -29,8 +29,12 @@ from rclpy.guard_condition import GuardCondition
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.subscription import Subscription
 
-# (serialized message, MessageInfo or None where rclpy passes none: Humble)
-OnFrame = Callable[[bytes, 'dict | None'], None]
+from yolo_trt_ros.core.image.frame_buffers import FrameBuffers
+from yolo_trt_ros.ros.rcl_take import SerializedTaker, available
+
+# (serialized message: bytes, or a uint8 array in a buffer of `buffers`; MessageInfo, or
+# None where there is none: rclpy's take on Humble)
+OnFrame = Callable[[object, 'dict | None'], None]
 
 
 class NotForExecutors(CallbackGroup):
@@ -49,13 +53,18 @@ class NotForExecutors(CallbackGroup):
 class FrameReader:
     """add(subscription, on_frame) for subscriptions made in `group` (raw=True);
     remove() before destroying one; close() before the node goes. on_failure(exc) is told
-    of an exception in a handler (a bug: the thread goes on with the next frame)."""
+    of an exception in a handler (a bug: the thread goes on with the next frame).
+
+    buffers: frames are taken into these by rcl itself (rcl_take.py), each with its
+    message info on every distro; without them (or where librcl cannot be loaded) rclpy
+    takes them as bytes, with its message info where with_message_info."""
 
     def __init__(self, context: Context, on_failure: Callable[[Exception], None],
-                 with_message_info: bool) -> None:
+                 with_message_info: bool, buffers: FrameBuffers | None = None) -> None:
         self.group = NotForExecutors()
         self._context, self._on_failure = context, on_failure
         self._with_info = with_message_info
+        self._taker = SerializedTaker(buffers) if buffers is not None and available() else None
         self._handlers: dict[Subscription, OnFrame] = {}
         self._lock = threading.Lock()
         self._changed = True
@@ -87,6 +96,13 @@ class FrameReader:
         self._thread.join(timeout=5.0)
         if not self._thread.is_alive():
             self._wake.destroy()
+
+    @property
+    def taking(self) -> str:
+        """How frames are taken, for the log."""
+        if self._taker is None:
+            return 'frames taken by rclpy (bytes)'
+        return f'frames taken by rcl into {self._taker.buffers.kind} buffers'
 
     def _context_ok(self) -> bool:
         try:
@@ -156,13 +172,20 @@ class FrameReader:
                 except InvalidHandle:  # destroyed since the check above: rebuild
                     return
 
+    def _take(self, sub: Subscription) -> tuple[object, dict | None] | None:
+        if self._taker is not None:
+            return self._taker.take(sub)
+        taken = sub.handle.take_message(sub.msg_type, sub.raw)
+        return None if taken is None else (taken[0], taken[1] if self._with_info else None)
+
     def _take_all(self, sub: Subscription, on_frame: OnFrame) -> None:
         """Every frame waiting (a depth above 1 keeps several), oldest first."""
-        while (taken := sub.handle.take_message(sub.msg_type, sub.raw)) is not None:
+        while (taken := self._take(sub)) is not None:
             try:
-                on_frame(taken[0], taken[1] if self._with_info else None)
+                on_frame(*taken)
             except Exception as exc:  # a bug in the handler: the next frame is taken
                 self._on_failure(exc)
+            del taken  # its buffer is free again once the handler let go of it
 
 
 def _run_to_end(coroutine) -> None:

@@ -57,6 +57,17 @@ def host_array(ptr: int, nbytes: int, dtype, shape: tuple[int, ...]):
     return np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), dtype).reshape(shape)
 
 
+def pinned_allocator(cuda: CudaRuntime):
+    """allocate(nbytes) -> (a uint8 view of new pinned memory, what frees it), for
+    core/image/frame_buffers.py."""
+    import numpy as np
+
+    def allocate(nbytes: int):
+        ptr = cuda.malloc_host(nbytes)
+        return host_array(ptr, nbytes, np.uint8, (nbytes,)), lambda: cuda.free_host(ptr)
+    return allocate
+
+
 @dataclass(frozen=True)
 class GpuInfo:
     """What auto-selection and the engine cache need to know about the GPU, if any."""

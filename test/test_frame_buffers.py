@@ -1,0 +1,89 @@
+"""The buffers camera frames are taken into (core/image/frame_buffers.py): a buffer is
+given out again only once nothing refers to it, whatever view of it was made."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from yolo_trt_ros.core.image.frame_buffers import FrameBuffers
+
+
+class Counted:
+    """An allocator that records what it allocated and freed (pinned memory's stand-in:
+    the pool's logic is the same for both kinds)."""
+
+    def __init__(self) -> None:
+        self.allocated: list[int] = []
+        self.freed: list[int] = []
+
+    def __call__(self, nbytes: int):
+        self.allocated.append(nbytes)
+        return np.empty(nbytes, np.uint8), lambda: self.freed.append(nbytes)
+
+
+def test_a_buffer_is_given_again_only_once_every_view_of_it_is_gone():
+    pool = FrameBuffers(Counted())
+    first = pool.get(100)
+    address = first.ctypes.data
+    views = [first[:50], memoryview(first).cast('B')[10:], np.frombuffer(memoryview(first), np.uint8)]
+    del first
+    while views:  # each kind of view alone keeps it in use
+        assert pool.get(100).ctypes.data != address
+        views.pop(0)
+    assert pool.get(100).ctypes.data == address  # all views gone: reused
+    assert len(pool) == 2  # the one above, and one other made while it was held
+
+
+def test_a_larger_frame_replaces_the_idle_smaller_buffers_and_frees_them():
+    allocator = Counted()
+    pool = FrameBuffers(allocator)
+    held = pool.get(10)
+    pool.get(10)  # idle again at once
+    big = pool.get(30)
+    assert allocator.freed == [10] and len(pool) == 2  # the held one stays, in use
+    del held, big
+    assert pool.get(20).nbytes == 30  # a smaller frame fits a larger buffer
+    pool.close()
+    assert sorted(allocator.freed) == [10, 10, 30]
+
+
+def test_above_the_limit_a_frame_gets_memory_of_its_own_and_the_pool_does_not_grow():
+    allocator = Counted()
+    pool = FrameBuffers(allocator, limit_bytes=100)
+    kept = [pool.get(40), pool.get(40)]  # a consumer that keeps frames
+    extra = pool.get(40)
+    assert pool.overflowed == 1 and len(pool) == 2 and allocator.allocated == [40, 40]
+    assert not any(np.shares_memory(extra, k) for k in kept)
+    del kept
+    assert pool.get(40) is not None and pool.overflowed == 1
+
+
+def test_close_frees_only_what_is_not_in_use():
+    allocator = Counted()
+    pool = FrameBuffers(allocator)
+    held = pool.get(8)
+    pool.get(16)
+    pool.close()
+    assert allocator.freed == [16] and len(pool) == 0
+    held[:] = 1  # still the holder's: never freed under it
+
+
+def test_threads_never_get_the_same_buffer_while_each_holds_one():
+    pool = FrameBuffers()
+    errors: list[str] = []
+
+    def work(mark: int) -> None:
+        for _ in range(300):
+            block = pool.get(64)
+            block[:] = mark
+            if not (block == mark).all():
+                errors.append(f'thread {mark} saw another write into its buffer')
+            del block
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(pool) <= 4

@@ -1,0 +1,88 @@
+"""Host buffers that camera frames are taken into, each reused once nothing refers to it.
+
+rclpy's raw take hands every frame over as a new bytes object: one more copy of the frame,
+made with the GIL held, into memory that the GPU can only read through the driver's own
+staging copy. The frame reader (ros/rcl_take.py) instead has rmw copy each serialized
+frame straight into one of these buffers: pinned memory where preprocessing runs on the
+GPU, so the upload is one asynchronous DMA from where the frame landed.
+
+A buffer is free again when only this pool refers to it: the frame's views (the keep-newest
+slot, the parsed image, a batch in flight, the Served result) all hold a reference to it,
+so it cannot be refilled while any of them may still read it. The GPU path reads a pinned
+frame asynchronously: its batch holds the frame until after the one synchronisation per
+frame, which is what makes that safe. Above `limit_bytes` a frame gets an ordinary buffer
+of its own (never pinned, never kept), so a consumer that keeps frames cannot grow the
+pinned memory without bound.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+# allocate(nbytes) -> a uint8 array of at least nbytes, and what frees it (None: Python does)
+Allocate = Callable[[int], tuple[np.ndarray, Callable[[], None] | None]]
+
+
+def ordinary(nbytes: int) -> tuple[np.ndarray, None]:
+    return np.empty(nbytes, np.uint8), None
+
+
+class FrameBuffers:
+    """get(nbytes) -> a uint8 array of at least nbytes that nothing else uses. Thread-safe;
+    close() frees every buffer not in use (one still in use is left to its owner)."""
+
+    def __init__(self, allocate: Allocate = ordinary, limit_bytes: int = 1 << 30,
+                 kind: str = 'pageable') -> None:
+        self.allocate, self.limit_bytes, self.kind = allocate, limit_bytes, kind
+        self._lock = threading.Lock()
+        self.overflowed = 0  # frames given a buffer of their own above limit_bytes
+        # What a block's reference count reads when only the pool refers to it, measured
+        # the way every later check reads it (the interpreter's own count varies by version).
+        self._blocks: list[tuple[np.ndarray, Callable[[], None] | None]] = [
+            (np.empty(1, np.uint8), None)]
+        self._idle = 0
+        self._idle = self._refs(0)
+        self._blocks = []
+
+    def _refs(self, i: int) -> int:
+        return sys.getrefcount(self._blocks[i][0])
+
+    def _in_use(self, i: int) -> bool:
+        return self._refs(i) > self._idle
+
+    @property
+    def pooled_bytes(self) -> int:
+        return sum(block.nbytes for block, _ in self._blocks)
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def get(self, nbytes: int) -> np.ndarray:
+        with self._lock:
+            for i in range(len(self._blocks)):
+                if self._blocks[i][0].nbytes >= nbytes and not self._in_use(i):
+                    return self._blocks[i][0]
+            self._release(lambda i: self._blocks[i][0].nbytes < nbytes)  # grown: replace
+            if self.pooled_bytes + nbytes > self.limit_bytes:
+                self.overflowed += 1
+                return ordinary(nbytes)[0]
+            self._blocks.append(self.allocate(nbytes))
+            return self._blocks[-1][0]
+
+    def _release(self, which: Callable[[int], bool]) -> None:
+        """Drop (and free) the blocks not in use for which which(index) holds."""
+        for i in reversed(range(len(self._blocks))):
+            if which(i) and not self._in_use(i):
+                free = self._blocks.pop(i)[1]
+                if free is not None:
+                    free()
+
+    def close(self) -> None:
+        """Free every block not in use; the pool forgets the others (their owners'
+        references keep them; pinned ones are then never freed: a bounded leak)."""
+        with self._lock:
+            self._release(lambda i: True)
+            self._blocks = []

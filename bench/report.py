@@ -64,6 +64,19 @@ def stage(name: str, prefix: str, size: str = '1920x1080') -> dict:
     return rows[0]
 
 
+GPU_PATH = 'GPU path, all but inference ('
+
+
+def run_stage(name: str, prefix: str, size: str = '1920x1080', run: int = 0) -> dict:
+    """The one result of a run of a multi-run file (gpu_path_*) whose stage starts with
+    prefix, at size."""
+    rows = [r for r in load(name)['runs'][run]['results']
+            if r['stage'].startswith(prefix) and r['size'] == size]
+    if len(rows) != 1:
+        raise KeyError(f'{name}: {len(rows)} results for {prefix!r} at {size}')
+    return rows[0]
+
+
 def ms(value: float | None) -> str:
     if value is None:
         return '–'  # not measured (no frame answered)
@@ -98,6 +111,13 @@ def speed() -> str:
     rows.append([f'everything but inference, GPU path (upload, preprocessing kernel, GPU decode, '
                  f'NMS, message{graph}); {machine(gpu)}',
                  f"**{ms(path['median_ms'])} ms** p50 ({ms(path['p99_ms'])} p99)", beside])
+    pinned, pageable = (run_stage('gpu_path_h100_host', f'{GPU_PATH}CUDA graph{tail}')
+                        for tail in (', frame in pinned memory', ')'))
+    rows.append([f'the same, the frame in pinned memory where the node now takes it (rcl into '
+                 f'its buffers); {machine("gpu_path_h100_host")}',
+                 f"**{ms(pinned['median_ms'])} ms** p50 ({ms(pinned['p99_ms'])} p99)",
+                 f"from pageable memory: {ms(pageable['median_ms'])} ms "
+                 f"({pageable['median_ms'] / pinned['median_ms']:.1f}x as long)"])
     if plain is not None:
         rows.append([f'the same, stream-ordered (no CUDA graph); {machine(gpu)}',
                      f"{ms(plain['median_ms'])} ms p50",
@@ -192,25 +212,37 @@ def roundtrip() -> str:
                      'over the echo ms'], rows) + note)
 
 
-def frame_reader() -> str:
-    """The round trip with the executor taking the frames and with the frame reader's
-    thread, alternating in one run (bench/results/frame_reader_ab_dev.json)."""
-    name = 'frame_reader_ab_dev'
+def ab_rounds(name: str, what: str) -> str:
+    """A round trip run with two versions of one step alternating: each input, round and
+    version (bench/results/<name>.json); `what` heads the version column."""
     run = load(name)
     rows = []
     for r in run['runs']:
         for x in r['results']:
             rows.append([x['input'], str(r['round']), r['code'],
                          f"**{ms(x['breakdown_p50_ms']['node: wait for the worker'])}**",
-                         ms(x['breakdown_p50_ms']['node: pipeline']),
+                         f"**{ms(x['breakdown_p50_ms']['node: pipeline'])}**",
                          f"{ms(x['roundtrip_p50_ms'])} / {ms(x['roundtrip_p99_ms'])}",
-                         ms(x['floor_p50_ms']), x['answered']])
-    order = [x['input'] for x in run['runs'][0]['results']]
+                         ms(x['floor_p50_ms']), ms(x.get('over_floor_ms')), x['answered']])
+    order = list(dict.fromkeys(x['input'] for r in run['runs'] for x in r['results']))
     rows.sort(key=lambda row: (order.index(row[0]), row[1]))
     return (f"{machine(name)}; `{run['command']}`; {run['method']}.\n\n"
-            + table(['input', 'round', 'frames taken by', 'wait for the worker p50 ms',
-                     'pipeline p50 ms', 'RTT p50 / p99 ms', 'bare echo p50 ms', 'answered'],
-                    rows))
+            + table(['input', 'round', what, 'wait for the worker p50 ms',
+                     'pipeline p50 ms', 'RTT p50 / p99 ms', 'bare echo p50 ms',
+                     'over the echo ms', 'answered'], rows))
+
+
+def frame_reader() -> str:
+    """The round trip with the executor taking the frames and with the frame reader's
+    thread, alternating in one run (bench/results/frame_reader_ab_dev.json)."""
+    return ab_rounds('frame_reader_ab_dev', 'frames taken by')
+
+
+def frame_take() -> str:
+    """The round trip with frames taken by rcl into the detector's buffers and by rclpy as
+    bytes (YOLO_TRT_ROS_TAKE), alternating, on each machine."""
+    return '\n'.join(ab_rounds(name, 'frames taken by') for name in
+                     ('roundtrip_take_ab_h100_host', 'roundtrip_take_ab_dev'))
 
 
 def capacity() -> str:
@@ -228,29 +260,37 @@ def capacity() -> str:
 
 
 def gpu_path() -> str:
-    """Issue 21 item 6: the GPU path's variants side by side, per run
-    (bench/results/gpu_path_h200_host.json)."""
-    name = 'gpu_path_h200_host'
-    run = load(name)
+    """Issue 21 item 6: the GPU path's variants side by side, per machine and run
+    (bench/results/gpu_path_*.json); the frame in pinned memory only in runs since the
+    node takes frames there (ros/rcl_take.py)."""
     path, pinned = 'GPU path, all but inference (', 'preprocess GPU: copy to pinned ('
     variants = (('stream-ordered', f'{path}stream-ordered'),
                 ('graph, NMS on the host', f'{path}CUDA graph, NMS on the host'),
-                ('graph, NMS on the GPU (default)', f'{path}CUDA graph)'),
+                ('graph, NMS on the GPU', f'{path}CUDA graph)'),
+                ("graph, NMS on the GPU, frame in pinned memory (the node's default)",
+                 f'{path}CUDA graph, frame in pinned memory'),
                 ('upload from pageable + kernel', 'preprocess GPU: upload from pageable'),
+                ('upload from the frame in pinned memory + kernel',
+                 'preprocess GPU: upload from the frame in pinned memory'),
                 ('pinned, 2 threads + upload + kernel', f'{pinned}2 threads'),
                 ('pinned, 4 threads + upload + kernel', f'{pinned}4 threads'))
-    rows = []
-    for size in ('640x480', '1280x720', '1920x1080'):
-        for r in run['runs']:
-            found = {label: next(x for x in r['results']
-                                 if x['stage'].startswith(prefix) and x['size'] == size)
-                     for label, prefix in variants}
-            rows.append([size, str(r['run'])] + [
-                f"{'**' if 'default' in label else ''}{ms(x['median_ms'])}"
-                f"{'**' if 'default' in label else ''} / {ms(x['p99_ms'])}"
-                for label, x in found.items()])
-    return (f"{machine(name)}; `{run['command']}`; {run['commit']}. p50 / p99 ms.\n\n"
-            + table(['input', 'run'] + [label for label, _ in variants], rows))
+    rows, heads = [], []
+    for name in ('gpu_path_h100_host', 'gpu_path_h200_host'):
+        run = load(name)
+        heads.append(f"{machine(name)}: `{run['command']}`; {run['commit']}.")
+        gpu = run['machine']['gpu'].replace('NVIDIA ', '').split()[0]
+        for size in ('640x480', '1280x720', '1920x1080'):
+            for r in run['runs']:
+                cells = []
+                for label, prefix in variants:
+                    x = next((x for x in r['results']
+                              if x['stage'].startswith(prefix) and x['size'] == size), None)
+                    bold = '**' if 'default' in label and x is not None else ''
+                    cells.append('–' if x is None else
+                                 f"{bold}{ms(x['median_ms'])}{bold} / {ms(x['p99_ms'])}")
+                rows.append([size, f"{gpu} {r['run']}"] + cells)
+    return (' '.join(heads) + ' p50 / p99 ms; – : not in that run.\n\n'
+            + table(['input', 'machine, run'] + [label for label, _ in variants], rows))
 
 
 def gpu_stages() -> str:
@@ -399,7 +439,7 @@ TABLES: dict[str, Callable[[], str]] = {
     'gpu-stages': gpu_stages, 'message-build': message_build, 'tracks-depth': tracks_depth,
     'tracking-depth': tracking_depth, 'dds-receive': dds_receive, 'bag': bag,
     'lifecycle-memory': lifecycle_memory, 'tasks': tasks, 'ort-threads': ort_threads,
-    'node-memory': node_memory, 'frame-reader': frame_reader}
+    'node-memory': node_memory, 'frame-reader': frame_reader, 'frame-take': frame_take}
 
 
 def render(text: str) -> str:

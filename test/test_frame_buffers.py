@@ -2,9 +2,11 @@
 given out again only once nothing refers to it, whatever view of it was made."""
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import numpy as np
+import pytest
 
 from yolo_trt_ros.core.image.frame_buffers import FrameBuffers
 
@@ -87,3 +89,36 @@ def test_threads_never_get_the_same_buffer_while_each_holds_one():
     for t in threads:
         t.join()
     assert errors == [] and len(pool) <= 4
+
+
+def over_foreign_memory(nbytes: int, reshape: bool = False):
+    """Memory numpy does not own, as pinned memory is (core/gpu/cuda.py pinned_allocator):
+    numpy makes the frombuffer array the base of every view of it."""
+    array = np.frombuffer((ctypes.c_byte * nbytes)(), np.uint8)
+    return (array.reshape((nbytes,)) if reshape else array), None
+
+
+def test_a_buffer_over_foreign_memory_is_in_use_while_a_view_of_it_lives():
+    """Review of the change: the pinned allocator handed out a reshaped view of its
+    frombuffer array; views of it refer past it, so the pool gave a frame's buffer out
+    again while the frame was still in its slot (and could free it under the frame)."""
+    pool = FrameBuffers(over_foreign_memory)
+    frame = pool.get(64)[:32]  # what the taker hands on
+    frame[:] = 7
+    again = pool.get(64)
+    again[:] = 9
+    assert (frame == 7).all() and not np.shares_memory(frame, again)
+
+
+def test_an_allocator_whose_views_refer_past_its_array_is_refused():
+    pool = FrameBuffers(lambda n: over_foreign_memory(n, reshape=True))
+    with pytest.raises(ValueError, match='views refer to'):
+        pool.get(64)
+    assert len(pool) == 0
+
+
+def test_after_close_frames_get_memory_the_pool_does_not_keep():
+    allocator = Counted()
+    pool = FrameBuffers(allocator)
+    pool.close()
+    assert pool.get(8).nbytes == 8 and allocator.allocated == [] and len(pool) == 0

@@ -216,3 +216,28 @@ def test_a_frame_let_go_of_frees_its_buffer_for_the_next():
         graph.close()
     assert seen == [int(sized(n, 64, 48).data[-1]) for n in range(20)]
     assert len(pool) <= 2, len(pool)  # one being filled, one the handler had just let go
+
+
+@pytest.mark.skipif(not available(), reason='librcl cannot be loaded by name here')
+def test_the_message_resized_by_rmw_stays_in_place_or_grows_from_the_pool_and_never_fails():
+    """Review of rcl_take.py: rmw_cyclonedds resizes the message to its exact size on every
+    take (smaller too), which took a second buffer and copied it each time; and a NULL from
+    the allocator loses the frame (every rmw has taken the sample out of DDS by then). The
+    allocator's callbacks called as rcutils_uint8_array_resize calls them."""
+    from yolo_trt_ros.ros.rcl_take import SerializedTaker
+
+    taker = SerializedTaker(FrameBuffers())
+    taker._current = taker.buffers.get(1000)
+    ptr = taker._current.ctypes.data
+    assert taker._reallocate(ptr, 600, None) == ptr and len(taker.buffers) == 1
+    taker._current[:4] = [1, 2, 3, 4]
+    taker._msg.buffer_length = 4  # realloc keeps what the message holds
+    assert taker._reallocate(ptr, 5000, None) != ptr
+    assert taker._current.nbytes >= 5000 and list(taker._current[:4]) == [1, 2, 3, 4]
+
+    def refusing(nbytes: int):
+        raise MemoryError('cudaMallocHost: out of memory')
+
+    starved = SerializedTaker(FrameBuffers(refusing))
+    assert starved._allocate(100, None) == starved._current.ctypes.data != 0
+    assert starved._current.nbytes == 100

@@ -178,13 +178,17 @@ def test_frames_in_the_pinned_buffers_the_node_takes_them_into_match_cpu(tmp_pat
                     block = buffers.get(pixels.nbytes)
                     block[:pixels.nbytes] = pixels.reshape(-1)
                     view = ImageView(block[:pixels.nbytes].reshape(pixels.shape), 'bgr')
+                    del block  # the view alone holds the buffer, as a frame in a slot
+                    held = buffers.get(pixels.nbytes)  # the next camera's take meanwhile
+                    assert not np.shares_memory(held, view.pixels)
+                    del held
                     assert gpu(view) == cpu(ImageView(pixels, 'bgr'))
                     out = gpu.download()[0]
                     assert np.abs(out - cpu.buffer[0]).max() <= 1 / 255, seed
-                    del view, block
+                    del view
         finally:
             CudaRuntime().stream_destroy(stream)
-        assert len(buffers) == 1
+        assert len(buffers) == 2
         buffers.close()
 
 

@@ -13,7 +13,9 @@ Layouts (rcutils/rmw headers, identical from Humble to Kilted): rcutils_uint8_ar
 {uint8_t *buffer; size_t length; size_t capacity; rcutils_allocator_t allocator} with the
 allocator as five pointers; rmw_message_info_t begins with two int64 timestamps and two
 uint64 sequence numbers, then rmw_gid_t {const char *implementation; uint8_t data[16 or
-24]}, of which a DDS GUID fills the first 16 bytes.
+24]}. Fast DDS puts the writer's GUID in the gid's first 16 bytes, as in the graph's
+endpoint gids; rmw_cyclonedds puts an instance handle there and gives no sequence numbers
+(None here: nothing is counted from them).
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from functools import cache
 
 import numpy as np
 
-from yolo_trt_ros.core.image.frame_buffers import FrameBuffers
+from yolo_trt_ros.core.image.frame_buffers import FrameBuffers, ordinary
 
 RCL_RET_OK, RCL_RET_SUBSCRIPTION_TAKE_FAILED = 0, 401
+SEQUENCE_UNSUPPORTED = 2**64 - 1  # RMW_MESSAGE_INFO_SEQUENCE_NUMBER_UNSUPPORTED
 GID_BYTES = 16
 INFO_BYTES = 256  # larger than rmw_message_info_t on every distro (64-72 bytes)
 
@@ -124,55 +127,56 @@ class SerializedTaker:
         self._errors = libs[1]
         self.buffers = buffers
         self._expect: dict[int, int] = {}  # per subscription: the size of its last message
-        self._grown: np.ndarray | None = None  # the buffer rmw grew the message into
-        self._filling: np.ndarray | None = None
+        self._current: np.ndarray | None = None  # the buffer the message is being taken into
         self._callbacks = (_ALLOCATE(self._allocate), _DEALLOCATE(lambda ptr, state: None),
                            _REALLOCATE(self._reallocate), _ZERO_ALLOCATE(self._zero_allocate))
         self._msg = _Serialized(allocator=_Allocator(*self._callbacks, None))
         self._info = _Info()
 
-    # rmw grows the message through these (rcutils_uint8_array_resize) when it is larger
-    # than the buffer given: the new buffer comes from the pool too, and the old one goes
-    # back to it (the pool frees nothing in use).
-    def _allocate(self, size: int, state) -> int:
+    # rmw sizes the message through these (rcutils_uint8_array_resize) once the sample is
+    # out of DDS: Fast DDS and Zenoh when it is larger than the buffer given, Cyclone on
+    # every take (to the exact size, smaller too). They must not fail (the sample is gone
+    # by then: a NULL loses the frame) and must stay short (rmw_zenoh holds a lock).
+    def _new(self, size: int) -> int:
         try:
-            self._grown = self.buffers.get(size)
-            return self._grown.ctypes.data
-        except Exception:  # rmw reads NULL as out of memory: the frame is lost, logged
-            return 0
+            self._current = self.buffers.get(size, replace=False)
+        except Exception:  # pinned memory refused: ordinary memory keeps the frame
+            self._current = ordinary(size)[0]
+        return self._current.ctypes.data
+
+    def _allocate(self, size: int, state) -> int:
+        return self._new(size)
 
     def _reallocate(self, ptr, size: int, state) -> int:
-        old = self._filling
-        new = self._allocate(size, state)
-        if new and old is not None and ptr:  # realloc keeps the contents
-            n = min(old.nbytes, size)
-            self._grown[:n] = old[:n]
+        old = self._current
+        if old is not None and ptr == old.ctypes.data and size <= old.nbytes:
+            return ptr  # fits: shrinking or growing within the buffer is in place
+        kept = min(self._msg.buffer_length, size)  # what realloc must keep (0 in a take)
+        new = self._new(size)
+        if old is not None and ptr == old.ctypes.data and kept:
+            self._current[:kept] = old[:kept]
         return new
 
     def _zero_allocate(self, count: int, size: int, state) -> int:
-        new = self._allocate(count * size, state)
-        if new:
-            self._grown[:count * size] = 0
+        new = self._new(count * size)
+        self._current[:count * size] = 0
         return new
 
     def take(self, subscription) -> tuple[np.ndarray, dict] | None:
         """subscription: an rclpy Subscription whose handle the caller holds."""
         handle = subscription.handle.pointer
-        block = self.buffers.get(self._expect.get(handle, 1 << 16))
-        self._filling, self._grown = block, None
+        self._current = self.buffers.get(self._expect.get(handle, 1 << 16))
         msg = self._msg
-        msg.buffer, msg.buffer_length, msg.buffer_capacity = block.ctypes.data, 0, block.nbytes
-        ret = self._take(handle, ctypes.byref(msg),
-                         ctypes.byref(self._info), None)
-        self._filling = None
+        msg.buffer, msg.buffer_length = self._current.ctypes.data, 0
+        msg.buffer_capacity = self._current.nbytes
+        ret = self._take(handle, ctypes.byref(msg), ctypes.byref(self._info), None)
+        block, self._current = self._current, None
         if ret == RCL_RET_SUBSCRIPTION_TAKE_FAILED:
             return None
         if ret != RCL_RET_OK:
             text = self._errors.rcutils_get_error_string().text.decode(errors='replace')
             self._errors.rcutils_reset_error()
             raise TakeError(f'rcl_take_serialized_message returned {ret}: {text}')
-        if self._grown is not None:
-            block, self._grown = self._grown, None
         n = msg.buffer_length
         self._expect[handle] = max(n, 1)  # its next frame is most likely the same size
         return block[:n], self._info_dict()
@@ -181,7 +185,9 @@ class SerializedTaker:
         info = self._info
         return {'source_timestamp': info.source_timestamp,
                 'received_timestamp': info.received_timestamp,
-                'publication_sequence_number': info.publication_sequence_number,
+                'publication_sequence_number': None  # rmw_cyclonedds has none
+                if info.publication_sequence_number == SEQUENCE_UNSUPPORTED
+                else info.publication_sequence_number,
                 'reception_sequence_number': info.reception_sequence_number,
                 'publisher_gid': {'implementation_identifier':
                                   (info.implementation or b'').decode(errors='replace'),

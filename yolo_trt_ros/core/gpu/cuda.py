@@ -58,13 +58,17 @@ def host_array(ptr: int, nbytes: int, dtype, shape: tuple[int, ...]):
 
 
 def pinned_allocator(cuda: CudaRuntime):
-    """allocate(nbytes) -> (a uint8 view of new pinned memory, what frees it), for
-    core/image/frame_buffers.py."""
+    """allocate(nbytes) -> (a uint8 array over new pinned memory, what frees it), for
+    core/image/frame_buffers.py: the array numpy makes the base of every view of it (no
+    reshape on top, whose views would refer past it), so its references count them all."""
+    import ctypes
+
     import numpy as np
 
     def allocate(nbytes: int):
         ptr = cuda.malloc_host(nbytes)
-        return host_array(ptr, nbytes, np.uint8, (nbytes,)), lambda: cuda.free_host(ptr)
+        return (np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), np.uint8),
+                lambda: cuda.free_host(ptr))
     return allocate
 
 

@@ -8,7 +8,10 @@ GPU, so the upload is one asynchronous DMA from where the frame landed.
 
 A buffer is free again when only this pool refers to it: the frame's views (the keep-newest
 slot, the parsed image, a batch in flight, the Served result) all hold a reference to it,
-so it cannot be refilled while any of them may still read it. The GPU path reads a pinned
+so it cannot be refilled while any of them may still read it. That needs each buffer to be
+the array numpy makes the base of its views (the first that owns the memory, or sits on a
+non-array such as a ctypes buffer): a reshaped view on top would be skipped by its views'
+references, and is refused. The GPU path reads a pinned
 frame asynchronously: its batch holds the frame until after the one synchronisation per
 frame, which is what makes that safe. Above `limit_bytes` a frame gets an ordinary buffer
 of its own (never pinned, never kept), so a consumer that keeps frames cannot grow the
@@ -38,6 +41,7 @@ class FrameBuffers:
                  kind: str = 'pageable') -> None:
         self.allocate, self.limit_bytes, self.kind = allocate, limit_bytes, kind
         self._lock = threading.Lock()
+        self._closed = False
         self.overflowed = 0  # frames given a buffer of their own above limit_bytes
         # What a block's reference count reads when only the pool refers to it, measured
         # the way every later check reads it (the interpreter's own count varies by version).
@@ -60,16 +64,25 @@ class FrameBuffers:
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def get(self, nbytes: int) -> np.ndarray:
+    def get(self, nbytes: int, replace: bool = True) -> np.ndarray:
+        """replace: free the idle blocks smaller than nbytes (a camera's frames grew); not
+        from inside a take, where rmw may hold a lock while it waits for this."""
         with self._lock:
             for i in range(len(self._blocks)):
                 if self._blocks[i][0].nbytes >= nbytes and not self._in_use(i):
                     return self._blocks[i][0]
-            self._release(lambda i: self._blocks[i][0].nbytes < nbytes)  # grown: replace
-            if self.pooled_bytes + nbytes > self.limit_bytes:
+            if replace:
+                self._release(lambda i: self._blocks[i][0].nbytes < nbytes)
+            if self._closed or self.pooled_bytes + nbytes > self.limit_bytes:
                 self.overflowed += 1
                 return ordinary(nbytes)[0]
             self._blocks.append(self.allocate(nbytes))
+            if self._blocks[-1][0][:0].base is not self._blocks[-1][0]:
+                free = self._blocks.pop()[1]
+                if free is not None:
+                    free()
+                raise ValueError('a frame buffer must be the array its views refer to (numpy '
+                                 'makes the first array that owns the memory their base)')
             return self._blocks[-1][0]
 
     def _release(self, which: Callable[[int], bool]) -> None:
@@ -82,7 +95,9 @@ class FrameBuffers:
 
     def close(self) -> None:
         """Free every block not in use; the pool forgets the others (their owners'
-        references keep them; pinned ones are then never freed: a bounded leak)."""
+        references keep them; pinned ones are then never freed: a bounded leak). Frames
+        asked for after this get ordinary memory."""
         with self._lock:
+            self._closed = True
             self._release(lambda i: True)
             self._blocks = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -192,3 +193,23 @@ def test_overload_drops_stale_frames_with_bounded_latency_and_memory():
     # Keep-newest: a result is for a frame at most a few processing times old.
     assert float(values['latency_ms.p99']) < 2000
     assert rss[1] - rss[0] < 30 * 1024, rss  # no growth with the frame count
+
+
+def test_frames_are_taken_by_rcl_into_a_few_buffers_reused_frame_after_frame(bus_jpg):
+    """ros/rcl_take.py: a camera's frames land in buffers of the node's own, each reused
+    once its frame was served, so 30 frames go through at most a few (the node says how
+    many when it stops); rclpy's take made a new bytes object per frame."""
+    from support.ros import detector_names_publishers
+
+    if not detector_names_publishers():
+        pytest.skip('librcl cannot be loaded by name here: frames are taken by rclpy')
+    with running() as (proc, client):
+        pub = client.publisher(Image, 'image')
+        results = client.collect(Detection2DArray, 'detections')
+        for stamp in range(1, 31):
+            pub.publish(frame(bus_jpg, 'bgr8', stamp, 'cam'))
+            client.wait(lambda s=stamp: len(results) == s, f'the answer to frame {stamp}')
+    log = proc.output()
+    assert 'frames taken by rcl into pageable buffers' in log, log
+    kept = re.search(r'frame buffers: (\d+) of pageable memory', log)
+    assert kept is not None and 1 <= int(kept[1]) <= 3, log

@@ -188,7 +188,12 @@ class DetectorNode(LifecycleNode):
         if self.worker is not None:
             self.worker.stop()
         if self._buffers is not None:  # after the worker: it may still hold a frame
-            self._buffers.close()
+            b = self._buffers
+            self.get_logger().info(
+                f'frame buffers: {len(b)} of {b.kind} memory, {b.pooled_bytes >> 20} MB'
+                + (f'; {b.overflowed} frames above the limit got their own' if b.overflowed
+                   else ''))
+            b.close()
         self.worker = self.frames = self._buffers = None
 
     def _release(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import rclpy
+from lifecycle_msgs.msg import Transition
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
@@ -272,7 +273,6 @@ def change_state(client: Client, transition: int, node: str = '/detector') -> bo
 
     A transition cannot be asked twice, so a lost reply (see Client.call) is read from the
     state the node settles in instead: the transition's goal state means it succeeded."""
-    from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 
     _, future = client.request(ChangeState, f'{node}/change_state',
@@ -293,9 +293,14 @@ def change_state(client: Client, transition: int, node: str = '/detector') -> bo
 
 
 PRIMARY_STATES = ('unconfigured', 'inactive', 'active', 'finalized')
-# lifecycle_msgs/Transition ids -> the primary state each leads to when it succeeds
-GOAL_STATES = {1: 'inactive', 2: 'unconfigured', 3: 'active', 4: 'inactive',
-               5: 'finalized', 6: 'finalized', 7: 'finalized'}
+# each transition -> the primary state it leads to when it succeeds
+GOAL_STATES = {Transition.TRANSITION_CONFIGURE: 'inactive',
+               Transition.TRANSITION_CLEANUP: 'unconfigured',
+               Transition.TRANSITION_ACTIVATE: 'active',
+               Transition.TRANSITION_DEACTIVATE: 'inactive',
+               Transition.TRANSITION_UNCONFIGURED_SHUTDOWN: 'finalized',
+               Transition.TRANSITION_INACTIVE_SHUTDOWN: 'finalized',
+               Transition.TRANSITION_ACTIVE_SHUTDOWN: 'finalized'}
 
 
 def lifecycle_state(client: Client, node: str = '/detector') -> str:

@@ -50,25 +50,24 @@ def check(result, call: str):
 
 
 def host_array(ptr: int, nbytes: int, dtype, shape: tuple[int, ...]):
-    """A numpy view of nbytes of host memory at ptr (pinned memory from malloc_host)."""
+    """A numpy view of nbytes of host memory at ptr (pinned memory from malloc_host). Where
+    shape is already the flat array's, that array itself: numpy makes it the base of every
+    view of it (a reshape on top would be skipped by its views' references)."""
     import ctypes
 
     import numpy as np
-    return np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), dtype).reshape(shape)
+    flat = np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), dtype)
+    return flat if flat.shape == tuple(shape) else flat.reshape(shape)
 
 
 def pinned_allocator(cuda: CudaRuntime):
     """allocate(nbytes) -> (a uint8 array over new pinned memory, what frees it), for
-    core/image/frame_buffers.py: the array numpy makes the base of every view of it (no
-    reshape on top, whose views would refer past it), so its references count them all."""
-    import ctypes
-
+    core/image/frame_buffers.py, which counts a buffer's views by its references."""
     import numpy as np
 
     def allocate(nbytes: int):
         ptr = cuda.malloc_host(nbytes)
-        return (np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), np.uint8),
-                lambda: cuda.free_host(ptr))
+        return host_array(ptr, nbytes, np.uint8, (nbytes,)), lambda: cuda.free_host(ptr)
     return allocate
 
 

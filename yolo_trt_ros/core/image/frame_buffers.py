@@ -78,20 +78,21 @@ class FrameBuffers:
                 return ordinary(nbytes)[0]
             self._blocks.append(self.allocate(nbytes))
             if self._blocks[-1][0][:0].base is not self._blocks[-1][0]:
-                free = self._blocks.pop()[1]
-                if free is not None:
-                    free()
+                self._drop(len(self._blocks) - 1)
                 raise ValueError('a frame buffer must be the array its views refer to (numpy '
                                  'makes the first array that owns the memory their base)')
             return self._blocks[-1][0]
+
+    def _drop(self, i: int) -> None:
+        free = self._blocks.pop(i)[1]
+        if free is not None:
+            free()
 
     def _release(self, which: Callable[[int], bool]) -> None:
         """Drop (and free) the blocks not in use for which which(index) holds."""
         for i in reversed(range(len(self._blocks))):
             if which(i) and not self._in_use(i):
-                free = self._blocks.pop(i)[1]
-                if free is not None:
-                    free()
+                self._drop(i)
 
     def close(self) -> None:
         """Free every block not in use; the pool forgets the others (their owners'

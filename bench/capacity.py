@@ -233,6 +233,11 @@ def main() -> int:
               **{cause: sum(c[cause] for c in cams) for cause in LOSS_CAUSES},
               'processed_fps': round(sum(c['processed'] for c in cams) / args.seconds, 1),
               'latency_p99_ms_worst': max((c['latency_p99_ms'] for c in cams), default=None),
+              # each detector's own account when it stopped: its batch steps and the
+              # collector's pauses, CUDA graphs, frame buffers (yolo_trt_ros/ros/detector_node)
+              'node_accounts': [line.split(']: ', 1)[1] for line in log.splitlines()
+                                if any(f']: {what}' in line for what in (
+                                    'worker: ', 'frame buffers: ', 'garbage collector: '))],
               'per_camera': cams}
     print(json.dumps({k: v for k, v in result.items() if k != 'per_camera'}, indent=1))
     for c in cams:

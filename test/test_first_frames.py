@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import cv2
+import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.serialization import serialize_message
@@ -112,3 +113,43 @@ def test_warm_up_opens_the_gpu_path_before_the_first_frame(tmp_path, compressed)
         assert det.preprocess_device == 'gpu' and det.decode_device == 'gpu'
         if compressed and open_gpu_jpeg(1)[0] is not None:
             assert det.jpeg_device == 'gpu'
+
+
+@pytest.mark.gpu
+def test_a_lone_jpeg_after_the_warm_up_is_served_like_the_rest(tmp_path):
+    """Issue 21, on the H100 host: 8 JPEG cameras at 1080p, warmed up with a batch of all
+    eight, and the first time one camera's frame came alone its decode took 271 ms (a lone
+    JPEG takes another path in nvImageCodec, started on first use: 300 ms there), and 58
+    frames were dropped behind it. The warm-up decodes a lone frame too. Measured against a
+    decoder warmed the old way, in the same test: no fixed time limit."""
+    from cuda.bindings import runtime as rt
+
+    from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
+    from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+    from yolo_trt_ros.core.gpu.jpeg import DeviceImage, open_gpu_jpeg
+    from yolo_trt_ros.core.runtime.detector import Detector
+    from yolo_trt_ros.core.serving.batch import BatchStep
+    from yolo_trt_ros.testing import gpu_standin
+
+    if open_gpu_jpeg(1)[0] is None:
+        pytest.skip(f'no GPU JPEG decoder: {open_gpu_jpeg(1)[1]}')
+    jpeg = cv2.imencode('.jpg', np.random.default_rng(3).integers(
+        0, 256, (1080, 1920, 3), np.uint8))[1].tobytes()
+
+    def lone(decode) -> float:
+        started = time.perf_counter()
+        (image,) = decode([(jpeg, 'jpeg')])
+        rt.cudaDeviceSynchronize()
+        assert isinstance(image, DeviceImage)
+        return time.perf_counter() - started
+
+    old_way, _ = open_gpu_jpeg(10**8)
+    with old_way:
+        old_way([jpeg] * 8)
+        rt.cudaDeviceSynchronize()
+        cold = lone(lambda payloads: old_way([data for data, _ in payloads]))
+    engine = gpu_standin.make_engine(tmp_path / 'standin.engine', max_batch=8)
+    with Detector(TensorRTBackend(engine, trt=gpu_standin, cuda=CudaRuntime())) as det:
+        BatchStep(det, True, 10**8, str).warm_up(8)
+        warm = lone(lambda payloads: det.decode_compressed(payloads, 10**8))
+    assert warm < max(cold / 5, 0.02), (warm, cold)

@@ -288,6 +288,42 @@ def test_batches_and_device_frames_replay_too(tmp_path):
         assert fast.jpeg_device == ('gpu' if on_gpu else 'cpu')
 
 
+def test_device_frames_wherever_they_lie_replay_one_graph(tmp_path):
+    """Issue 21, seen on the H100 host: nvImageCodec puts each batch's decoded frames where
+    its allocator finds room, and with the frames' device pointers in the graph's key a JPEG
+    camera made a new graph nearly every batch (16 captures, 16 launches, graphs off). Their
+    kernels are queued before the graph now: frames at a new place each batch replay one
+    graph, each letterboxed from where it lies (the same engine input and detections as
+    without graphs)."""
+    from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+    from yolo_trt_ros.core.gpu.jpeg import DeviceImage
+
+    cuda = CudaRuntime()
+    h, w, places = 720, 1280, 6
+    pixels = [frame(h, w, 40 + k) for k in range(places)]
+    block = cuda.malloc(h * w * 3 * places)
+    try:
+        for k, p in enumerate(pixels):  # frame k at place k: a new pointer every batch
+            cuda.copy_to_device(block + k * p.nbytes, p.ctypes.data, p.nbytes, 0)
+        cuda.stream_synchronize(0)
+        with standin_detector(tmp_path, 'a', True) as fast, \
+                standin_detector(tmp_path, 'b', False) as plain:
+            for k in range(places):
+                device = DeviceImage(block + k * pixels[k].nbytes, w * 3, w, h, 3, 'bgr')
+                host = view_image(pixels[k].tobytes(), h, w, 'bgr8', w * 3)
+                # a batch of a device frame and a host frame: only the first moves
+                a = fast.detect([device, host])
+                b = plain.detect([device, host])
+                for x, y in zip(a, b, strict=True):
+                    same(x, y)
+                np.testing.assert_array_equal(engine_input(fast, 2), engine_input(plain, 2))
+            # in order, captured, then replayed at every new place
+            assert (fast.graphs.captures, fast.graphs.launches) == (1, places - 1)
+            assert fast.graphs.enabled
+    finally:
+        cuda.free(block)
+
+
 def test_suspend_drops_the_graphs_and_resume_captures_anew(tmp_path):
     """The lifecycle's inactive state frees the buffers the graphs point at: they go with
     them, and the active state captures again."""

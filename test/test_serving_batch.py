@@ -119,7 +119,7 @@ def test_a_raw_frame_above_the_limit_is_refused_from_its_header(detector):
 
 def test_the_worker_serves_every_camera_and_survives_a_bug(detector, bus_jpg):
     """A payload the step cannot even read (not bytes: a bug upstream, not bad input) is
-    refused as internal for its batch; the next batch is served as usual."""
+    refused as internal for its batch; the next batch is served as usual, and timed."""
     slots = LatestFrames(2)
     delivered: list[BatchResult] = []
     done = threading.Condition()
@@ -130,7 +130,9 @@ def test_the_worker_serves_every_camera_and_survives_a_bug(detector, bus_jpg):
             done.notify()
 
     good = serialized(to_message(cv2.imread(str(bus_jpg)), 'bgr8'), 1, 'cam')
-    worker = Worker(slots, BatchStep(detector, False, 10**8, detector.label), deliver)
+    steps: list[float] = []  # what the worker timed: the batches served
+    worker = Worker(slots, BatchStep(detector, False, 10**8, detector.label), deliver,
+                    steps.append)
     worker.start()
     try:
         slots.put(0, object())
@@ -145,6 +147,7 @@ def test_the_worker_serves_every_camera_and_survives_a_bug(detector, bus_jpg):
     assert refused.camera == 0 and refused.cause == 'internal'
     assert 'please report this' in refused.reason
     assert [s.frame.camera for s in delivered[1].served] == [1]
+    assert len(steps) == 1 and 0 < steps[0] < 30, steps
 
 
 def test_the_annotated_image_is_bounded(detector):
@@ -324,3 +327,31 @@ def test_a_segment_models_masks_give_the_label_image_and_the_depth_under_them(tm
     assert len(z) >= 3
     np.testing.assert_allclose(z, under_masks.centre[under_masks.valid, 2])
     assert not np.allclose(z, at_centres.centre[under_masks.valid, 2])
+
+
+def test_the_warm_up_is_for_1080p_frames_unless_another_size_is_asked_for(monkeypatch):
+    """The node warms up for 1080p (buffers that large serve every smaller camera), with a
+    batch of every camera and a batch of one (tests/test_first_frames.py: on the GPU)."""
+    from yolo_trt_ros.core.serving.batch import WARM_UP_ENV, warm_up_size
+
+    monkeypatch.delenv(WARM_UP_ENV, raising=False)
+    assert warm_up_size() == (1080, 1920)
+    monkeypatch.setenv(WARM_UP_ENV, '640x480')
+    assert warm_up_size() == (480, 640)
+    for bad in ('640', 'x480', '0x480', '640x99999', 'wide'):
+        monkeypatch.setenv(WARM_UP_ENV, bad)
+        with pytest.raises(ValueError, match=WARM_UP_ENV):
+            warm_up_size()
+
+
+@pytest.mark.parametrize('compressed', [False, True])
+def test_the_warm_up_stays_within_max_image_pixels(detector, monkeypatch, compressed):
+    """A node whose max_image_pixels is below 1080p warms up for the largest frame it would
+    take (a 1080p warm-up frame would be refused, and warm nothing)."""
+    from yolo_trt_ros.core.serving.batch import WARM_UP_ENV
+
+    monkeypatch.delenv(WARM_UP_ENV, raising=False)
+    step = BatchStep(detector, compressed, max_pixels=500_000, label=str)
+    h, w = step.warm_up(2)
+    assert h * w <= 500_000 and h * w > 450_000 and abs(w / h - 16 / 9) < 0.01
+    assert BatchStep(detector, compressed, 10**8, str).warm_up(1) == (1080, 1920)

@@ -38,6 +38,7 @@ from yolo_trt_ros.core.serving.decoding import Intake
 from yolo_trt_ros.core.serving.health import LogOncePerCause
 from yolo_trt_ros.core.serving.memory import keep_frame_memory
 from yolo_trt_ros.core.serving.params import checked_value
+from yolo_trt_ros.core.serving.pauses import Pauses, freeze_heap, thaw_heap
 from yolo_trt_ros.core.serving.worker import Worker
 from yolo_trt_ros.ros.cameras import Camera, CameraInputs, close_camera, open_camera
 from yolo_trt_ros.ros.conversions import bgr_image, camera_status, header_message, label_info
@@ -68,7 +69,7 @@ class DetectorNode(LifecycleNode):
             self.get_logger().warning(f'parameters given but not known to the detector: '
                                       f"{', '.join(unknown)}")
         self.config = self.detector = self.step = self.frames = self.worker = None
-        self._buffers = None
+        self._buffers = self._pauses = None
         self.cameras: list[Camera] = []
         self._timers: list = []
         self.configure_error: Exception | None = None  # why the last configure failed
@@ -139,15 +140,17 @@ class DetectorNode(LifecycleNode):
             self.frames = Intake(len(self.cameras), self.config.compressed, max_pixels,
                                  lambda: self.detector.jpeg_on_gpu(max_pixels),
                                  self.config.decode_timeout_s)
-            self.step.warm_up(len(self.cameras))
-        except YoloTrtError as exc:
+            h, w = self.step.warm_up(len(self.cameras))
+        except (YoloTrtError, ValueError) as exc:  # ValueError: a bad warm-up size asked for
             self.get_logger().error(f'cannot activate: {exc}')
             if self.frames is not None:
                 self.frames.close()
             self.frames = None
             return FAILURE
-        self.get_logger().info(f'warmed up in {time.monotonic() - started:.2f} s')
-        self.worker = Worker(self.frames, self.step, self._deliver)
+        self.get_logger().info(f'warmed up for {w}x{h} frames in '
+                               f'{time.monotonic() - started:.2f} s')
+        self._pauses = Pauses()
+        self.worker = Worker(self.frames, self.step, self._deliver, self._pauses.step)
         super().on_activate(state)  # the lifecycle publishers publish from now on
         self._publish_label_info()
         # The builder's announcement ends with its process; this one lasts as long as the
@@ -156,6 +159,13 @@ class DetectorNode(LifecycleNode):
         self.engine_pub.publish(engine_message(
             engine_path=info.engine_path, backend=info.name,
             model=str(self.config.detector.model), announced_by='detector'))
+        # What exists now lives as long as the node serves: out of the collector's walks
+        # (core/serving/pauses.py), which otherwise stop every thread for that long. Before
+        # the subscriptions: the one full collection here must not hold up their frames.
+        frozen = freeze_heap()
+        self._pauses.start()
+        self.get_logger().info('garbage collector: the warmed-up heap frozen' if frozen else
+                               'garbage collector: as Python sets it')
         self.worker.start()
         self._buffers = self.detector.frame_buffers()
         self.inputs.subscribe_all(self._buffers)
@@ -187,14 +197,21 @@ class DetectorNode(LifecycleNode):
         self._timers = []
         if self.worker is not None:
             self.worker.stop()
+        if self._pauses is not None:
+            self._pauses.stop()
+            thaw_heap()
+            self.get_logger().info(f'worker: {self._pauses.summary()}; '
+                                   f'{self.detector.graph_use}')
         if self._buffers is not None:  # after the worker: it may still hold a frame
             b = self._buffers
             self.get_logger().info(
-                f'frame buffers: {len(b)} of {b.kind} memory, {b.pooled_bytes >> 20} MB'
+                f'frame buffers: {len(b)} of {b.kind} memory, {b.pooled_bytes >> 20} MB '
+                f'({b.allocations} allocated, the longest in '
+                f'{b.longest_allocation_s * 1e3:.1f} ms)'
                 + (f'; {b.overflowed} frames above the limit got their own' if b.overflowed
                    else ''))
             b.close()
-        self.worker = self.frames = self._buffers = None
+        self.worker = self.frames = self._buffers = self._pauses = None
 
     def _release(self) -> None:
         for cam in self.cameras:

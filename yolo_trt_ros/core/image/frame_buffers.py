@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -43,6 +44,7 @@ class FrameBuffers:
         self._lock = threading.Lock()
         self._closed = False
         self.overflowed = 0  # frames given a buffer of their own above limit_bytes
+        self.allocations, self.longest_allocation_s = 0, 0.0  # (pinned allocation is slow)
         # What a block's reference count reads when only the pool refers to it, measured
         # the way every later check reads it (the interpreter's own count varies by version).
         self._blocks: list[tuple[np.ndarray, Callable[[], None] | None]] = [
@@ -76,7 +78,11 @@ class FrameBuffers:
             if self._closed or self.pooled_bytes + nbytes > self.limit_bytes:
                 self.overflowed += 1
                 return ordinary(nbytes)[0]
+            began = time.perf_counter()
             self._blocks.append(self.allocate(nbytes))
+            self.allocations += 1
+            self.longest_allocation_s = max(self.longest_allocation_s,
+                                            time.perf_counter() - began)
             if self._blocks[-1][0][:0].base is not self._blocks[-1][0]:
                 self._drop(len(self._blocks) - 1)
                 raise ValueError('a frame buffer must be the array its views refer to (numpy '

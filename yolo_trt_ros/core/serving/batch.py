@@ -10,6 +10,7 @@ others go on. Bad depth costs a frame its 3D only.
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -51,6 +52,26 @@ def parse_frame(data, compressed: bool,
     m = parse_image(data)
     return m.header, view_image(m.data, m.height, m.width, m.encoding, m.step,
                                 m.is_bigendian, max_pixels=max_pixels)
+
+
+# What the node warms up for: buffers sized for 1080p serve every smaller frame too.
+# YOLO_TRT_ROS_WARM_UP_SIZE=WxH asks for another size (A/B runs of bench/capacity.py).
+WARM_UP_SIZE = (1080, 1920)
+WARM_UP_ENV = 'YOLO_TRT_ROS_WARM_UP_SIZE'
+
+
+def warm_up_size() -> tuple[int, int]:
+    """(h, w) of the warm-up frames: WARM_UP_SIZE, or WxH from YOLO_TRT_ROS_WARM_UP_SIZE."""
+    given = os.environ.get(WARM_UP_ENV, '')
+    if not given:
+        return WARM_UP_SIZE
+    try:
+        w, h = (int(v) for v in given.lower().split('x'))
+    except ValueError:
+        raise ValueError(f'{WARM_UP_ENV}={given!r}: expected WIDTHxHEIGHT, e.g. 640x480') from None
+    if not (0 < w <= 16384 and 0 < h <= 16384):
+        raise ValueError(f'{WARM_UP_ENV}={given!r}: each side from 1 to 16384')
+    return h, w
 
 
 @dataclass(frozen=True)
@@ -141,24 +162,34 @@ class BatchStep:
                 served.append(self._serve(frame, header, image, det))
         return BatchResult(served, refused, taken)
 
-    def warm_up(self, cameras: int, size: tuple[int, int] = (480, 640)) -> None:
-        """Run the pipeline once on synthetic frames, one per camera, as a batch of them
-        would: the first decode (on the GPU: nvImageCodec's start), the buffers and
-        kernels of that input shape, the backend's first run. The node calls it before it
-        subscribes, so its first frames are served like the rest (issue 21). Touches no
-        camera's tracks or counters; raises YoloTrtError where inference cannot run."""
-        h, w = size
+    def warm_up(self, cameras: int, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Run the pipeline once on synthetic frames of size (h, w), one per camera, as a
+        batch of them would: the first decode (on the GPU: nvImageCodec's start and its
+        buffers for frames that large), the staging buffers and kernels, the backend's
+        first run. The node calls it before it subscribes, so its first frames are served
+        like the rest (issue 21). Touches no camera's tracks or counters; raises
+        YoloTrtError where inference cannot run. Returns the (h, w) it warmed up for: at
+        most max_pixels (a smaller limit would refuse the frames)."""
+        h, w = size or warm_up_size()
+        if h * w > self.max_pixels:
+            scale = (self.max_pixels / (h * w)) ** 0.5
+            h, w = max(1, int(h * scale)), max(1, int(w * scale))
         yy, xx = np.mgrid[0:h, 0:w]
         bgr = np.repeat(((xx + yy) % 256).astype(np.uint8)[..., None], 3, axis=2)
-        if self.compressed:
-            jpeg = cv2.imencode('.jpg', bgr)[1].tobytes()
-            images = [image for image in self.detector.decode_compressed(
-                [(jpeg, 'jpeg')] * cameras, self.max_pixels)
-                if not isinstance(image, ImageError)]
-        else:
-            images = [ImageView(bgr, 'bgr')] * cameras
-        if images:
-            self.detector.detect(images)
+        # A batch of every camera, then one of a single frame: nvImageCodec decodes a lone
+        # JPEG another way, whose first use took 300 ms on the H100 host (8 cameras at
+        # 1080p: the first time one camera's frame came alone, 58 frames dropped behind it).
+        for n in sorted({cameras, 1}, reverse=True):
+            if self.compressed:
+                jpeg = cv2.imencode('.jpg', bgr)[1].tobytes()
+                images = [image for image in self.detector.decode_compressed(
+                    [(jpeg, 'jpeg')] * n, self.max_pixels)
+                    if not isinstance(image, ImageError)]
+            else:
+                images = [ImageView(bgr, 'bgr')] * n
+            if images:
+                self.detector.detect(images)
+        return h, w
 
     def _serve(self, frame: Frame, header: Stamped, image: ImageView | DeviceImage,
                det: Detections) -> Served:

@@ -4,6 +4,7 @@ never wait for it; a slow model drops stale frames instead of queueing them."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep, Refused
@@ -16,8 +17,10 @@ class Worker:
     itself) refuses the batch's frames as 'internal', and the worker goes on."""
 
     def __init__(self, slots: LatestFrames, step: BatchStep,
-                 deliver: Callable[[BatchResult], None]) -> None:
-        self.slots, self.step, self.deliver = slots, step, deliver
+                 deliver: Callable[[BatchResult], None],
+                 timed: Callable[[float], None] = lambda seconds: None) -> None:
+        """timed(seconds): each batch's step and delivery took that long."""
+        self.slots, self.step, self.deliver, self.timed = slots, step, deliver, timed
         self._thread = threading.Thread(target=self._run, name='detector-worker', daemon=True)
 
     def start(self) -> None:
@@ -34,8 +37,10 @@ class Worker:
             frames = self.slots.take(timeout=0.5)
             if not frames:
                 continue
+            began = time.perf_counter()
             try:
                 self.deliver(self.step(frames))
+                self.timed(time.perf_counter() - began)
             except Exception as exc:  # the worker boundary: a bug must not stop detection
                 if self.slots.closed:
                     return  # shutting down: the frame in flight is dropped, not an error

@@ -253,10 +253,13 @@ def capacity() -> str:
                      'CompressedImage' if r.get('compressed') else 'Image',
                      str(r.get('workers', '1')),
                      f"**{r['processed_fps']}** of {r['cameras'] * r['fps']:.0f} fps",
-                     str(r['dropped_in_node']), str(r['lost_before_node']),
+                     str(r['dropped_in_node']),
+                     f"{r['lost_before_node']}" + (f" ({r['unmatched']})" if 'unmatched' in r
+                                                   else ''),
                      str(r.get('latency_p99_ms_worst', '–'))])
     return table(['machine', 'cameras x size x fps', 'input', 'workers', 'processed',
-                  'dropped in node', 'lost before it', 'worst p99 ms'], rows)
+                  'dropped in node', 'lost before it (sent before it matched)',
+                  'worst p99 ms'], rows)
 
 
 def gpu_path() -> str:

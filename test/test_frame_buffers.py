@@ -122,3 +122,20 @@ def test_after_close_frames_get_memory_the_pool_does_not_keep():
     pool = FrameBuffers(allocator)
     pool.close()
     assert pool.get(8).nbytes == 8 and allocator.allocated == [] and len(pool) == 0
+
+
+def test_reserved_blocks_serve_frames_up_to_their_size_without_an_allocation():
+    """The node reserves blocks for the frames it warmed up for before it subscribes: a
+    frame up to that size is taken into one of them, a larger one still gets its own."""
+    alloc = Counted()
+    pool = FrameBuffers(alloc, limit_bytes=1000)
+    assert pool.reserve(300, 4) == 3  # the fourth would pass limit_bytes
+    assert alloc.allocated == [300] * 3 and pool.allocations == 3
+    held = [pool.get(250), pool.get(300, replace=False), pool.get(10, replace=False)]
+    assert alloc.allocated == [300] * 3  # no allocation while serving
+    assert len({b.ctypes.data for b in held}) == 3
+    assert pool.get(200).nbytes == 200 and pool.overflowed == 1  # all in use, limit reached
+    del held
+    assert pool.get(300).nbytes == 300 and alloc.allocated == [300] * 3
+    pool.close()
+    assert pool.reserve(300, 2) == 0 and len(alloc.freed) == 3

@@ -159,13 +159,14 @@ def test_graphs_that_are_not_replayed_turn_off_and_seen_keys_are_bounded(cuda, s
 
 
 def standin_detector(tmp_path, name: str, graphs: bool, max_batch: int = 4,
-                     gpu_nms: bool = True):
+                     gpu_nms: bool = True, fixed: bool = False):
     from yolo_trt_ros.core.backends.tensorrt import TensorRTBackend
     from yolo_trt_ros.core.gpu.cuda import CudaRuntime
     from yolo_trt_ros.core.runtime.detector import Detector
     from yolo_trt_ros.testing import gpu_standin
 
-    engine = gpu_standin.make_engine(tmp_path / f'{name}.engine', max_batch=max_batch)
+    engine = gpu_standin.make_engine(tmp_path / f'{name}.engine', max_batch=max_batch,
+                                     fixed=fixed)
     return Detector(TensorRTBackend(engine, trt=gpu_standin, cuda=CudaRuntime()),
                     cuda_graphs=graphs, gpu_nms=gpu_nms)
 
@@ -320,6 +321,35 @@ def test_device_frames_wherever_they_lie_replay_one_graph(tmp_path):
             # in order, captured, then replayed at every new place
             assert (fast.graphs.captures, fast.graphs.launches) == (1, places - 1)
             assert fast.graphs.enabled
+    finally:
+        cuda.free(block)
+
+
+def test_an_engine_of_fixed_batch_keeps_a_graph_per_frame_count(tmp_path):
+    """Found in review: with device frames out of the key, an engine of fixed batch (one
+    shape for any count) gave one key to a batch of one frame and a batch of two, so the
+    graph of one count would be replayed for the other (its decode and downloads sized for
+    the other count). The count is in the key: two graphs, each replayed for its own."""
+    from yolo_trt_ros.core.gpu.cuda import CudaRuntime
+    from yolo_trt_ros.core.gpu.jpeg import DeviceImage
+
+    cuda = CudaRuntime()
+    h, w = 480, 640
+    pixels = frame(h, w, 50)
+    block = cuda.malloc(pixels.nbytes)
+    try:
+        cuda.copy_to_device(block, pixels.ctypes.data, pixels.nbytes, 0)
+        cuda.stream_synchronize(0)
+        device = DeviceImage(block, w * 3, w, h, 3, 'bgr')
+        with standin_detector(tmp_path, 'a', True, max_batch=2, fixed=True) as fast, \
+                standin_detector(tmp_path, 'b', False, max_batch=2, fixed=True) as plain:
+            for n in [1, 2, 1, 2, 1, 2]:
+                a, b = fast.detect([device] * n), plain.detect([device] * n)
+                assert len(a) == len(b) == n
+                for x, y in zip(a, b, strict=True):
+                    same(x, y)
+            # each count: in order, captured, replayed
+            assert (fast.graphs.captures, fast.graphs.launches) == (2, 2)
     finally:
         cuda.free(block)
 

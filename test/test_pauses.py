@@ -2,6 +2,7 @@
 garbage collector's pauses, measured on the real collector, and the heap frozen once warm."""
 import gc
 import re
+import weakref
 
 import pytest
 
@@ -47,9 +48,33 @@ def test_the_warm_heap_is_frozen_unless_python_s_own_collector_is_asked_for(monk
     monkeypatch.delenv(GC_ENV)
     try:
         assert freeze_heap() is True
-        assert gc.get_freeze_count() > 1000  # all that pytest and numpy hold
-        young = [[i] for i in range(100)]  # made after the freeze: still collected
-        assert gc.get_freeze_count() > 0 and young
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000  # all that pytest and numpy hold
+        cycle = Cycle()  # made after the freeze: a cycle of it is still collected
+        cycle.me, gone = cycle, weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert gone() is None and gc.get_freeze_count() == frozen
     finally:
         thaw_heap()
     assert gc.get_freeze_count() == 0
+
+
+class Cycle:
+    me: object = None
+
+
+def test_a_cycle_frozen_with_the_heap_is_collected_when_thawed(monkeypatch):
+    """What the heap held when frozen is not collected while frozen; thaw_heap() collects
+    it at once (the node thaws before it releases the detector's CUDA resources)."""
+    monkeypatch.delenv(GC_ENV, raising=False)
+    try:
+        cycle = Cycle()
+        cycle.me, gone = cycle, weakref.ref(cycle)
+        assert freeze_heap() is True  # the cycle, still referred to, among the frozen
+        del cycle
+        gc.collect()
+        assert gone() is not None  # frozen: not walked
+    finally:
+        thaw_heap()
+    assert gone() is None

@@ -351,7 +351,15 @@ def test_the_warm_up_stays_within_max_image_pixels(detector, monkeypatch, compre
     from yolo_trt_ros.core.serving.batch import WARM_UP_ENV
 
     monkeypatch.delenv(WARM_UP_ENV, raising=False)
+    ran: list[list[tuple[int, int]]] = []  # each detect call's frame sizes (w, h)
+    detect = detector.detect
+    monkeypatch.setattr(detector, 'detect', lambda images: ran.append(
+        [(i.width, i.height) for i in images]) or detect(images))
     step = BatchStep(detector, compressed, max_pixels=500_000, label=str)
-    h, w = step.warm_up(2)
+    h, w = step.warm_up(3)
     assert h * w <= 500_000 and h * w > 450_000 and abs(w / h - 16 / 9) < 0.01
+    # on the CPU: a batch of every camera, then a lone frame, each of that size
+    assert ran == [[(w, h)] * 3, [(w, h)]]
+    ran.clear()
     assert BatchStep(detector, compressed, 10**8, str).warm_up(1) == (1080, 1920)
+    assert ran == [[(1920, 1080)]]

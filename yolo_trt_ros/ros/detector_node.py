@@ -55,6 +55,7 @@ from yolo_trt_ros.ros.parameters import (
 from yolo_trt_ros.ros.runner import run
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+FRAME_HEADER_BYTES = 4096  # a serialized frame's CDR fields besides its pixels, and more
 
 
 class DetectorNode(LifecycleNode):
@@ -70,6 +71,7 @@ class DetectorNode(LifecycleNode):
                                       f"{', '.join(unknown)}")
         self.config = self.detector = self.step = self.frames = self.worker = None
         self._buffers = self._pauses = None
+        self._frozen = False  # this node froze the heap (and thaws it when it stops)
         self.cameras: list[Camera] = []
         self._timers: list = []
         self.configure_error: Exception | None = None  # why the last configure failed
@@ -162,12 +164,16 @@ class DetectorNode(LifecycleNode):
         # What exists now lives as long as the node serves: out of the collector's walks
         # (core/serving/pauses.py), which otherwise stop every thread for that long. Before
         # the subscriptions: the one full collection here must not hold up their frames.
-        frozen = freeze_heap()
+        self._frozen = freeze_heap()
         self._pauses.start()
-        self.get_logger().info('garbage collector: the warmed-up heap frozen' if frozen else
-                               'garbage collector: as Python sets it')
+        self.get_logger().info('garbage collector: the warmed-up heap frozen' if self._frozen
+                               else 'garbage collector: as Python sets it')
         self.worker.start()
         self._buffers = self.detector.frame_buffers()
+        # Two per camera (what 8 raw cameras in one process used on the H100 host), for
+        # frames as large as the warm-up's: bgr8, or a JPEG of at most 6 bits a pixel.
+        frame_bytes = h * w * 3 // (4 if self.config.compressed else 1) + FRAME_HEADER_BYTES
+        self._buffers.reserve(frame_bytes, 2 * len(self.cameras))
         self.inputs.subscribe_all(self._buffers)
         self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
         if self.config.qos_reliability == 'auto':
@@ -198,15 +204,19 @@ class DetectorNode(LifecycleNode):
         if self.worker is not None:
             self.worker.stop()
         if self._pauses is not None:
-            self._pauses.stop()
+            self._pauses.stop()  # before the thaw's collection: that one is not serving's
+        if self._frozen:
             thaw_heap()
+            self._frozen = False
+        if self._pauses is not None:
             self.get_logger().info(f'worker: {self._pauses.summary()}; '
                                    f'{self.detector.graph_use}')
         if self._buffers is not None:  # after the worker: it may still hold a frame
             b = self._buffers
             self.get_logger().info(
                 f'frame buffers: {len(b)} of {b.kind} memory, {b.pooled_bytes >> 20} MB '
-                f'({b.allocations} allocated, the longest in '
+                f'({b.allocations} allocated, {b.reserved} of them before the first frame, '
+                f'the longest in '
                 f'{b.longest_allocation_s * 1e3:.1f} ms)'
                 + (f'; {b.overflowed} frames above the limit got their own' if b.overflowed
                    else ''))

@@ -52,11 +52,13 @@ extern "C" __global__ void standin(const float* in, long long in_per_image, cons
 
 
 def make_engine(path: Path, size: int = 640, classes: int = 80, max_batch: int = 8,
-                names: list[str] | None = None) -> Path:
+                names: list[str] | None = None, fixed: bool = False) -> Path:
     """A stand-in engine of YOLOv8 shapes ((N, 3, size, size) -> (N, 4+C, A)), N dynamic
-    1..max_batch, with its sidecar (names, format)."""
+    1..max_batch (fixed: always max_batch, as a model exported with a fixed batch), with its
+    sidecar (names, format)."""
     anchors = sum((size // s) ** 2 for s in (8, 16, 32))
-    spec = {'size': size, 'classes': classes, 'anchors': anchors, 'max_batch': max_batch}
+    spec = {'size': size, 'classes': classes, 'anchors': anchors, 'max_batch': max_batch,
+            'fixed': fixed}
     plan = MAGIC + json.dumps(spec).encode()
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -102,10 +104,11 @@ def _load(plan: bytes) -> EnginePlan | None:
                       np.uint64(table), np.uint64(addresses['output0']),
                       np.int64(out_per_image)], stream_handle)
 
+    n = spec['max_batch'] if spec.get('fixed') else -1
     return EnginePlan(
-        [Tensor('images', TensorIOMode.INPUT, (-1, 3, size, size), DataType.FLOAT),
-         Tensor('output0', TensorIOMode.OUTPUT, (-1, 4 + classes, anchors), DataType.FLOAT)],
-        [(n, 3, size, size) for n in (1, 1, spec['max_batch'])],
+        [Tensor('images', TensorIOMode.INPUT, (n, 3, size, size), DataType.FLOAT),
+         Tensor('output0', TensorIOMode.OUTPUT, (n, 4 + classes, anchors), DataType.FLOAT)],
+        [(b, 3, size, size) for b in ((n, n, n) if n > 0 else (1, 1, spec['max_batch']))],
         lambda shape: {'output0': (shape[0], 4 + classes, anchors)}, enqueue)
 
 

@@ -264,9 +264,11 @@ class Detector:
     def _detect_on_gpu(self, images: list[ImageView | DeviceImage], decoder: GpuDecoder,
                        masks: GpuMasks | None, t0: float) -> list[Detections | OutputError]:
         """The GPU path with the frame's work after the upload as one CUDA graph per
-        (shape, frames' places and sizes, thresholds, max_detections, agnostic): letterbox
-        kernels (and uploads from pinned staging), the engine's enqueue, the decode and NMS
-        kernels and their downloads (core/gpu/graphs.py)."""
+        (engine shape since its last change, frame count, host frames' places and sizes,
+        thresholds, max_detections, agnostic): letterbox kernels of host frames (and uploads
+        from pinned staging), the engine's enqueue, the decode and NMS kernels and their
+        downloads (core/gpu/graphs.py). Frames already on the device are letterboxed just
+        before the graph, from wherever they lie."""
         post = self.post  # one read: the node may swap it between frames, never within one
         n_allowed = decoder.prepare(post)
         if n_allowed == 0:  # no allowed class in range: nothing to run
@@ -294,8 +296,10 @@ class Detector:
         if self.graphs is None:
             boxes = work()
         else:  # the engine's context must not have changed shape since the capture
-            key = (io.shape_changes, shape, inside, n_allowed, post.conf_threshold,
-                   post.iou_threshold, post.max_detections, post.agnostic)
+            # the frame count too: an engine of fixed batch runs any count in one shape
+            key = (io.shape_changes, shape, len(images), inside, n_allowed,
+                   post.conf_threshold, post.iou_threshold, post.max_detections,
+                   post.agnostic)
             boxes = self.graphs.run(key, work)
         boxes = [before[slot] if slot in before else boxes[slot] for slot in range(len(images))]
         t2 = time.perf_counter()

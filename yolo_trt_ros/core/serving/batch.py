@@ -163,32 +163,45 @@ class BatchStep:
         return BatchResult(served, refused, taken)
 
     def warm_up(self, cameras: int, size: tuple[int, int] | None = None) -> tuple[int, int]:
-        """Run the pipeline once on synthetic frames of size (h, w), one per camera, as a
-        batch of them would: the first decode (on the GPU: nvImageCodec's start and its
-        buffers for frames that large), the staging buffers and kernels, the backend's
-        first run. The node calls it before it subscribes, so its first frames are served
-        like the rest (issue 21). Touches no camera's tracks or counters; raises
-        YoloTrtError where inference cannot run. Returns the (h, w) it warmed up for: at
-        most max_pixels (a smaller limit would refuse the frames)."""
+        """Run the pipeline on synthetic frames of size (h, w), in the batches that
+        `cameras` cameras make: the first decode (on the GPU: nvImageCodec's start and its
+        buffers for frames that large, and its path for a lone frame), the staging buffers
+        and kernels of each batch size, the backend's first run. The node calls it before
+        it subscribes, so its first frames are served like the rest (issue 21). Touches no
+        camera's tracks or counters; raises YoloTrtError where inference cannot run.
+        Returns the (h, w) it warmed up for: at most max_pixels (a smaller limit would
+        refuse the frames)."""
         h, w = size or warm_up_size()
         if h * w > self.max_pixels:
             scale = (self.max_pixels / (h * w)) ** 0.5
             h, w = max(1, int(h * scale)), max(1, int(w * scale))
         yy, xx = np.mgrid[0:h, 0:w]
         bgr = np.repeat(((xx + yy) % 256).astype(np.uint8)[..., None], 3, axis=2)
-        # A batch of every camera, then one of a single frame: nvImageCodec decodes a lone
-        # JPEG another way, whose first use took 300 ms on the H100 host (8 cameras at
-        # 1080p: the first time one camera's frame came alone, 58 frames dropped behind it).
-        for n in sorted({cameras, 1}, reverse=True):
-            if self.compressed:
-                jpeg = cv2.imencode('.jpg', bgr)[1].tobytes()
-                images = [image for image in self.detector.decode_compressed(
-                    [(jpeg, 'jpeg')] * n, self.max_pixels)
-                    if not isinstance(image, ImageError)]
-            else:
-                images = [ImageView(bgr, 'bgr')] * n
+        jpeg = cv2.imencode('.jpg', bgr)[1].tobytes() if self.compressed else b''
+
+        def frames(n: int) -> list:
+            if not self.compressed:
+                return [ImageView(bgr, 'bgr')] * n
+            return [image for image in self.detector.decode_compressed(
+                [(jpeg, 'jpeg')] * n, self.max_pixels) if not isinstance(image, ImageError)]
+
+        # Cameras are not in step: a batch holds any number of frames up to one per camera.
+        # On the GPU path each batch size has buffers and an output decoder of its own (made
+        # on its first batch: pinned and device allocations, which synchronise the GPU), so
+        # every size is run here; on the CPU only the largest and a lone frame. The lone
+        # frame is decoded alone: nvImageCodec decodes a lone JPEG another way, whose first
+        # use took 300 ms on the H100 host (the first time one camera's frame came alone,
+        # 58 frames were dropped behind it). A decode call ends the last call's device
+        # images, so it comes last.
+        sizes = (range(cameras, 1, -1) if self.detector.preprocess_device == 'gpu'
+                 else [cameras] if cameras > 1 else [])
+        images = frames(cameras) if sizes else []
+        for n in sizes:
             if images:
-                self.detector.detect(images)
+                self.detector.detect(images[:n])
+        lone = frames(1)
+        if lone:
+            self.detector.detect(lone)
         return h, w
 
     def _serve(self, frame: Frame, header: Stamped, image: ImageView | DeviceImage,

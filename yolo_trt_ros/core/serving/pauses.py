@@ -22,7 +22,7 @@ from collections import deque
 import numpy as np
 
 GC_ENV = 'YOLO_TRT_ROS_GC'  # 'default': no freeze (A/B runs); anything else: freeze
-STEPS_KEPT = 20000  # batch step durations kept for the percentiles (~80 s at 240 fps)
+STEPS_KEPT = 20000  # the last batch steps' durations, for the percentiles
 FRAME_PERIOD_S = 1 / 30  # steps longer than a 30 fps camera's period are counted
 
 
@@ -37,7 +37,11 @@ def freeze_heap() -> bool:
 
 
 def thaw_heap() -> None:
+    """Undo freeze_heap(), and collect now what became garbage while frozen: while the
+    detector's CUDA stream and decoders still exist (a cycle holding device images, freed
+    after them, is the crash core/gpu/jpeg.py guards against)."""
     gc.unfreeze()
+    gc.collect()
 
 
 class Pauses:
@@ -96,8 +100,7 @@ class Pauses:
                     f'{FRAME_PERIOD_S * 1e3:.0f} ms')
         else:
             text = 'no batch steps'
-        with self._lock:
-            gcs = ', '.join(f'gen{g} {self.gc_count[g]} (max {self.gc_max[g] * 1e3:.1f} ms)'
-                            for g in range(3))
-            total = self.gc_total
+        with self._lock:  # copied, then formatted: a collection here would wait on the lock
+            count, longest, total = list(self.gc_count), list(self.gc_max), self.gc_total
+        gcs = ', '.join(f'gen{g} {count[g]} (max {longest[g] * 1e3:.1f} ms)' for g in range(3))
         return f'{text}; garbage collector: {gcs}, {total * 1e3:.0f} ms in all'

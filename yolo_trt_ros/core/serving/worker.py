@@ -40,10 +40,11 @@ class Worker:
             began = time.perf_counter()
             try:
                 self.deliver(self.step(frames))
-                self.timed(time.perf_counter() - began)
             except Exception as exc:  # the worker boundary: a bug must not stop detection
                 if self.slots.closed:
                     return  # shutting down: the frame in flight is dropped, not an error
                 self.deliver(BatchResult([], [Refused(f.camera, 'internal',
                                                       f'{type(exc).__name__}: {exc} (please '
                                                       f'report this)') for f in frames], 0.0))
+            else:
+                self.timed(time.perf_counter() - began)

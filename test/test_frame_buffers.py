@@ -139,3 +139,39 @@ def test_reserved_blocks_serve_frames_up_to_their_size_without_an_allocation():
     assert pool.get(300).nbytes == 300 and alloc.allocated == [300] * 3
     pool.close()
     assert pool.reserve(300, 2) == 0 and len(alloc.freed) == 3
+
+
+def test_reserved_blocks_outlive_a_larger_frame_and_small_frames_take_the_smallest_fit():
+    """Found in review: a frame larger than the reserved size freed the idle reserved
+    blocks (a bgra8 camera among bgr8 ones), and a small frame could take a large block
+    that a larger camera needed. Reserved blocks stay until close(); a frame takes the
+    smallest idle block it fits."""
+    alloc = Counted()
+    pool = FrameBuffers(alloc)
+    pool.reserve(300, 2)
+    big = pool.get(500)  # no reserved block fits: one of its own, the reserved ones stay
+    assert alloc.allocated == [300, 300, 500] and alloc.freed == [] and len(pool) == 3
+    del big
+    small = pool.get(100)
+    assert small.nbytes == 300  # a reserved block, not the 500
+    large = pool.get(400)
+    assert large.nbytes == 500 and alloc.allocated == [300, 300, 500]
+    del small, large
+    pool.get(600)  # the idle unreserved 500 is replaced, the reserved ones are not
+    assert alloc.freed == [500] and sorted(b.nbytes for b, _ in pool._blocks) == [300, 300, 600]
+    pool.close()
+    assert sorted(alloc.freed) == [300, 300, 500, 600]
+
+
+def test_a_reservation_the_memory_refuses_is_cut_short_not_raised():
+    from yolo_trt_ros.core.errors import CudaError
+
+    alloc = Counted()
+
+    def allocate(nbytes: int):
+        if len(alloc.allocated) == 2:
+            raise CudaError('cudaHostAlloc: out of memory')
+        return alloc(nbytes)
+
+    pool = FrameBuffers(allocate)
+    assert pool.reserve(300, 5) == 2 and pool.reserved == 2 and len(pool) == 2

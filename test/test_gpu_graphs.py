@@ -348,8 +348,9 @@ def test_an_engine_of_fixed_batch_keeps_a_graph_per_frame_count(tmp_path):
                 assert len(a) == len(b) == n
                 for x, y in zip(a, b, strict=True):
                     same(x, y)
-            # each count: in order, captured, replayed
-            assert (fast.graphs.captures, fast.graphs.launches) == (2, 2)
+            # each count: in order, captured and launched, replayed (one key for both
+            # counts, as before the fix, gives 1 capture and 5 launches)
+            assert (fast.graphs.captures, fast.graphs.launches) == (2, 4)
     finally:
         cuda.free(block)
 

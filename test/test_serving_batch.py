@@ -358,8 +358,24 @@ def test_the_warm_up_stays_within_max_image_pixels(detector, monkeypatch, compre
     step = BatchStep(detector, compressed, max_pixels=500_000, label=str)
     h, w = step.warm_up(3)
     assert h * w <= 500_000 and h * w > 450_000 and abs(w / h - 16 / 9) < 0.01
-    # on the CPU: a batch of every camera, then a lone frame, each of that size
-    assert ran == [[(w, h)] * 3, [(w, h)]]
+    # the default model takes one frame a batch (larger batches would only be cut into
+    # lone frames): the warm-up runs a lone frame, of that size
+    assert detector.max_batch == 1 and ran == [[(w, h)]]
     ran.clear()
     assert BatchStep(detector, compressed, 10**8, str).warm_up(1) == (1080, 1920)
     assert ran == [[(1920, 1080)]]
+
+
+def test_the_warm_up_on_the_cpu_runs_a_batch_of_every_camera_then_a_lone_frame(tmp_path):
+    """A model of dynamic batch on ONNX Runtime: the largest batch the cameras make and a
+    lone frame (each batch size's own buffers are the GPU path's: there every size runs)."""
+    from yolo_trt_ros.core.models.synthetic import constant_output_model
+
+    model = constant_output_model(tmp_path / 'dyn.onnx', np.zeros((84, 16), np.float32),
+                                  batch='N')
+    with Detector.open(DetectorConfig(model, backend='onnxruntime')) as det:
+        ran: list[int] = []
+        detect = det.detect
+        det.detect = lambda images: ran.append(len(images)) or detect(images)
+        BatchStep(det, False, 10**8, str).warm_up(3, (120, 160))
+    assert det.max_batch is None and ran == [3, 1]

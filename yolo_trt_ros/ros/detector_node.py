@@ -52,6 +52,7 @@ from yolo_trt_ros.ros.parameters import (
     unknown_overrides,
     value_of,
 )
+from yolo_trt_ros.ros.rcl_take import available as take_available
 from yolo_trt_ros.ros.runner import run
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -170,10 +171,12 @@ class DetectorNode(LifecycleNode):
                                else 'garbage collector: as Python sets it')
         self.worker.start()
         self._buffers = self.detector.frame_buffers()
-        # Two per camera (what 8 raw cameras in one process used on the H100 host), for
-        # frames as large as the warm-up's: bgr8, or a JPEG of at most 6 bits a pixel.
-        frame_bytes = h * w * 3 // (4 if self.config.compressed else 1) + FRAME_HEADER_BYTES
-        self._buffers.reserve(frame_bytes, 2 * len(self.cameras))
+        if take_available():  # frames are taken into these buffers (not by rclpy)
+            # Two per camera (what 8 raw cameras in one process used on the H100 host), for
+            # frames as large as the warm-up's: bgr8, or a JPEG of at most 6 bits a pixel.
+            frame_bytes = (h * w * 3 // (4 if self.config.compressed else 1)
+                           + FRAME_HEADER_BYTES)
+            self._buffers.reserve(frame_bytes, 2 * len(self.cameras))
         self.inputs.subscribe_all(self._buffers)
         self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
         if self.config.qos_reliability == 'auto':

@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from yolo_trt_ros.core.errors import YoloTrtError
+
 # allocate(nbytes) -> a uint8 array of at least nbytes, and what frees it (None: Python does)
 Allocate = Callable[[int], tuple[np.ndarray, Callable[[], None] | None]]
 
@@ -46,6 +48,7 @@ class FrameBuffers:
         self.overflowed = 0  # frames given a buffer of their own above limit_bytes
         self.allocations, self.longest_allocation_s = 0, 0.0  # (pinned allocation is slow)
         self.reserved = 0  # of the allocations, those made by reserve()
+        self._kept: set[int] = set()  # id() of reserved blocks: freed only by close()
         # What a block's reference count reads when only the pool refers to it, measured
         # the way every later check reads it (the interpreter's own count varies by version).
         self._blocks: list[tuple[np.ndarray, Callable[[], None] | None]] = [
@@ -71,11 +74,15 @@ class FrameBuffers:
         """replace: free the idle blocks smaller than nbytes (a camera's frames grew); not
         from inside a take, where rmw may hold a lock while it waits for this."""
         with self._lock:
-            for i in range(len(self._blocks)):
-                if self._blocks[i][0].nbytes >= nbytes and not self._in_use(i):
-                    return self._blocks[i][0]
-            if replace:
-                self._release(lambda i: self._blocks[i][0].nbytes < nbytes)
+            # the smallest idle block that fits: a small frame leaves the large blocks to
+            # the cameras that need them
+            fits = [i for i in range(len(self._blocks))
+                    if self._blocks[i][0].nbytes >= nbytes and not self._in_use(i)]
+            if fits:
+                return self._blocks[min(fits, key=lambda i: self._blocks[i][0].nbytes)][0]
+            if replace:  # reserved blocks stay: another camera's frames may still fit them
+                self._release(lambda i: self._blocks[i][0].nbytes < nbytes
+                              and id(self._blocks[i][0]) not in self._kept)
             if self._closed or self.pooled_bytes + nbytes > self.limit_bytes:
                 self.overflowed += 1
                 return ordinary(nbytes)[0]
@@ -85,12 +92,16 @@ class FrameBuffers:
         """Allocate up to count idle blocks of nbytes now, within limit_bytes, so that
         frames up to that size are taken without an allocation while they are served
         (pinned allocations took up to 10 ms on the H100 host, and synchronise the GPU).
-        Returns how many were made."""
+        They are kept until close(), even when larger frames come. Best effort: where the
+        memory is refused, fewer are made. Returns how many were made."""
         made = 0
         with self._lock:
             while (made < count and not self._closed
                    and self.pooled_bytes + nbytes <= self.limit_bytes):
-                self._add(nbytes)
+                try:
+                    self._kept.add(id(self._add(nbytes)))
+                except (YoloTrtError, MemoryError):  # pinned memory refused: serve without
+                    break
                 made += 1
             self.reserved += made
         return made
@@ -109,7 +120,8 @@ class FrameBuffers:
         return self._blocks[-1][0]
 
     def _drop(self, i: int) -> None:
-        free = self._blocks.pop(i)[1]
+        block, free = self._blocks.pop(i)
+        self._kept.discard(id(block))
         if free is not None:
             free()
 
@@ -126,4 +138,4 @@ class FrameBuffers:
         with self._lock:
             self._closed = True
             self._release(lambda i: True)
-            self._blocks = []
+            self._blocks, self._kept = [], set()

@@ -193,8 +193,9 @@ class BatchStep:
         # use took 300 ms on the H100 host (the first time one camera's frame came alone,
         # 58 frames were dropped behind it). A decode call ends the last call's device
         # images, so it comes last.
-        sizes = (range(cameras, 1, -1) if self.detector.preprocess_device == 'gpu'
-                 else [cameras] if cameras > 1 else [])
+        largest = min(cameras, self.detector.max_batch or cameras)  # larger ones are chunked
+        sizes = (range(largest, 1, -1) if self.detector.preprocess_device == 'gpu'
+                 else [largest] if largest > 1 else [])
         images = frames(cameras) if sizes else []
         for n in sizes:
             if images:

@@ -52,7 +52,7 @@ class Pauses:
         self._steps: deque[float] = deque(maxlen=STEPS_KEPT)
         self.steps = 0
         self.longest = (0.0, 0)  # the longest step's seconds, and which step it was (from 1)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a collection may run the callback on its own thread
         self._gc_started: dict[int, float] = {}  # thread id -> when its collection began
         self.gc_count = [0, 0, 0]  # collections per generation
         self.gc_max = [0.0, 0.0, 0.0]  # longest pause per generation, seconds
@@ -100,7 +100,7 @@ class Pauses:
                     f'{FRAME_PERIOD_S * 1e3:.0f} ms')
         else:
             text = 'no batch steps'
-        with self._lock:  # copied, then formatted: a collection here would wait on the lock
+        with self._lock:  # copied, then formatted outside it
             count, longest, total = list(self.gc_count), list(self.gc_max), self.gc_total
         gcs = ', '.join(f'gen{g} {count[g]} (max {longest[g] * 1e3:.1f} ms)' for g in range(3))
         return f'{text}; garbage collector: {gcs}, {total * 1e3:.0f} ms in all'

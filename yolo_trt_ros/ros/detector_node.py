@@ -206,14 +206,13 @@ class DetectorNode(LifecycleNode):
         self._timers = []
         if self.worker is not None:
             self.worker.stop()
-        if self._pauses is not None:
-            self._pauses.stop()  # before the thaw's collection: that one is not serving's
+        if self._pauses is not None:  # stopped before the thaw's collection: not serving's
+            self._pauses.stop()
+            self.get_logger().info(f'worker: {self._pauses.summary()}; '
+                                   f'{self.detector.graph_use}')
         if self._frozen:
             thaw_heap()
             self._frozen = False
-        if self._pauses is not None:
-            self.get_logger().info(f'worker: {self._pauses.summary()}; '
-                                   f'{self.detector.graph_use}')
         if self._buffers is not None:  # after the worker: it may still hold a frame
             b = self._buffers
             self.get_logger().info(

@@ -196,10 +196,9 @@ class BatchStep:
         largest = min(cameras, self.detector.max_batch or cameras)  # larger ones are chunked
         sizes = (range(largest, 1, -1) if self.detector.preprocess_device == 'gpu'
                  else [largest] if largest > 1 else [])
-        images = frames(cameras) if sizes else []
-        for n in sizes:
-            if images:
-                self.detector.detect(images[:n])
+        images = frames(largest) if sizes else []
+        for n in sizes if images else ():
+            self.detector.detect(images[:n])
         lone = frames(1)
         if lone:
             self.detector.detect(lone)

@@ -179,6 +179,12 @@ def test_a_camera_that_switches_codec_never_goes_back_in_time(intake, bus_jpg):
 def test_frames_replaced_while_waiting_are_counted_once(intake, bus_jpg):
     frames = intake(1, timeout_s=30.0)
     frames.put(0, message(slow_jpeg(), 1))
+    # The camera's thread must have taken frame 1 into its (slow) decode before 2 comes: on
+    # a loaded CI machine it had not yet, 2 replaced 1 in the slot and was decoded itself.
+    deadline = time.monotonic() + 30
+    while frames.raw._slots[0] is not None:
+        assert time.monotonic() < deadline, 'the decode thread never took frame 1'
+        time.sleep(0.01)  # polling the slot the decode thread empties: nothing to block on
     for sec in (2, 3, 4):  # the camera's slot keeps the newest while its decode runs
         frames.put(0, message(bus_jpg.read_bytes(), sec))
     secs = []

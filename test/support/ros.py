@@ -135,8 +135,11 @@ class NodeProcess:
                 status = Path(f'/proc/{pid}/status').read_text()
             except FileNotFoundError:
                 continue  # a child that has just ended
-            total += int(next(line for line in status.splitlines()
-                              if line.startswith('VmRSS:')).split()[1])
+            rss = next((line for line in status.splitlines() if line.startswith('VmRSS:')),
+                       None)
+            if rss is None:
+                continue  # a child that has ended, not yet reaped: a zombie has no memory
+            total += int(rss.split()[1])
         return total
 
     def stop(self, timeout: float = 10.0) -> int:

@@ -128,10 +128,16 @@ def run_camera(count: int, reliability: str, size: str = '1920x1080',
 
 
 def diagnostics_probe(context) -> tuple[SingleThreadedExecutor, list[DiagnosticArray]]:
+    """A subscriber to the detector's diagnostics that misses none of its reports: it
+    returns once the first came (matched before the camera starts), and its queue holds
+    every later one while the test waits on the camera without spinning. CI once lost the
+    one window that reported frames lost in DDS: with a 10-deep queue and no wait for the
+    match, the test saw the total but never the window's warning."""
     executor = SingleThreadedExecutor(context=context)
     node = make_node(context, 'diagnostics_probe', executor)
     diags: list[DiagnosticArray] = []
-    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 1000)
+    spin_until(executor, lambda: bool(diags), timeout=30, what="the detector's first diagnostics")
     return executor, diags
 
 

@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from support.ros import running
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import GetParameters
+from support.ros import LosingServer, ReplyLost, ros_context, running
 
 pytestmark = pytest.mark.ros
 
@@ -40,3 +42,29 @@ def test_a_node_that_is_not_there_is_one_line_and_exit_2():
     assert (rc, out) == (2, '')
     assert err.startswith('yolo-trt param: no node /nobody answered within 1 s')
     assert len(err.splitlines()) == 1
+
+
+def test_a_lost_reply_is_asked_again_within_the_timeout():
+    """A node whose first reply is lost (Fast DDS drops a response when the server has not
+    matched the client's response reader within 100 ms; `yolo-trt param` starts a new
+    participant each time, so every call is a fresh match). It sent one request and
+    reported no answer after the whole timeout; it asks again now."""
+    asked = []
+
+    def get(request, response):
+        asked.append(list(request.names))
+        if len(asked) == 1:
+            raise ReplyLost
+        response.values = [ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                          double_value=0.25)]
+        return response
+
+    with ros_context() as context:
+        server = LosingServer(context, 'camera_driver', {
+            '/camera_driver/get_parameters': (GetParameters, get)})
+        try:
+            rc, out, err = param('get', '/camera_driver', 'exposure', '--timeout', '20')
+        finally:
+            server.close()
+    assert (rc, out) == (0, '0.25\n'), (err, asked)
+    assert asked[:2] == [['exposure'], ['exposure']]

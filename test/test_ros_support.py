@@ -2,65 +2,47 @@
 Fast DDS does when the server has not matched the client's response reader within its
 100 ms wait (rmw_fastrtps#390, #467): CI's lifecycle test then waited 30 s for a GetState
 reply that never came. Real rclpy, a server in the same process that drops its first
-reply (raising in a service callback sends none)."""
+reply (support.ros.LosingServer)."""
 from __future__ import annotations
-
-import threading
 
 import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rclpy.executors import SingleThreadedExecutor
 from support import ros
-from support.ros import Client, change_state, lifecycle_state, make_node, ros_context
+from support.ros import Client, LosingServer, ReplyLost, change_state, lifecycle_state, ros_context
 
 pytestmark = pytest.mark.ros
 
 
-class LosingServer:
+def losing_detector(context) -> LosingServer:
     """/detector's lifecycle services, each dropping its first reply; a transition is
-    carried out before its reply is lost."""
+    carried out before its reply is lost. change_state made first, as LifecycleNode does:
+    a GetState asked after a ChangeState is then never answered before it."""
+    state, calls = {'now': 'unconfigured'}, {'get': 0, 'change': 0}
 
-    def __init__(self, context) -> None:
-        self.executor = SingleThreadedExecutor(context=context)
-        node = make_node(context, 'detector', self.executor)
-        self.state, self.calls = 'unconfigured', {'get': 0, 'change': 0}
-        node.create_service(GetState, '/detector/get_state', self._get)
-        node.create_service(ChangeState, '/detector/change_state', self._change)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except RuntimeError:  # the callback's deliberate failure: no reply sent
-                pass
-
-    def _get(self, request, response):
-        self.calls['get'] += 1
-        if self.calls['get'] == 1:
-            raise RuntimeError('reply lost')
-        response.current_state.label = self.state
+    def get(request, response):
+        calls['get'] += 1
+        if calls['get'] == 1:
+            raise ReplyLost
+        response.current_state.label = state['now']
         return response
 
-    def _change(self, request, response):
-        self.calls['change'] += 1
+    def change(request, response):
+        calls['change'] += 1
         if request.transition.id == Transition.TRANSITION_CONFIGURE:
-            self.state = 'inactive'
-        raise RuntimeError('reply lost')
+            state['now'] = 'inactive'
+        raise ReplyLost
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.executor.shutdown()
+    server = LosingServer(context, 'detector', {
+        '/detector/change_state': (ChangeState, change), '/detector/get_state': (GetState, get)})
+    server.calls = calls
+    return server
 
 
 def test_lost_replies_are_asked_again_or_read_from_the_settled_state(monkeypatch):
     monkeypatch.setattr(ros, 'RESEND_S', 0.5)
     with ros_context() as context:
-        server, client = LosingServer(context), Client(context)
+        server, client = losing_detector(context), Client(context)
         try:
             assert lifecycle_state(client) == 'unconfigured'  # asked again after the loss
             assert change_state(client, Transition.TRANSITION_CONFIGURE)  # reached 'inactive'
@@ -69,3 +51,26 @@ def test_lost_replies_are_asked_again_or_read_from_the_settled_state(monkeypatch
             client.executor.shutdown()
             server.close()
     assert server.calls['change'] == 2  # a transition is never asked twice
+
+
+def test_another_test_run_is_given_another_domain():
+    """conftest's domain is locked for this run (support/domain.py): another run, made
+    while this one runs, claims every domain it can (for a moment) and never gets it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    claim_all = ('from support.domain import claim_domain\n'
+                 'got = []\n'
+                 'try:\n'
+                 '    while True:\n'
+                 '        got.append(claim_domain())\n'
+                 'except RuntimeError:\n'
+                 '    print(*got)\n')
+    other = subprocess.run([sys.executable, '-c', claim_all], cwd=Path(__file__).parent,
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    got = other.stdout.split()
+    assert len(got) == len(set(got)) and 50 <= len(got) <= 99, got
+    assert os.environ['ROS_DOMAIN_ID'] not in got

@@ -3,6 +3,7 @@ the detector as a process, and the test's side of the graph."""
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -87,6 +88,41 @@ def make_node(context: Context, name: str, executor: SingleThreadedExecutor) -> 
     return node
 
 
+class LosingServer:
+    """A node in this process whose services drop replies, as Fast DDS does when the server
+    has not matched the client's response reader within its 100 ms wait (rmw_fastrtps#390,
+    #467). Spun in a thread of its own; a service callback loses its reply by raising
+    ReplyLost (rclpy then sends none). services: name -> (type, callback)."""
+
+    def __init__(self, context: Context, name: str, services: dict[str, tuple]) -> None:
+        self.executor = SingleThreadedExecutor(context=context)
+        # Without rclpy's own parameter services: these may be the ones it serves.
+        self.node = Node(name, context=context, start_parameter_services=False)
+        self.executor.add_node(self.node)
+        # Made in the order given: rclpy serves requests ready together in that order.
+        for service, (srv_type, callback) in services.items():
+            self.node.create_service(srv_type, service, callback)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except ReplyLost:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.executor.shutdown()
+
+
+class ReplyLost(RuntimeError):
+    """Raised by a LosingServer callback: this request gets no reply."""
+
+
 class NodeProcess:
     """A node started as its own process (`python -m module --ros-args ...`), always
     reaped: stop() sends SIGINT, then kills after a deadline."""
@@ -128,13 +164,16 @@ class NodeProcess:
         pids = [self.proc.pid]
         if children:
             for task in Path(f'/proc/{self.proc.pid}/task').iterdir():
-                pids += [int(p) for p in (task / 'children').read_text().split()]
+                try:
+                    pids += [int(p) for p in (task / 'children').read_text().split()]
+                except OSError:  # a thread that has just ended
+                    continue
         total = 0
         for pid in pids:
             try:
                 status = Path(f'/proc/{pid}/status').read_text()
-            except FileNotFoundError:
-                continue  # a child that has just ended
+            except OSError:  # a child that has just ended (ESRCH if reaped while read)
+                continue
             rss = next((line for line in status.splitlines() if line.startswith('VmRSS:')),
                        None)
             if rss is None:
@@ -187,17 +226,34 @@ class Client:
                    what=f'the detector to subscribe to {topic}')
         return pub
 
+    def answers_matched(self, *topics: str, timeout: float = 30.0) -> None:
+        """Wait until both sides of this client's readers of `topics` are matched with the
+        detector's writers: an answer published before its writer knows the test's reader
+        is lost in DDS (CI once: answers 1 and 2 of a camera). This side: the graph names a
+        publisher of each topic. The detector's side: a node matches another participant's
+        readers in the order they were announced, so once its 1 Hz diagnostics reach a
+        reader made now, every reader made before was matched."""
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        for topic in topics:
+            self.wait(lambda t=topic: self.node.count_publishers(t) > 0,
+                      f'a publisher of {topic}', timeout)
+        heard: list = []
+        sub = self.node.create_subscription(DiagnosticArray, '/diagnostics', heard.append, 10)
+        self.wait(lambda: heard, "the detector's diagnostics on a reader made last", timeout)
+        self.node.destroy_subscription(sub)
+
     def wait(self, condition, what: str, timeout: float = 30.0,
              explain: Callable[[], str] | None = None) -> None:
         spin_until(self.executor, condition, timeout=timeout, what=what, explain=explain)
 
-    def request(self, srv_type, name: str, request):
+    def request(self, srv_type, name: str, request, timeout: float = 30.0):
         """Send a request on this test's one client of service `name` (made once, so only
-        its first call waits for discovery); the future of the reply."""
+        its first call waits for discovery, at most timeout s); the future of the reply."""
         cli = self._services.get(name)
         if cli is None:
             cli = self._services[name] = self.node.create_client(srv_type, name)
-        self.wait(cli.service_is_ready, name)
+        self.wait(cli.service_is_ready, name, timeout)
         return cli, cli.call_async(request)
 
     def call(self, srv_type, name: str, request, what: str, timeout: float = 60.0):
@@ -207,7 +263,8 @@ class Client:
         which a loaded 2-core CI machine exceeds; the caller then waited forever."""
         deadline = time.monotonic() + timeout
         while True:
-            cli, future = self.request(srv_type, name, request)
+            cli, future = self.request(srv_type, name, request,
+                                       max(1.0, deadline - time.monotonic()))
             try:
                 self.wait(future.done, what, timeout=min(RESEND_S, deadline - time.monotonic()))
                 return future.result()

@@ -7,6 +7,7 @@ them and its reason for a refusal is printed as it gave it.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import rclpy
@@ -18,6 +19,7 @@ from rclpy.parameter import get_parameter_value, parameter_value_to_python
 from yolo_trt_ros.ros.runner import init
 
 NOT_SET = 0  # rcl_interfaces/ParameterType PARAMETER_NOT_SET
+RESEND_S = 2.0  # a request without a reply is sent again after this long
 
 
 class NoAnswer(Exception):
@@ -29,7 +31,13 @@ def _full_name(node: str) -> str:
 
 
 def call(node: str, srv_type, suffix: str, request, timeout: float):
-    """One call of node's service `<node>/<suffix>`; NoAnswer after timeout seconds."""
+    """node's reply on its service `<node>/<suffix>`; NoAnswer after timeout seconds.
+
+    The request is sent again every RESEND_S without a reply: Fast DDS drops a response when
+    the server has not matched the client's response reader within 100 ms (rmw_fastrtps
+    #390), and this client is a new participant every time. Every request made here (list,
+    get, set to a given value) is the same done twice as once."""
+    deadline = time.monotonic() + timeout
     init(args=[])
     helper = rclpy.create_node('yolo_trt_param')
     executor = SingleThreadedExecutor()
@@ -39,11 +47,16 @@ def call(node: str, srv_type, suffix: str, request, timeout: float):
         if not client.wait_for_service(timeout_sec=timeout):
             raise NoAnswer(f'no node {_full_name(node)} answered within {timeout:g} s (is it '
                            f'running, on this ROS_DOMAIN_ID?)')
-        future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=timeout)
-        if not future.done():
-            raise NoAnswer(f'{_full_name(node)} did not answer {suffix} within {timeout:g} s')
-        return future.result()
+        while True:
+            future = client.call_async(request)
+            left = deadline - time.monotonic()
+            executor.spin_until_future_complete(future, timeout_sec=max(0.0, min(RESEND_S, left)))
+            if future.done():
+                return future.result()
+            client.remove_pending_request(future)
+            if left <= RESEND_S:
+                raise NoAnswer(f'{_full_name(node)} did not answer {suffix} within '
+                               f'{timeout:g} s')
     finally:
         executor.shutdown()
         helper.destroy_node()

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
+from support.domain import claim_domain
 
 # One domain per test run, chosen before rclpy is imported anywhere, so two runs on one
 # machine (or CI beside a developer) never see each other's nodes.
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
+os.environ['ROS_DOMAIN_ID'] = os.environ.get('ROS_DOMAIN_ID') or claim_domain()
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 # The same transport profile the launch files select (large frames through shared memory).
 os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(

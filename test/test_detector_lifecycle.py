@@ -298,8 +298,9 @@ def test_where_frames_cannot_be_accounted_for_the_node_says_so_once(bus_jpg):
     used where librcl cannot be loaded by name), the frames replaced in the queue or sent
     before the match go uncounted: the node says so, once; rcl's own take names it."""
     with running(wait_for='-> ') as (proc, client):
-        pub = client.publisher(Image, 'image')
         results = client.collect(Detection2DArray, 'detections')
+        pub = client.publisher(Image, 'image')
+        client.answers_matched('/detections')
         for stamp in (1, 2):
             pub.publish(frame(bus_jpg, 'bgr8', stamp, 'cam'))
             client.wait(lambda s=stamp: len(results) == s, f'the answer to frame {stamp}')
@@ -347,10 +348,13 @@ def test_every_frame_lost_before_the_node_is_counted_with_its_cause():
         for k in range(150):  # a camera at 100 Hz over the switch
             client.wait(lambda k=k: time.monotonic() >= start + k * 0.01, 'the next frame time')
             publish(best_effort)
+        # The switch made: a reliable subscription cannot match a best-effort writer.
+        client.wait(lambda: best_effort.get_subscription_count() > 0, 'the best-effort match')
         for pub in (reliable, best_effort):  # a last frame each, once the node is idle:
             # what a publisher lost after its last frame shows in its next frame's number
-            client.wait(lambda: value('frames_in') == value('processed') + value('dropped'),
-                        'the detector idle')
+            reports = len(diags)  # idle in a report made from now on (one may be 1 s old)
+            client.wait(lambda r=reports: len(diags) >= r + 2 and value('frames_in') ==
+                        value('processed') + value('dropped'), 'the detector idle')
             before = value('frames_in')
             publish(pub)
             client.wait(lambda b=before: value('frames_in') > b, 'the last frame taken')

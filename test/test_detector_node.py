@@ -30,6 +30,7 @@ def test_raw_encodings_keep_the_header_and_find_the_bus_and_people(bus_jpg):
     with running() as (proc, client):
         results = client.collect(Detection2DArray, 'detections')
         pub = client.publisher(Image, 'image')
+        client.answers_matched('/detections')
         for i, encoding in enumerate(['bgr8', 'rgb8', 'mono8']):
             pub.publish(frame(bus_jpg, encoding, 100 + i, f'cam_{encoding}'))
             client.wait(lambda n=i: len(results) > n, f'detections for {encoding}')
@@ -48,6 +49,7 @@ def test_compressed_input_and_late_label_info(bus_jpg):
     with running(compressed=True, conf_threshold=0.3) as (proc, client):
         results = client.collect(Detection2DArray, 'detections')
         pub = client.publisher(CompressedImage, 'image/compressed')
+        client.answers_matched('/detections')
         pub.publish(frame(bus_jpg, 'compressed', 7, 'jpeg_cam'))
         client.wait(lambda: results, 'detections for the JPEG')
         labels = client.collect(LabelInfo, 'label_info', LATCHED_QOS)  # subscribed late
@@ -68,6 +70,7 @@ def test_two_cameras_get_their_own_results(bus_jpg, zidane_jpg):
         one = client.collect(Detection2DArray, 'cam1/detections')
         two = client.collect(Detection2DArray, 'cam2/detections')
         pub1, pub2 = client.publisher(Image, 'cam1/image'), client.publisher(Image, 'cam2/image')
+        client.answers_matched('/cam1/detections', '/cam2/detections')
         pub1.publish(frame(bus_jpg, 'bgr8', 1, 'cam1'))
         pub2.publish(frame(zidane_jpg, 'bgr8', 2, 'cam2'))
         client.wait(lambda: one and two, 'detections on both cameras')
@@ -81,6 +84,7 @@ def test_threshold_changed_at_run_time_changes_the_next_result(bus_jpg):
     with running() as (proc, client):
         results = client.collect(Detection2DArray, 'detections')
         pub = client.publisher(Image, 'image')
+        client.answers_matched('/detections')
         pub.publish(frame(bus_jpg, 'bgr8', 1, 'cam'))
         client.wait(lambda: results, 'the first result')
         assert set_parameter(client, 'conf_threshold', double(0.9))[0]
@@ -204,8 +208,9 @@ def test_frames_are_taken_by_rcl_into_a_few_buffers_reused_frame_after_frame(bus
     if not detector_names_publishers():
         pytest.skip('librcl cannot be loaded by name here: frames are taken by rclpy')
     with running() as (proc, client):
-        pub = client.publisher(Image, 'image')
         results = client.collect(Detection2DArray, 'detections')
+        pub = client.publisher(Image, 'image')
+        client.answers_matched('/detections')
         for stamp in range(1, 31):
             pub.publish(frame(bus_jpg, 'bgr8', stamp, 'cam'))
             client.wait(lambda s=stamp: len(results) == s, f'the answer to frame {stamp}')

@@ -49,10 +49,7 @@ def test_the_first_compressed_frames_are_answered_like_the_rest(bus_jpg, tmp_pat
         answers = [client.collect(Detection2DArray, out, qos=FRAMES) for out in outputs]
         diags = client.collect(DiagnosticArray, '/diagnostics')
         pubs = [client.publisher(CompressedImage, f'{t}/compressed') for t in topics]
-        # The answers' side matched too: an answer published before its writer knows the
-        # test's reader is lost in DDS (seen once on CI: answers 1 and 2 of a camera).
-        client.wait(lambda: all(client.node.count_publishers(f'/{out}') for out in outputs),
-                    'the detections writers')
+        client.answers_matched(*(f'/{out}' for out in outputs))  # the answers' side too
         frames = jpeg_frames(bus_jpg, FRAMES)
         for data in frames:  # paced as a camera would, from the first moment it can
             for pub in pubs:

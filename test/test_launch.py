@@ -371,8 +371,7 @@ def test_two_workers_serve_two_cameras_on_the_usual_topics(bus_jpg, tmp_path):
             serve_two_cameras(executor, node, bus_jpg, named_workers, timeout=90)
             executor.shutdown()
         # Issue 17, failure 8: a worker killed was reported as "the detector exited with -9".
-        (worker,) = [int(p.parent.name) for p in Path('/proc').glob('[0-9]*/cmdline')
-                     if b'__node:=detector_1' in p.read_bytes()]
+        (worker,) = node_pids('__node:=detector_1')  # /proc read with exits guarded
         os.kill(worker, signal.SIGKILL)
         rc, out = launch.finish(timeout=20)
         assert rc == 128 + signal.SIGKILL, out

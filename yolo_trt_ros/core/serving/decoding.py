@@ -141,7 +141,10 @@ class _ChildDecoder:
         """Decode in the child; ImageError with its reason, or 'too_slow' after timeout_s
         (the child is killed and a new one started for the next frame)."""
         if self._proc is None or not self._proc.is_alive():
+            # A new child (lazily, or after one was killed): its start and first decode
+            # (the decoder's code loaded) are not this frame's, whose deadline is its own.
             self.start()
+            self.warm(max_pixels)
         self._wait_ready()
         shm = self._buffer(nbytes)
         self._conn.send((data, fmt, max_pixels, shm.name))

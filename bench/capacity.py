@@ -16,14 +16,24 @@ Inference is taken out (bench/common.py `inference`): on a GPU the TensorRT back
 the stand-in engine (yolo_trt_ros/testing/gpu_standin.py), so upload or GPU JPEG decode,
 the preprocessing kernel, GPU output decode, download and publishing all run for real; elsewhere the
 null-inference model on ONNX Runtime. Counts come from the nodes' own diagnostics.
+
+The figures are of a measured window, after a start outside it: the publishers send one
+frame per camera every half second until every camera has reached the node (both sides of
+each subscription matched, so none of the window's frames is lost to discovery), then
+stop; once the node has reported after the last of those, its counters are read and the
+window of --seconds at --fps starts. What the start sent and lost is kept apart in the
+JSON (`before_window`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import queue
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +44,8 @@ from common import camera_jpeg, environment, inference, spin_while, stop, workdi
 # Why frames were lost before the node, as its diagnostics count them: the QoS event, gaps
 # in a publisher's sequence numbers it did not report, frames sent before the match.
 LOSS_CAUSES = ('lost_in_dds', 'replaced_in_queue', 'unmatched')
+COUNTERS = ('frames_in', 'processed', 'dropped', *LOSS_CAUSES)
+START_TIMEOUT = 180  # s for the launch (engine build and warm-up included) and the start
 
 
 def linger(node) -> None:
@@ -41,6 +53,47 @@ def linger(node) -> None:
     frame can take the frames still in flight with it (the last 1-3 frames of a run missing,
     with no gap in the sequence numbers for the node to count). Stay a second."""
     spin_while(node, lambda: True, 1.0)
+
+
+PRIME_PERIOD = 0.5  # s between a publisher's start frames (one per camera each time)
+
+
+def bench_orders() -> queue.Queue:
+    """The bench's orders on stdin ('hold', 'go'), read by a thread so that the start's
+    frames go on while none has come."""
+    orders: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            orders.put(line.strip())
+        orders.put('eof')
+
+    threading.Thread(target=read, daemon=True).start()
+    return orders
+
+
+def start_phase(send_one_each: Callable[[], int]) -> None:
+    """Send one frame per camera every PRIME_PERIOD until the bench says hold; say how
+    many were sent; wait for its go."""
+    orders, sent = bench_orders(), 0
+    while True:
+        sent += send_one_each()
+        try:
+            order = orders.get(timeout=PRIME_PERIOD)  # the bench's order, or the next frame
+            break
+        except queue.Empty:
+            continue
+    if order == 'hold':
+        print(json.dumps({'start_sent': sent}), flush=True)
+        order = orders.get(timeout=120)
+    if order != 'go':
+        raise SystemExit(f'capacity.py publisher: the bench said {order!r}, not go')
+
+
+def tell(pubs: list, order: str) -> None:
+    for p in pubs:
+        p.stdin.write(order + '\n')
+        p.stdin.flush()
 
 
 def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
@@ -63,6 +116,14 @@ def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
         msg = to_message(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8),
                          'bgr8')
     spin_while(node, lambda: any(p.get_subscription_count() == 0 for p in pubs), 30)
+
+    def send_one_each() -> int:
+        msg.header.stamp = node.get_clock().now().to_msg()
+        for p in pubs:
+            p.publish(msg)
+        return len(pubs)
+
+    start_phase(send_one_each)
     period, start = 1.0 / fps, time.perf_counter()
     frame, caught_up, last = 0, 0, None
     while time.perf_counter() - start < seconds:
@@ -100,6 +161,18 @@ def bag_publisher(bag: str, topics: list[str], seconds: float) -> None:
                                              cam.topic, qos_profile_sensor_data)
             for cam in survey(Path(bag), topics).cameras}
     spin_while(node, lambda: any(p.get_subscription_count() == 0 for p in pubs.values()), 30)
+    first = {}  # each camera's first recorded frame, for the start
+    for cam, _, data in frames(Path(bag), topics, loop_s=seconds):
+        first.setdefault(cam.topic, data)
+        if len(first) == len(pubs):
+            break
+
+    def send_one_each() -> int:
+        for topic, data in first.items():
+            pubs[topic].publish(data)
+        return len(first)
+
+    start_phase(send_one_each)
     published, start = 0, time.perf_counter()
     for cam, due, data in frames(Path(bag), topics, loop_s=seconds):
         delay = start + due - time.perf_counter()
@@ -181,10 +254,15 @@ def main() -> int:
     rclpy.init()
     node = Node('capacity_bench')
     latest: dict[str, object] = {}  # camera -> its newest status (several workers publish)
+    arrived: dict[str, float] = {}  # camera -> when its newest status came
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:
-            latest[status.name] = status
+            latest[status.name], arrived[status.name] = status, time.monotonic()
+
+    def counts() -> dict[str, dict[str, int]]:  # each camera's counters since the node began
+        return {name: {k: int(v) for k, v in ((kv.key, kv.value) for kv in status.values)
+                       if k in COUNTERS} for name, status in latest.items()}
 
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
     n_pub = args.publishers or max(1, min(args.cameras, (os.cpu_count() or 2) // 2))
@@ -197,19 +275,41 @@ def main() -> int:
         flags = ['--compressed'] if args.compressed else []
         commands = [[sys.executable, __file__, '--fps', str(args.fps), '--size', args.size,
                      '--seconds', str(args.seconds), *flags, '--publish', *g] for g in groups]
-    pubs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, text=True) for c in commands]
+    pubs = [subprocess.Popen(c, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True) for c in commands]
+
+    # The start, outside the window: every camera has reached the node ...
+    def reached() -> bool:
+        have = counts()
+        return len(have) >= len(topics) and all(c['frames_in'] for c in have.values())
+
+    if not spin_while(node, lambda: not reached(), START_TIMEOUT, 0.1):
+        for p in pubs:
+            p.kill()
+        stop(det)
+        raise SystemExit(f'capacity.py: not every camera reached the node in {START_TIMEOUT} '
+                         f's (reports from {sorted(latest)}); see {tmp / "launch.log"}')
+    tell(pubs, 'hold')
+    start_sent = sum(json.loads(p.stdout.readline())['start_sent'] for p in pubs)
+    # ... and the node has reported after the last start frame was served.
+    held = time.monotonic() + 2 * PRIME_PERIOD
+    spin_while(node, lambda: min(arrived.values()) < held, 10, 0.1)
+    before = counts()
+    tell(pubs, 'go')
     spin_while(node, lambda: any(p.poll() is None for p in pubs), args.seconds + 40, 0.1)
     spin_while(node, lambda: True, 3, 0.1)
     reports = [json.loads(p.stdout.read().strip().splitlines()[-1]) for p in pubs]
     published = sum(r.get('published', r.get('published_per_camera', 0) * len(g))
                     for r, g in zip(reports, groups, strict=True))
     stop(det)
+    after = counts()
     cams = []
     for name, status in sorted(latest.items()):
         v = {kv.key: kv.value for kv in status.values}
-        cams.append({'camera': name, 'frames_in': int(v['frames_in']),
-                     'processed': int(v['processed']), 'dropped': int(v['dropped']),
-                     **{cause: int(v.get(cause, 0)) for cause in LOSS_CAUSES},
+        window = {k: after[name].get(k, 0) - before.get(name, {}).get(k, 0) for k in COUNTERS}
+        cams.append({'camera': name, 'frames_in': window['frames_in'],
+                     'processed': window['processed'], 'dropped': window['dropped'],
+                     **{cause: window[cause] for cause in LOSS_CAUSES},
                      'latency_p50_ms': float(v.get('latency_ms.p50', 'nan')),
                      'latency_p99_ms': float(v.get('latency_ms.p99', 'nan')),
                      'queue_p50_ms': float(v.get('queue_ms.p50', 'nan'))})
@@ -229,6 +329,11 @@ def main() -> int:
               'received': total_in, 'processed': sum(c['processed'] for c in cams),
               'dropped_in_node': sum(c['dropped'] for c in cams),
               'lost_before_node': published - total_in,
+              # the start, outside the window: frames sent until every camera had reached
+              # the node, and what the node counted of them (frames sent before it matched
+              # the publisher among them)
+              'before_window': {'published': start_sent, **{
+                  k: sum(c.get(k, 0) for c in before.values()) for k in COUNTERS}},
               # of which, by the cause the node counted
               **{cause: sum(c[cause] for c in cams) for cause in LOSS_CAUSES},
               'processed_fps': round(sum(c['processed'] for c in cams) / args.seconds, 1),

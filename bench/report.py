@@ -256,10 +256,20 @@ def capacity() -> str:
                      str(r['dropped_in_node']),
                      f"{r['lost_before_node']}" + (f" ({r['unmatched']})" if 'unmatched' in r
                                                    else ''),
-                     str(r.get('latency_p99_ms_worst', '–'))])
+                     str(r.get('latency_p99_ms_worst', '–')), start_cell(r)])
     return table(['machine', 'cameras x size x fps', 'input', 'workers', 'processed',
                   'dropped in node', 'lost before it (sent before it matched)',
-                  'worst p99 ms'], rows)
+                  'worst p99 ms', 'the start'], rows)
+
+
+def start_cell(r: dict) -> str:
+    """What a capacity run's start sent and lost: outside the window since the bench waits
+    for every camera to reach the node (bench/capacity.py); inside the figures before."""
+    start = r.get('before_window')
+    if start is None:
+        return 'in the figures'
+    return (f"outside: {start['published']} sent, "
+            f"{start['published'] - start['frames_in']} lost ({start['unmatched']})")
 
 
 def gpu_path() -> str:

@@ -90,10 +90,54 @@ def start_phase(send_one_each: Callable[[], int]) -> None:
         raise SystemExit(f'capacity.py publisher: the bench said {order!r}, not go')
 
 
-def tell(pubs: list, order: str) -> None:
-    for p in pubs:
-        p.stdin.write(order + '\n')
-        p.stdin.flush()
+class PublisherProcess:
+    """A publisher process and what it says: its stdout lines are read by a thread, so
+    the bench waits for a report with a deadline and learns at once that it ended."""
+
+    def __init__(self, command: list[str], env: dict) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self._lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def tell(self, order: str) -> None:
+        try:
+            self.proc.stdin.write(order + '\n')
+            self.proc.stdin.flush()
+        except OSError:
+            raise SystemExit(f'capacity.py: a publisher ended (exit {self.proc.wait()}) '
+                             f'before the bench said {order}') from None
+
+    def report(self, key: str, timeout: float) -> dict:
+        """Its next JSON object holding key (other lines, such as a log's, are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise SystemExit(f'capacity.py: a publisher said no {key} in {timeout:g} s') \
+                    from None
+            if line is None:
+                raise SystemExit(f'capacity.py: a publisher ended (exit {self.proc.wait()}) '
+                                 f'before it said {key}')
+            try:
+                said = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(said, dict) and key in said:
+                return said
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
 def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
@@ -202,6 +246,34 @@ def bag_plan(args) -> tuple[list[str], list[str], bool, str]:
     return node_topics, bag_topics, compressed, rec.size or 'recorded'
 
 
+def start(node, pubs: list[PublisherProcess], cameras: int, counts, arrived: dict,
+          where: str) -> tuple[int, dict]:
+    """The run's start, outside the window: wait until every camera has reached the node,
+    have the publishers hold, and wait until the node has reported idle after their last
+    start frame. (frames the start sent, the node's counters then)."""
+    def reached() -> bool:
+        have = counts()
+        return len(have) >= cameras and all(c['frames_in'] for c in have.values())
+
+    if not spin_while(node, lambda: not reached(), START_TIMEOUT, 0.1):
+        raise SystemExit(f'capacity.py: not every camera reached the node in {START_TIMEOUT} '
+                         f's (reports of {sorted(counts())}); {where}')
+    for p in pubs:
+        p.tell('hold')
+    sent = sum(p.report('start_sent', 30)['start_sent'] for p in pubs)
+    held = time.monotonic()
+
+    def settled() -> bool:  # every camera's report made after the last frame's way, idle
+        have = counts()
+        return all(arrived[name] > held + PRIME_PERIOD and
+                   c['frames_in'] == c['processed'] + c['dropped'] for name, c in have.items())
+
+    if not spin_while(node, lambda: not settled(), 15, 0.1):
+        raise SystemExit(f'capacity.py: the node did not report idle within 15 s of the '
+                         f'start ({counts()}); {where}')
+    return sent, counts()
+
+
 def main() -> int:
     import subprocess
 
@@ -258,7 +330,8 @@ def main() -> int:
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:
-            latest[status.name], arrived[status.name] = status, time.monotonic()
+            if any(kv.key == 'frames_in' for kv in status.values):  # a detector's camera
+                latest[status.name], arrived[status.name] = status, time.monotonic()
 
     def counts() -> dict[str, dict[str, int]]:  # each camera's counters since the node began
         return {name: {k: int(v) for k, v in ((kv.key, kv.value) for kv in status.values)
@@ -275,38 +348,36 @@ def main() -> int:
         flags = ['--compressed'] if args.compressed else []
         commands = [[sys.executable, __file__, '--fps', str(args.fps), '--size', args.size,
                      '--seconds', str(args.seconds), *flags, '--publish', *g] for g in groups]
-    pubs = [subprocess.Popen(c, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True) for c in commands]
-
-    # The start, outside the window: every camera has reached the node ...
-    def reached() -> bool:
-        have = counts()
-        return len(have) >= len(topics) and all(c['frames_in'] for c in have.values())
-
-    if not spin_while(node, lambda: not reached(), START_TIMEOUT, 0.1):
+    pubs: list[PublisherProcess] = []
+    try:
+        pubs += [PublisherProcess(c, env) for c in commands]
+        start_sent, before = start(node, pubs, len(topics), counts, arrived,
+                                   f'see {tmp / "launch.log"}')
+        for p in pubs:
+            p.tell('go')
+        spin_while(node, lambda: any(p.proc.poll() is None for p in pubs), args.seconds + 40,
+                   0.1)
+        spin_while(node, lambda: True, 3, 0.1)
+        key = 'published' if args.bag else 'published_per_camera'
+        reports = [p.report(key, 10) for p in pubs]
+    finally:
         for p in pubs:
             p.kill()
         stop(det)
-        raise SystemExit(f'capacity.py: not every camera reached the node in {START_TIMEOUT} '
-                         f's (reports from {sorted(latest)}); see {tmp / "launch.log"}')
-    tell(pubs, 'hold')
-    start_sent = sum(json.loads(p.stdout.readline())['start_sent'] for p in pubs)
-    # ... and the node has reported after the last start frame was served.
-    held = time.monotonic() + 2 * PRIME_PERIOD
-    spin_while(node, lambda: min(arrived.values()) < held, 10, 0.1)
-    before = counts()
-    tell(pubs, 'go')
-    spin_while(node, lambda: any(p.poll() is None for p in pubs), args.seconds + 40, 0.1)
-    spin_while(node, lambda: True, 3, 0.1)
-    reports = [json.loads(p.stdout.read().strip().splitlines()[-1]) for p in pubs]
+    if any(p.proc.returncode for p in pubs):
+        raise SystemExit(f'capacity.py: publishers exited {[p.proc.returncode for p in pubs]}')
     published = sum(r.get('published', r.get('published_per_camera', 0) * len(g))
                     for r, g in zip(reports, groups, strict=True))
-    stop(det)
     after = counts()
     cams = []
     for name, status in sorted(latest.items()):
         v = {kv.key: kv.value for kv in status.values}
-        window = {k: after[name].get(k, 0) - before.get(name, {}).get(k, 0) for k in COUNTERS}
+        # The window's counts: the counters at the end less those after the start. The node
+        # splits a loss between causes anew each report (a loss DDS reports late moves a
+        # frame from one cause to another), so a cause's difference can come out below 0:
+        # counted as 0; lost_before_node (published - received) is exact.
+        window = {k: max(after[name].get(k, 0) - before.get(name, {}).get(k, 0), 0)
+                  for k in COUNTERS}
         cams.append({'camera': name, 'frames_in': window['frames_in'],
                      'processed': window['processed'], 'dropped': window['dropped'],
                      **{cause: window[cause] for cause in LOSS_CAUSES},

@@ -195,3 +195,35 @@ def test_frames_replaced_while_waiting_are_counted_once(intake, bus_jpg):
         secs += [f.payload.header.sec for f in next_frame(frames)]
     assert secs[-1] == 4 and 2 not in secs and 3 not in secs
     assert frames.received(0) == 4 and frames.dropped(0) >= 2
+
+
+def test_a_decoder_that_dies_while_starting_is_refused_with_its_reason(bus_jpg, monkeypatch):
+    """A decoder process that ended before it said it was ready (killed, or a crash while
+    importing) made the camera's decode thread raise EOFError, which ended the thread: the
+    camera was never decoded again. Now it is the frame's refusal, and the next frame gets a
+    new process."""
+    import os
+
+    from yolo_trt_ros.core.serving import decoding
+
+    child = decoding._ChildDecoder(1 << 30)
+    real_start = decoding._ChildDecoder.start
+
+    def dying_start(self) -> None:  # a child that exits at once, before its ready message
+        parent, end = decoding._CONTEXT.Pipe()
+        self._proc = decoding._CONTEXT.Process(target=os._exit, args=(3,), daemon=True)
+        self._proc.start()
+        end.close()
+        self._conn, self._ready = parent, False
+        self._proc.join()  # ended, so decode() finds it dead and starts it again
+
+    monkeypatch.setattr(decoding._ChildDecoder, 'start', dying_start)
+    with pytest.raises(ImageError, match='the decoder process did not start') as refused:
+        child.decode(bus_jpg.read_bytes(), 'jpeg', MAX_PIXELS, 1080 * 810 * 4, 30.0)
+    assert refused.value.cause == 'decode'
+    monkeypatch.setattr(decoding._ChildDecoder, 'start', real_start)
+    try:
+        image = child.decode(bus_jpg.read_bytes(), 'jpeg', MAX_PIXELS, 1080 * 810 * 4, 30.0)
+        assert image.pixels.shape == (1080, 810, 3)
+    finally:
+        child.stop()

@@ -14,7 +14,11 @@ def claim_domain() -> str:
     domain (flock, released when the process ends, however it ends). A random pick alone
     let two runs (CI beside a developer) share one about once in 100."""
     for domain in random.SystemRandom().sample(range(1, 101), 100):
-        lock = open(Path(tempfile.gettempdir()) / f'yolo_trt_ros_domain_{domain}.lock', 'a')
+        path = Path(tempfile.gettempdir()) / f'yolo_trt_ros_domain_{domain}.lock'
+        try:  # another user's lock file may not open for us: held, as far as we know
+            lock = open(path, 'a')
+        except OSError:
+            continue
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -36,7 +36,8 @@ def call(node: str, srv_type, suffix: str, request, timeout: float):
     The request is sent again every RESEND_S without a reply: Fast DDS drops a response when
     the server has not matched the client's response reader within 100 ms (rmw_fastrtps
     #390), and this client is a new participant every time. Every request made here (list,
-    get, set to a given value) is the same done twice as once."""
+    get, set to a given value) leaves the same values done twice as once; a node that was
+    only slow gets each copy, so its parameter callback may run more than once."""
     deadline = time.monotonic() + timeout
     init(args=[])
     helper = rclpy.create_node('yolo_trt_param')

@@ -117,18 +117,23 @@ class _ChildDecoder:
 
     def _wait_ready(self) -> None:
         if not self._ready:  # its start-up does not count against a frame's deadline
-            if not self._conn.poll(STARTUP_TIMEOUT_S):
+            try:
+                if not self._conn.poll(STARTUP_TIMEOUT_S):
+                    raise EOFError
+                self._conn.recv()
+            except (EOFError, OSError):  # not started in time, or died starting
                 self.stop(kill=True)
-                raise ImageError('the decoder process did not start', 'decode')
-            self._conn.recv()
+                raise ImageError('the decoder process did not start', 'decode') from None
             self._ready = True
 
     def warm(self, max_pixels: int) -> None:
-        """Wait until the child has started and has decoded a small JPEG (its decoder
-        loaded, the shared buffer made): its first real frame then decodes as fast as the
-        rest. ImageError where it cannot."""
+        """Start the child if it is not running, wait until it has started and has decoded
+        a small JPEG (its decoder loaded, the shared buffer made): its first real frame then
+        decodes as fast as the rest. ImageError where it cannot."""
+        if self._proc is None or not self._proc.is_alive():
+            self.start()
         sample = _sample_jpeg()
-        self.decode(sample, 'jpeg', max_pixels, 64 * 64 * 4, STARTUP_TIMEOUT_S)
+        self._request(sample, 'jpeg', max(max_pixels, 64 * 64), 64 * 64 * 4, STARTUP_TIMEOUT_S)
 
     def _buffer(self, nbytes: int) -> shared_memory.SharedMemory:
         if self._shm is None or self._shm.size < nbytes:
@@ -143,8 +148,12 @@ class _ChildDecoder:
         if self._proc is None or not self._proc.is_alive():
             # A new child (lazily, or after one was killed): its start and first decode
             # (the decoder's code loaded) are not this frame's, whose deadline is its own.
-            self.start()
             self.warm(max_pixels)
+        return self._request(data, fmt, max_pixels, nbytes, timeout_s)
+
+    def _request(self, data: bytes, fmt: str, max_pixels: int, nbytes: int,
+                 timeout_s: float) -> ImageView:
+        """One decode by the running child (never starts one)."""
         self._wait_ready()
         shm = self._buffer(nbytes)
         self._conn.send((data, fmt, max_pixels, shm.name))
@@ -211,7 +220,7 @@ class CameraDecoders:
         still starting were replaced in the keep-newest slot, never answered)."""
         if not self.lazy:
             for child in self._children:
-                child.start()
+                child.start()  # all at once: their imports overlap
             for child in self._children:
                 child.warm(self.max_pixels)
         for thread in self._threads:

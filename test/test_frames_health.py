@@ -101,3 +101,19 @@ def test_the_warning_for_a_reliable_camera_names_its_history_not_the_receive_buf
     assert text.startswith("give the camera's publisher a deeper history")
     assert 'dds_profile' not in text and 'sysctl' not in text
     assert 'fastdds_large_frames.xml (shared memory)' in text
+
+
+def test_a_loss_dds_reports_late_is_not_a_negative_count_in_the_window():
+    """DDS may report a frame lost in a later window than the gap that showed it missing:
+    the node then moves it from 'missing' (or 'before the match') to 'lost in DDS', and the
+    window's difference of those causes went below 0 ('-1 frames missing from a publisher's
+    sequence; -3 frames published before the subscription matched' in the diagnostics)."""
+    stats = CameraStats()
+    stats.sequences.seen(b'new', 6)
+    stats.sequences.seen(b'new', 10)
+    stats.lost = 2
+    stats.tick(received=2, dropped=0)
+    stats.lost = 6  # reported now; the frames were counted missing in the last window
+    now, (level, message) = stats.tick(received=2, dropped=0)
+    assert (now.lost, now.replaced, now.unmatched) == (6, 0, 2)  # since start: unchanged
+    assert (level, message) == (WARN, '4 frames lost in DDS'), message

@@ -85,7 +85,10 @@ class CameraStats:
         now = Window(received, self.processed, dropped, self.lost,
                      max(seq.gaps - self.lost, 0), max(seq.before_match - beyond_gaps, 0))
         last = self.last or Window(0, 0, 0, 0)
-        window = Window(*(a - b for a, b in zip(astuple(now), astuple(last), strict=True)))
+        # A loss DDS reports after its gap was seen moves frames between causes: a cause
+        # that gave some up has nothing new to say in this window (not a negative count).
+        window = Window(*(max(a - b, 0) for a, b in zip(astuple(now), astuple(last),
+                                                          strict=True)))
         self.last = now
         return now, health(window, sum(self.bad_input.values()))
 

@@ -3,9 +3,10 @@ manager (Nav2's lifecycle_manager, `ros2 lifecycle set`) drives it (issue 18).""
 from __future__ import annotations
 
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from sensor_msgs.msg import Image
-from support.ros import change_state, frame, lifecycle_state, running
+from support.ros import change_state, diagnostics_values, frame, lifecycle_state, running
 from support.truth import assert_bus_and_people
 from vision_msgs.msg import Detection2DArray
 
@@ -38,8 +39,14 @@ def test_a_lifecycle_manager_drives_every_state(bus_jpg):
                     'the subscription gone on deactivate')
         assert change_state(client, Transition.TRANSITION_ACTIVATE)  # resumes
         client.wait(lambda: pub.get_subscription_count() > 0, 'subscribed again')
+        diags = client.collect(DiagnosticArray, '/diagnostics')
         pub.publish(frame(bus_jpg, 'bgr8', 2, 'cam'))
         client.wait(lambda: len(results) == 2, 'detections after activating again')
+        # The camera's counters run on over a deactivation: frames in were counted from 0
+        # again by the new activation's intake, processed were not (1 in, 2 processed).
+        client.wait(lambda: diagnostics_values(diags).get('processed') == '2',
+                    'a report after the second frame')
+        assert diagnostics_values(diags)['frames_in'] == '2', diagnostics_values(diags)
         assert change_state(client, Transition.TRANSITION_DEACTIVATE)
         assert change_state(client, Transition.TRANSITION_CLEANUP)
         assert lifecycle_state(client) == 'unconfigured'

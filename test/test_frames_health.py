@@ -117,3 +117,16 @@ def test_a_loss_dds_reports_late_is_not_a_negative_count_in_the_window():
     now, (level, message) = stats.tick(received=2, dropped=0)
     assert (now.lost, now.replaced, now.unmatched) == (6, 0, 2)  # since start: unchanged
     assert (level, message) == (WARN, '4 frames lost in DDS'), message
+
+
+def test_frames_in_and_dropped_go_on_over_a_deactivation():
+    """Each activation has an intake of its own, counting from 0; processed is the
+    camera's. A reactivated node reported 1 frame in and 2 processed."""
+    stats = CameraStats()
+    stats.add_latency(0.01)
+    stats.tick(received=3, dropped=2)
+    stats.intake_closed(received=3, dropped=2)
+    stats.add_latency(0.01)
+    now, (level, message) = stats.tick(received=1, dropped=0)
+    assert (now.frames_in, now.processed, now.dropped) == (4, 2, 2)
+    assert (level, message) == (OK, 'ok')

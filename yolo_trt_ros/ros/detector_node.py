@@ -223,6 +223,9 @@ class DetectorNode(LifecycleNode):
                 + (f'; {b.overflowed} frames above the limit got their own' if b.overflowed
                    else ''))
             b.close()
+        if self.frames is not None:  # after the worker: every frame counted
+            for i, cam in enumerate(self.cameras):
+                cam.stats.intake_closed(self.frames.received(i), self.frames.dropped(i))
         self.worker = self.frames = self._buffers = self._pauses = None
 
     def _release(self) -> None:

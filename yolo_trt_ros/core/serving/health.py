@@ -71,10 +71,19 @@ class CameraStats:
     # Tracking and 3D: 'depth.published', 'depth.unpaired' (no depth frame in time),
     # 'depth.left_out' (detections without valid depth), 'tracking.resets'.
     counts: dict[str, int] = field(default_factory=dict)
+    # frames in and dropped by the intakes closed so far (each activation has its own)
+    carried: tuple[int, int] = (0, 0)
+
+    def intake_closed(self, received: int, dropped: int) -> None:
+        """The camera's intake ends (the node deactivates): its counts go on in the next
+        one's, as processed does."""
+        self.carried = (self.carried[0] + received, self.carried[1] + dropped)
 
     def tick(self, received: int, dropped: int) -> tuple[Window, tuple[int, str]]:
         """A diagnostics window ends: (the counters since start, the health of the window
-        since the last tick). received, dropped: the camera's keep-newest slot counters."""
+        since the last tick). received, dropped: the camera's keep-newest slot counters
+        of this activation."""
+        received, dropped = received + self.carried[0], dropped + self.carried[1]
         seq = self.sequences
         # The QoS event does not say which frames it lost: each is taken off the gaps first
         # (what is left was replaced in the subscription's queue, or dropped on the way

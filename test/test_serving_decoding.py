@@ -227,3 +227,37 @@ def test_a_decoder_that_dies_while_starting_is_refused_with_its_reason(bus_jpg, 
         assert image.pixels.shape == (1080, 810, 3)
     finally:
         child.stop()
+
+
+def test_a_fault_in_a_cameras_decode_step_refuses_the_frame_and_the_camera_goes_on(
+        intake, bus_jpg, monkeypatch):
+    """Anything but an ImageError in the camera's decode step (here /dev/shm full when the
+    frame's buffer is made; a decoder that died between two frames is another) ended the
+    camera's decode thread: that camera was never served again, with nothing said. Now the
+    frame is refused with the reason and the next one is decoded."""
+    import errno
+
+    from yolo_trt_ros.core.serving import decoding
+
+    frames = intake(1)
+    good = bus_jpg.read_bytes()
+    frames.put(0, message(good, 1))
+    (first,) = next_frame(frames)  # the camera's buffer made for 1080x810
+    assert isinstance(first.payload.image, ImageView)
+    real = decoding.shared_memory.SharedMemory
+
+    def full(*args, **kwargs):
+        monkeypatch.setattr(decoding.shared_memory, 'SharedMemory', real)  # once
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(decoding.shared_memory, 'SharedMemory', full)
+    larger = encode('.jpg', np.zeros((1200, 1600, 3), np.uint8))  # needs a larger buffer
+    frames.put(0, message(larger, 2))
+    (refused,) = next_frame(frames)
+    assert isinstance(refused.payload.image, ImageError)
+    assert refused.payload.image.cause == 'decode'
+    assert 'No space left on device' in str(refused.payload.image)
+    frames.put(0, message(larger, 3))
+    (third,) = next_frame(frames)
+    assert isinstance(third.payload.image, ImageView)
+    assert third.payload.image.pixels.shape == (1200, 1600, 3)

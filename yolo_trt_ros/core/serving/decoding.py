@@ -259,6 +259,10 @@ class CameraDecoders:
             return Decoded(header, image)
         except ImageError as exc:
             return Decoded(header, exc.with_traceback(None))
+        except Exception as exc:  # the camera thread's boundary: a fault must not end it
+            self._children[camera].stop(kill=True)  # in an unknown state: a new one next
+            return Decoded(header, ImageError(f'the decode step failed ({exc}); the decoder '
+                                              f'restarted', 'decode'))
 
     def hand_on(self, camera: int, result: Decoded, received: float) -> None:
         if isinstance(result.image, ImageError):  # never in place of a decoded frame

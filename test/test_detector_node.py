@@ -132,7 +132,13 @@ def test_bad_raw_frames_are_logged_counted_and_skipped(bus_jpg):
     assert values['bad_input.encoding'] == '1' and values['bad_input.size'] == '1'
     assert values['bad_input.step'] == '1'
     assert values['bad_input.empty'] == '1'
-    assert diags[-1].status[0].level == DiagnosticStatus.WARN
+    # Each report whose window counted bad frames warns of them (and only such a report:
+    # one bad frame once kept every later report at WARN)
+    counted = [int({kv.key: kv.value for kv in d.status[0].values}['bad_input']) for d in diags]
+    for before, now, report in zip([0, *counted], counted, diags, strict=False):
+        assert ('bad input seen' in report.status[0].message) == (now > before), report
+        if now > before:
+            assert report.status[0].level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
     assert "unsupported encoding 'bayer_grbg16'" in log
     assert 'buffer holds 1000 bytes' in log and 'step 2429 is smaller than width 810' in log
     assert 'empty image: 0x0' in log

@@ -130,3 +130,19 @@ def test_frames_in_and_dropped_go_on_over_a_deactivation():
     now, (level, message) = stats.tick(received=1, dropped=0)
     assert (now.frames_in, now.processed, now.dropped) == (4, 2, 2)
     assert (level, message) == (OK, 'ok')
+
+
+def test_bad_input_warns_in_its_window_only():
+    """One corrupt frame (a webcam's first MJPEG frame) kept the camera at WARN 'bad input
+    seen' in every report for the life of the process: the count from start was passed as
+    the window's. The window that saw it warns; the next ones, with good frames, are OK."""
+    stats = CameraStats()
+    stats.add_bad('corrupt')
+    stats.add_latency(0.01)
+    assert stats.tick(received=2, dropped=0)[1] == (WARN, 'bad input seen')
+    for received in (3, 4):
+        stats.add_latency(0.01)
+        assert stats.tick(received=received, dropped=0)[1] == (OK, 'ok')
+    stats.add_bad('too_large')
+    stats.add_latency(0.01)
+    assert stats.tick(received=6, dropped=0)[1] == (WARN, 'bad input seen')

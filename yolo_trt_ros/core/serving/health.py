@@ -73,6 +73,7 @@ class CameraStats:
     counts: dict[str, int] = field(default_factory=dict)
     # frames in and dropped by the intakes closed so far (each activation has its own)
     carried: tuple[int, int] = (0, 0)
+    bad_until_last: int = 0  # bad frames counted by the previous window
 
     def intake_closed(self, received: int, dropped: int) -> None:
         """The camera's intake ends (the node deactivates): its counts go on in the next
@@ -99,7 +100,9 @@ class CameraStats:
         window = Window(*(max(a - b, 0) for a, b in zip(astuple(now), astuple(last),
                                                           strict=True)))
         self.last = now
-        return now, health(window, sum(self.bad_input.values()))
+        bad = sum(self.bad_input.values())
+        bad, self.bad_until_last = bad - self.bad_until_last, bad
+        return now, health(window, bad)
 
     def add_latency(self, seconds: float, waited: float = 0.0) -> None:
         self.processed += 1

@@ -261,3 +261,55 @@ def test_a_fault_in_a_cameras_decode_step_refuses_the_frame_and_the_camera_goes_
     (third,) = next_frame(frames)
     assert isinstance(third.payload.image, ImageView)
     assert third.payload.image.pixels.shape == (1200, 1600, 3)
+
+
+def test_a_decoder_process_that_cannot_be_started_refuses_the_frame_only(intake, bus_jpg,
+                                                                           monkeypatch):
+    """After a decoder was killed (here for a slow frame), its successor could not be
+    started (a container's pids limit: EAGAIN). The start left a half-made child behind,
+    and the camera thread's boundary failed on it (AttributeError): the thread ended, the
+    camera was never served again. Now that frame is refused with the reason and the next
+    one gets a decoder."""
+    import errno
+
+    from yolo_trt_ros.core.serving import decoding
+
+    frames = intake(1, timeout_s=0.2)
+    frames.put(0, message(slow_jpeg(), 1))
+    assert next_frame(frames)[0].payload.image.cause == 'too_slow'  # the child killed
+    process = decoding._CONTEXT.Process
+    real_start = process.start
+
+    def refused(self):
+        monkeypatch.setattr(process, 'start', real_start)  # once
+        raise OSError(errno.EAGAIN, 'Resource temporarily unavailable')
+
+    monkeypatch.setattr(process, 'start', refused)
+    frames.decoders.timeout_s = 30.0  # the next frames' deadlines are not the subject
+    frames.put(0, message(bus_jpg.read_bytes(), 2))
+    (second,) = next_frame(frames)
+    assert isinstance(second.payload.image, ImageError)
+    assert 'Resource temporarily unavailable' in str(second.payload.image)
+    frames.put(0, message(bus_jpg.read_bytes(), 3))
+    (third,) = next_frame(frames)
+    assert isinstance(third.payload.image, ImageView)
+
+
+def test_a_decoder_that_died_while_idle_leaves_no_shared_memory(intake, bus_jpg):
+    """A decoder process killed between frames (the OOM killer): at close, its camera's
+    shared buffer was kept as if for a successor, and stayed in /dev/shm until the node's
+    process ended (each deactivation left one per camera)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    frames = intake(1)
+    frames.put(0, message(bus_jpg.read_bytes(), 1))
+    next_frame(frames)
+    child = frames.decoders._children[0]
+    shm = Path('/dev/shm') / child._shm.name.lstrip('/')
+    assert shm.exists()
+    os.kill(child._proc.pid, signal.SIGKILL)
+    child._proc.join(30)
+    frames.close()
+    assert not shm.exists()

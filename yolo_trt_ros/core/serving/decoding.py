@@ -109,11 +109,17 @@ class _ChildDecoder:
     def start(self) -> None:
         """Start the child; ready() waits until it can decode (about 0.5 s of imports)."""
         parent, child = _CONTEXT.Pipe()
-        self._proc = _CONTEXT.Process(target=_child_main, args=(child, self._memory_budget),
-                                      name='yolo-trt-decoder', daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn, self._ready = parent, False
+        proc = _CONTEXT.Process(target=_child_main, args=(child, self._memory_budget),
+                                name='yolo-trt-decoder', daemon=True)
+        try:
+            proc.start()
+        except OSError as exc:  # no process to be had (a pids limit, memory): none kept
+            parent.close()
+            raise ImageError(f'the decoder process could not be started: {exc}',
+                             'decode') from None
+        finally:
+            child.close()
+        self._proc, self._conn, self._ready = proc, parent, False
 
     def _wait_ready(self) -> None:
         if not self._ready:  # its start-up does not count against a frame's deadline
@@ -179,6 +185,9 @@ class _ChildDecoder:
             self._shm = None
 
     def stop(self, kill: bool = False) -> None:
+        """kill: at once, keeping the shared buffer for the next child; otherwise ask the
+        child to end and release the buffer (also where the child had died already)."""
+        release = not kill
         if self._proc is not None:
             if not kill:
                 try:
@@ -191,7 +200,7 @@ class _ChildDecoder:
                 self._proc.join()
             self._conn.close()
             self._proc = self._conn = None
-        if not kill:
+        if release:
             self._release_buffer()
 
 

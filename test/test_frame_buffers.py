@@ -175,3 +175,24 @@ def test_a_reservation_the_memory_refuses_is_cut_short_not_raised():
 
     pool = FrameBuffers(allocate)
     assert pool.reserve(300, 5) == 2 and pool.reserved == 2 and len(pool) == 2
+
+
+def test_frames_left_in_a_closed_intake_do_not_keep_their_buffers():
+    """A deactivation under traffic: frames that came during the last batch were still in
+    their keep-newest slots when the node closed its buffer pool, so the pool counted
+    their blocks in use and forgot them (pinned memory never freed: a frame per camera per
+    deactivation). A closed intake lets go of the frames it held."""
+    from yolo_trt_ros.core.serving.decoding import Intake
+
+    allocator = Counted()
+    pool = FrameBuffers(allocator)
+    assert pool.reserve(1000, 2) == 2
+    intake = Intake(2, False, 10**8)
+    for camera in (0, 1):
+        intake.put(camera, pool.get(1000)[:1000])  # a frame's view, waiting for the worker
+    intake.close()
+    intake.put(0, pool.get(1000)[:1000])  # a frame that comes after: not kept either
+    pool.close()
+    assert allocator.freed == [1000, 1000]
+    # every frame accounted for: received, and dropped where never taken
+    assert [(intake.received(c), intake.dropped(c)) for c in (0, 1)] == [(2, 2), (1, 1)]

@@ -41,7 +41,7 @@ class LatestFrames(Generic[T]):
         at = time.monotonic() if received is None else received
         with self._cond:
             self.received[camera] += 1
-            if at < self._newest[camera]:
+            if self._closed or at < self._newest[camera]:  # closed: none will take it
                 self.dropped[camera] += 1
                 return
             self._newest[camera] = at
@@ -78,8 +78,14 @@ class LatestFrames(Generic[T]):
         return frame
 
     def close(self) -> None:
+        """No frame is taken from now on: those waiting are dropped (counted so), and let
+        go of, so the buffers they lie in can be freed (pinned memory is freed only while
+        nothing refers to it)."""
         with self._cond:
             self._closed = True
+            for camera, frame in enumerate(self._slots):
+                self.dropped[camera] += frame is not None
+            self._slots, self._notes = [None] * len(self._slots), []
             self._cond.notify_all()
 
     @property

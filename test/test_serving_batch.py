@@ -379,3 +379,27 @@ def test_the_warm_up_on_the_cpu_runs_a_batch_of_every_camera_then_a_lone_frame(t
         det.detect = lambda images: ran.append(len(images)) or detect(images)
         BatchStep(det, False, 10**8, str).warm_up(3, (120, 160))
     assert det.max_batch is None and ran == [3, 1]
+
+
+def test_an_annotated_image_that_cannot_be_drawn_is_a_reason_not_a_fault(detector, bus_jpg):
+    """On the GPU path the annotated image decodes the JPEG again on the CPU, whose decoder
+    refuses more than nvJPEG does (a scan cut short). The refusal was raised in the node's
+    delivery, inside the worker's boundary: every frame of the batch was refused as
+    'internal', those after it never published, for as long as someone watched. The step
+    now gives the reason as a value; the frame's detections stand."""
+    from support.images import corrupt_jpegs
+
+    from yolo_trt_ros.core.errors import ImageError
+    from yolo_trt_ros.core.gpu.jpeg import DeviceImage
+    from yolo_trt_ros.core.pipeline.results import Detections
+    from yolo_trt_ros.core.serving.batch import Served
+
+    step = BatchStep(detector, True, 10**8, detector.label)
+    on_device = DeviceImage(ptr=0, pitch=810 * 3, width=810, height=1080, channels=3)
+    drawn = []
+    for data in (corrupt_jpegs(bus_jpg.read_bytes(), 1)[0], bus_jpg.read_bytes()):
+        (frame,) = frames_of(serialized(CompressedImage(format='jpeg', data=data), 1, 'cam'))
+        served = Served(frame, None, on_device, Detections.empty(), b'')
+        drawn.append(step.annotated(served))
+    assert isinstance(drawn[0], ImageError) and drawn[0].cause == 'corrupt', drawn[0]
+    assert isinstance(drawn[1], np.ndarray) and drawn[1].shape == (1080, 810, 3)

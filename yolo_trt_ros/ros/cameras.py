@@ -89,8 +89,8 @@ class Camera:
                             self.keypoints) if p is not None]
 
     def publish(self, served: Served, annotated: Callable[[], object] | None) -> None:
-        """What the batch step made of one frame; annotated() draws the image, asked only
-        while someone subscribes to it."""
+        """What the batch step made of one frame; annotated() draws the image (None where
+        it cannot), asked only while someone subscribes to it."""
         self.detections.publish(served.message)
         # The other heads' outputs, aligned with `detections` by index and stamp.
         for pub, message in ((self.masks, served.masks), (self.keypoints, served.keypoints),
@@ -98,7 +98,9 @@ class Camera:
             if message is not None:
                 pub.publish(message)
         if annotated is not None and self.annotated.get_subscription_count() > 0:
-            self.annotated.publish(annotated())
+            image = annotated()
+            if image is not None:
+                self.annotated.publish(image)
 
 
 def open_camera(node: LifecycleNode, i: int, config: NodeConfig, task: str,

@@ -18,12 +18,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 from vision_msgs.msg import LabelInfo
 
-from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.errors import ImageError, YoloTrtError
 from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
-from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep
+from yolo_trt_ros.core.serving.batch import BatchResult, BatchStep, Served
 from yolo_trt_ros.core.serving.cameras import Tracking
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
@@ -262,15 +263,25 @@ class DetectorNode(LifecycleNode):
             self._bad_input(refused.camera, refused.cause, refused.reason)
         for served in result.served:
             camera = self.cameras[served.frame.camera]
-            camera.publish(served, (lambda s=served: bgr_image(
-                self.step.annotated(s), header_message(s.header)))
-                if self.config.publish_annotated else None)
+            camera.publish(served, (lambda s=served: self._annotated(s))
+                           if self.config.publish_annotated else None)
             received = served.frame.received
             camera.stats.add_latency(time.monotonic() - received, result.taken - received)
             bad = camera.stats.count_3d(served.message_3d is not None, served.left_out,
                                         served.depth_problem)
             if bad is not None:
                 self._bad_input(served.frame.camera, bad.cause, bad.reason, 'no 3D')
+
+    def _annotated(self, served: Served) -> Image | None:
+        """The annotated image, or None (logged once per camera) where it cannot be drawn."""
+        image = self.step.annotated(served)
+        if isinstance(image, ImageError):
+            camera = served.frame.camera
+            if self._log_gate.should_log(f'{camera}:annotated'):
+                self.get_logger().warning(f'{self.cameras[camera].topic}: annotated image '
+                                          f'skipped, detections published ({image})')
+            return None
+        return bgr_image(image, header_message(served.header))
 
     def _bad_input(self, camera: int, cause: str, message: str,
                    skipped: str = 'bad frame skipped') -> None:

@@ -250,14 +250,19 @@ class BatchStep:
         grey, scale = grey_for_cmc(small[:, :, None], 'gray')
         return grey, scale * image.width / small.shape[1]
 
-    def annotated(self, served: Served) -> np.ndarray:
+    def annotated(self, served: Served) -> np.ndarray | ImageError:
         """The frame as (H, W, 3) uint8 BGR with its detections drawn, at most
         ANNOTATED_MAX_PIXELS (a 64 MP frame would make a 192 MB message). A frame decoded
-        on the GPU is decoded again on the CPU for drawing (only while someone watches)."""
+        on the GPU is decoded again on the CPU for drawing (only while someone watches);
+        where the CPU's decoder refuses what nvJPEG took, the reason (the frame's
+        detections stand)."""
         image = served.image
         if not isinstance(image, ImageView):
             raw = _compressed(served.frame)
-            image = decode_compressed(raw.data, raw.format, self.max_pixels)
+            try:
+                image = decode_compressed(raw.data, raw.format, self.max_pixels)
+            except ImageError as exc:
+                return exc.with_traceback(None)
         return annotated(image, served.detections, self.detector.label,
                          skeleton=self.detector.head.skeleton)
 

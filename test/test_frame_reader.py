@@ -241,3 +241,24 @@ def test_the_message_resized_by_rmw_stays_in_place_or_grows_from_the_pool_and_ne
     starved = SerializedTaker(FrameBuffers(refusing))
     assert starved._allocate(100, None) == starved._current.ctypes.data != 0
     assert starved._current.nbytes == 100
+
+
+@pytest.mark.skipif(not available(), reason='librcl cannot be loaded by name here')
+def test_frames_are_taken_where_the_pool_refuses_memory():
+    """Pinned memory refused (cudaMallocHost out of memory, a 4K camera after a 1080p
+    warm-up): the buffer for the take was asked for outside the fallback the allocator's
+    callbacks have, so the take raised before rcl took the sample; the subscription stayed
+    ready and the reader spun on it, every later camera starved. Ordinary memory takes the
+    frame now."""
+    def refusing(nbytes: int):  # the pool's allocator, failing as pinned allocation can
+        raise MemoryError('cudaMallocHost: out of memory')
+
+    with ros_context() as context:
+        graph = Graph(context, FrameBuffers(refusing))
+        graph.subscribe()
+        for n in range(3):
+            graph.pub.publish(small(n))
+            spin_until(graph.executor, lambda n=n: len(graph.frames) == n + 1,
+                       what=f'frame {n}', explain=lambda: repr(graph.failures[:3]))
+        graph.close()
+    assert stamps(graph.frames) == [0, 1, 2] and graph.failures == []

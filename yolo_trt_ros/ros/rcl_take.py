@@ -138,11 +138,14 @@ class SerializedTaker:
     # every take (to the exact size, smaller too). They must not fail (the sample is gone
     # by then: a NULL loses the frame) and must stay short (rmw_zenoh holds a lock).
     def _new(self, size: int) -> int:
-        try:
-            self._current = self.buffers.get(size, replace=False)
-        except Exception:  # pinned memory refused: ordinary memory keeps the frame
-            self._current = ordinary(size)[0]
+        self._current = self._block(size, replace=False)
         return self._current.ctypes.data
+
+    def _block(self, size: int, replace: bool) -> np.ndarray:
+        try:
+            return self.buffers.get(size, replace=replace)
+        except Exception:  # pinned memory refused: ordinary memory keeps the frame
+            return ordinary(size)[0]
 
     def _allocate(self, size: int, state) -> int:
         return self._new(size)
@@ -165,7 +168,7 @@ class SerializedTaker:
     def take(self, subscription) -> tuple[np.ndarray, dict] | None:
         """subscription: an rclpy Subscription whose handle the caller holds."""
         handle = subscription.handle.pointer
-        self._current = self.buffers.get(self._expect.get(handle, 1 << 16))
+        self._current = self._block(self._expect.get(handle, 1 << 16), replace=True)
         msg = self._msg
         msg.buffer, msg.buffer_length = self._current.ctypes.data, 0
         msg.buffer_capacity = self._current.nbytes

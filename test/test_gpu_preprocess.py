@@ -55,6 +55,20 @@ def test_pick_target(cc, target):
     assert pick_target(cc, NVRTC13) == target
 
 
+def test_the_geometry_of_frame_sizes_is_kept_for_a_few_sizes_only():
+    """Each new frame size's letterbox geometry was kept for the node's life: a sender of
+    ever-new sizes (1 x k pixels, k growing) grew it without bound. The same geometry as
+    the CPU's, at most 64 sizes kept."""
+    from yolo_trt_ros.core.gpu.preprocess import fitted
+    from yolo_trt_ros.core.pipeline.preprocess import Letterbox
+
+    fitted.cache_clear()
+    for k in range(1, 1001):
+        assert fitted(k, 1, 640, 640) == Letterbox.fit(k, 1, 640, 640)
+    assert fitted.cache_info().currsize == 64
+    assert fitted(1920, 1080, 640, 640) is fitted(1920, 1080, 640, 640)  # made once
+
+
 def test_a_gpu_newer_than_nvrtc_gets_ptx_that_compiles():
     archs = supported_archs()
     target = pick_target((archs[-1] // 10 + 1, 0), archs)

@@ -13,6 +13,7 @@ by the source, the GPU architecture and the NVRTC version.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -105,6 +106,11 @@ def load_kernels(compute_capability: tuple[int, int]) -> dict[str, object]:
     return {'f32': functions['letterbox_chw_f32'], 'f16': functions['letterbox_chw_f16']}
 
 
+
+# A frame size's geometry, made once: the few sizes a node sees. Bounded: a sender of
+# ever-new frame sizes grew an unbounded cache, one entry per size, for the node's life.
+fitted = functools.lru_cache(maxsize=64)(Letterbox.fit)
+
 class Source(NamedTuple):
     """A frame in device memory as the kernel reads it (hashable: part of a graph's key).
     host: the pinned copy the kernel's upload reads first (0: the frame is on the device
@@ -190,7 +196,6 @@ class GpuPreprocessor:
         self._owns_out = out_ptr is None
         self.out_ptr = self.cuda.malloc(self.plane_bytes * batch) if out_ptr is None else out_ptr
         self._staging = [_Staging() for _ in range(batch)]
-        self._boxes: dict[tuple[int, int], Letterbox] = {}
         self._copier = HostCopier(copy_threads)  # last: nothing after it can fail
 
     @property
@@ -242,9 +247,7 @@ class GpuPreprocessor:
         w, h, c = src.width, src.height, src.channels
         if src.host:
             self.cuda.copy_to_device(src.ptr, src.host, h * src.pitch, self.stream)
-        box = self._boxes.get((h, w))
-        if box is None:
-            box = self._boxes[(h, w)] = Letterbox.fit(w, h, self.width, self.height)
+        box = fitted(w, h, self.width, self.height)
         channels = (0, 0, 0) if src.order == GRAY else tuple(
             src.order.index(ch) for ch in self.channel_order)
         args = [np.uint64(src.ptr), np.int32(w), np.int32(h), np.int32(src.pitch), np.int32(c),

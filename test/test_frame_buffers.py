@@ -196,3 +196,16 @@ def test_frames_left_in_a_closed_intake_do_not_keep_their_buffers():
     assert allocator.freed == [1000, 1000]
     # every frame accounted for: received, and dropped where never taken
     assert [(intake.received(c), intake.dropped(c)) for c in (0, 1)] == [(2, 2), (1, 1)]
+
+
+def test_reports_left_in_a_closed_slot_set_are_counted_dropped():
+    """A refused frame's report waiting for the worker at close was counted in frames in
+    and then nowhere (not processed, not dropped, not bad input)."""
+    from yolo_trt_ros.core.serving.frames import LatestFrames
+
+    slots = LatestFrames(2)
+    slots.put(0, 'frame')
+    slots.note(1, 'refused', 0.0)
+    slots.close()
+    slots.note(1, 'refused after close', 0.0)
+    assert slots.dropped == [1, 2] and slots.take(timeout=0) == []

@@ -146,3 +146,25 @@ def test_bad_input_warns_in_its_window_only():
     stats.add_bad('too_large')
     stats.add_latency(0.01)
     assert stats.tick(received=6, dropped=0)[1] == (WARN, 'bad input seen')
+
+
+def test_a_report_gives_the_bad_frames_its_health_was_judged_on():
+    """The worker counts bad frames while the diagnostics timer reports: the health was
+    judged on one count and the report's bad_input read again a moment later, so a report
+    could say 'ok' with bad_input grown, and the next 'bad input seen' with none new."""
+    from yolo_trt_ros.ros.conversions import camera_status
+
+    stats = CameraStats()
+    stats.add_latency(0.01)
+    totals, judged = stats.tick(received=1, dropped=0)
+    stats.add_bad('corrupt')  # the worker, between the judgement and the report
+    status = camera_status('/detector', 'cam', 'image', totals, stats, 'onnxruntime', judged)
+    values = {kv.key: kv.value for kv in status.values}
+    assert (status.message, values['bad_input']) == ('ok', '0')
+    assert 'bad_input.corrupt' not in values
+    stats.add_latency(0.01)
+    totals, judged = stats.tick(received=3, dropped=0)  # the bad frame and a good one
+    status = camera_status('/detector', 'cam', 'image', totals, stats, 'onnxruntime', judged)
+    values = {kv.key: kv.value for kv in status.values}
+    assert (status.message, values['bad_input'], values['bad_input.corrupt']) == (
+        'bad input seen', '1', '1')

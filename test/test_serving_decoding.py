@@ -313,3 +313,4 @@ def test_a_decoder_that_died_while_idle_leaves_no_shared_memory(intake, bus_jpg)
     child._proc.join(30)
     frames.close()
     assert not shm.exists()
+

@@ -77,12 +77,12 @@ def camera_status(node: str, name: str, topic: str, totals: Window, stats: Camer
     """One camera's counters (since start), latency percentiles and health (over the last
     window) as a DiagnosticStatus named by the node's full name and the camera, so that two
     detectors in different namespaces never share a name."""
-    bad = sum(stats.bad_input.values())
+    bad = sum(stats.bad_reported.values())  # as tick() read them for the health
     values = {'topic': topic, 'backend': backend, 'frames_in': totals.frames_in,
               'processed': totals.processed, 'dropped': totals.dropped,
               'lost_in_dds': totals.lost, 'replaced_in_queue': totals.replaced,
               'unmatched': totals.unmatched, 'bad_input': bad}
-    values.update({f'bad_input.{cause}': n for cause, n in sorted(stats.bad_input.items())})
+    values.update({f'bad_input.{cause}': n for cause, n in sorted(stats.bad_reported.items())})
     values.update(sorted(stats.counts.items()))
     values.update({f'latency_ms.{k}': round(v, 2) for k, v in stats.percentiles_ms().items()})
     # Of which waiting for the worker (the rest: parse, decode, detect, publish).

@@ -106,10 +106,10 @@ def load_kernels(compute_capability: tuple[int, int]) -> dict[str, object]:
     return {'f32': functions['letterbox_chw_f32'], 'f16': functions['letterbox_chw_f16']}
 
 
-
 # A frame size's geometry, made once: the few sizes a node sees. Bounded: a sender of
 # ever-new frame sizes grew an unbounded cache, one entry per size, for the node's life.
 fitted = functools.lru_cache(maxsize=64)(Letterbox.fit)
+
 
 class Source(NamedTuple):
     """A frame in device memory as the kernel reads it (hashable: part of a graph's key).

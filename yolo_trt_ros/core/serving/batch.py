@@ -263,6 +263,8 @@ class BatchStep:
                 image = decode_compressed(raw.data, raw.format, self.max_pixels)
             except ImageError as exc:
                 return exc.with_traceback(None)
+            except MemoryError:
+                return ImageError('no memory to decode it again for drawing', 'decode')
         return annotated(image, served.detections, self.detector.label,
                          skeleton=self.detector.head.skeleton)
 

@@ -54,6 +54,9 @@ class LatestFrames(Generic[T]):
         """Hand on a report that must reach the worker without taking the camera's slot (a
         frame refused on the way: the newest good frame waiting there is kept)."""
         with self._cond:
+            if self._closed:  # none will take it
+                self.dropped[camera] += 1
+                return
             self._notes.append(Frame(camera, payload, received))
             self._cond.notify_all()
 
@@ -83,8 +86,8 @@ class LatestFrames(Generic[T]):
         nothing refers to it)."""
         with self._cond:
             self._closed = True
-            for camera, frame in enumerate(self._slots):
-                self.dropped[camera] += frame is not None
+            for frame in [f for f in self._slots if f is not None] + self._notes:
+                self.dropped[frame.camera] += 1
             self._slots, self._notes = [None] * len(self._slots), []
             self._cond.notify_all()
 

@@ -73,7 +73,9 @@ class CameraStats:
     counts: dict[str, int] = field(default_factory=dict)
     # frames in and dropped by the intakes closed so far (each activation has its own)
     carried: tuple[int, int] = (0, 0)
-    bad_until_last: int = 0  # bad frames counted by the previous window
+    # bad frames by cause as the last window read them (the worker counts meanwhile: the
+    # report gives these, so its counts and its message agree)
+    bad_reported: dict[str, int] = field(default_factory=dict)
 
     def intake_closed(self, received: int, dropped: int) -> None:
         """The camera's intake ends (the node deactivates): its counts go on in the next
@@ -100,8 +102,8 @@ class CameraStats:
         window = Window(*(max(a - b, 0) for a, b in zip(astuple(now), astuple(last),
                                                           strict=True)))
         self.last = now
-        bad = sum(self.bad_input.values())
-        bad, self.bad_until_last = bad - self.bad_until_last, bad
+        before, self.bad_reported = self.bad_reported, dict(self.bad_input)
+        bad = sum(self.bad_reported.values()) - sum(before.values())
         return now, health(window, bad)
 
     def add_latency(self, seconds: float, waited: float = 0.0) -> None:

@@ -179,8 +179,20 @@ class YoloTrt:
                                      stdout=self.out, stderr=subprocess.STDOUT, text=True, cwd=cwd)
 
     def finish(self, timeout: float) -> tuple[int, str]:
+        """(exit status, output); an AssertionError with the output and the processes
+        still running where it did not end within timeout (then it is killed). timeout 0:
+        kill it now if it runs (a test's cleanup)."""
         try:
             self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if timeout == 0:
+                raise
+            running = subprocess.run(['ps', '-o', 'pid,ppid,stat,etime,args', '--ppid',
+                                      str(self.proc.pid), '-p', str(self.proc.pid)],
+                                     capture_output=True, text=True).stdout
+            self.out.seek(0)
+            raise AssertionError(f'yolo-trt did not end within {timeout:g} s; still '
+                                 f'running:\n{running}\noutput:\n{self.out.read()}') from None
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -660,7 +672,9 @@ def test_workers_wait_for_a_lifecycle_manager_with_autostart_false(tmp_path):
             assert client.node.count_subscribers('/managed/a/image') == 0
             client.executor.shutdown()
         launch.proc.send_signal(signal.SIGTERM)
-        rc, out = launch.finish(timeout=30)
+        # Its own escalation takes at most 5 s a node; CI once saw no end in 30 s on a
+        # loaded machine, what was still running not said (finish says it now).
+        rc, out = launch.finish(timeout=60)
         assert rc == 0, out
     finally:
         launch.finish(timeout=0)

@@ -19,6 +19,7 @@ whichever side takes it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -35,6 +36,10 @@ from yolo_trt_ros.ros.rcl_take import SerializedTaker, available
 # (serialized message: bytes, or a uint8 array in a buffer of `buffers`; MessageInfo, or
 # None where there is none: rclpy's take on Humble)
 OnFrame = Callable[[object, 'dict | None'], None]
+# A subscription whose take failed (an rmw error) is left out of the wait this long: it
+# stays ready while its sample stays in the middleware, and a retry at once would spin.
+REST_S = 0.1
+WAIT_NS = 1_000_000_000  # at most 1 s a wait, so a context shut down under it is noticed
 
 
 class NotForExecutors(CallbackGroup):
@@ -146,23 +151,37 @@ class FrameReader:
                                       self._context.handle)
             # The least work between a frame and the next wait: the worker that takes the
             # frame needs the GIL this thread holds until it blocks again.
+            resting: dict[Subscription, float] = {}  # a failed take's subscription: until
             while not self._changed and self._context_ok():
                 wait_set.clear_entities()
+                timeout = WAIT_NS
+                if resting:
+                    now = time.monotonic()
+                    resting = {sub: t for sub, t in resting.items() if t > now}
+                    timeout = min([timeout, *(int((t - now) * 1e9) + 1
+                                              for t in resting.values())])
                 for sub, _ in subs:
-                    wait_set.add_subscription(sub.handle)
+                    if sub not in resting:
+                        wait_set.add_subscription(sub.handle)
                 try:
                     for event in events:
                         event.add_to_wait_set(wait_set)
                 except InvalidHandle:  # its subscription is being destroyed: rebuild
                     return
                 wait_set.add_guard_condition(self._wake.handle)
-                # Until a frame, an event or add/remove/close; at most 1 s, so a context
-                # shut down under the thread (a signal) is noticed.
-                wait_set.wait(1_000_000_000)
+                # Until a frame, an event, add/remove/close or a rest's end.
+                wait_set.wait(timeout)
                 ready = wait_set.get_ready_entities('subscription')
                 for sub, on_frame in subs:
-                    if sub.handle.pointer in ready:
+                    if sub.handle.pointer not in ready or sub in resting:
+                        continue
+                    try:
                         self._take_all(sub, on_frame)
+                    except Exception as exc:  # this camera's take: the others go on
+                        if self._closed or not self._context_ok():
+                            return
+                        self._on_failure(exc)
+                        resting[sub] = time.monotonic() + REST_S
                 if self._changed:  # an event of a subscription being destroyed is refused
                     return
                 try:

@@ -177,6 +177,31 @@ def test_a_reservation_the_memory_refuses_is_cut_short_not_raised():
     assert pool.reserve(300, 5) == 2 and pool.reserved == 2 and len(pool) == 2
 
 
+def test_a_frame_the_memory_refuses_gets_ordinary_memory_that_the_pool_reuses():
+    """Pinned memory refused (cudaHostAlloc out of memory, a 4K camera after a 1080p
+    warm-up): get() raised, and only the frame reader's take had a fallback of its own.
+    The pool itself now gives ordinary memory, counts it and keeps it for the next frame
+    of that size, so the failing allocation is not tried again for every frame."""
+    from yolo_trt_ros.core.errors import CudaError
+
+    tried: list[int] = []
+
+    def refusing(nbytes: int):
+        tried.append(nbytes)
+        raise CudaError('cudaHostAlloc: out of memory')
+
+    pool = FrameBuffers(refusing)
+    first = pool.get(1000)
+    assert first.nbytes >= 1000 and pool.refused == 1
+    assert pool.refusal == 'cudaHostAlloc: out of memory'
+    address = first.ctypes.data
+    del first
+    assert pool.get(1000).ctypes.data == address  # reused: the allocator is not asked again
+    assert tried == [1000] and pool.refused == 1 and pool.allocations == 0
+    assert pool.overflowed == 0  # not a frame above the limit
+    pool.close()
+
+
 def test_frames_left_in_a_closed_intake_do_not_keep_their_buffers():
     """A deactivation under traffic: frames that came during the last batch were still in
     their keep-newest slots when the node closed its buffer pool, so the pool counted

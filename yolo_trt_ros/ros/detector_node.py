@@ -222,7 +222,9 @@ class DetectorNode(LifecycleNode):
                 f'the longest in '
                 f'{b.longest_allocation_s * 1e3:.1f} ms)'
                 + (f'; {b.overflowed} frames above the limit got their own' if b.overflowed
-                   else ''))
+                   else '')
+                + (f'; {b.refused} blocks of ordinary memory where {b.kind} memory was '
+                   f'refused ({b.refusal})' if b.refused else ''))
             b.close()
         if self.frames is not None:  # after the worker: every frame counted
             for i, cam in enumerate(self.cameras):

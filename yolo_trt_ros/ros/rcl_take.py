@@ -144,7 +144,7 @@ class SerializedTaker:
     def _block(self, size: int, replace: bool) -> np.ndarray:
         try:
             return self.buffers.get(size, replace=replace)
-        except Exception:  # pinned memory refused: ordinary memory keeps the frame
+        except Exception:  # never fail here (the pool has its own fallback): keep the frame
             return ordinary(size)[0]
 
     def _allocate(self, size: int, state) -> int:

@@ -15,7 +15,9 @@ references, and is refused. The GPU path reads a pinned
 frame asynchronously: its batch holds the frame until after the one synchronisation per
 frame, which is what makes that safe. Above `limit_bytes` a frame gets an ordinary buffer
 of its own (never pinned, never kept), so a consumer that keeps frames cannot grow the
-pinned memory without bound.
+pinned memory without bound. Where the allocator refuses (pinned memory is a limited
+resource), the frame gets an ordinary block, which the pool keeps and reuses like the
+others: slower to upload, but every frame is still taken.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class FrameBuffers:
         self._lock = threading.Lock()
         self._closed = False
         self.overflowed = 0  # frames given a buffer of their own above limit_bytes
+        self.refused, self.refusal = 0, ''  # blocks the allocator refused, and its reason
         self.allocations, self.longest_allocation_s = 0, 0.0  # (pinned allocation is slow)
         self.reserved = 0  # of the allocations, those made by reserve()
         self._kept: set[int] = set()  # id() of reserved blocks: freed only by close()
@@ -86,7 +89,11 @@ class FrameBuffers:
             if self._closed or self.pooled_bytes + nbytes > self.limit_bytes:
                 self.overflowed += 1
                 return ordinary(nbytes)[0]
-            return self._add(nbytes)
+            try:
+                return self._add(nbytes)
+            except (YoloTrtError, MemoryError) as exc:  # kept: not asked again for its size
+                self.refused, self.refusal = self.refused + 1, str(exc)
+                return self._add(nbytes, ordinary)
 
     def reserve(self, nbytes: int, count: int) -> int:
         """Allocate up to count idle blocks of nbytes now, within limit_bytes, so that
@@ -106,13 +113,16 @@ class FrameBuffers:
             self.reserved += made
         return made
 
-    def _add(self, nbytes: int) -> np.ndarray:
-        """A new block in the pool (the lock held)."""
-        began = time.perf_counter()
-        self._blocks.append(self.allocate(nbytes))
-        self.allocations += 1
-        self.longest_allocation_s = max(self.longest_allocation_s,
-                                        time.perf_counter() - began)
+    def _add(self, nbytes: int, allocate: Allocate | None = None) -> np.ndarray:
+        """A new block in the pool (the lock held), from the pool's allocator by default."""
+        if allocate is None:
+            began = time.perf_counter()
+            self._blocks.append(self.allocate(nbytes))
+            self.allocations += 1
+            self.longest_allocation_s = max(self.longest_allocation_s,
+                                            time.perf_counter() - began)
+        else:
+            self._blocks.append(allocate(nbytes))
         if self._blocks[-1][0][:0].base is not self._blocks[-1][0]:
             self._drop(len(self._blocks) - 1)
             raise ValueError('a frame buffer must be the array its views refer to (numpy '

@@ -194,12 +194,14 @@ def test_a_frame_the_memory_refuses_gets_ordinary_memory_that_the_pool_reuses():
     first = pool.get(1000)
     assert first.nbytes >= 1000 and pool.refused == 1
     assert pool.refusal == 'cudaHostAlloc: out of memory'
-    address = first.ctypes.data
+    kept = id(first)
     del first
-    assert pool.get(1000).ctypes.data == address  # reused: the allocator is not asked again
+    assert id(pool.get(1000)) == kept  # reused: the allocator is not asked again
     assert tried == [1000] and pool.refused == 1 and pool.allocations == 0
+    assert len(pool) == 1 and pool.ordinary_blocks == (1, 1000)
     assert pool.overflowed == 0  # not a frame above the limit
     pool.close()
+    assert pool.ordinary_blocks == (0, 0) and len(pool) == 0
 
 
 def test_frames_left_in_a_closed_intake_do_not_keep_their_buffers():

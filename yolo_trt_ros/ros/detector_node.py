@@ -216,6 +216,7 @@ class DetectorNode(LifecycleNode):
             self._frozen = False
         if self._buffers is not None:  # after the worker: it may still hold a frame
             b = self._buffers
+            count, size = b.ordinary_blocks
             self.get_logger().info(
                 f'frame buffers: {len(b)} of {b.kind} memory, {b.pooled_bytes >> 20} MB '
                 f'({b.allocations} allocated, {b.reserved} of them before the first frame, '
@@ -223,8 +224,9 @@ class DetectorNode(LifecycleNode):
                 f'{b.longest_allocation_s * 1e3:.1f} ms)'
                 + (f'; {b.overflowed} frames above the limit got their own' if b.overflowed
                    else '')
-                + (f'; {b.refused} blocks of ordinary memory where {b.kind} memory was '
-                   f'refused ({b.refusal})' if b.refused else ''))
+                + (f'; {b.kind} memory refused {b.refused} times ({b.refusal}): '
+                   f'{count} blocks ({size >> 20} MB) are ordinary memory' if b.refused
+                   else ''))
             b.close()
         if self.frames is not None:  # after the worker: every frame counted
             for i, cam in enumerate(self.cameras):

@@ -36,9 +36,7 @@ from yolo_trt_ros.ros.rcl_take import SerializedTaker, available
 # (serialized message: bytes, or a uint8 array in a buffer of `buffers`; MessageInfo, or
 # None where there is none: rclpy's take on Humble)
 OnFrame = Callable[[object, 'dict | None'], None]
-# A subscription whose take failed (an rmw error) is left out of the wait this long: it
-# stays ready while its sample stays in the middleware, and a retry at once would spin.
-REST_S = 0.1
+REST_S = 0.1  # how long a subscription whose take keeps failing is left out of the wait
 WAIT_NS = 1_000_000_000  # at most 1 s a wait, so a context shut down under it is noticed
 
 
@@ -71,6 +69,11 @@ class FrameReader:
         self._with_info = with_message_info
         self._taker = SerializedTaker(buffers) if buffers is not None and available() else None
         self._handlers: dict[Subscription, OnFrame] = {}
+        # A take that fails (an rmw error) is tried again at once; a second failure in a row
+        # rests its subscription (and its events) out of the wait until then: its sample
+        # stays in the middleware, so the wait would return at once and spin.
+        self._failed: set[Subscription] = set()
+        self._resting: dict[Subscription, float] = {}
         self._lock = threading.Lock()
         self._changed = True
         self._closed = False
@@ -132,7 +135,7 @@ class FrameReader:
         """Wait on these subscriptions (and their events) until the set changes. Their
         handles stay held meanwhile: a destroy is carried out once this returns."""
         with ExitStack() as held:
-            subs, events = [], []
+            subs, events = [], []  # (subscription, handler), (subscription, event handler)
             for sub in handlers:
                 try:
                     held.enter_context(sub.handle)
@@ -142,29 +145,33 @@ class FrameReader:
                 for event in sub.event_handlers:
                     try:
                         held.enter_context(event)
-                        events.append(event)
+                        events.append((sub, event))
                     except InvalidHandle:
                         continue
             held.enter_context(self._wake.handle)
             wait_set = _rclpy.WaitSet(len(subs), 1, 0, 0, 0,
-                                      sum(e.get_num_entities().num_events for e in events),
+                                      sum(e.get_num_entities().num_events for _, e in events),
                                       self._context.handle)
+            every_event = [event for _, event in events]
+            self._failed &= handlers.keys()
+            resting = self._resting = {s: t for s, t in self._resting.items() if s in handlers}
             # The least work between a frame and the next wait: the worker that takes the
             # frame needs the GIL this thread holds until it blocks again.
-            resting: dict[Subscription, float] = {}  # a failed take's subscription: until
             while not self._changed and self._context_ok():
                 wait_set.clear_entities()
-                timeout = WAIT_NS
-                if resting:
+                timeout, waited = WAIT_NS, every_event
+                if resting:  # left out with its events (a pending sample wakes those too)
                     now = time.monotonic()
-                    resting = {sub: t for sub, t in resting.items() if t > now}
+                    for sub in [s for s, t in resting.items() if t <= now]:
+                        del resting[sub]
                     timeout = min([timeout, *(int((t - now) * 1e9) + 1
                                               for t in resting.values())])
+                    waited = [event for sub, event in events if sub not in resting]
                 for sub, _ in subs:
                     if sub not in resting:
                         wait_set.add_subscription(sub.handle)
                 try:
-                    for event in events:
+                    for event in waited:
                         event.add_to_wait_set(wait_set)
                 except InvalidHandle:  # its subscription is being destroyed: rebuild
                     return
@@ -173,23 +180,33 @@ class FrameReader:
                 wait_set.wait(timeout)
                 ready = wait_set.get_ready_entities('subscription')
                 for sub, on_frame in subs:
-                    if sub.handle.pointer not in ready or sub in resting:
-                        continue
-                    try:
-                        self._take_all(sub, on_frame)
-                    except Exception as exc:  # this camera's take: the others go on
-                        if self._closed or not self._context_ok():
+                    if sub.handle.pointer in ready and sub not in resting:
+                        if not self._take_guarded(sub, on_frame):
                             return
-                        self._on_failure(exc)
-                        resting[sub] = time.monotonic() + REST_S
                 if self._changed:  # an event of a subscription being destroyed is refused
                     return
-                try:
-                    for event in events:
+                try:  # only the events waited on: is_ready reads this wait's index
+                    for event in waited:
                         if event.is_ready(wait_set):
                             _run_to_end(event.execute(event.take_data()))
                 except InvalidHandle:  # destroyed since the check above: rebuild
                     return
+
+    def _take_guarded(self, sub: Subscription, on_frame: OnFrame) -> bool:
+        """Take sub's frames; a failure is this camera's alone. False: the reader closes."""
+        try:
+            self._take_all(sub, on_frame)
+        except Exception as exc:
+            if self._closed or not self._context_ok():
+                return False
+            self._on_failure(exc)
+            if sub in self._failed:
+                self._resting[sub] = time.monotonic() + REST_S
+            self._failed.add(sub)
+            return True
+        if self._failed:
+            self._failed.discard(sub)
+        return True
 
     def _take(self, sub: Subscription) -> tuple[object, dict | None] | None:
         if self._taker is not None:

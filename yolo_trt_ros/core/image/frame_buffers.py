@@ -17,7 +17,8 @@ frame, which is what makes that safe. Above `limit_bytes` a frame gets an ordina
 of its own (never pinned, never kept), so a consumer that keeps frames cannot grow the
 pinned memory without bound. Where the allocator refuses (pinned memory is a limited
 resource), the frame gets an ordinary block, which the pool keeps and reuses like the
-others: slower to upload, but every frame is still taken.
+others until it closes (the node deactivates): slower to upload, but every frame is taken,
+and the failing allocation is not tried again for every frame.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class FrameBuffers:
         self._closed = False
         self.overflowed = 0  # frames given a buffer of their own above limit_bytes
         self.refused, self.refusal = 0, ''  # blocks the allocator refused, and its reason
+        self._ordinary: set[int] = set()  # id() of the ordinary blocks kept in their stead
         self.allocations, self.longest_allocation_s = 0, 0.0  # (pinned allocation is slow)
         self.reserved = 0  # of the allocations, those made by reserve()
         self._kept: set[int] = set()  # id() of reserved blocks: freed only by close()
@@ -69,6 +71,13 @@ class FrameBuffers:
     @property
     def pooled_bytes(self) -> int:
         return sum(block.nbytes for block, _ in self._blocks)
+
+    @property
+    def ordinary_blocks(self) -> tuple[int, int]:
+        """(count, bytes) of the pool's blocks that are ordinary memory where the
+        allocator refused."""
+        sizes = [block.nbytes for block, _ in self._blocks if id(block) in self._ordinary]
+        return len(sizes), sum(sizes)
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -91,9 +100,12 @@ class FrameBuffers:
                 return ordinary(nbytes)[0]
             try:
                 return self._add(nbytes)
-            except (YoloTrtError, MemoryError) as exc:  # kept: not asked again for its size
-                self.refused, self.refusal = self.refused + 1, str(exc)
-                return self._add(nbytes, ordinary)
+            except (YoloTrtError, MemoryError) as exc:
+                refusal = str(exc)
+            block = self._add(nbytes, ordinary)
+            self._ordinary.add(id(block))
+            self.refused, self.refusal = self.refused + 1, refusal
+            return block
 
     def reserve(self, nbytes: int, count: int) -> int:
         """Allocate up to count idle blocks of nbytes now, within limit_bytes, so that
@@ -132,6 +144,7 @@ class FrameBuffers:
     def _drop(self, i: int) -> None:
         block, free = self._blocks.pop(i)
         self._kept.discard(id(block))
+        self._ordinary.discard(id(block))
         if free is not None:
             free()
 
@@ -148,4 +161,4 @@ class FrameBuffers:
         with self._lock:
             self._closed = True
             self._release(lambda i: True)
-            self._blocks, self._kept = [], set()
+            self._blocks, self._kept, self._ordinary = [], set(), set()

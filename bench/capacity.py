@@ -1,7 +1,7 @@
 """Capacity: can one `detect.launch.py` keep up with N cameras at F fps?
 
     python bench/capacity.py [--cameras 8] [--fps 30] [--size 1920x1080] [--seconds 20]
-                             [--compressed] [--workers N|auto]
+                             [--compressed] [--workers N|auto] [--devices all|0,1]
     python bench/capacity.py --bag BAG [--topics T ...] [--seconds 20] [--workers N|auto]
 
 With --bag, one publisher process replays the bag's camera frames (every Image or every
@@ -285,6 +285,7 @@ def main() -> int:
     parser.add_argument('--publishers', type=int, default=0, help='processes (default: auto)')
     parser.add_argument('--compressed', action='store_true', help='JPEG CompressedImages')
     parser.add_argument('--workers', default='1', help='detector processes: N or auto')
+    parser.add_argument('--devices', help="the launch's devices (default: its own, all)")
     parser.add_argument('--qos-depth', type=int, help="the detector's qos_depth (default: its own)")
     parser.add_argument('--json')
     parser.add_argument('--bag', help='replay this bag\'s camera frames at the recorded rate')
@@ -321,7 +322,8 @@ def main() -> int:
          f"backend:={params['backend']}", f"image_topic:={','.join(topics)}",
          f'compressed:={str(args.compressed).lower()}', f'workers:={args.workers}',
          f'params_file:={params_file}', f'cache_dir:={tmp / "cache"}',
-         *([f'qos_depth:={args.qos_depth}'] if args.qos_depth else [])],
+         *([f'qos_depth:={args.qos_depth}'] if args.qos_depth else []),
+         *([f'devices:={args.devices}'] if args.devices else [])],
         env=env, stdout=open(tmp / 'launch.log', 'w'), stderr=subprocess.STDOUT)
     rclpy.init()
     node = Node('capacity_bench')
@@ -388,6 +390,7 @@ def main() -> int:
     log = (tmp / 'launch.log').read_text()
     result = {'cameras': args.cameras, 'fps': args.fps, 'size': args.size,
               **({'qos_depth': args.qos_depth} if args.qos_depth else {}),
+              **({'devices': args.devices} if args.devices else {}),
               'seconds': args.seconds, 'compressed': args.compressed, 'workers': args.workers,
               **({'bag': Path(args.bag).name} if args.bag else {}),
               'backend': [line.split(']: backend ', 1)[1][:160] for line in log.splitlines()

@@ -251,7 +251,8 @@ def capacity() -> str:
         r, name = load(path.stem)['result'], path.stem
         rows.append([machine(name), f"{r['cameras']} x {r['size']} x {r['fps']:.0f}",
                      'CompressedImage' if r.get('compressed') else 'Image',
-                     str(r.get('workers', '1')),
+                     str(r.get('workers', '1'))
+                     + (f" (devices {r['devices']})" if 'devices' in r else ''),
                      f"**{r['processed_fps']}** of {r['cameras'] * r['fps']:.0f} fps",
                      str(r['dropped_in_node']),
                      f"{r['lost_before_node']}" + (f" ({r['unmatched']})" if 'unmatched' in r

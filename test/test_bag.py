@@ -205,6 +205,83 @@ def test_a_bad_frame_is_refused_alone(frames, tmp_path):
     assert len(detections_of(out)) == 5
 
 
+def _first(topic: str) -> str:
+    """SQL: the id of the topic's first message."""
+    return ('(SELECT m.id FROM messages m JOIN topics t ON m.topic_id = t.id WHERE '
+            f"t.name = '{topic}' ORDER BY m.timestamp LIMIT 1)")
+
+
+# A hostile user's attack on `yolo-trt bag` (issue 21 session, helper): messages that
+# rosbags' reader skips without a word, or yields as something other than bytes.
+UNREAD = {
+    'a serialization other than cdr': (
+        f"UPDATE topics SET serialization_format = 'ros1' WHERE name = '{CAM0}'", 3, 'not read'),
+    'a message of a topic the bag lacks': (
+        f'UPDATE messages SET topic_id = 99 WHERE id = {_first(CAM0)}', 1, 'not read'),
+    'data that is not bytes': (
+        f'UPDATE messages SET data = 123 WHERE id = {_first(CAM0)}', 1, 'not bytes'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(UNREAD))
+def test_messages_the_bag_lists_but_that_cannot_be_read_are_said_and_fail_the_run(
+        case, frames, tmp_path):
+    """The reader skipped them silently: the new bag lacked them, the summary said nothing
+    (or a camera had "0 frames") and the exit was 0; data stored as an integer (SQLite
+    does not enforce column types) ended in a TypeError traceback. Now each topic's loss
+    is one line, the rest of the bag is written and the exit is 1."""
+    sql, missing, words = UNREAD[case]
+    src = write_bag(tmp_path / 'rec', 'sqlite3', bag_messages(frames))
+    (db,) = src.glob('*.db3')
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql)
+    out = tmp_path / 'out'
+    proc = run_cli('bag', str(src), '--out', str(out), '--backend', 'onnxruntime')
+    assert proc.returncode == 1, proc.stderr
+    assert 'Traceback' not in proc.stderr
+    said = [line for line in proc.stderr.splitlines() if CAM0 in line]
+    assert len(said) == 1 + (words == 'not bytes'), proc.stderr
+    assert f'{missing} of the 3 messages the bag lists on {CAM0}' in said[-1]
+    assert words in proc.stderr
+    assert len(detections_of(out)) == 6 - missing  # every other frame served
+
+
+def test_a_topic_whose_listed_type_is_not_its_data_s_is_said(frames, tmp_path):
+    """metadata.yaml naming /chatter's type as Image, the mcap file's schema String: the
+    reader yielded none of its messages, and the run counted it a camera with 0 frames."""
+    src = write_bag(tmp_path / 'rec', 'mcap', bag_messages(frames))
+    meta = src / 'metadata.yaml'
+    meta.write_text(meta.read_text().replace('type: std_msgs/msg/String',
+                                             'type: sensor_msgs/msg/Image'))
+    proc = run_cli('bag', str(src), '--out', str(tmp_path / 'out'), '--backend', 'onnxruntime')
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    assert 'of the 3 messages the bag lists on /chatter' in proc.stderr
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_an_output_that_cannot_be_written_part_way_is_one_line_and_removed(
+        storage, frames, tmp_path):
+    """A full disk or a file-size limit while writing: the sqlite3 writer's own error type
+    (sqlite3.OperationalError 'disk I/O error') ended in a traceback, where mcap's OSError
+    was one line. A file-size limit (RLIMIT_FSIZE) stands for the full disk here."""
+    import resource
+    import signal
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    src = write_bag(tmp_path / 'rec', storage, bag_messages(frames))
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.cli', 'bag', str(src), '--out',
+                           str(out), '--backend', 'onnxruntime'], capture_output=True,
+                          text=True, timeout=240, preexec_fn=limited)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
+    assert len(errors) == 1 and 'cannot write the bag' in errors[0], proc.stderr
+    assert not out.exists()
+
+
 def test_tracking_gives_the_ids_of_yolo_trt_track(bus_jpg, tmp_path):
     """A panning camera: the bag's ids (Detection2D.id) are `yolo-trt track`'s on the same
     frames, since both run the node's tracker."""
@@ -270,7 +347,11 @@ def test_depth_gives_the_positions_of_yolo_trt_detect(bus_jpg, tmp_path):
     proc = run_cli('bag', str(src), '--topics', '/cam/color/image_raw', '--depth-topics',
                    '/cam/depth/image_raw', '--backend', 'onnxruntime')
     assert proc.returncode == 0, proc.stderr
-    assert f'3D: {FRAMES_3D} frames with positions, without: unpaired 1' in proc.stdout
+    total = len(json.loads(detect.stdout)[0]['detections'])
+    # how many were placed, not only that a Detection3DArray was written (the helper's
+    # attack: all-NaN depth said "8 frames with positions" with none placed)
+    assert (f'3D: {FRAMES_3D} frames with positions ({FRAMES_3D * len(want)} of their '
+            f'{FRAMES_3D * total} detections placed), without: unpaired 1') in proc.stdout
     out = tmp_path / 'rec_detections'
     assert topic_types(out)['/cam/color/detections_3d'][:2] == (DETECTION_3D_ARRAY,
                                                                  DETECTION_3D_ARRAY_HASH)
@@ -366,10 +447,19 @@ BAD = {
     'depth topics for other cameras': (_cameras('/a/image', '/b/image'),
                                        ['--depth-topics', '/a/depth'],
                                        '--depth-topics: 1 topics for 2 cameras'),
+    'depth topic the camera itself': (_cameras('/cam/image_raw'),
+                                      ['--depth-topics', '/cam/image_raw'],
+                                      'is the camera /cam/image_raw itself'),
     'camera_info without depth': (_cameras('/cam/image_raw'), ['--camera-info-topics', '/i'],
                                   '--camera-info-topics without --depth-topics'),
     'tracker config unreadable': (_no_images, ['--tracker-config', '/nonexistent/b.yaml'],
-                                  'cannot read it'),
+                                  'cannot read file /nonexistent/b.yaml'),
+    # A hostile user's attack (helper): /dev/zero read without bound (22 GB in 20 s).
+    'tracker config a device': (_no_images, ['--tracker-config', '/dev/zero'],
+                                '/dev/zero is not a regular file'),
+    # An OSError from the path's own checks (a name too long) was a traceback.
+    'a name too long': (lambda where: where / ('a' * 300), [], 'File name too long'),
+    'metadata not yaml': (_metadata('a: [1\n  b: {\n'), [], 'cannot open the bag'),
 }
 
 
@@ -399,6 +489,10 @@ def test_an_output_that_exists_is_never_overwritten(frames, tmp_path):
     assert (tmp_path / 'rec_detections' / 'metadata.yaml').is_file()
     again = run_cli('bag', str(src), '--backend', 'onnxruntime')
     assert again.returncode == 2 and 'rec_detections: exists' in again.stderr
+    # `yolo-trt bag .` inside the bag (helper's attack): beside it too, not inside it
+    inside = subprocess.run([sys.executable, '-m', 'yolo_trt_ros.cli', 'bag', '.'], cwd=src,
+                            capture_output=True, text=True, timeout=240)
+    assert inside.returncode == 2 and f'{tmp_path / "rec_detections"}: exists' in inside.stderr
 
 
 @pytest.mark.parametrize('topic,detections', [

@@ -153,6 +153,19 @@ def test_a_device_or_a_pipe_is_one_line_at_once(tmp_path, bus_jpg, where, specia
     assert 'Traceback' not in proc.stderr
 
 
+def test_a_directory_among_the_images_is_one_line_and_the_others_are_served(tmp_path,
+                                                                            bus_jpg):
+    """A hostile user's attack (helper): os.fdopen refused the directory with
+    IsADirectoryError before the file's type was judged, a traceback, and the images after
+    it were never served."""
+    (tmp_path / 'empty').mkdir()
+    proc = run_cli('detect', str(tmp_path / 'empty'), str(bus_jpg), '--backend', 'onnxruntime')
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
+    assert len(errors) == 1 and 'is a directory, not a file' in errors[0]
+    assert proc.stdout.startswith(f'{bus_jpg}: ') and 'person' in proc.stdout
+
+
 def test_save_with_names_that_collide_or_are_not_utf8(tmp_path, bus_jpg):
     """Issue 17, failures 3 and 6: a file name that is not UTF-8 crashed OpenCV's imwrite
     (exit 139, the JSON lost); inputs sharing a stem overwrote each other's output."""

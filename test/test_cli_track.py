@@ -95,6 +95,32 @@ def test_an_ultralytics_tracker_yaml_carries_over(bus_jpg, tmp_path):
     assert proc.returncode == 2 and proc.stdout == ''
     assert proc.stderr.strip().splitlines() == [
         f'yolo-trt: --tracker-config {bad}: track_buffer: 0 must be at least 1 (frames)']
+    # A hostile user's attack (helper): a wrong type failed without naming the key, or
+    # passed ('maybe' as true)
+    for line, said in (('track_buffer: abc', "track_buffer: 'abc' is not a whole number"),
+                       ('fuse_score: maybe', "fuse_score: 'maybe' is not true or false"),
+                       ('match_thresh: [1]', 'match_thresh: [1] is not a number')):
+        bad.write_text(f'tracker_type: bytetrack\n{line}\n')
+        proc = run_cli('track', str(tmp_path / 'pan'), '--tracker-config', str(bad))
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f'yolo-trt: --tracker-config {bad}: {said}'], proc.stderr
+
+
+def test_a_tracker_config_that_is_a_pipe_is_one_line_at_once(bus_jpg, tmp_path):
+    """A hostile user's attack (helper): the YAML was read with read_text(), so a FIFO
+    blocked for ever and /dev/zero grew the process by gigabytes; the README promises one
+    line at once for both."""
+    import os
+    import time
+
+    pipe = tmp_path / 'tracker.yaml'
+    os.mkfifo(pipe)
+    start = time.monotonic()
+    proc = run_cli('track', str(bus_jpg), '--tracker-config', str(pipe), timeout=60)
+    assert time.monotonic() - start < 60
+    assert proc.returncode == 2 and proc.stdout == ''
+    assert proc.stderr.strip().splitlines() == [
+        f'yolo-trt: --tracker-config: file {pipe} is not a regular file (a pipe or a device)']
 
 
 def test_track_reports_a_bad_frame_in_one_line_and_goes_on(bus_jpg, tmp_path):

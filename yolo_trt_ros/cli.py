@@ -228,6 +228,9 @@ _TRACKER_KEYS = ('track_high_thresh', 'track_low_thresh', 'new_track_thresh', 't
                  'match_thresh', 'fuse_score', 'gmc_method')
 
 
+TRACKER_CONFIG_LIMIT = 1 << 20  # a tracker YAML is a few hundred bytes
+
+
 def _tracker_config(args):
     """--tracker, and a bytetrack.yaml / botsort.yaml (--tracker-config) as Ultralytics
     users have them; ValueError naming the file or the key."""
@@ -238,11 +241,16 @@ def _tracker_config(args):
     if args.tracker_config:
         import yaml
 
+        from yolo_trt_ros.core.files import FileError, read_regular
+
         try:
-            doc = yaml.safe_load(Path(args.tracker_config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f'--tracker-config {args.tracker_config}: cannot read it: '
-                             f'{exc}') from None
+            doc = yaml.safe_load(read_regular(args.tracker_config, TRACKER_CONFIG_LIMIT)
+                                 ) or {}
+        except FileError as exc:
+            raise ValueError(f'--tracker-config: {exc}') from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f'--tracker-config {args.tracker_config}: not YAML: '
+                             f"{' '.join(str(exc).split())}") from None
         if not isinstance(doc, dict):
             raise ValueError(f'--tracker-config {args.tracker_config}: not a mapping of keys')
         values = {k: doc[k] for k in _TRACKER_KEYS if k in doc}

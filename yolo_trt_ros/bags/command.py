@@ -2,8 +2,9 @@
 
 Everything about the bag and the output path is checked before the model is opened, so a
 mistake costs no model load. Exit status as `yolo-trt detect`: 2 for bad input (one line,
-nothing written), 1 when frames were refused (the bag is still written, without their
-detections), 130 when stopped by Ctrl-C (the bag holds what was done), else 0.
+nothing written), 1 when frames were refused or messages the bag lists could not be read
+(the bag is still written, without them), 130 when stopped by Ctrl-C (the bag holds what
+was done), else 0.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from yolo_trt_ros.bags.progress import Progress
 from yolo_trt_ros.bags.run import BagRun, Summary, check_output, default_output, frame_total
-from yolo_trt_ros.bags.source import Camera, cameras, open_bag, with_depth
+from yolo_trt_ros.bags.source import Camera, cameras, open_bag, unread, with_depth
 from yolo_trt_ros.core.errors import YoloTrtError
 from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
 from yolo_trt_ros.core.runtime.detector import Detector
@@ -38,14 +39,22 @@ def run_bag(src: Path, out: Path | None, topics: Sequence[str],
                     summary = bag.run(reader, src, out, progress)
                 finally:
                     progress.close()
+                lost = {} if summary.stopped else unread(reader, summary.read)
     except (YoloTrtError, ValueError) as exc:
         err(str(exc))
+        return 2
+    except OSError as exc:  # the paths' own checks (a name too long, no permission)
+        err(f'{exc.filename or src}: {exc.strerror or exc}')
         return 2
     report(out, chosen, summary)
     if summary.stopped:
         err(f'stopped by Ctrl-C: {out} holds the first {summary.served} frames')
         return 128 + signal.SIGINT
-    return 1 if summary.refused else 0
+    for topic, (missing, listed) in lost.items():
+        err(f'{src}: {missing} of the {listed} messages the bag lists on {topic} were not '
+            'read (serialized other than in CDR, of a topic the bag does not declare, of '
+            f'another type than declared, or not bytes): {out} lacks them')
+    return 1 if summary.refused or lost else 0
 
 
 def report(out: Path, chosen: list[Camera], summary: Summary) -> None:
@@ -62,5 +71,6 @@ def report(out: Path, chosen: list[Camera], summary: Summary) -> None:
               flush=True)
     if any(cam.depth for cam in chosen):
         causes = ', '.join(f'{cause} {n}' for cause, n in sorted(summary.no_3d.items()))
-        print(f'  3D: {summary.with_3d} frames with positions'
+        print(f'  3D: {summary.with_3d} frames with positions ({summary.placed} of their '
+              f'{summary.in_3d} detections placed)'
               f'{f", without: {causes}" if causes else ""}', flush=True)

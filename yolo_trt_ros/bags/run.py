@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -68,8 +69,11 @@ class Summary:
     detections: int = 0
     refused: Counter = field(default_factory=Counter)  # cause -> frames
     with_3d: int = 0  # frames with a Detection3DArray
+    placed: int = 0  # of their detections, those with a position
+    in_3d: int = 0  # their detections
     no_3d: Counter = field(default_factory=Counter)  # cause -> frames without (depth)
     copied: int = 0  # input messages written
+    read: Counter = field(default_factory=Counter)  # topic -> messages read from the input
     seconds: float = 0.0
     stopped: bool = False  # by Ctrl-C: the bag holds what was done until then
 
@@ -86,6 +90,8 @@ def check_output(out: Path) -> None:
 
 def default_output(src: Path) -> Path:
     """IN_detections beside the input (a directory bag, as rosbag2 writes)."""
+    if src.name in ('', '.', '..'):  # `yolo-trt bag .` inside the bag: beside it, not in it
+        src = src.resolve()
     name = src.name[:-len(src.suffix)] if src.is_file() and src.suffix else src.name
     return src.parent / f'{name}_detections'
 
@@ -189,9 +195,10 @@ class BagRun:
                     self._run(reader, src, sink, summary, progress)
                 except KeyboardInterrupt:  # keep what is done: the bag is closed whole
                     summary.stopped = True
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:  # a full disk; sqlite3's writer has its own
             _remove(out)
-            raise BagError(f'--out {out}: cannot write the bag: {exc.strerror or exc}') from exc
+            why = getattr(exc, 'strerror', None) or exc
+            raise BagError(f'--out {out}: cannot write the bag: {why}') from exc
         except BaseException:  # a corrupt input found part way: no half-written bag left
             _remove(out)
             raise
@@ -202,6 +209,7 @@ class BagRun:
              progress: Progress | None) -> None:
         queue: list[tuple[object, int, object, Frame | None]] = []  # in order, with frames
         for conn, stamp, data in messages(reader, src):
+            summary.read[conn.topic] += 1
             self._depth_input(conn.topic, stamp, data)
             cam = self.by_topic.get(conn.topic)
             frame = Frame(cam.index, data, 0.0) if cam is not None else None
@@ -266,6 +274,8 @@ class BagRun:
             summary.detections += len(result.detections)
             if result.message_3d is not None:
                 summary.with_3d += 1
+                summary.in_3d += len(result.detections)
+                summary.placed += len(result.detections) - result.left_out
             elif result.depth_problem is not None:
                 problem = result.depth_problem
                 summary.no_3d[problem.cause] += 1

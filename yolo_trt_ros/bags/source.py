@@ -8,6 +8,8 @@ for that the bag lacks or that holds no images.
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 IMAGE_TYPES = (IMAGE, COMPRESSED)
+log = logging.getLogger(__name__)
 
 
 class BagError(YoloTrtError):
@@ -85,7 +88,8 @@ def _reader(path: Path):
 
 
 def _said(exc: BaseException) -> str:
-    return str(exc).strip().rstrip('.') or type(exc).__name__
+    """An exception's message on one line (a YAML parser's runs over several)."""
+    return ' '.join(str(exc).split()).rstrip('.') or type(exc).__name__
 
 
 @contextmanager
@@ -162,6 +166,9 @@ def with_depth(reader, path: Path, chosen: list[Camera], depth_topics: Sequence[
             result.append(cam)
             continue
         depth = _absolute(depth)
+        if depth == cam.topic:
+            raise BagError(f'{path}: --depth-topics {depth} is the camera {cam.topic} itself, '
+                           'not its aligned depth')
         info = _absolute(info) if info else depth.rsplit('/', 1)[0] + '/camera_info'
         if cam.detections_3d in types:
             raise BagError(f'{path}: {cam.topic} would write {cam.detections_3d}, which the '
@@ -195,8 +202,11 @@ def _check_outputs(chosen: list[Camera], types: dict[str, str], path: Path) -> N
 
 def messages(reader, path: Path) -> Iterator[tuple[object, int, bytes]]:
     """Every message as (rosbags connection, log time in ns, serialized bytes), in recorded
-    order; a bag whose data turns out corrupt part way raises BagError."""
+    order; a bag whose data turns out corrupt part way raises BagError. A message whose
+    data is not bytes (SQLite does not enforce its column's type) is skipped, said once per
+    topic: `unread` then counts it."""
     it = iter(reader.messages())
+    said: set[str] = set()
     while True:
         try:
             item = next(it)
@@ -204,10 +214,30 @@ def messages(reader, path: Path) -> Iterator[tuple[object, int, bytes]]:
             return
         except Exception as exc:
             raise BagError(f'{path}: the bag is corrupt: {_said(exc)}') from exc
-        yield item
+        data = item[2]
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            yield item
+        elif item[0].topic not in said:
+            said.add(item[0].topic)
+            log.warning(f'{item[0].topic}: a message whose data is not bytes '
+                        f'({type(data).__name__}) skipped: the bag is corrupt')
+
+
+def unread(reader, read: Counter) -> dict[str, tuple[int, int]]:
+    """topic -> (messages not read, messages the bag lists) where the reader gave fewer
+    than the bag's index lists: rosbags skips without a word a topic serialized other than
+    in CDR, a message of a topic the bag does not declare, a topic whose declared type is
+    not its data's."""
+    listed: Counter = Counter()
+    for conn in reader.connections:
+        listed[conn.topic] += conn.msgcount or 0
+    return {topic: (n - read[topic], n) for topic, n in sorted(listed.items())
+            if read[topic] < n}
 
 
 def storage_of(path: Path) -> str:
-    """'mcap' or 'sqlite3': the storage of the bag (its copy keeps it)."""
+    """'mcap' or 'sqlite3': the storage of the bag (its copy keeps it), from its data
+    files' names (a stray notes.mcap.txt beside a .db3 is neither)."""
     files = [p.name for p in path.iterdir()] if path.is_dir() else [path.name]
-    return 'mcap' if any('.mcap' in name for name in files) else 'sqlite3'
+    return 'mcap' if any(name.endswith(('.mcap', '.mcap.zstd')) for name in files) \
+        else 'sqlite3'

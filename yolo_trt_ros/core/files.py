@@ -29,7 +29,7 @@ def read_regular(path: str | Path, limit: int, what: str = 'file') -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise FileError(f'cannot read {what} {path}: {exc.strerror}') from None
-    with os.fdopen(fd, 'rb') as f:
+    try:  # judged before a file object is made: os.fdopen refuses a directory itself
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise FileError(f'{what} {path} is a directory, not a file')
@@ -38,6 +38,10 @@ def read_regular(path: str | Path, limit: int, what: str = 'file') -> bytes:
         if st.st_size > limit:
             raise FileError(f'{what} {path} is {st.st_size} bytes, more than the {limit} '
                             f'a {what} may have')
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, 'rb') as f:
         try:
             data = f.read(limit + 1)
         except OSError as exc:

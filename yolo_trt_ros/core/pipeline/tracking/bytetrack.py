@@ -62,6 +62,17 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if self.kind not in TRACKERS[1:]:
             raise ValueError(f"tracker: '{self.kind}' is not bytetrack or botsort")
+        # The types first: a YAML's `track_buffer: abc` or `fuse_score: maybe` is named
+        # (a comparison would fail without the key, or the string pass as true).
+        for name, kinds, said in (('track_high_thresh', (int, float), 'a number'),
+                                  ('track_low_thresh', (int, float), 'a number'),
+                                  ('new_track_thresh', (int, float), 'a number'),
+                                  ('match_thresh', (int, float), 'a number'),
+                                  ('track_buffer', (int,), 'a whole number'),
+                                  ('fuse_score', (bool,), 'true or false')):
+            value = getattr(self, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ValueError(f'{name}: {value!r} is not {said}')
         for name in ('track_high_thresh', 'track_low_thresh', 'new_track_thresh',
                      'match_thresh'):
             value = getattr(self, name)

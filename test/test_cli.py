@@ -166,6 +166,30 @@ def test_a_directory_among_the_images_is_one_line_and_the_others_are_served(tmp_
     assert proc.stdout.startswith(f'{bus_jpg}: ') and 'person' in proc.stdout
 
 
+@pytest.mark.parametrize('command', ['detect', 'bag'])
+def test_ctrl_c_while_the_model_loads_is_one_line(command, bus_jpg, tmp_path, monkeypatch,
+                                                  capsys):
+    """A hostile user's attack (helper): Ctrl-C during the model's load was a 30-line
+    KeyboardInterrupt traceback. The interrupt is raised where the model is opened (a
+    signal's timing cannot be made deterministic from outside)."""
+    from yolo_trt_ros import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, '_open_detector', interrupted)
+    if command == 'bag':
+        from support.bags import IMAGE, Message, image_cdr, write_bag
+        src = write_bag(tmp_path / 'rec', 'mcap', [Message(
+            '/cam/image_raw', IMAGE, 1, image_cdr(cv2.imread(str(bus_jpg)), 'bgr8', 1, 0))])
+        argv = ['bag', str(src), '--out', str(tmp_path / 'out')]
+    else:
+        argv = ['detect', str(bus_jpg)]
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err == 'yolo-trt: stopped by Ctrl-C\n'
+    assert not (tmp_path / 'out').exists()
+
+
 def test_save_with_names_that_collide_or_are_not_utf8(tmp_path, bus_jpg):
     """Issue 17, failures 3 and 6: a file name that is not UTF-8 crashed OpenCV's imwrite
     (exit 139, the JSON lost); inputs sharing a stem overwrote each other's output."""

@@ -547,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     _print_core_log()
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (a model loading)
+        _err('stopped by Ctrl-C')
+        return 128 + signal.SIGINT
     except BrokenPipeError:
         # The reader went away (`yolo-trt detect --json | head`): stop quietly, as other
         # command-line tools do, without a traceback when Python flushes stdout at exit.

@@ -68,3 +68,19 @@ def test_a_lost_reply_is_asked_again_within_the_timeout():
             server.close()
     assert (rc, out) == (0, '0.25\n'), (err, asked)
     assert asked[:2] == [['exposure'], ['exposure']]
+
+
+@pytest.mark.parametrize('args,said', [
+    (('get', '/bad node', 'x'), "'/bad node' is not a node name (' ' is not a letter"),
+    (('get', '', 'x'), "'' is not a node name (it is empty)"),
+    (('set', '/nobody', 'conf_threshold', '{a: 1}'), "'{a: 1}' is not a parameter value"),
+    (('set', '/nobody', 'max_detections', '99999999999999999999999'),
+     "'99999999999999999999999' is not a parameter value"),
+    (('get', '/nobody', 'x', '--timeout', 'nan'), "expected seconds above 0, got 'nan'"),
+])
+def test_a_bad_node_name_value_or_timeout_is_one_line_before_any_call(args, said):
+    """A hostile user's attack (helper): rclpy's InvalidServiceNameException, a TypeError
+    and a SystemError (from inside the publish) were tracebacks; a NaN timeout was taken."""
+    rc, out, err = param(*args)
+    assert (rc, out) == (2, '') and 'Traceback' not in err, err
+    assert said in err.splitlines()[-1], err

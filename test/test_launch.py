@@ -294,11 +294,55 @@ def test_demo_prints_each_frame_and_saves_annotated_images(tmp_path):
     ('qos_depth:=0', "launch argument qos_depth: '0' is not an integer in 1..100"),
     ('tracker:=sort', "launch argument tracker: 'sort' is not none, bytetrack or botsort"),
     ('depth_topic:=a,b', 'launch argument depth_topic: 2 entries for 1 image_topics'),
+    # a hostile user's attack (helper): each of these was a traceback
+    ('dds_profile:=bogus', "launch argument dds_profile: 'bogus' is not large_frames or "
+                           'stock_cameras'),
+    ('params_file:=/dev/zero', 'launch argument params_file: parameter file /dev/zero is not '
+                               'a regular file'),
 ])
 def test_yolo_trt_launch_validates_arguments_before_any_node_starts(argument, expected):
     rc, out = YoloTrt('launch', argument).finish(30)
     assert rc == 2 and expected in out, out
     assert 'engine_builder' not in out  # nothing was started
+
+
+PARAMS_FILES = {  # a hostile user's attack (helper): rcl's refusals were tracebacks
+    'list.yaml': ('[1, 2]\n', 'the file is not a mapping of node sections'),
+    'scalar.yaml': ('hello\n', 'the file is not a mapping of node sections'),
+    'broken.yaml': ('a: [1\n  b: {\n', 'is not YAML: while parsing a flow sequence'),
+    'badrp.yaml': ('detector:\n  ros__parameters: [1, 2]\n',
+                   'detector: ros__parameters is not a mapping of names to values'),
+}
+
+
+@pytest.mark.parametrize('name,value,expected', [
+    ('namespace', '1bad', "namespace: '1bad' is not a namespace (a name token starts"),
+    ('namespace', 'bad ns', "namespace: 'bad ns' is not a namespace (' ' is not a letter"),
+    ('namespace', '/a//b', "namespace: '/a//b' is not a namespace (it repeats /"),
+    ('namespace', '~', "namespace: '~' is not a namespace (it has ~ or {}"),
+    ('image_topic', '{x}', "image_topic: '{x}' is not a topic name per camera (it has {}"),
+    ('image_topic', 'a,,b', "image_topic: 'a,,b' is not a topic name per camera (an entry is "
+                            'empty'),
+    ('image_topic', '1bad', "image_topic: '1bad' is not a topic name per camera (a name token"),
+    ('depth_topic', '{d}', "depth_topic: '{d}' is not a topic name per camera (it has {}"),
+    *(('params_file', f'{{tmp}}/{name}', f'params_file: {{tmp}}/{name}{": " if "YAML" not in said else " "}'
+       f'{said}') for name, (_, said) in PARAMS_FILES.items()),
+    ('params_file', '{tmp}', 'params_file: parameter file {tmp} is a directory, not a file'),
+])
+def test_names_and_parameter_files_are_checked_before_any_node(name, value, expected, tmp_path):
+    """A hostile user's attack (helper): a namespace or topic rcl refuses, and a parameter
+    file that is not rcl's layout, ended each node in a traceback after the launch began."""
+    for file, (text, _) in PARAMS_FILES.items():
+        (tmp_path / file).write_text(text)
+    values = {n: default for n, (default, _) in launch_args.LAUNCH_ARGUMENTS.items()}
+    with pytest.raises(ValueError) as exc:
+        launch_args.validate(dict(values, **{name: value.replace('{tmp}', str(tmp_path))}))
+    assert str(exc.value).startswith(
+        f"launch argument {expected.replace('{tmp}', str(tmp_path))}"), \
+        str(exc.value)
+    nested = tmp_path / 'nested.yaml'  # rcl's nested namespaces are a layout too
+    nested.write_text('ns1:\n  detector:\n    ros__parameters:\n      conf_threshold: 0.3\n')
+    launch_args.validate(dict(values, params_file=str(nested), namespace='/robot1/'))
 
 
 def test_yolo_trt_launch_exits_non_zero_when_the_detector_fails(tmp_path):

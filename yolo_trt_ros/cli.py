@@ -30,6 +30,16 @@ def _print_core_log() -> None:
     core.propagate = False
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0.0 < number < 1e6:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f'expected seconds above 0, got {value!r}')
+    return number
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -519,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument('name', help='parameter name')
         if action == 'set':
             a.add_argument('value', help='the new value')
-        a.add_argument('--timeout', type=float, default=10.0, metavar='S',
+        a.add_argument('--timeout', type=_positive_seconds, default=10.0, metavar='S',
                        help='seconds to wait for the node (default 10)')
         a.set_defaults(func=cmd_param)
 

@@ -15,7 +15,7 @@ import yaml
 
 from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.defaults import check_choice
-from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, config_file, read_regular
+from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, FileError, config_file, read_regular
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
     BUILDER_PARAMETERS,
@@ -23,6 +23,7 @@ from yolo_trt_ros.core.serving.config import (
     camera_names,
     per_camera,
     split_list,
+    topic_name_error,
 )
 
 ALL_DEVICES = 'all'
@@ -141,13 +142,17 @@ def validate(values: dict[str, str]) -> None:
     for name, choices in (('precision', defaults.PRECISIONS), ('backend', defaults.BACKENDS),
                           ('qos_reliability', defaults.QOS_RELIABILITIES),
                           ('tracker', defaults.TRACKERS),
-                          ('dds_profile', defaults.DDS_PROFILES)):
+                          ('dds_profile', tuple(defaults.DDS_PROFILES))):
         _choice(name, values[name], choices)
     depth = values['qos_depth']
     _check('qos_depth', depth, depth.isdigit() and 1 <= int(depth) <= defaults.MAX_QOS_DEPTH,
            f'an integer in 1..{defaults.MAX_QOS_DEPTH}')
     _check('image_topic', values['image_topic'], bool(values['image_topic'].strip(' ,')),
            'a topic name (several: comma-separated)')
+    # Names reach rcl as they are: one it refuses ended a node in an RCLError traceback.
+    _check_names(values)
+    if values['params_file']:
+        params_document(values['params_file'])
     workers = values['workers']
     _check('workers', workers, workers == 'auto' or
            (workers.isdigit() and 1 <= int(workers) <= defaults.MAX_WORKERS),
@@ -161,6 +166,56 @@ def validate(values: dict[str, str]) -> None:
             per_camera(name, values[name], cameras)
         except ValueError as exc:
             raise ValueError(f"launch argument {str(exc).removeprefix('parameter ')}") from None
+
+
+def _check_names(values: dict[str, str]) -> None:
+    """namespace and every topic entry as rcl takes them (core/serving/config.py's rules);
+    no {} substitutions: a value goes to the node as YAML, where {x} is a mapping."""
+    ns = values['namespace'].strip('/')
+    why = (topic_name_error(ns) or ('it has ~ or {}' if set(ns) & set('~{}') else None)
+           ) if ns else None
+    if why:
+        raise ValueError(f"launch argument namespace: '{values['namespace']}' is not a "
+                         f'namespace ({why}; letters, digits, _ and /, not starting with a '
+                         'digit)')
+    for name in ('image_topic', 'depth_topic', 'camera_info_topic'):
+        entries = [t.strip() for t in values[name].split(',')] if values[name].strip() else []
+        for topic in entries:
+            why = ('an entry is empty' if not topic and name == 'image_topic'
+                   else 'it has {}' if set(topic) & set('{}') else topic_name_error(topic)
+                   if topic else None)
+            if why:
+                raise ValueError(f"launch argument {name}: '{values[name]}' is not a topic "
+                                 f'name per camera ({why}; letters, digits, _ and /, not '
+                                 'starting with a digit)')
+
+
+def params_document(path: str | Path) -> dict:
+    """A parameter file's document: a mapping of node sections (nested namespaces
+    allowed), each with a mapping under ros__parameters, as rcl reads it; ValueError in one
+    line otherwise (rcl's own refusal was a traceback in each node)."""
+    said = f'launch argument params_file: {path}'
+    try:
+        doc = yaml.safe_load(read_regular(path, TEXT_FILE_LIMIT, 'parameter file')) or {}
+    except FileError as exc:
+        raise ValueError(f'launch argument params_file: {exc}') from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{said} is not YAML: {' '.join(str(exc).split())}") from None
+
+    def check(section: object, where: str) -> None:
+        if not isinstance(section, dict):
+            raise ValueError(f'{said}: {where or "the file"} is not a mapping of node sections '
+                             '(node: {ros__parameters: {name: value}})')
+        for key, value in section.items():
+            if key == 'ros__parameters':
+                if not isinstance(value, dict):
+                    raise ValueError(f'{said}: {where}ros__parameters is not a mapping of '
+                                     'names to values')
+            else:
+                check(value, f'{where}{key}: ')
+
+    check(doc, '')
+    return doc
 
 
 def worker_plan(image_topic: str, workers: str, cores: int | None = None,
@@ -293,7 +348,7 @@ def node_section(params_file: str | Path, namespace: str = '', node: str = 'dete
     wanted = {node, f'/**/{node}', f'{ns}/{node}' if ns else f'/{node}'}
     if ns.count('/') == 1:
         wanted.add(f'/*/{node}')
-    doc = yaml.safe_load(read_regular(params_file, TEXT_FILE_LIMIT, 'parameter file')) or {}
+    doc = params_document(params_file)
     merged: dict = {}
     for key, section in doc.items():
         if key in wanted and isinstance(section, dict):

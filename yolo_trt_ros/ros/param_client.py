@@ -16,6 +16,7 @@ from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import get_parameter_value, parameter_value_to_python
 
+from yolo_trt_ros.core.serving.config import topic_name_error
 from yolo_trt_ros.ros.runner import init
 
 NOT_SET = 0  # rcl_interfaces/ParameterType PARAMETER_NOT_SET
@@ -78,10 +79,29 @@ def get(node: str, name: str, timeout: float) -> object:
     return parameter_value_to_python(values[0])
 
 
+class BadValue(ValueError):
+    """A value that no parameter can hold (a mapping, an integer beyond 64 bits)."""
+
+
+def set_request(name: str, text: str):
+    """The SetParameters request for name := text (YAML, as `ros2 param set`), serialized
+    once here so that a value the message cannot hold is refused before any call (rclpy
+    raised a TypeError or a SystemError from inside the publish)."""
+    from rclpy.serialization import serialize_message
+
+    try:
+        request = SetParameters.Request(parameters=[ParameterMsg(
+            name=name, value=get_parameter_value(text))])
+        serialize_message(request)
+    except Exception as exc:  # rclpy's and the bindings' errors vary: one line here
+        raise BadValue(f"'{text}' is not a parameter value (a number within 64 bits, true "
+                       'or false, text, or a list of one kind of those)') from exc
+    return request
+
+
 def set_value(node: str, name: str, text: str, timeout: float) -> tuple[bool, str]:
     """(successful, the node's reason) for name := text (YAML, as `ros2 param set`)."""
-    request = SetParameters.Request(parameters=[ParameterMsg(name=name,
-                                                             value=get_parameter_value(text))])
+    request = set_request(name, text)
     (result,) = call(node, SetParameters, 'set_parameters', request, timeout).results
     return result.successful, result.reason
 
@@ -94,7 +114,12 @@ def _shown(value: object) -> str:
 
 def run(action: str, node: str, name: str | None, value: str | None, timeout: float,
         out: Callable[[str], None] = print) -> int:
-    """0 done, 1 the node refused or has no such parameter, 2 no answer."""
+    """0 done, 1 the node refused or has no such parameter, 2 no answer or bad input."""
+    why = 'it is empty' if not node else topic_name_error(_full_name(node)) or (
+        'it has ~ or {}' if set(node) & set('~{}') else None)
+    if why:
+        print(f"yolo-trt param: '{node}' is not a node name ({why})", file=sys.stderr)
+        return 2
     try:
         if action == 'list':
             for n in list_names(node, timeout):
@@ -111,6 +136,6 @@ def run(action: str, node: str, name: str | None, value: str | None, timeout: fl
     except KeyError:
         print(f'yolo-trt param: {_full_name(node)} has no parameter {name}', file=sys.stderr)
         return 1
-    except NoAnswer as exc:
+    except (NoAnswer, BadValue) as exc:
         print(f'yolo-trt param: {exc}', file=sys.stderr)
         return 2

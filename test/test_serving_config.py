@@ -84,6 +84,9 @@ def test_values_rclpy_hands_back_are_taken_as_the_parameter_kind():
     ({'tracker': 'bytetrack', 'conf_threshold': 1.5}, 'parameter conf_threshold must be in [0, 1]'),
     ({'tracker': 'bytetrack', 'track_reset_gap_s': 0.0}, 'parameter track_reset_gap_s: 0.0 must be '
                                                          'positive'),
+    # with tracker none too (a hostile user's attack: kept, refused only when turned on)
+    ({'tracker': 'none', 'track_buffer': -3}, 'parameter track_buffer: -3 must be at least 1'),
+    ({'tracker': 'none', 'gmc_method': 'bogus'}, "parameter gmc_method: 'bogus' is not"),
     ({'depth_topics': 'a,b'}, 'parameter depth_topics: 2 entries for 1 image_topics (one per '
                               'camera'),
     ({'depth_topics': '1bad'}, "parameter depth_topics: '1bad' is not a valid topic name"),

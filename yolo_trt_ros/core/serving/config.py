@@ -237,21 +237,23 @@ def detector_config(given: dict[str, object]) -> NodeConfig:
 
 
 def tracker_config(p: dict) -> TrackerConfig | None:
-    """The tracker the run-time parameters ask for; None for tracker none."""
+    """The tracker the run-time parameters ask for; None for tracker none. The tracker's
+    parameters are checked with tracker none too: a bad value set then (track_buffer -3)
+    was kept, and refused only when a tracker was turned on."""
     check_choice('parameter tracker', p['tracker'], defaults.TRACKERS)
-    if p['tracker'] == 'none':
-        return None
     if p['track_reset_gap_s'] <= 0:
         raise ValueError(f"parameter track_reset_gap_s: {p['track_reset_gap_s']} must be "
                          f'positive (seconds)')
+    kind = 'bytetrack' if p['tracker'] == 'none' else p['tracker']
     try:
-        return TrackerConfig(kind=p['tracker'], track_high_thresh=p['track_high_thresh'],
-                             track_low_thresh=p['track_low_thresh'],
-                             new_track_thresh=p['new_track_thresh'],
-                             track_buffer=p['track_buffer'], match_thresh=p['match_thresh'],
-                             fuse_score=bool(p['fuse_score']), gmc_method=p['gmc_method'])
+        config = TrackerConfig(kind=kind, track_high_thresh=p['track_high_thresh'],
+                               track_low_thresh=p['track_low_thresh'],
+                               new_track_thresh=p['new_track_thresh'],
+                               track_buffer=p['track_buffer'], match_thresh=p['match_thresh'],
+                               fuse_score=bool(p['fuse_score']), gmc_method=p['gmc_method'])
     except ValueError as exc:
         raise ValueError(f'parameter {exc}') from None
+    return None if p['tracker'] == 'none' else config
 
 
 def per_camera(name: str, text: str, cameras: int) -> tuple[str, ...]:

@@ -417,6 +417,10 @@ def main() -> int:
               'node_accounts': [line.split(']: ', 1)[1] for line in log.splitlines()
                                 if any(f']: {what}' in line for what in (
                                     'worker: ', 'frame buffers: ', 'garbage collector: '))],
+              # every warning and error the nodes logged (the first 50): a reason the
+              # counters alone do not give (a failing take, refused memory)
+              'node_log': [line for line in log.splitlines()
+                           if '[WARN]' in line or '[ERROR]' in line][:50],
               'per_camera': cams}
     print(json.dumps({k: v for k, v in result.items() if k != 'per_camera'}, indent=1))
     for c in cams:

@@ -185,7 +185,8 @@ def roundtrip() -> str:
     """Each machine's round trips beside the bare echo of the same bytes in the same run
     (runs before issue 21 had no echo, and counted answers after the warm-up frames only)."""
     rows, notes = [], set()
-    for name, label in (('roundtrip_dev', 'dev'), ('roundtrip_h200_host', 'H200 host')):
+    for name, label in (('roundtrip_dev', 'dev'), ('roundtrip_h200_host', 'H200 host'),
+                        ('roundtrip_jpeg_h100_host', 'H100 host')):
         run = load(name)
         # Runs before the method's fixes (bench/ros_roundtrip.py METHOD) are shown, marked:
         # an echo that freed each raw frame at once paid for fresh memory pages on the next
@@ -206,7 +207,8 @@ def roundtrip() -> str:
                          '–' + freed if freed else ms(r.get('over_floor_ms')) + paced])
     note = ''.join(f'\n{mark.strip()} {text}\n' for mark, text in ROUNDTRIP_MARKS.items()
                    if mark in notes)
-    return (f"dev: {machine('roundtrip_dev')}; H200 host: {machine('roundtrip_h200_host')}.\n\n"
+    return (f"dev: {machine('roundtrip_dev')}; H200 host: {machine('roundtrip_h200_host')}; "
+            f"H100 host (JPEG only): {machine('roundtrip_jpeg_h100_host')}.\n\n"
             + table(['machine', 'transport', 'input', 'answered', 'RTT p50 / p99 ms',
                      'bare echo p50 / p99 ms (answered)', 'in-process ms', 'ROS adds ms',
                      'over the echo ms'], rows) + note)

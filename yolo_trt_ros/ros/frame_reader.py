@@ -37,6 +37,7 @@ from yolo_trt_ros.ros.rcl_take import SerializedTaker, available
 # None where there is none: rclpy's take on Humble)
 OnFrame = Callable[[object, 'dict | None'], None]
 REST_S = 0.1  # how long a subscription whose take keeps failing is left out of the wait
+FAILURES_BEFORE_REST = 3  # takes failed in a row; fewer are tried again at once
 WAIT_NS = 1_000_000_000  # at most 1 s a wait, so a context shut down under it is noticed
 
 
@@ -69,10 +70,11 @@ class FrameReader:
         self._with_info = with_message_info
         self._taker = SerializedTaker(buffers) if buffers is not None and available() else None
         self._handlers: dict[Subscription, OnFrame] = {}
-        # A take that fails (an rmw error) is tried again at once; a second failure in a row
-        # rests its subscription (and its events) out of the wait until then: its sample
-        # stays in the middleware, so the wait would return at once and spin.
-        self._failed: set[Subscription] = set()
+        # A take that fails (an rmw error) is tried again at once; FAILURES_BEFORE_REST in a
+        # row rest its subscription (and its events) out of the wait for REST_S: its sample
+        # stays in the middleware, so the wait would return at once and spin. Resting loses
+        # that camera's frames meanwhile, so a passing failure must not cause it.
+        self._failed: dict[Subscription, int] = {}  # failures in a row
         self._resting: dict[Subscription, float] = {}
         self._lock = threading.Lock()
         self._changed = True
@@ -153,7 +155,7 @@ class FrameReader:
                                       sum(e.get_num_entities().num_events for _, e in events),
                                       self._context.handle)
             every_event = [event for _, event in events]
-            self._failed &= handlers.keys()
+            self._failed = {s: n for s, n in self._failed.items() if s in handlers}
             resting = self._resting = {s: t for s, t in self._resting.items() if s in handlers}
             # The least work between a frame and the next wait: the worker that takes the
             # frame needs the GIL this thread holds until it blocks again.
@@ -200,12 +202,12 @@ class FrameReader:
             if self._closed or not self._context_ok():
                 return False
             self._on_failure(exc)
-            if sub in self._failed:
+            self._failed[sub] = self._failed.get(sub, 0) + 1
+            if self._failed[sub] >= FAILURES_BEFORE_REST:
                 self._resting[sub] = time.monotonic() + REST_S
-            self._failed.add(sub)
             return True
         if self._failed:
-            self._failed.discard(sub)
+            self._failed.pop(sub, None)
         return True
 
     def _take(self, sub: Subscription) -> tuple[object, dict | None] | None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from yolo_trt_ros.core import defaults
-from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.errors import YoloTrtError, one_line
 from yolo_trt_ros.core.models import paths
 from yolo_trt_ros.core.pipeline.results import PostprocessConfig
 
@@ -260,7 +260,7 @@ def _tracker_config(args):
             raise ValueError(f'--tracker-config: {exc}') from None
         except yaml.YAMLError as exc:
             raise ValueError(f'--tracker-config {args.tracker_config}: not YAML: '
-                             f"{' '.join(str(exc).split())}") from None
+                             f'{one_line(exc)}') from None
         if not isinstance(doc, dict):
             raise ValueError(f'--tracker-config {args.tracker_config}: not a mapping of keys')
         values = {k: doc[k] for k in _TRACKER_KEYS if k in doc}

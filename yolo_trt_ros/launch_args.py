@@ -15,12 +15,14 @@ import yaml
 
 from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.defaults import check_choice
+from yolo_trt_ros.core.errors import one_line
 from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, FileError, config_file, read_regular
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
     BUILDER_PARAMETERS,
     DETECTOR_PARAMETERS,
     camera_names,
+    namespace_error,
     per_camera,
     split_list,
     topic_name_error,
@@ -172,8 +174,7 @@ def _check_names(values: dict[str, str]) -> None:
     """namespace and every topic entry as rcl takes them (core/serving/config.py's rules);
     no {} substitutions: a value goes to the node as YAML, where {x} is a mapping."""
     ns = values['namespace'].strip('/')
-    why = (topic_name_error(ns) or ('it has ~ or {}' if set(ns) & set('~{}') else None)
-           ) if ns else None
+    why = namespace_error(ns) if ns else None
     if why:
         raise ValueError(f"launch argument namespace: '{values['namespace']}' is not a "
                          f'namespace ({why}; letters, digits, _ and /, not starting with a '
@@ -181,9 +182,10 @@ def _check_names(values: dict[str, str]) -> None:
     for name in ('image_topic', 'depth_topic', 'camera_info_topic'):
         entries = [t.strip() for t in values[name].split(',')] if values[name].strip() else []
         for topic in entries:
-            why = ('an entry is empty' if not topic and name == 'image_topic'
-                   else 'it has {}' if set(topic) & set('{}') else topic_name_error(topic)
-                   if topic else None)
+            # depth and camera_info entries' names are per_camera's to judge (validate)
+            why = ('it has {}' if set(topic) & set('{}') else
+                   None if name != 'image_topic' else
+                   topic_name_error(topic) if topic else 'an entry is empty')
             if why:
                 raise ValueError(f"launch argument {name}: '{values[name]}' is not a topic "
                                  f'name per camera ({why}; letters, digits, _ and /, not '
@@ -200,7 +202,7 @@ def params_document(path: str | Path) -> dict:
     except FileError as exc:
         raise ValueError(f'launch argument params_file: {exc}') from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{said} is not YAML: {' '.join(str(exc).split())}") from None
+        raise ValueError(f'{said} is not YAML: {one_line(exc)}') from None
 
     def check(section: object, where: str) -> None:
         if not isinstance(section, dict):

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from yolo_trt_ros.core.errors import YoloTrtError
+from yolo_trt_ros.core.errors import YoloTrtError, one_line
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
@@ -84,12 +84,7 @@ def _reader(path: Path):
     try:
         return Reader(path)
     except Exception as exc:  # rosbags' own error types vary with the storage: one line
-        raise BagError(f'{path}: not a bag rosbags can read: {_said(exc)}') from exc
-
-
-def _said(exc: BaseException) -> str:
-    """An exception's message on one line (a YAML parser's runs over several)."""
-    return ' '.join(str(exc).split()).rstrip('.') or type(exc).__name__
+        raise BagError(f'{path}: not a bag rosbags can read: {one_line(exc)}') from exc
 
 
 @contextmanager
@@ -100,7 +95,7 @@ def open_bag(path: Path) -> Iterator:
     try:
         reader.open()
     except Exception as exc:
-        raise BagError(f'{path}: cannot open the bag: {_said(exc)}') from exc
+        raise BagError(f'{path}: cannot open the bag: {one_line(exc)}') from exc
     try:
         yield reader
     finally:
@@ -213,7 +208,7 @@ def messages(reader, path: Path) -> Iterator[tuple[object, int, bytes]]:
         except StopIteration:
             return
         except Exception as exc:
-            raise BagError(f'{path}: the bag is corrupt: {_said(exc)}') from exc
+            raise BagError(f'{path}: the bag is corrupt: {one_line(exc)}') from exc
         data = item[2]
         if isinstance(data, (bytes, bytearray, memoryview)):
             yield item

@@ -5,6 +5,12 @@ class YoloTrtError(Exception):
     """Base of every error this package raises on purpose."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a YAML parser's runs over several), without a
+    closing full stop; its type's name where it has no message."""
+    return ' '.join(str(exc).split()).rstrip('.') or type(exc).__name__
+
+
 class ImageError(YoloTrtError):
     """An image buffer cannot be read: unknown encoding, wrong size, empty, corrupt.
 

@@ -16,7 +16,7 @@ from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import get_parameter_value, parameter_value_to_python
 
-from yolo_trt_ros.core.serving.config import topic_name_error
+from yolo_trt_ros.core.serving.config import namespace_error
 from yolo_trt_ros.ros.runner import init
 
 NOT_SET = 0  # rcl_interfaces/ParameterType PARAMETER_NOT_SET
@@ -115,8 +115,7 @@ def _shown(value: object) -> str:
 def run(action: str, node: str, name: str | None, value: str | None, timeout: float,
         out: Callable[[str], None] = print) -> int:
     """0 done, 1 the node refused or has no such parameter, 2 no answer or bad input."""
-    why = 'it is empty' if not node else topic_name_error(_full_name(node)) or (
-        'it has ~ or {}' if set(node) & set('~{}') else None)
+    why = namespace_error(_full_name(node)) if node else 'it is empty'
     if why:
         print(f"yolo-trt param: '{node}' is not a node name ({why})", file=sys.stderr)
         return 2

@@ -372,6 +372,12 @@ def topic_name_error(topic: str) -> str | None:
     return 'unbalanced {}' if in_braces else None
 
 
+def namespace_error(name: str) -> str | None:
+    """Why a namespace or node name (no leading /) is not one rcl takes, or None: a topic
+    name's rules, without ~ and without {} substitutions."""
+    return topic_name_error(name) or ('it has ~ or {}' if set(name) & set('~{}') else None)
+
+
 def validate_topic(topic: str, parameter: str = 'image_topics') -> None:
     """ValueError unless topic is a valid ROS 2 topic name (relative, absolute or ~)."""
     why = topic_name_error(topic)

@@ -187,20 +187,19 @@ class _ChildDecoder:
     def stop(self, kill: bool = False) -> None:
         """kill: at once, keeping the shared buffer for the next child; otherwise ask the
         child to end and release the buffer (also where the child had died already)."""
-        release = not kill
         if self._proc is not None:
             if not kill:
                 try:
                     self._conn.send(None)
-                except OSError:
-                    kill = True
+                except OSError:  # it died already: joined (or killed) below
+                    pass
                 self._proc.join(2.0)
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join()
             self._conn.close()
             self._proc = self._conn = None
-        if release:
+        if not kill:
             self._release_buffer()
 
 

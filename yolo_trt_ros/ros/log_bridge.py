@@ -13,19 +13,24 @@ class RosLogHandler(logging.Handler):
 
     def __init__(self, ros_logger) -> None:
         super().__init__(logging.DEBUG)
-        self._by_level = ((logging.ERROR, ros_logger.error), (logging.WARNING, ros_logger.warning),
-                          (logging.INFO, ros_logger.info), (logging.NOTSET, ros_logger.debug))
+        self._ros = ros_logger
 
     def emit(self, record: logging.LogRecord) -> None:
+        # One call site per severity: rclpy keeps a context per call site and raises
+        # ValueError when a site logs at a second severity. Nothing raises into the caller:
+        # a failure is logging's handleError (one report on stderr), as for any handler.
         try:
-            text = self.format(record)
+            text, level = self.format(record), record.levelno
+            if level >= logging.ERROR:
+                self._ros.error(text)
+            elif level >= logging.WARNING:
+                self._ros.warning(text)
+            elif level >= logging.INFO:
+                self._ros.info(text)
+            else:
+                self._ros.debug(text)
         except Exception:
             self.handleError(record)
-            return
-        for level, log in self._by_level:
-            if record.levelno >= level:
-                log(text)
-                return
 
 
 def route_to(ros_logger) -> RosLogHandler:

@@ -2,6 +2,7 @@
 
     python bench/capacity.py [--cameras 8] [--fps 30] [--size 1920x1080] [--seconds 20]
                              [--compressed] [--workers N|auto] [--devices all|0,1]
+                             [--phase synced|spread]
     python bench/capacity.py --bag BAG [--topics T ...] [--seconds 20] [--workers N|auto]
 
 With --bag, one publisher process replays the bag's camera frames (every Image or every
@@ -22,7 +23,10 @@ frame per camera every half second until every camera has reached the node (both
 each subscription matched, so none of the window's frames is lost to discovery), then
 stop; once the node has reported after the last of those, its counters are read and the
 window of --seconds at --fps starts. What the start sent and lost is kept apart in the
-JSON (`before_window`).
+JSON (`before_window`). In the window the publisher processes send all at once (`--phase
+synced`, the default: cameras on one hardware trigger, the hardest case for one receiving
+process, since every camera's frame arrives in the same few milliseconds) or at evenly
+spread times of the period (`--phase spread`: free-running cameras).
 """
 from __future__ import annotations
 
@@ -41,10 +45,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import camera_jpeg, environment, inference, spin_while, stop, workdir
 
+from yolo_trt_ros.core.defaults import DDS_PROFILE, DDS_PROFILES
+from yolo_trt_ros.core.serving.health import RMEM_MAX
+from yolo_trt_ros.launch_args import fastdds_profile, shm_port_queue
+
 # Why frames were lost before the node, as its diagnostics count them: the QoS event, gaps
 # in a publisher's sequence numbers it did not report, frames sent before the match.
 LOSS_CAUSES = ('lost_in_dds', 'replaced_in_queue', 'unmatched')
 COUNTERS = ('frames_in', 'processed', 'dropped', *LOSS_CAUSES)
+# The publisher processes' phases in the window: 'synced' sends every camera's frame at
+# once (cameras on one trigger: raw 1080p frames of 8 cameras arrive as one 50 MB burst),
+# 'spread' staggers the processes evenly over the period (free-running cameras). Runs
+# before the window existed had the phases their processes' start-up gave them.
+PHASES = ('synced', 'spread')
 START_TIMEOUT = 180  # s for the launch (engine build and warm-up included) and the start
 
 
@@ -134,14 +147,17 @@ class PublisherProcess:
             if isinstance(said, dict) and key in said:
                 return said
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
+    def kill(self) -> bool:
+        """End it; whether it was still running."""
+        running = self.proc.poll() is None
+        if running:
             self.proc.kill()
         self.proc.wait()
+        return running
 
 
 def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
-              compressed: bool) -> None:
+              compressed: bool, offset: float) -> None:
     import rclpy
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
@@ -168,8 +184,9 @@ def publisher(topics: list[str], fps: float, h: int, w: int, seconds: float,
         return len(pubs)
 
     start_phase(send_one_each)
-    period, start = 1.0 / fps, time.perf_counter()
+    period, start = 1.0 / fps, time.perf_counter() + offset  # this process's phase
     frame, caught_up, last = 0, 0, None
+    time.sleep(offset)  # pacing a load generator, as below
     while time.perf_counter() - start < seconds:
         msg.header.stamp = node.get_clock().now().to_msg()
         sent = time.perf_counter()
@@ -284,21 +301,29 @@ def main() -> int:
     parser.add_argument('--seconds', type=float, default=20.0)
     parser.add_argument('--publishers', type=int, default=0, help='processes (default: auto)')
     parser.add_argument('--compressed', action='store_true', help='JPEG CompressedImages')
+    parser.add_argument('--phase', choices=PHASES, default='synced',
+                        help="the publisher processes' frame times: at once (cameras on one "
+                             "trigger, the default: the hardest) or spread over the period "
+                             "(free-running cameras)")
     parser.add_argument('--workers', default='1', help='detector processes: N or auto')
     parser.add_argument('--devices', help="the launch's devices (default: its own, all)")
+    parser.add_argument('--dds-profile', choices=sorted(DDS_PROFILES), default=DDS_PROFILE,
+                        help="the Fast DDS profile of the publishers and the launch's "
+                             "dds_profile (default: the launch's own)")
     parser.add_argument('--qos-depth', type=int, help="the detector's qos_depth (default: its own)")
     parser.add_argument('--json')
     parser.add_argument('--bag', help='replay this bag\'s camera frames at the recorded rate')
     parser.add_argument('--topics', nargs='+', help='the bag\'s image topics (default: all)')
     parser.add_argument('--publish', nargs='*', help=argparse.SUPPRESS)
     parser.add_argument('--publish-bag', help=argparse.SUPPRESS)
+    parser.add_argument('--offset', type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publish_bag:
         bag_publisher(args.publish_bag, args.topics or [], args.seconds)
         return 0
     w, h = (int(v) for v in args.size.split('x'))
     if args.publish is not None:
-        publisher(args.publish, args.fps, h, w, args.seconds, args.compressed)
+        publisher(args.publish, args.fps, h, w, args.seconds, args.compressed, args.offset)
         return 0
     if args.bag:
         topics, bag_topics, args.compressed, args.size = bag_plan(args)
@@ -309,6 +334,7 @@ def main() -> int:
 
     tmp = workdir()
     env = environment(profile=True)
+    env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(fastdds_profile(args.dds_profile))
     os.environ.update({k: v for k, v in env.items() if k == 'FASTDDS_DEFAULT_PROFILES_FILE'})
     if not args.bag:
         topics = [f'cam{i}/image' for i in range(args.cameras)]
@@ -322,6 +348,7 @@ def main() -> int:
          f"backend:={params['backend']}", f"image_topic:={','.join(topics)}",
          f'compressed:={str(args.compressed).lower()}', f'workers:={args.workers}',
          f'params_file:={params_file}', f'cache_dir:={tmp / "cache"}',
+         f'dds_profile:={args.dds_profile}',
          *([f'qos_depth:={args.qos_depth}'] if args.qos_depth else []),
          *([f'devices:={args.devices}'] if args.devices else [])],
         env=env, stdout=open(tmp / 'launch.log', 'w'), stderr=subprocess.STDOUT)
@@ -349,7 +376,9 @@ def main() -> int:
         groups = [topics[i::n_pub] for i in range(n_pub)]
         flags = ['--compressed'] if args.compressed else []
         commands = [[sys.executable, __file__, '--fps', str(args.fps), '--size', args.size,
-                     '--seconds', str(args.seconds), *flags, '--publish', *g] for g in groups]
+                     '--seconds', str(args.seconds), *flags, '--offset',
+                     str(i / n_pub / args.fps if args.phase == 'spread' else 0.0),
+                     '--publish', *g] for i, g in enumerate(groups)]
     pubs: list[PublisherProcess] = []
     try:
         pubs += [PublisherProcess(c, env) for c in commands]
@@ -363,10 +392,11 @@ def main() -> int:
         key = 'published' if args.bag else 'published_per_camera'
         reports = [p.report(key, 10) for p in pubs]
     finally:
-        for p in pubs:
-            p.kill()
+        # a publisher that reported and still runs is stuck in rclpy's shutdown (seen on
+        # the GPU host): its frames are counted, so it is ended and said, not a failure
+        lingering = sum(p.kill() for p in pubs)
         stop(det)
-    if any(p.proc.returncode for p in pubs):
+    if any(p.proc.returncode > 0 for p in pubs):
         raise SystemExit(f'capacity.py: publishers exited {[p.proc.returncode for p in pubs]}')
     published = sum(r.get('published', r.get('published_per_camera', 0) * len(g))
                     for r, g in zip(reports, groups, strict=True))
@@ -392,10 +422,18 @@ def main() -> int:
               **({'qos_depth': args.qos_depth} if args.qos_depth else {}),
               **({'devices': args.devices} if args.devices else {}),
               'seconds': args.seconds, 'compressed': args.compressed, 'workers': args.workers,
+              **({} if args.bag else {'phase': args.phase}),
+              # what decides a loss in DDS: the profile, its shared-memory port queue, and
+              # the kernel's cap on a UDP receive buffer
+              'dds': {'profile': args.dds_profile, 'shm_port_queue': shm_port_queue(
+                  args.dds_profile), 'rmem_max': int(Path(RMEM_MAX).read_text()),
+                  # LOCALHOST: rmw_fastrtps sets the transports itself, over the profile's
+                  'discovery_range': os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')},
               **({'bag': Path(args.bag).name} if args.bag else {}),
               'backend': [line.split(']: backend ', 1)[1][:160] for line in log.splitlines()
                           if ']: backend ' in line][:1],
               'publisher_processes': n_pub, 'published': published,
+              **({'publishers_ended_after_report': lingering} if lingering else {}),
               # frames each camera sent within half a period of its previous one (catching
               # up after a stall of its publisher process), all cameras together
               'publisher_caught_up': sum(r.get('caught_up_per_camera', 0) * len(g)

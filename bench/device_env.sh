@@ -12,7 +12,11 @@ fi
 SP=$(echo "$P"/lib/python3.*/site-packages)
 export PYTHONPATH=$SP:$REPO:$REPO/test${PYTHONPATH:+:$PYTHONPATH} AMENT_PREFIX_PATH=$P CMAKE_PREFIX_PATH=$P
 export LD_LIBRARY_PATH=$P/lib:$(ls -d "$SP"/ros_*.libs | tr '\n' ':')${LD_LIBRARY_PATH:-}
-export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# No ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: rmw_fastrtps then sets the transports itself,
+# over the shipped profile's, and the benches would measure those instead of what users run
+# (until 2026-12-06 they did: bench/capacity.py records it in its JSON since).
+export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
+unset ROS_AUTOMATIC_DISCOVERY_RANGE
 if [[ ! -f $P/.ready ]]; then
     mkdir -p /tmp/vmb && (cd /tmp/vmb && cmake "$REPO/pip_env/vision_msgs" -DCMAKE_INSTALL_PREFIX="$P" \
         -DPython3_EXECUTABLE="$(command -v python3)" -DBUILD_TESTING=OFF >cmake.log 2>&1 &&

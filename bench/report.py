@@ -252,7 +252,8 @@ def capacity() -> str:
     for path in sorted(RESULTS.glob('capacity*.json')):
         r, name = load(path.stem)['result'], path.stem
         rows.append([machine(name), f"{r['cameras']} x {r['size']} x {r['fps']:.0f}",
-                     'CompressedImage' if r.get('compressed') else 'Image',
+                     'CompressedImage' if r.get('compressed') else 'Image', phase_cell(r),
+                     dds_cell(r, bool(load(name)['machine']['gpu'])),
                      str(r.get('workers', '1'))
                      + (f" (devices {r['devices']})" if 'devices' in r else ''),
                      f"**{r['processed_fps']}** of {r['cameras'] * r['fps']:.0f} fps",
@@ -260,9 +261,36 @@ def capacity() -> str:
                      f"{r['lost_before_node']}" + (f" ({r['unmatched']})" if 'unmatched' in r
                                                    else ''),
                      str(r.get('latency_p99_ms_worst', '–')), start_cell(r)])
-    return table(['machine', 'cameras x size x fps', 'input', 'workers', 'processed',
+    return table(['machine', 'cameras x size x fps', 'input', "cameras' phase", 'DDS',
+                  'workers',
+                  'processed',
                   'dropped in node', 'lost before it (sent before it matched)',
                   'worst p99 ms', 'the start'], rows)
+
+
+def phase_cell(r: dict) -> str:
+    """When the cameras sent in the window (bench/capacity.py PHASES): runs of the window
+    before --phase existed sent at once; runs before the window, as their start left them."""
+    if 'bag' in r:
+        return 'as recorded'
+    return r.get('phase', 'synced' if 'before_window' in r else 'as started')
+
+
+def dds_cell(r: dict, gpu_host: bool) -> str:
+    """The Fast DDS profile, its shared-memory port queue, the host's rmem_max where UDP
+    carries the frames, and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST where it was set (rmw
+    then sets the transports over the profile's). Runs before the bench said these had the
+    shipped profile with Fast DDS's queue of 512, and on the GPU hosts LOCALHOST
+    (bench/device_env.sh set it until 2026-12-06)."""
+    dds = r.get('dds') or {'profile': 'large_frames', 'shm_port_queue': 512,
+                           'discovery_range': 'LOCALHOST' if gpu_host else None}
+    queue = dds.get('shm_port_queue')
+    cell = dds['profile'] + (f', SHM queue {queue}' if queue else ', UDP only')
+    if not queue and dds.get('rmem_max'):
+        cell += f", rmem_max {dds['rmem_max'] / 2**20:g} MB"
+    if dds.get('discovery_range') == 'LOCALHOST':
+        cell += ", LOCALHOST (rmw's transports)"
+    return cell
 
 
 def start_cell(r: dict) -> str:

@@ -365,3 +365,20 @@ def default_params_file() -> Path:
 def fastdds_profile(name: str = defaults.DDS_PROFILE) -> Path:
     """The Fast DDS profile file of a dds_profile value."""
     return config_file(defaults.DDS_PROFILES[name])
+
+
+SHM_PORT_QUEUE_DEFAULT = 512  # Fast DDS's, where a profile's SHM transport sets none
+
+
+def shm_port_queue(name: str = defaults.DDS_PROFILE) -> int | None:
+    """The shared-memory port queue (messages) a dds_profile gives the process that
+    listens; None where the profile has no shared-memory transport."""
+    import xml.etree.ElementTree as ET
+
+    ns = {'p': 'http://www.eprosima.com'}
+    for descriptor in ET.parse(fastdds_profile(name)).getroot().iterfind(
+            './/p:transport_descriptor', ns):
+        if descriptor.findtext('p:type', namespaces=ns) == 'SHM':
+            return int(descriptor.findtext('p:port_queue_capacity', namespaces=ns)
+                       or SHM_PORT_QUEUE_DEFAULT)
+    return None

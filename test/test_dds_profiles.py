@@ -1,0 +1,50 @@
+"""The shipped Fast DDS profiles (config/fastdds_*.xml) as Fast DDS reads them: well-formed
+XML (an XML comment may not hold '--'), and the shared-memory port queue of the default
+profile large enough for cameras on one trigger.
+
+The loss this guards against was measured, not reproducible here: 8 synchronized
+1080p bgr8 cameras into one detector on an H100 host lost 2182 of 2880 frames with
+Fast DDS's 512-entry port queue and none with 8192, in the same run
+(bench/capacity.py --phase synced; bench/results/capacity8_raw_w1_h100_host*.json). On
+this 2-core machine the 8 publishers cannot send at once fast enough to fill 512.
+Fast DDS applies the queue: a listening process's port file grows from 0.05 MB to 0.2 MB
+(/dev/shm/fastdds_port*, seen by hand)."""
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from yolo_trt_ros import launch_args
+from yolo_trt_ros.core import defaults
+from yolo_trt_ros.launch_args import SHM_PORT_QUEUE_DEFAULT, fastdds_profile, shm_port_queue
+
+FRAGMENT = 65500 - 500  # bytes of a frame per fragment: UDP's message, less RTPS headers
+CDR_HEADER = 4 + 8 + 4 + 16 + 4 + 4 + 16 + 1 + 4 + 4  # Image: header, sizes, encoding, data
+
+
+def fragments(height: int, width: int, channels: int = 3) -> int:
+    """Entries one raw Image of this size takes in a receiving port's queue."""
+    return math.ceil((height * width * channels + CDR_HEADER) / FRAGMENT)
+
+
+@pytest.mark.parametrize('name', sorted(defaults.DDS_PROFILES))
+def test_every_profile_is_well_formed(name):
+    ET.parse(fastdds_profile(name))
+
+
+def test_the_default_profiles_port_queue_holds_a_burst_of_16_synchronized_1080p_frames():
+    assert fragments(1080, 1920) == 96
+    # Fast DDS's own 512 is less than 8 such cameras' burst (768): the loss measured
+    assert shm_port_queue(defaults.DDS_PROFILE) >= 16 * fragments(1080, 1920)
+
+
+def test_the_port_queue_is_read_as_fast_dds_reads_it(tmp_path, monkeypatch):
+    """Unset is Fast DDS's 512; a profile without shared memory has none."""
+    assert shm_port_queue('stock_cameras') is None
+    shipped = fastdds_profile(defaults.DDS_PROFILE).read_text()
+    unset = tmp_path / defaults.DDS_PROFILES[defaults.DDS_PROFILE]
+    unset.write_text(shipped.replace('<port_queue_capacity>8192</port_queue_capacity>', ''))
+    monkeypatch.setattr(launch_args, 'config_file', lambda name: tmp_path / name)
+    assert shm_port_queue(defaults.DDS_PROFILE) == SHM_PORT_QUEUE_DEFAULT == 512

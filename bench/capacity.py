@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import camera_jpeg, environment, inference, spin_while, stop, workdir
 
+from yolo_trt_ros.core.dds import PROFILE_VARIABLES, profile_variable
 from yolo_trt_ros.core.defaults import DDS_PROFILE, DDS_PROFILES
 from yolo_trt_ros.core.serving.health import RMEM_MAX
 from yolo_trt_ros.launch_args import fastdds_profile, shm_port_queue
@@ -334,8 +335,8 @@ def main() -> int:
 
     tmp = workdir()
     env = environment(profile=True)
-    env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(fastdds_profile(args.dds_profile))
-    os.environ.update({k: v for k, v in env.items() if k == 'FASTDDS_DEFAULT_PROFILES_FILE'})
+    env[profile_variable()] = str(fastdds_profile(args.dds_profile))
+    os.environ.update({k: v for k, v in env.items() if k in PROFILE_VARIABLES})
     if not args.bag:
         topics = [f'cam{i}/image' for i in range(args.cameras)]
     params, extra_env = inference(tmp, max_batch=args.cameras)

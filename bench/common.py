@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo_trt_ros.core.dds import PROFILE_VARIABLES, with_profile
 from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
 from yolo_trt_ros.launcher import param_args
 
@@ -72,11 +73,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def environment(profile: bool) -> dict:
-    env = dict(os.environ)
-    env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
-    if profile:
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(PROFILE)
-    return env
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
+    return with_profile(env, str(PROFILE)) if profile else env
 
 
 def workdir() -> Path:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import null_model
 
 from yolo_trt_ros.benchmarks.stages import machine_info
+from yolo_trt_ros.core.dds import PROFILE_VARIABLES, profile_variable
 
 REPO = Path(__file__).resolve().parents[1]
 LARGE_FRAMES = REPO / 'config' / 'fastdds_large_frames.xml'
@@ -125,10 +126,10 @@ def variants(directory: Path) -> dict[str, Path | None]:
 
 
 def env_with(profile_path: Path | None, domain: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != 'FASTDDS_DEFAULT_PROFILES_FILE'}
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
     env['ROS_DOMAIN_ID'] = str(domain)
     if profile_path is not None:
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile_path)
+        env[profile_variable()] = str(profile_path)
     return env
 
 

@@ -24,6 +24,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from yolo_trt_ros.core.dds import own_profile, profile_variable
 from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
@@ -107,9 +108,9 @@ def _nodes(context):
         return [EmitEvent(event=Shutdown(reason='detector stopped'))]
 
     # dds_profile: the Fast DDS profile of every node here (config/fastdds_*.xml say what
-    # each is for); a profile of your own (FASTDDS_DEFAULT_PROFILES_FILE) wins.
-    dds = [] if 'FASTDDS_DEFAULT_PROFILES_FILE' in os.environ else [SetEnvironmentVariable(
-        'FASTDDS_DEFAULT_PROFILES_FILE',
+    # each is for), in the variable this ROS's Fast DDS reads; a profile of your own wins.
+    dds = [] if own_profile(os.environ) else [SetEnvironmentVariable(
+        profile_variable(),
         str(fastdds_profile(LaunchConfiguration('dds_profile').perform(context))))]
     return [*dds, *builder_nodes,
             *(RegisterEventHandler(OnProcessExit(target_action=node,

@@ -7,13 +7,16 @@ from pathlib import Path
 import pytest
 from support.domain import claim_domain
 
+from yolo_trt_ros.core.dds import with_profile
+
 # One domain per test run, chosen before rclpy is imported anywhere, so two runs on one
 # machine (or CI beside a developer) never see each other's nodes.
 os.environ['ROS_DOMAIN_ID'] = os.environ.get('ROS_DOMAIN_ID') or claim_domain()
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 # The same transport profile the launch files select (large frames through shared memory).
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(
-    Path(__file__).resolve().parents[1] / 'config' / 'fastdds_large_frames.xml'))
+# In the variable this ROS's Fast DDS reads (Humble and Jazzy read only the old name).
+os.environ.update(with_profile(os.environ, str(
+    Path(__file__).resolve().parents[1] / 'config' / 'fastdds_large_frames.xml')))
 
 from yolo_trt_ros.core.models import paths
 

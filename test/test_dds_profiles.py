@@ -12,12 +12,19 @@ Fast DDS applies the queue: a listening process's port file grows from 0.05 MB t
 from __future__ import annotations
 
 import math
+import os
+import re
+import select
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from yolo_trt_ros import launch_args
 from yolo_trt_ros.core import defaults
+from yolo_trt_ros.core.dds import PROFILE_VARIABLES
 from yolo_trt_ros.launch_args import SHM_PORT_QUEUE_DEFAULT, fastdds_profile, shm_port_queue
 
 FRAGMENT = 65500 - 500  # bytes of a frame per fragment: UDP's message, less RTPS headers
@@ -48,3 +55,53 @@ def test_the_port_queue_is_read_as_fast_dds_reads_it(tmp_path, monkeypatch):
     unset.write_text(shipped.replace('<port_queue_capacity>8192</port_queue_capacity>', ''))
     monkeypatch.setattr(launch_args, 'config_file', lambda name: tmp_path / name)
     assert shm_port_queue(defaults.DDS_PROFILE) == SHM_PORT_QUEUE_DEFAULT == 512
+
+
+PROBE = """
+import sys
+import rclpy
+rclpy.init()
+node = rclpy.create_node('profile_probe')
+print('up', flush=True)
+sys.stdin.read()  # until the test closes it
+"""
+SHM = Path('/dev/shm')
+# A participant's shared-memory segment: a new name each time (its port files are not:
+# a port number is reused, and a stale file of it is opened as it is, so they cannot tell)
+SEGMENT = re.compile(r'fast(dds|rtps)_[0-9a-f]{16}$')
+
+
+def segment_sizes_of_a_node(env: dict[str, str]) -> list[int]:
+    """The shared-memory segments (bytes) that appear while a real rclpy node runs in a
+    process with env, as its Fast DDS made them from the profile it read, or from its
+    defaults (0.5 MB)."""
+    before = set(os.listdir(SHM))
+    with subprocess.Popen([sys.executable, '-c', PROBE], env=env, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            ready = select.select([proc.stdout], [], [], 60)[0]
+            assert ready and proc.stdout.readline() == 'up\n', 'the probe node did not start'
+            return [(SHM / name).stat().st_size for name in os.listdir(SHM)
+                    if name not in before and SEGMENT.match(name)]
+        finally:
+            proc.stdin.close()
+            if proc.wait(timeout=30) != 0:
+                raise AssertionError(f'the probe node exited {proc.returncode}')
+
+
+def test_the_launchers_nodes_read_the_profile_on_this_fast_dds(monkeypatch):
+    """Fast DDS 2 (Humble, Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE, Fast DDS 3 (Kilted)
+    FASTDDS_DEFAULT_PROFILES_FILE: with only the second set, a Jazzy node ran on Fast
+    DDS's defaults (a 0.5 MB segment, a 512-entry port queue) whatever dds_profile said.
+    The launcher's nodes must get the shipped profile's 64 MB segment; Fast DDS reads the
+    whole file or none of it, so the port queue beside it is taken too (Fast DDS refuses a
+    profile with an element it does not know). Without ROS_AUTOMATIC_DISCOVERY_RANGE=
+    LOCALHOST, under which rmw sets the transports itself; in this run's own domain."""
+    from yolo_trt_ros.launcher import Launcher, parse_assignments
+
+    for name in (*PROFILE_VARIABLES, 'ROS_AUTOMATIC_DISCOVERY_RANGE'):
+        monkeypatch.delenv(name, raising=False)
+    stock = segment_sizes_of_a_node(dict(os.environ))
+    assert stock and max(stock) < 2**20, stock  # Fast DDS's own: 0.5 MB
+    ours = segment_sizes_of_a_node(Launcher(parse_assignments([])).env)
+    assert ours and min(ours) >= 64 * 2**20, ours

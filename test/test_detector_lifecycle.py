@@ -30,6 +30,7 @@ from support.ros import (
 )
 from vision_msgs.msg import Detection2DArray
 
+from yolo_trt_ros.core.dds import PROFILE_VARIABLES, profile_variable
 from yolo_trt_ros.launcher import param_args
 
 pytestmark = pytest.mark.ros
@@ -114,7 +115,7 @@ if reliable and not pub.wait_for_all_acked(Duration(seconds=30)):
     sys.exit('frames not acknowledged')
 print('sent all')
 """
-STOCK_DDS = {k: v for k, v in os.environ.items() if k != 'FASTDDS_DEFAULT_PROFILES_FILE'}
+STOCK_DDS = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
 
 
 def run_camera(count: int, reliability: str, size: str = '1920x1080',
@@ -225,11 +226,10 @@ def test_frames_lost_in_dds_are_counted_warned_once_and_diagnosed():
         executor.shutdown()
     log = det.output()
     assert log.count('frames lost in DDS before reaching the detector') == 1, log
-    from yolo_trt_ros.ros.cameras import fast_dds_3
 
-    # the side it can fix, where it can (Kilted's Fast DDS 3; on Jazzy the camera's side)
-    assert ('restart the detector with dds_profile:=stock_cameras' in log) == fast_dds_3()
-    assert 'start the camera with FASTDDS_DEFAULT_PROFILES_FILE=' in log
+    # the detector's side (with Jazzy's Fast DDS 2 too, reading its own variable) and the camera's
+    assert 'restart the detector with dds_profile:=stock_cameras' in log
+    assert f'start the camera with {profile_variable()}=' in log
     warned = [s for d in diags for s in d.status if 'frames lost in DDS' in s.message]
     # WARN, or ERROR where the same window also processed nothing (a loaded machine): a
     # window that lost frames is never OK.
@@ -245,11 +245,7 @@ def test_the_detectors_side_alone_receives_a_stock_best_effort_camera(tmp_path):
     thread and UDP loses frames again (5 of 20 here)."""
     from yolo_trt_ros.core.models.synthetic import constant_output_model, yolov8_output
     from yolo_trt_ros.launch_args import fastdds_profile
-    from yolo_trt_ros.ros.cameras import fast_dds_3
 
-    if not fast_dds_3():  # test_distro.py says which distro has which Fast DDS
-        pytest.skip("Jazzy's Fast DDS 2.14: the profile does not help there (3-6 of 30 "
-                    'frames in bench/dds_receive.py); the warning names the camera-side fixes')
     rmem_max = int(Path('/proc/sys/net/core/rmem_max').read_text())
     if rmem_max < 810 * 1080 * 3 * 1.2:
         pytest.skip(f'net.core.rmem_max {rmem_max} cannot hold a frame here')
@@ -258,7 +254,7 @@ def test_the_detectors_side_alone_receives_a_stock_best_effort_camera(tmp_path):
     # replace the profile's transports: shared memory again, and nothing arrives. Both take
     # the default range here (the domain id still isolates the run).
     subnet = {k: v for k, v in STOCK_DDS.items() if k != 'ROS_AUTOMATIC_DISCOVERY_RANGE'}
-    env = {**subnet, 'FASTDDS_DEFAULT_PROFILES_FILE': str(fastdds_profile('stock_cameras'))}
+    env = {**subnet, profile_variable(): str(fastdds_profile('stock_cameras'))}
     model = constant_output_model(tmp_path / 'null.onnx', yolov8_output(), (640, 640))
     with NodeProcess(DETECTOR, {'backend': 'onnxruntime', 'model': str(model),
                                 'qos_reliability': 'best_effort'}, env=env) as det, \

@@ -2,6 +2,8 @@
 (issue 18.7): no ROS needed."""
 from __future__ import annotations
 
+from yolo_trt_ros.core.dds import profile_variable
+from yolo_trt_ros.core.files import config_file
 from yolo_trt_ros.core.serving.health import (
     ERROR,
     OK,
@@ -56,16 +58,15 @@ def test_the_dds_loss_warning_names_the_commands_that_apply(tmp_path):
                            'yolo_trt_ros detect.launch.py dds_profile:=stock_cameras')
     assert 'sudo sysctl -w net.core.rmem_max=33554432 (now 212992)' in text
     assert 'fastdds_large_frames.xml (shared memory)' in text and 'LOCALHOST' not in text
-    using = {'FASTDDS_DEFAULT_PROFILES_FILE': '/x/fastdds_stock_cameras.xml',
+    using = {profile_variable(): '/x/fastdds_stock_cameras.xml',
              'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST'}
     text = dds_loss_fix(using, str(high))
     assert 'dds_profile' not in text and 'sysctl' not in text
     assert text.startswith('unset ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST')
     assert '\n' not in text
-    # Jazzy's Fast DDS 2.14: nothing on the detector's side helps, only the camera's
-    text = dds_loss_fix({}, str(low), detector_side=False)
-    assert text.startswith('start the camera with FASTDDS_DEFAULT_PROFILES_FILE=')
-    assert 'dds_profile' not in text and 'sysctl' not in text
+    assert text.endswith(f'Or start the camera with {profile_variable()}='
+                         f'{config_file("fastdds_large_frames.xml")} (shared memory), or '
+                         'subscribe to its compressed topic (compressed:=true)')
 
 
 def test_frames_dds_reported_lost_before_a_publishers_first_frame_are_counted_once():

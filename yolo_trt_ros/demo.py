@@ -24,8 +24,7 @@ def run_demo(save_dir: Path, backend: str = BACKEND, frames: int = 4, rate: floa
              timeout: float = 120.0) -> int:
     launcher = Launcher(parse_assignments([f'backend:={backend}']),
                         log=lambda m: print(m, file=sys.stderr))
-    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
-                          launcher.env['FASTDDS_DEFAULT_PROFILES_FILE'])
+    os.environ.update(launcher.env)  # this process's nodes: the launch's Fast DDS profile
     import rclpy
     from rclpy.node import Node
     from sensor_msgs.msg import Image

@@ -57,7 +57,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     'autostart': ('true', 'configure and activate the detector(s) at start; false: a '
                           'lifecycle manager does (the detector is a managed node)'),
     'dds_profile': (defaults.DDS_PROFILE, 'Fast DDS profile of the nodes, unless '
-                                          'FASTDDS_DEFAULT_PROFILES_FILE is set: large_frames '
+                                          'FASTDDS_DEFAULT_PROFILES_FILE (Humble, Jazzy: '
+                                          'FASTRTPS_DEFAULT_PROFILES_FILE) is set: large_frames '
                                           '(shared memory; cameras must use it too) or '
                                           'stock_cameras (UDP with a large receive buffer: '
                                           'best-effort cameras with stock settings)'),

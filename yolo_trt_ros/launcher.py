@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterable
 
+from yolo_trt_ros.core.dds import with_profile
 from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
@@ -71,9 +72,7 @@ class Launcher:
         self.args, self.log = args, log
         self.children: list[subprocess.Popen] = []
         self.stopping = threading.Event()
-        self.env = dict(os.environ)
-        self.env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
-                            str(fastdds_profile(args['dds_profile'])))
+        self.env = with_profile(os.environ, str(fastdds_profile(args['dds_profile'])))
 
     def _start(self, module: str, param_to_arg: dict[str, str], process: Process,
                default_name: str) -> subprocess.Popen:

@@ -4,10 +4,8 @@ hand the serialized frames to the intake, with the input QoS following the publi
 depth and camera_info for cameras with depth."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 
 from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
@@ -32,21 +30,6 @@ from yolo_trt_ros.ros.rcl_take import GID_BYTES
 # MessageInfo (publication sequence numbers) in subscription callbacks: rclpy of Iron on;
 # Humble's calls every callback with the message alone.
 WITH_MESSAGE_INFO = hasattr(Subscription, 'CallbackType')
-
-
-def fast_dds_3() -> bool:
-    """Whether this ROS ships Fast DDS 3 (Kilted on), where the detector's side alone can
-    receive a stock best-effort camera (dds_profile:=stock_cameras); with Jazzy's Fast DDS
-    2.14 that profile did not help (3-6 of 30 frames, bench/dds_receive.py)."""
-    distro = os.environ.get('ROS_DISTRO')
-    if distro:  # a sourced install
-        return distro not in ('humble', 'iron', 'jazzy')
-    for name in ('ros-rclpy', 'rclpy'):  # the pip route's wheel; rclpy 9 is Kilted's
-        try:
-            return int(metadata.version(name).split('.')[0]) >= 9
-        except (metadata.PackageNotFoundError, ValueError):
-            continue
-    return True
 
 
 def input_qos(reliable: bool, depth: int) -> QoSProfile:
@@ -267,8 +250,7 @@ class CameraInputs:
         cam.stats.lost += count
         if not self._lost_warned:
             self._lost_warned = True
-            fix = dds_loss_fix(detector_side=fast_dds_3(),
-                               reliable=bool(is_reliable(cam.subscription)))
+            fix = dds_loss_fix(reliable=bool(is_reliable(cam.subscription)))
             self.node.get_logger().warning(
                 f'{cam.topic}: {cam.stats.lost} frames lost in DDS before reaching the '
                 f'detector. Fix: {fix}')

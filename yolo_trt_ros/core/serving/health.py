@@ -10,6 +10,7 @@ from dataclasses import astuple, dataclass, field
 import numpy as np
 
 from yolo_trt_ros.core import defaults
+from yolo_trt_ros.core.dds import own_profile, profile_variable
 from yolo_trt_ros.core.files import config_file
 from yolo_trt_ros.core.serving.cameras import DepthProblem
 
@@ -166,34 +167,32 @@ RECEIVE_BUFFER = 33554432  # config/fastdds_stock_cameras.xml asks for this much
 
 
 def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MAX,
-                 detector_side: bool = True, reliable: bool = False) -> str:
+                 reliable: bool = False) -> str:
     """The commands that stop frames being lost in DDS, for the warning (issue 18, edge 7).
 
     A best-effort camera with stock Fast DDS loses most large frames to a reader that has
-    shared memory; with Fast DDS 3 (Kilted) the detector's side alone fixes that with
-    dds_profile:=stock_cameras (UDP with a receive buffer larger than a frame), as far as
-    net.core.rmem_max lets it (bench/dds_receive.py). With Jazzy's Fast DDS 2.14 it did not
-    help (detector_side False): only the fixes that change the camera are named.
+    shared memory; the detector's side alone fixes that with dds_profile:=stock_cameras
+    (UDP with a receive buffer larger than a frame), as far as net.core.rmem_max lets it
+    (bench/dds_receive.py; on Jazzy too since the profile is given in the variable its
+    Fast DDS 2 reads, core/dds.py).
     A reliable subscription loses a frame only where the camera's writer dropped it from its
     KEEP_LAST history before the detector acknowledged it (1080p frames back to back with
     depth 1 lost 13-19 of 20 on dev): the camera's history is the fix, not this side.
     """
     env = os.environ if env is None else env
     large = config_file(defaults.DDS_PROFILES['large_frames'])
-    camera_side = (f'start the camera with FASTDDS_DEFAULT_PROFILES_FILE={large} (shared '
+    camera_side = (f'start the camera with {profile_variable()}={large} (shared '
                    f'memory), or subscribe to its compressed topic (compressed:=true)')
     if reliable:
         return ("give the camera's publisher a deeper history (KEEP_LAST depth): it is "
                 'reliable, so it dropped these frames from its history before the detector '
                 f'acknowledged them. Or {camera_side}')
-    if not detector_side:
-        return camera_side
     stock = config_file(defaults.DDS_PROFILES['stock_cameras'])
-    using = env.get('FASTDDS_DEFAULT_PROFILES_FILE', '')
+    using = own_profile(env) or ''
     fixes = [] if using.endswith(stock.name) else [
         'restart the detector with dds_profile:=stock_cameras (ros2 launch yolo_trt_ros '
         'detect.launch.py dds_profile:=stock_cameras, or yolo-trt launch '
-        f'dds_profile:=stock_cameras; a node started alone: FASTDDS_DEFAULT_PROFILES_FILE={stock})']
+        f'dds_profile:=stock_cameras; a node started alone: {profile_variable()}={stock})']
     if env.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '').upper() == 'LOCALHOST':
         # rmw_fastrtps then sets the transports itself, over the profile's
         fixes.append('unset ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, which replaces the '

@@ -1,0 +1,45 @@
+"""Which Fast DDS this ROS ships, and the environment variable it reads its XML profile
+from: Fast DDS 3 (Kilted on) reads FASTDDS_DEFAULT_PROFILES_FILE, Fast DDS 2 (Humble,
+Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE. Setting the one the other reads does nothing:
+until 2026-12-06 the launch set only the first, and Jazzy's nodes ran on Fast DDS's
+defaults whatever dds_profile said (test/test_dds_profiles.py)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import metadata
+
+FAST_DDS_3_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+FAST_DDS_2_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
+PROFILE_VARIABLES = (FAST_DDS_3_VARIABLE, FAST_DDS_2_VARIABLE)
+
+
+def fast_dds_3() -> bool:
+    """Whether this ROS ships Fast DDS 3 (Kilted on): from a sourced install's ROS_DISTRO,
+    else from the pip route's rclpy wheel (rclpy 9 is Kilted's)."""
+    distro = os.environ.get('ROS_DISTRO')
+    if distro:
+        return distro not in ('humble', 'iron', 'jazzy')
+    for name in ('ros-rclpy', 'rclpy'):
+        try:
+            return int(metadata.version(name).split('.')[0]) >= 9
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return True
+
+
+def profile_variable() -> str:
+    """The variable this ROS's Fast DDS reads its profile from."""
+    return FAST_DDS_3_VARIABLE if fast_dds_3() else FAST_DDS_2_VARIABLE
+
+
+def own_profile(env: Mapping[str, str]) -> str | None:
+    """The profile env gives this Fast DDS, if any (rmw of Fast DDS 3 still reads the old
+    name, with a deprecation warning; Fast DDS 2 never reads the new one)."""
+    names = PROFILE_VARIABLES if fast_dds_3() else (FAST_DDS_2_VARIABLE,)
+    return next((env[name] for name in names if env.get(name)), None)
+
+
+def with_profile(env: Mapping[str, str], path: str) -> dict[str, str]:
+    """env with path as its Fast DDS profile, unless env already gives one."""
+    return dict(env) if own_profile(env) else {**env, profile_variable(): path}

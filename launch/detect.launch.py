@@ -37,6 +37,7 @@ from yolo_trt_ros.launch_args import (
     launch_plan,
     node_section,
     validate,
+    worker_note,
 )
 
 
@@ -112,7 +113,8 @@ def _nodes(context):
     dds = [] if own_profile(os.environ) else [SetEnvironmentVariable(
         profile_variable(),
         str(fastdds_profile(LaunchConfiguration('dds_profile').perform(context))))]
-    return [*dds, *builder_nodes,
+    note = worker_note(values['image_topic'], values['workers'])
+    return [*dds, *([LogInfo(msg=note)] if note else []), *builder_nodes,
             *(RegisterEventHandler(OnProcessExit(target_action=node,
                                                  on_exit=after_builder(builder.name)))
               for node, builder in zip(builder_nodes, builders, strict=True)),

@@ -373,6 +373,20 @@ def test_worker_plan_keeps_every_camera_on_its_topics(topics, workers, cores, ex
     assert launch_args.worker_plan(topics, workers, cores) == expected
 
 
+@pytest.mark.parametrize('topics,workers,said', [
+    ('image', '2', 'workers:=2 for 1 camera: starting 1 detector process (a worker serves '
+                   'whole cameras)'),
+    ('a,b', '3', 'workers:=3 for 2 cameras: starting 2 detector processes (a worker serves '
+                 'whole cameras)'),
+    ('a,b', '2', None), ('a,b,c', '2', None), ('image', 'auto', None), ('image', '1', None),
+])
+def test_more_workers_than_cameras_is_said(topics, workers, said):
+    """workers:=2 with one camera started one process without a word (helper's attack)."""
+    assert launch_args.worker_note(topics, workers) == said
+    assert len(launch_args.worker_plan(topics, workers, 8)) == min(
+        len(topics.split(',')), len(topics.split(',')) if workers == 'auto' else int(workers))
+
+
 def test_worker_plan_splits_depth_with_the_cameras():
     plan = launch_args.worker_plan('a/image,b/image,c/image', '2', 8,
                                    depth='a/depth,,c/depth', info=',,c/info')

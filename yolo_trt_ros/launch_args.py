@@ -249,6 +249,18 @@ def worker_plan(image_topic: str, workers: str, cores: int | None = None,
     return plan
 
 
+def worker_note(image_topic: str, workers: str) -> str | None:
+    """What the launch says where workers:=N asks for more processes than there are
+    cameras: a worker serves whole cameras, so it starts one per camera (auto picks as
+    many by design and is not said)."""
+    cameras = len(split_list(image_topic))
+    if workers == 'auto' or int(workers) <= cameras:
+        return None
+    return (f'workers:={workers} for {cameras} camera{"s" * (cameras != 1)}: starting '
+            f'{cameras} detector process{"es" * (cameras != 1)} (a worker serves whole '
+            f'cameras)')
+
+
 def device_list(text: str) -> list[int] | None:
     """'0,1' -> [0, 1]; None where text is not distinct non-negative integers."""
     items = [item.strip() for item in text.split(',')]

@@ -25,6 +25,7 @@ from yolo_trt_ros.launch_args import (
     launch_plan,
     node_section,
     validate,
+    worker_note,
 )
 
 STOP_TIMEOUT_S = 5.0
@@ -95,6 +96,9 @@ class Launcher:
         """Run the builder(s) to their end (one per GPU used, in parallel), then start the
         detector(s). 0 when they run."""
         builders, detectors = plan or self.plan()
+        note = worker_note(self.args['image_topic'], self.args['workers'])
+        if note:
+            self.log(f'yolo-trt launch: {note}')
         started = [(b.name, self._start('yolo_trt_ros.ros.builder_node', BUILDER_FROM_ARGS,
                                         b, 'engine_builder')) for b in builders]
         failed = [(name, rc) for name, rc in ((n, p.wait()) for n, p in started) if rc != 0]

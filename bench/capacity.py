@@ -328,6 +328,11 @@ def main() -> int:
         return 0
     if args.bag:
         topics, bag_topics, args.compressed, args.size = bag_plan(args)
+    n_pub = args.publishers or max(1, min(args.cameras, (os.cpu_count() or 2) // 2))
+    if args.phase == 'spread' and not args.bag and n_pub < args.cameras:
+        raise SystemExit(f'capacity.py: --phase spread staggers publisher processes, and '
+                         f'{n_pub} for {args.cameras} cameras would send some at once: '
+                         f'--publishers {args.cameras}')
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -368,7 +373,6 @@ def main() -> int:
                        if k in COUNTERS} for name, status in latest.items()}
 
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
-    n_pub = args.publishers or max(1, min(args.cameras, (os.cpu_count() or 2) // 2))
     if args.bag:  # one process keeps the cameras' recorded timing relative to each other
         n_pub, groups = 1, [topics]
         commands = [[sys.executable, __file__, '--publish-bag', args.bag, '--seconds',
@@ -395,9 +399,10 @@ def main() -> int:
     finally:
         # a publisher that reported and still runs is stuck in rclpy's shutdown (seen on
         # the GPU host): its frames are counted, so it is ended and said, not a failure
-        lingering = sum(p.kill() for p in pubs)
+        ended = [p.kill() for p in pubs]
         stop(det)
-    if any(p.proc.returncode > 0 for p in pubs):
+    lingering = sum(ended)
+    if any(p.proc.returncode and not by_us for p, by_us in zip(pubs, ended, strict=True)):
         raise SystemExit(f'capacity.py: publishers exited {[p.proc.returncode for p in pubs]}')
     published = sum(r.get('published', r.get('published_per_camera', 0) * len(g))
                     for r, g in zip(reports, groups, strict=True))

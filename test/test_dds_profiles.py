@@ -11,20 +11,25 @@ Fast DDS applies the queue: a listening process's port file grows from 0.05 MB t
 (/dev/shm/fastdds_port*, seen by hand)."""
 from __future__ import annotations
 
+import json
 import math
 import os
-import re
 import select
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from importlib import metadata
 
 import pytest
 
 from yolo_trt_ros import launch_args
 from yolo_trt_ros.core import defaults
-from yolo_trt_ros.core.dds import PROFILE_VARIABLES
+from yolo_trt_ros.core.dds import (
+    FAST_DDS_2_VARIABLE,
+    FAST_DDS_3_VARIABLE,
+    PROFILE_VARIABLES,
+    profile_variable,
+)
 from yolo_trt_ros.launch_args import SHM_PORT_QUEUE_DEFAULT, fastdds_profile, shm_port_queue
 
 FRAGMENT = 65500 - 500  # bytes of a frame per fragment: UDP's message, less RTPS headers
@@ -58,31 +63,27 @@ def test_the_port_queue_is_read_as_fast_dds_reads_it(tmp_path, monkeypatch):
 
 
 PROBE = """
-import sys
+import json, os, re, sys
 import rclpy
 rclpy.init()
 node = rclpy.create_node('profile_probe')
-print('up', flush=True)
+# this process's own shared-memory segments (other processes' appear in /dev/shm too)
+paths = {line.split()[-1] for line in open('/proc/self/maps')
+         if re.search(r'/dev/shm/fast(dds|rtps)_[0-9a-f]{16}$', line)}
+print(json.dumps(sorted(os.stat(p).st_size for p in paths)), flush=True)
 sys.stdin.read()  # until the test closes it
 """
-SHM = Path('/dev/shm')
-# A participant's shared-memory segment: a new name each time (its port files are not:
-# a port number is reused, and a stale file of it is opened as it is, so they cannot tell)
-SEGMENT = re.compile(r'fast(dds|rtps)_[0-9a-f]{16}$')
 
 
 def segment_sizes_of_a_node(env: dict[str, str]) -> list[int]:
-    """The shared-memory segments (bytes) that appear while a real rclpy node runs in a
-    process with env, as its Fast DDS made them from the profile it read, or from its
-    defaults (0.5 MB)."""
-    before = set(os.listdir(SHM))
+    """The shared-memory segments (bytes) a real rclpy node maps in a process with env,
+    as its Fast DDS made them from the profile it read, or from its defaults (0.5 MB)."""
     with subprocess.Popen([sys.executable, '-c', PROBE], env=env, stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True) as proc:
         try:
             ready = select.select([proc.stdout], [], [], 60)[0]
-            assert ready and proc.stdout.readline() == 'up\n', 'the probe node did not start'
-            return [(SHM / name).stat().st_size for name in os.listdir(SHM)
-                    if name not in before and SEGMENT.match(name)]
+            assert ready, 'the probe node did not start in 60 s'
+            return json.loads(proc.stdout.readline())
         finally:
             proc.stdin.close()
             if proc.wait(timeout=30) != 0:
@@ -105,3 +106,14 @@ def test_the_launchers_nodes_read_the_profile_on_this_fast_dds(monkeypatch):
     assert stock and max(stock) < 2**20, stock  # Fast DDS's own: 0.5 MB
     ours = segment_sizes_of_a_node(Launcher(parse_assignments([])).env)
     assert ours and min(ours) >= 64 * 2**20, ours
+
+
+def test_the_pip_routes_rclpy_decides_over_a_stale_ros_distro(monkeypatch):
+    """In a pip-route venv ROS_DISTRO comes from the user's shell and may name another
+    install: the venv's own rclpy wheel says which Fast DDS its nodes load."""
+    try:
+        major = int(metadata.version('ros-rclpy').split('.')[0])
+    except metadata.PackageNotFoundError:
+        pytest.skip('a sourced ROS install: ROS_DISTRO is its own')
+    monkeypatch.setenv('ROS_DISTRO', 'jazzy' if major >= 9 else 'kilted')
+    assert profile_variable() == (FAST_DDS_3_VARIABLE if major >= 9 else FAST_DDS_2_VARIABLE)

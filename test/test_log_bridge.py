@@ -1,6 +1,7 @@
 """The core's Python log records reach a node's rclpy logger (ros/log_bridge.py), with a
 real rclpy logger: rcutils prints them on stderr, which capfd reads at the descriptor."""
 import logging
+import re
 import uuid
 
 import pytest
@@ -35,8 +36,9 @@ def test_records_of_every_level_reach_rcutils_one_after_another(routed, capfd):
     err = capfd.readouterr().err
     for round_ in range(2):
         for severity, letter in (('WARN', 'w'), ('INFO', 'i'), ('ERROR', 'e'), ('DEBUG', 'd'),
-                                 ('ERROR', 'c')):
-            assert f'[{severity}]' in err and f'[{routed}]: {letter}{round_}' in err, err
+                                 ('ERROR', 'c')):  # each record on its line, at its level
+            assert re.search(rf'^\[{severity}\] \[[^]]*\] \[{routed}\]: {letter}{round_}$',
+                             err, re.M), err
 
 
 def test_a_failing_ros_logger_does_not_raise_into_the_core(capfd):

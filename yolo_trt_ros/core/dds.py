@@ -15,17 +15,24 @@ PROFILE_VARIABLES = (FAST_DDS_3_VARIABLE, FAST_DDS_2_VARIABLE)
 
 
 def fast_dds_3() -> bool:
-    """Whether this ROS ships Fast DDS 3 (Kilted on): from a sourced install's ROS_DISTRO,
-    else from the pip route's rclpy wheel (rclpy 9 is Kilted's)."""
+    """Whether this ROS ships Fast DDS 3 (Kilted on): from the pip route's rclpy wheel
+    (rclpy 9 is Kilted's) where there is one, since ROS_DISTRO in that venv's shell may
+    name another install; else from a sourced install's ROS_DISTRO."""
+    major = _major('ros-rclpy')
+    if major is not None:
+        return major >= 9
     distro = os.environ.get('ROS_DISTRO')
     if distro:
         return distro not in ('humble', 'iron', 'jazzy')
-    for name in ('ros-rclpy', 'rclpy'):
-        try:
-            return int(metadata.version(name).split('.')[0]) >= 9
-        except (metadata.PackageNotFoundError, ValueError):
-            continue
-    return True
+    major = _major('rclpy')
+    return True if major is None else major >= 9
+
+
+def _major(distribution: str) -> int | None:
+    try:
+        return int(metadata.version(distribution).split('.')[0])
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
 
 
 def profile_variable() -> str:

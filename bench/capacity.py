@@ -45,9 +45,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import camera_jpeg, environment, inference, spin_while, stop, workdir
 
-from yolo_trt_ros.core.dds import PROFILE_VARIABLES, profile_variable
+from yolo_trt_ros.core.dds import PROFILE_VARIABLES, with_profile
 from yolo_trt_ros.core.defaults import DDS_PROFILE, DDS_PROFILES
-from yolo_trt_ros.core.serving.health import RMEM_MAX
+from yolo_trt_ros.core.serving.health import rmem_max
 from yolo_trt_ros.launch_args import fastdds_profile, shm_port_queue
 
 # Why frames were lost before the node, as its diagnostics count them: the QoS event, gaps
@@ -339,8 +339,7 @@ def main() -> int:
     from rclpy.node import Node
 
     tmp = workdir()
-    env = environment(profile=True)
-    env[profile_variable()] = str(fastdds_profile(args.dds_profile))
+    env = with_profile(environment(profile=False), str(fastdds_profile(args.dds_profile)))
     os.environ.update({k: v for k, v in env.items() if k in PROFILE_VARIABLES})
     if not args.bag:
         topics = [f'cam{i}/image' for i in range(args.cameras)]
@@ -432,7 +431,7 @@ def main() -> int:
               # what decides a loss in DDS: the profile, its shared-memory port queue, and
               # the kernel's cap on a UDP receive buffer
               'dds': {'profile': args.dds_profile, 'shm_port_queue': shm_port_queue(
-                  args.dds_profile), 'rmem_max': int(Path(RMEM_MAX).read_text()),
+                  args.dds_profile), 'rmem_max': rmem_max(),
                   # LOCALHOST: rmw_fastrtps sets the transports itself, over the profile's
                   'discovery_range': os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')},
               **({'bag': Path(args.bag).name} if args.bag else {}),

@@ -26,6 +26,7 @@ from common import null_model
 
 from yolo_trt_ros.benchmarks.stages import machine_info
 from yolo_trt_ros.core.dds import PROFILE_VARIABLES, profile_variable
+from yolo_trt_ros.core.serving.health import rmem_max
 
 REPO = Path(__file__).resolve().parents[1]
 LARGE_FRAMES = REPO / 'config' / 'fastdds_large_frames.xml'
@@ -89,10 +90,6 @@ def profile(body: str) -> str:
   </participant>
 </profiles>
 """
-
-
-def rmem_max() -> int:
-    return int(Path('/proc/sys/net/core/rmem_max').read_text())
 
 
 def variants(directory: Path) -> dict[str, Path | None]:

@@ -183,10 +183,12 @@ def _check_names(values: dict[str, str]) -> None:
     for name in ('image_topic', 'depth_topic', 'camera_info_topic'):
         entries = [t.strip() for t in values[name].split(',')] if values[name].strip() else []
         for topic in entries:
-            # depth and camera_info entries' names are per_camera's to judge (validate)
-            why = ('it has {}' if set(topic) & set('{}') else
-                   None if name != 'image_topic' else
-                   topic_name_error(topic) if topic else 'an entry is empty')
+            if set(topic) & set('{}'):
+                why = 'it has {}'
+            elif name != 'image_topic':
+                continue  # depth and camera_info entries' names are per_camera's (validate)
+            else:
+                why = topic_name_error(topic) if topic else 'an entry is empty'
             if why:
                 raise ValueError(f"launch argument {name}: '{values[name]}' is not a topic "
                                  f'name per camera ({why}; letters, digits, _ and /, not '

@@ -6,6 +6,7 @@ import os
 import time
 from collections import deque
 from dataclasses import astuple, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -166,6 +167,14 @@ RMEM_MAX = '/proc/sys/net/core/rmem_max'
 RECEIVE_BUFFER = 33554432  # config/fastdds_stock_cameras.xml asks for this much
 
 
+def rmem_max(path: str = RMEM_MAX) -> int | None:
+    """The kernel's cap on a UDP receive buffer (bytes); None where it cannot be read."""
+    try:
+        return int(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MAX,
                  reliable: bool = False) -> str:
     """The commands that stop frames being lost in DDS, for the warning (issue 18, edge 7).
@@ -197,13 +206,10 @@ def dds_loss_fix(env: dict[str, str] | None = None, rmem_max_path: str = RMEM_MA
         # rmw_fastrtps then sets the transports itself, over the profile's
         fixes.append('unset ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, which replaces the '
                      "profile's transports")
-    try:
-        rmem_max = int(open(rmem_max_path).read())
-    except (OSError, ValueError):
-        rmem_max = None
-    if rmem_max is not None and rmem_max < RECEIVE_BUFFER:
+    limit = rmem_max(rmem_max_path)
+    if limit is not None and limit < RECEIVE_BUFFER:
         fixes.append(f'let the receive buffer hold a frame: sudo sysctl -w '
-                     f'net.core.rmem_max={RECEIVE_BUFFER} (now {rmem_max})')
+                     f'net.core.rmem_max={RECEIVE_BUFFER} (now {limit})')
     return f"{'; '.join(fixes)}. Or {camera_side}" if fixes else camera_side
 
 

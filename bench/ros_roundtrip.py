@@ -20,7 +20,9 @@ Frames are published pre-serialized (the same bytes each time, the stamp patched
 the publisher's side costs the same for every receiver. Beside the detector, in the same
 run and on the same bytes, a bare echo (another process: raw subscription with the
 detector's QoS, answers at once with a Detection2DArray carrying the frame's stamp)
-measures the floor: what rclpy and the transport cost on that machine that day. Rows:
+measures the floor: what rclpy and the transport cost on that machine that day. Answers
+(the node's and the echo's) are timed on arrival, from their raw bytes; the time a Python
+subscriber then spends deserializing them is reported beside the RTT, not in it. Rows:
 answered (of every frame sent, the first ones included), RTT after the warm-up frames,
 the floor's, the in-process pipeline, what ROS adds to it (RTT - in-process) and what the
 node adds over the floor (RTT - in-process - floor); the node's own counters (frames in,
@@ -45,6 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     STAMP_NANOSEC,
+    answer_taker,
     camera_jpeg,
     environment,
     inference,
@@ -62,7 +65,10 @@ CASES = ((480, 640, False), (720, 1280, False), (1080, 1920, False), (1080, 1920
 # whether their in-process run kept the round trip's pace (see in_process_ms()): earlier
 # runs did neither, which inflated their floor for raw frames and made their in-process
 # figure too low.
-METHOD = {'echo_holds_frame': True, 'in_process_paced': True}
+# And whether the answers were timed on arrival, before the benchmark deserialized them
+# (bench/common.py answer_taker): earlier runs timed them after, which put the benchmark's
+# own Python conversion of the node's 20 detections (about 1 ms) into the node's figures.
+METHOD = {'echo_holds_frame': True, 'in_process_paced': True, 'answers_timed_raw': True}
 
 
 def in_process_ms(params: dict, env: dict, h: int, w: int, jpeg: bytes | None,
@@ -159,9 +165,10 @@ def echo(topic: str, answer: str, compressed: bool) -> None:
 
 
 def round_trips(node, pub, frame: bytearray, frames: int, rate: float, warm: int,
-                got: dict[int, float]) -> dict:
-    """Publish warm + frames stamped 1.. at rate, spinning node for the answers (into got);
-    the answered count of every frame sent, RTTs after the warm-up, publish call times."""
+                got: dict[int, float], deserialize_ms: list[float]) -> dict:
+    """Publish warm + frames stamped 1.. at rate, spinning node for the answers (into got,
+    their deserialization times into deserialize_ms); the answered count of every frame
+    sent, RTTs after the warm-up, publish call times."""
     spin_while(node, lambda: pub.get_subscription_count() == 0, 60)
     sent: dict[int, float] = {}
     publish_ms: list[float] = []
@@ -185,7 +192,9 @@ def round_trips(node, pub, frame: bytearray, frames: int, rate: float, warm: int
             'sent_caught_up': caught_up,
             'p50': round(float(np.median(rtt)), 2) if len(rtt) else None,
             'p99': round(float(np.percentile(rtt, 99)), 2) if len(rtt) else None,
-            'publish_ms': round(float(np.median(publish_ms[warm:])), 2)}
+            'publish_ms': round(float(np.median(publish_ms[warm:])), 2),
+            'deserialize_ms': round(float(np.median(deserialize_ms)), 3)
+            if deserialize_ms else None}
 
 
 def child(profile: bool, frames: int, rate: float, cases=CASES) -> list[dict]:
@@ -211,11 +220,12 @@ def child(profile: bool, frames: int, rate: float, cases=CASES) -> list[dict]:
         measured = {}
         for who in ('floor', 'node'):
             got: dict[int, float] = {}
+            deserialize_ms: list[float] = []
             answer = f'{topic}_echo/detections' if who == 'floor' else 'detections'
             sub = node.create_subscription(  # one camera: the detector answers on `detections`
                 Detection2DArray, answer,
-                lambda m, got=got: got.setdefault(m.header.stamp.nanosec, time.perf_counter()),
-                frames + warm)
+                answer_taker(got, deserialize_ms, lambda sec, nanosec: nanosec),
+                frames + warm, raw=True)
             diags: list = []
             diag_sub = node.create_subscription(DiagnosticArray, '/diagnostics', diags.append,
                                                 10)
@@ -232,7 +242,8 @@ def child(profile: bool, frames: int, rate: float, cases=CASES) -> list[dict]:
                                    'compressed': compressed, 'publish_annotated': False},
                                   env, tmp / f'{topic}.log')
             try:
-                measured[who] = round_trips(node, pub, frame, frames, rate, warm, got)
+                measured[who] = round_trips(node, pub, frame, frames, rate, warm, got,
+                                            deserialize_ms)
                 if who == 'node':  # one more diagnostics message with every frame in it
                     spin_while(node, lambda: True, 2)
                     measured['counters'] = node_counters(diags)
@@ -265,6 +276,9 @@ def row(profile: bool, h: int, w: int, compressed: bool, measured: dict,
            'floor_answered': floor['answered'], 'floor_unmatched': floor.get('unmatched'),
            'floor_p50_ms': floor['p50'],
            'floor_p99_ms': floor['p99'], 'in_process_ms': round(inproc, 2),
+           # Not in the RTTs: what a Python subscriber pays to deserialize each answer.
+           'answer_deserialize_p50_ms': rt['deserialize_ms'],
+           'floor_answer_deserialize_p50_ms': floor['deserialize_ms'],
            'node_counters': {k: int(v) for k, v in counters.items() if '_ms.' not in k},
            'breakdown_p50_ms': {'publish call': rt['publish_ms'],
                                 'node: wait for the worker': counters.get('queue_ms.p50')}}
@@ -307,8 +321,10 @@ def child_bag(profile: bool, frames: int, bag: str, topics: list[str]) -> list[d
     rclpy.init()
     node = Node('roundtrip_bench_bag')
     got: dict[tuple[int, int], float] = {}
-    node.create_subscription(Detection2DArray, 'detections', lambda m: got.setdefault(
-        (m.header.stamp.sec, m.header.stamp.nanosec), time.perf_counter()), 50)
+    deserialize_ms: list[float] = []
+    node.create_subscription(Detection2DArray, 'detections',
+                             answer_taker(got, deserialize_ms, lambda *stamp: stamp), 50,
+                             raw=True)
     pub = node.create_publisher(CompressedImage if cam.compressed else Image, cam.topic,
                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
     spin_while(node, lambda: pub.get_subscription_count() == 0, 60)
@@ -330,7 +346,9 @@ def child_bag(profile: bool, frames: int, bag: str, topics: list[str]) -> list[d
            'delivered': f'{len(rtt)}/{len(sent)}',
            'roundtrip_p50_ms': round(float(np.median(rtt)), 2) if len(rtt) else None,
            'roundtrip_p99_ms': round(float(np.percentile(rtt, 99)), 2) if len(rtt) else None,
-           'in_process_ms': None, 'breakdown_p50_ms': {}}
+           'in_process_ms': None, 'breakdown_p50_ms': {},
+           'answer_deserialize_p50_ms': round(float(np.median(deserialize_ms)), 3)
+           if deserialize_ms else None}
     print(json.dumps(row), flush=True)
     return [row]
 

@@ -171,47 +171,68 @@ def stages() -> str:
 
 
 # The marks of round-trip runs from before the method's fixes, and their footnotes.
-FREED, PACED = ' †', ' ‡'
+FREED, PACED, CONVERTED, LOCAL = ' †', ' ‡', ' §', ' ¶'
 ROUNDTRIP_MARKS = {
     FREED: 'The echo of that run freed each raw frame in its callback and paid for fresh '
           'memory pages on the next: its floor is too high, and the node\'s figure over it '
           'is left out.',
     PACED: 'The in-process run of that run went back to back on one frame, faster than the '
           'same work at the round trip\'s pace: "ROS adds" and "over the echo" are too high '
-          'by the difference.'}
+          'by the difference.',
+    CONVERTED: 'That run timed each answer after the benchmark had deserialized it in Python: '
+               'the node\'s 20 detections take 1.3-2.1 ms to convert, the echo\'s empty answer '
+               '0.1-0.2 ms (the last column of later runs), so its RTT, "ROS adds" and "over '
+               'the echo" are too high by about the difference.',
+    LOCAL: 'That run had ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (bench/device_env.sh set it '
+           'until 2026-12-06): rmw_fastrtps set the transports itself, over the profile\'s '
+           '(stock rows: over Fast DDS\'s defaults).'}
+ROUNDTRIP_RUNS = (('roundtrip_dev', 'dev'), ('roundtrip_dev_answers_raw', 'dev'),
+                  ('roundtrip_h200_host', 'H200 host'),
+                  ('roundtrip_jpeg_h100_host', 'H100 host'), ('roundtrip_h100_host', 'H100 host'),
+                  ('roundtrip_jpeg_h100_host_second_run', 'H100 host'),
+                  ('roundtrip_jpeg_h100_host_third_run', 'H100 host'),
+                  ('roundtrip_jpeg_h100_host_second_machine', 'another H100 host'),
+                  ('roundtrip_raw_h100_host_second_machine', 'another H100 host'))
 
 
 def roundtrip() -> str:
     """Each machine's round trips beside the bare echo of the same bytes in the same run
-    (runs before issue 21 had no echo, and counted answers after the warm-up frames only)."""
-    rows, notes = [], set()
-    for name, label in (('roundtrip_dev', 'dev'), ('roundtrip_h200_host', 'H200 host'),
-                        ('roundtrip_jpeg_h100_host', 'H100 host')):
+    (runs before issue 21 had no echo, and counted answers after the warm-up frames only).
+    Runs before the method's fixes (bench/ros_roundtrip.py METHOD) are shown, marked."""
+    rows, notes, heads = [], set(), {}
+    for name, label in ROUNDTRIP_RUNS:
         run = load(name)
-        # Runs before the method's fixes (bench/ros_roundtrip.py METHOD) are shown, marked:
-        # an echo that freed each raw frame at once paid for fresh memory pages on the next
-        # (its floor too high, the node's figure over it left out), and an in-process run
-        # back to back was faster than the same work at the round trip's pace.
+        heads.setdefault(label, []).append(machine(name))
         paced = '' if run.get('in_process_paced') else PACED
+        converted = '' if run.get('answers_timed_raw') else CONVERTED
+        local = LOCAL if run.get('discovery_range') == 'LOCALHOST' or (
+            run['machine']['gpu'] and not run.get('answers_timed_raw')) else ''
         for r in run['results']:
             freed = '' if run.get('echo_holds_frame') or 'JPEG' in r.get('input', '') \
                 or 'floor_p50_ms' not in r else FREED
-            notes |= {m for m in (freed, paced) if m}
+            notes |= {m for m in (freed, paced, converted, local) if m}
             floor = (f"{ms(r['floor_p50_ms'])} / {ms(r['floor_p99_ms'])} "
                      f"({r['floor_answered']}){freed}" if 'floor_p50_ms' in r else 'not run')
-            rows.append([label, r['transport'], r.get('input', r.get('size')),
+            convert = (f"{ms(r['answer_deserialize_p50_ms'])} / "
+                       f"{ms(r['floor_answer_deserialize_p50_ms'])}"
+                       if r.get('answer_deserialize_p50_ms') is not None else '–')
+            rows.append([f"{label}, {run['machine']['date'][5:16]}",
+                         r['transport'] + local, r.get('input', r.get('size')),
                          r.get('answered', r.get('delivered')),
-                         f"{ms(r['roundtrip_p50_ms'])} / {ms(r['roundtrip_p99_ms'])}",
-                         floor, ms(r['in_process_ms']) + paced,
-                         ms(r.get('ros_adds_ms')) + paced,
-                         '–' + freed if freed else ms(r.get('over_floor_ms')) + paced])
+                         f"{ms(r['roundtrip_p50_ms'])} / {ms(r['roundtrip_p99_ms'])}"
+                         + converted, floor, ms(r['in_process_ms']) + paced,
+                         ms(r.get('ros_adds_ms')) + paced + converted,
+                         '–' + freed if freed else
+                         ms(r.get('over_floor_ms')) + paced + converted, convert])
     note = ''.join(f'\n{mark.strip()} {text}\n' for mark, text in ROUNDTRIP_MARKS.items()
                    if mark in notes)
-    return (f"dev: {machine('roundtrip_dev')}; H200 host: {machine('roundtrip_h200_host')}; "
-            f"H100 host (JPEG only): {machine('roundtrip_jpeg_h100_host')}.\n\n"
-            + table(['machine', 'transport', 'input', 'answered', 'RTT p50 / p99 ms',
-                     'bare echo p50 / p99 ms (answered)', 'in-process ms', 'ROS adds ms',
-                     'over the echo ms'], rows) + note)
+    head = '; '.join(f"{label}: {', '.join(dict.fromkeys(m))}" for label, m in heads.items())
+    return (f'{head}.\n\n'
+            + table(['machine, run (UTC)', 'transport', 'input', 'answered',
+                     'RTT p50 / p99 ms', 'bare echo p50 / p99 ms (answered)', 'in-process ms',
+                     'ROS adds ms', 'over the echo ms',
+                     'answer deserialized in Python, node / echo p50 ms (not in the RTT)'],
+                    rows) + note)
 
 
 def ab_rounds(name: str, what: str) -> str:
@@ -319,10 +340,11 @@ def gpu_path() -> str:
                 ('pinned, 2 threads + upload + kernel', f'{pinned}2 threads'),
                 ('pinned, 4 threads + upload + kernel', f'{pinned}4 threads'))
     rows, heads = [], []
-    for name in ('gpu_path_h100_host', 'gpu_path_h200_host'):
+    for name in ('gpu_path_h100_host', 'gpu_path_h100_host_dec06', 'gpu_path_h200_host'):
         run = load(name)
         heads.append(f"{machine(name)}: `{run['command']}`; {run['commit']}.")
-        gpu = run['machine']['gpu'].replace('NVIDIA ', '').split()[0]
+        gpu = (run['machine']['gpu'].replace('NVIDIA ', '').split()[0]
+               + f" {run['machine']['date'][5:10]}")
         for size in ('640x480', '1280x720', '1920x1080'):
             for r in run['runs']:
                 cells = []

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -79,7 +80,6 @@ def in_process_ms(params: dict, env: dict, h: int, w: int, jpeg: bytes | None,
     work took about half as long on the dev machine (bench/results/roundtrip_dev.json
     before and after: 1.13 against 2.11 ms at 640x480 with the profile), which made the
     node look slower than its own pipeline."""
-    import os
 
     from yolo_trt_ros.core.image.buffers import view_image
     from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
@@ -402,7 +402,10 @@ def main() -> int:
         from yolo_trt_ros.benchmarks.stages import machine_info
         Path(args.json).write_text(json.dumps(
             {'machine': machine_info(), 'frames': args.frames, 'rate_hz': args.rate,
-             'warm_up_frames': 20, **METHOD, 'results': rows}, indent=2))
+             'warm_up_frames': 20, **METHOD,
+             # LOCALHOST: rmw_fastrtps sets the transports itself, over the profile's
+             'discovery_range': os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE'),
+             'results': rows}, indent=2))
     return 0
 
 

@@ -123,6 +123,28 @@ def test_a_tracker_config_that_is_a_pipe_is_one_line_at_once(bus_jpg, tmp_path):
         f'yolo-trt: --tracker-config: file {pipe} is not a regular file (a pipe or a device)']
 
 
+def test_track_says_a_video_ended_before_its_last_frame(bus_jpg, tmp_path):
+    """A video cut short (a copy interrupted, a recording whose camera lost power) still
+    opens, and its reader just stops early: track said nothing and exited 0, as if every
+    frame had been tracked. The frames that were read are kept; one line names the video
+    and how far it got, and the exit status is 1, as for any input that failed."""
+    frames = pan_frames(bus_jpg, tmp_path / 'pan', 8)
+    video = tmp_path / 'cut.avi'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (720, 850))
+    assert writer.isOpened()
+    for path in frames:
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    video.write_bytes(video.read_bytes()[:int(video.stat().st_size * 0.6)])
+    proc = run_cli('track', str(video), '--json', '--backend', 'onnxruntime')
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert 0 < len(doc) < len(frames) and [f['frame'] for f in doc] == list(range(len(doc)))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
+    assert errors == [f'yolo-trt: {video}: the video ended after {len(doc)} of its '
+                      f'{len(frames)} frames (cut short or corrupt)'], proc.stderr
+
+
 def test_track_reports_a_bad_frame_in_one_line_and_goes_on(bus_jpg, tmp_path):
     frames = pan_frames(bus_jpg, tmp_path / 'pan', 3)
     frames[1].write_bytes(b'\x89PNG broken')

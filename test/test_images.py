@@ -164,3 +164,37 @@ def test_to_bgr_restores_bgr(encoding):
     out = to_bgr(view)
     expected = np.repeat(RGB[:, :, :1], 3, axis=2) if encoding == 'mono8' else bgr
     np.testing.assert_array_equal(out, expected)
+
+
+def _video(path, frames: int) -> None:
+    fourcc = {'.avi': 'MJPG', '.mp4': 'mp4v', '.mkv': 'mp4v'}[path.suffix]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (64, 48))
+    assert writer.isOpened(), path
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+
+
+@pytest.mark.parametrize('suffix', ['.avi', '.mp4', '.mkv'])
+def test_a_whole_video_reads_every_frame_and_no_error(tmp_path, suffix):
+    """Matroska stores no frame count (FFmpeg estimates one from the duration): a whole
+    file of each container must not be taken for one cut short."""
+    from yolo_trt_ros.core.image.sources import frames_of
+
+    _video(tmp_path / f'v{suffix}', 12)
+    got = list(frames_of([str(tmp_path / f'v{suffix}')]))
+    assert len(got) == 12 and not any(isinstance(image, ImageError) for _, image in got)
+
+
+@pytest.mark.parametrize('suffix', ['.avi', '.mkv'])
+def test_a_video_cut_short_ends_with_an_error_after_its_frames(tmp_path, suffix):
+    from yolo_trt_ros.core.image.sources import frames_of
+
+    path = tmp_path / f'v{suffix}'
+    _video(path, 12)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size * 3 // 4])
+    *frames, (name, last) = frames_of([str(path)])
+    assert 0 < len(frames) < 12 and name == str(path)
+    assert isinstance(last, ImageError) and last.cause == 'read'
+    assert str(last) == (f'{path}: the video ended after {len(frames)} of its 12 frames '
+                         '(cut short or corrupt)')

@@ -70,16 +70,28 @@ def frames_of(inputs: list[str], max_pixels: int | None = None
                 yield name, exc
 
 
+# Frames a container may declare beyond those it has without being damaged: where it
+# stores no count (Matroska, WebM), FFmpeg estimates one from the duration and the rate.
+COUNT_SLACK = 1
+
+
 def _video(item: str) -> Iterator[tuple[str, ImageView | ImageError]]:
+    """The video's frames; after the last one read, an ImageError where the container
+    declared more (a file cut short still opens, and its reader just stops early)."""
     capture = cv2.VideoCapture(item)
     if not capture.isOpened():
         yield item, ImageError(f'cannot open {item} as an image or a video', 'read')
         return
     try:
+        declared, read = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0
         while True:
             ok, frame = capture.read()
             if not ok:
-                return
+                break
+            read += 1
             yield item, ImageView(frame, BGR)
     finally:
         capture.release()
+    if read < declared - COUNT_SLACK:
+        yield item, ImageError(f'{item}: the video ended after {read} of its {declared} '
+                               'frames (cut short or corrupt)', 'read')

@@ -282,6 +282,59 @@ def test_an_output_that_cannot_be_written_part_way_is_one_line_and_removed(
     assert not out.exists()
 
 
+# The real command in a child process whose BagRun signals itself after its second batch
+# (a signal's timing from outside cannot be made deterministic); CLOSING_CTRL_C also
+# presses Ctrl-C again when the bag starts closing.
+SIGNALLED_RUN = """
+import os, signal, sys
+from rosbags.rosbag2 import Writer
+from yolo_trt_ros import cli
+from yolo_trt_ros.bags.run import BagRun
+flush, batches, SIGNAL = BagRun._flush, [], getattr(signal, sys.argv.pop(1))
+def signalled(self, *args):
+    flush(self, *args)
+    batches.append(1)
+    if len(batches) == 2:
+        os.kill(os.getpid(), SIGNAL)
+BagRun._flush = signalled
+if os.environ.get('CLOSING_CTRL_C'):
+    close = Writer.close
+    def pressed_again(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        close(self)
+    Writer.close = pressed_again
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+@pytest.mark.parametrize('signal_name,again,status,said', [
+    ('SIGTERM', False, 143, 'stopped by SIGTERM'),
+    ('SIGINT', True, 130, 'stopped by Ctrl-C')])
+def test_a_stopped_run_leaves_a_whole_bag(storage, signal_name, again, status, said, frames,
+                                          tmp_path):
+    """Helper's findings: SIGTERM (`timeout`, `docker stop`, systemd) killed the command
+    mid-write and left a bag without its metadata, which no reader opens; and a second
+    Ctrl-C while the bag was closing removed the whole bag, what was done included. SIGTERM
+    now stops it as Ctrl-C does (exit 128 + 15), and signals wait while the bag closes."""
+    import os
+
+    src = write_bag(tmp_path / 'rec', storage, bag_messages(frames))
+    out = tmp_path / 'out'
+    env = {**os.environ, **({'CLOSING_CTRL_C': '1'} if again else {})}
+    proc = subprocess.run([sys.executable, '-c', SIGNALLED_RUN, signal_name, 'bag', str(src),
+                           '--out', str(out), '--backend', 'onnxruntime'],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == status, (proc.returncode, proc.stderr)
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
+    assert len(errors) == 1 and errors[0].startswith(f'yolo-trt: {said}: {out} holds the '
+                                                     'first '), proc.stderr
+    served = int(errors[0].split('holds the first ')[1].split()[0])
+    assert 0 < served < len(frames)
+    assert len(detections_of(out)) == served  # the bag opens, with every frame said
+
+
 def test_tracking_gives_the_ids_of_yolo_trt_track(bus_jpg, tmp_path):
     """A panning camera: the bag's ids (Detection2D.id) are `yolo-trt track`'s on the same
     frames, since both run the node's tracker."""

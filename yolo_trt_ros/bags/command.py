@@ -3,18 +3,18 @@
 Everything about the bag and the output path is checked before the model is opened, so a
 mistake costs no model load. Exit status as `yolo-trt detect`: 2 for bad input (one line,
 nothing written), 1 when frames were refused or messages the bag lists could not be read
-(the bag is still written, without them), 130 when stopped by Ctrl-C (the bag holds what
-was done), else 0.
+(the bag is still written, without them), 130 when stopped by Ctrl-C and 143 by SIGTERM
+(the bag holds what was done, closed whole: bags/stopping.py), else 0.
 """
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from yolo_trt_ros.bags.progress import Progress
 from yolo_trt_ros.bags.run import BagRun, Summary, check_output, default_output, frame_total
 from yolo_trt_ros.bags.source import Camera, cameras, open_bag, unread, with_depth
+from yolo_trt_ros.bags.stopping import NAMES
 from yolo_trt_ros.core.errors import YoloTrtError
 from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
 from yolo_trt_ros.core.runtime.detector import Detector
@@ -39,7 +39,7 @@ def run_bag(src: Path, out: Path | None, topics: Sequence[str],
                     summary = bag.run(reader, src, out, progress)
                 finally:
                     progress.close()
-                lost = {} if summary.stopped else unread(reader, summary.read)
+                lost = {} if summary.stopped is not None else unread(reader, summary.read)
     except (YoloTrtError, ValueError) as exc:
         err(str(exc))
         return 2
@@ -47,9 +47,10 @@ def run_bag(src: Path, out: Path | None, topics: Sequence[str],
         err(f'{exc.filename or src}: {exc.strerror or exc}')
         return 2
     report(out, chosen, summary)
-    if summary.stopped:
-        err(f'stopped by Ctrl-C: {out} holds the first {summary.served} frames')
-        return 128 + signal.SIGINT
+    if summary.stopped is not None:
+        err(f'stopped by {NAMES[summary.stopped]}: {out} holds the first {summary.served} '
+            'frames')
+        return 128 + summary.stopped
     for topic, (missing, listed) in lost.items():
         err(f'{src}: {missing} of the {listed} messages the bag lists on {topic} were not '
             'read (serialized other than in CDR, of a topic the bag does not declare, of '

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from yolo_trt_ros.bags.progress import Progress
 from yolo_trt_ros.bags.source import IMAGE, BagError, Camera, messages, storage_of
+from yolo_trt_ros.bags.stopping import StopSignals
 from yolo_trt_ros.bags.vision_types import (
     DETECTION_3D_ARRAY,
     DETECTION_ARRAY,
@@ -75,7 +76,7 @@ class Summary:
     copied: int = 0  # input messages written
     read: Counter = field(default_factory=Counter)  # topic -> messages read from the input
     seconds: float = 0.0
-    stopped: bool = False  # by Ctrl-C: the bag holds what was done until then
+    stopped: int | None = None  # the signal that stopped it: the bag holds what was done
 
     @property
     def served(self) -> int:
@@ -188,20 +189,24 @@ class BagRun:
         summary = Summary()
         start = time.monotonic()
         plugin = StoragePlugin.MCAP if storage_of(src) == 'mcap' else StoragePlugin.SQLITE3
-        try:
-            with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
-                sink = _Out(writer, reader, self.cameras, self.task)
-                try:
-                    self._run(reader, src, sink, summary, progress)
-                except KeyboardInterrupt:  # keep what is done: the bag is closed whole
-                    summary.stopped = True
-        except (OSError, sqlite3.Error) as exc:  # a full disk; sqlite3's writer has its own
-            _remove(out)
-            why = getattr(exc, 'strerror', None) or exc
-            raise BagError(f'--out {out}: cannot write the bag: {why}') from exc
-        except BaseException:  # a corrupt input found part way: no half-written bag left
-            _remove(out)
-            raise
+        with StopSignals() as signals:  # SIGTERM ends the run as Ctrl-C does
+            try:
+                with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
+                    sink = _Out(writer, reader, self.cameras, self.task)
+                    try:
+                        self._run(reader, src, sink, summary, progress)
+                    except KeyboardInterrupt as exc:  # keep what is done: the bag closed whole
+                        summary.stopped = signals.stopped_by(exc)
+                    signals.hold()  # the close that follows writes the index and metadata
+            except (OSError, sqlite3.Error) as exc:  # a full disk; sqlite3's writer: its own
+                _remove(out)
+                why = getattr(exc, 'strerror', None) or exc
+                raise BagError(f'--out {out}: cannot write the bag: {why}') from exc
+            except BaseException:  # a corrupt input found part way: no half-written bag left
+                _remove(out)
+                raise
+        if summary.stopped is None and signals.arrived:  # asked to stop as it finished
+            summary.stopped = signals.arrived[0]
         summary.seconds = time.monotonic() - start
         return summary
 

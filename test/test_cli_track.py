@@ -29,6 +29,16 @@ def pan_frames(bus_jpg: Path, out: Path, count: int = 6) -> list[Path]:
     return paths
 
 
+def as_video(frames: list[Path], video: Path) -> Path:
+    """The pan's frames as an MJPG AVI at 10 fps."""
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (720, 850))
+    assert writer.isOpened()
+    for path in frames:
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    return video
+
+
 def test_track_json_contract_and_ids_that_follow_objects(bus_jpg, tmp_path):
     frames = pan_frames(bus_jpg, tmp_path / 'pan')
     proc = run_cli('track', str(tmp_path / 'pan'), '--json', '--backend', 'onnxruntime')
@@ -60,12 +70,7 @@ def test_track_json_contract_and_ids_that_follow_objects(bus_jpg, tmp_path):
 
 def test_track_a_video_and_listed_images_with_save(bus_jpg, tmp_path):
     frames = pan_frames(bus_jpg, tmp_path / 'pan', 4)
-    video = tmp_path / 'pan.avi'
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (720, 850))
-    assert writer.isOpened()
-    for path in frames:
-        writer.write(cv2.imread(str(path)))
-    writer.release()
+    video = as_video(frames, tmp_path / 'pan.avi')
     proc = run_cli('track', str(video), str(frames[0]), '--json', '--tracker', 'botsort',
                    '--save', str(tmp_path / 'out'))
     assert proc.returncode == 0, proc.stderr
@@ -129,12 +134,7 @@ def test_track_says_a_video_ended_before_its_last_frame(bus_jpg, tmp_path):
     frame had been tracked. The frames that were read are kept; one line names the video
     and how far it got, and the exit status is 1, as for any input that failed."""
     frames = pan_frames(bus_jpg, tmp_path / 'pan', 8)
-    video = tmp_path / 'cut.avi'
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (720, 850))
-    assert writer.isOpened()
-    for path in frames:
-        writer.write(cv2.imread(str(path)))
-    writer.release()
+    video = as_video(frames, tmp_path / 'cut.avi')
     video.write_bytes(video.read_bytes()[:int(video.stat().st_size * 0.6)])
     proc = run_cli('track', str(video), '--json', '--backend', 'onnxruntime')
     assert proc.returncode == 1, proc.stderr

@@ -316,7 +316,8 @@ def test_a_stopped_run_leaves_a_whole_bag(storage, signal_name, again, status, s
     """Helper's findings: SIGTERM (`timeout`, `docker stop`, systemd) killed the command
     mid-write and left a bag without its metadata, which no reader opens; and a second
     Ctrl-C while the bag was closing removed the whole bag, what was done included. SIGTERM
-    now stops it as Ctrl-C does (exit 128 + 15), and signals wait while the bag closes."""
+    now stops it as Ctrl-C does (exit 128 + 15), and signals are ignored while the bag
+    closes."""
     import os
 
     src = write_bag(tmp_path / 'rec', storage, bag_messages(frames))

@@ -205,8 +205,6 @@ class BagRun:
             except BaseException:  # a corrupt input found part way: no half-written bag left
                 _remove(out)
                 raise
-        if summary.stopped is None and signals.arrived:  # asked to stop as it finished
-            summary.stopped = signals.arrived[0]
         summary.seconds = time.monotonic() - start
         return summary
 

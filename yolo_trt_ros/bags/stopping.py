@@ -1,9 +1,9 @@
 """How a bag run stops. Ctrl-C (SIGINT) and SIGTERM (`timeout`, `docker stop`, systemd)
 end the run where it is and the bag is closed whole, holding what was done: SIGTERM's
 default action killed the process mid-write and left a bag without its metadata, which no
-reader opens. While the bag closes (rosbags writes its index and metadata.yaml) a further
-signal is noted, not raised: raised there, it aborted the writer and the output was
-removed, what was done included.
+reader opens. While the bag closes (rosbags writes its index and metadata.yaml) further
+signals are ignored: raised there, one aborted the writer and the output was removed,
+what was done included. A run that ends while asked to stop is reported as it ended.
 
 Handlers can only be set in the main thread; elsewhere (a caller's worker thread) the
 signals keep the handlers they have."""
@@ -25,12 +25,11 @@ class Stop(KeyboardInterrupt):
 
 
 class StopSignals:
-    """`with StopSignals() as signals:` SIGINT and SIGTERM raise Stop; after
-    signals.hold() they are noted in signals.arrived instead; on exit the handlers that
-    were there come back."""
+    """`with StopSignals() as signals:` the first SIGINT or SIGTERM raises Stop; after it,
+    or after signals.hold(), they are ignored; on exit the handlers that were there come
+    back."""
 
     def __init__(self) -> None:
-        self.arrived: list[int] = []
         self._before: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -40,7 +39,7 @@ class StopSignals:
         return self
 
     def hold(self) -> None:
-        self._set(self._note)
+        self._set(signal.SIG_IGN)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -56,9 +55,6 @@ class StopSignals:
         for signum in self._before:
             signal.signal(signum, handler)
 
-    @staticmethod
-    def _raise(signum: int, frame) -> None:
+    def _raise(self, signum: int, frame) -> None:
+        self.hold()  # one stop is enough: a signal before the run reaches hold() waits too
         raise Stop(signum)
-
-    def _note(self, signum: int, frame) -> None:
-        self.arrived.append(signum)

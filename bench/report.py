@@ -180,7 +180,7 @@ ROUNDTRIP_MARKS = {
           'same work at the round trip\'s pace: "ROS adds" and "over the echo" are too high '
           'by the difference.',
     CONVERTED: 'That run timed each answer after the benchmark had deserialized it in Python: '
-               'the node\'s 20 detections take 1.3-2.1 ms to convert, the echo\'s empty answer '
+               'the node\'s 20 detections take 1.0-2.1 ms to convert, the echo\'s empty answer '
                '0.1-0.2 ms (the last column of later runs), so its RTT, "ROS adds" and "over '
                'the echo" are too high by about the difference.',
     LOCAL: 'That run had ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (bench/device_env.sh set it '

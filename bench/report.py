@@ -180,7 +180,7 @@ ROUNDTRIP_MARKS = {
           'same work at the round trip\'s pace: "ROS adds" and "over the echo" are too high '
           'by the difference.',
     CONVERTED: 'That run timed each answer after the benchmark had deserialized it in Python: '
-               'the node\'s 20 detections take 1.0-2.1 ms to convert, the echo\'s empty answer '
+               'the node\'s 20 detections take 1.0-2.4 ms to convert, the echo\'s empty answer '
                '0.1-0.2 ms (the last column of later runs), so its RTT, "ROS adds" and "over '
                'the echo" are too high by about the difference.',
     LOCAL: 'That run had ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (bench/device_env.sh set it '
@@ -213,9 +213,9 @@ def roundtrip() -> str:
             notes |= {m for m in (freed, paced, converted, local) if m}
             floor = (f"{ms(r['floor_p50_ms'])} / {ms(r['floor_p99_ms'])} "
                      f"({r['floor_answered']}){freed}" if 'floor_p50_ms' in r else 'not run')
-            convert = (f"{ms(r['answer_deserialize_p50_ms'])} / "
-                       f"{ms(r['floor_answer_deserialize_p50_ms'])}"
-                       if r.get('answer_deserialize_p50_ms') is not None else '–')
+            convert = ms(r.get('answer_deserialize_p50_ms')) + (  # bag rows have no echo
+                f" / {ms(r['floor_answer_deserialize_p50_ms'])}"
+                if r.get('floor_answer_deserialize_p50_ms') is not None else '')
             rows.append([f"{label}, {run['machine']['date'][5:16]}",
                          r['transport'] + local, r.get('input', r.get('size')),
                          r.get('answered', r.get('delivered')),

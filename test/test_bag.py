@@ -282,58 +282,134 @@ def test_an_output_that_cannot_be_written_part_way_is_one_line_and_removed(
     assert not out.exists()
 
 
-# The real command in a child process whose BagRun signals itself after its second batch
-# (a signal's timing from outside cannot be made deterministic); CLOSING_CTRL_C also
-# presses Ctrl-C again when the bag starts closing.
+# The real command in a child process that signals itself at one point of the run (a
+# signal's timing from outside cannot be made deterministic): argv[1] is WHERE:SIGNALS.
+#   batch     after the run's second batch
+#   store     inside rosbags' Writer.write, after its storage stored the 5th message and
+#             before the writer counted it (for the bag's metadata)
+#   writer    while the output's writer is being set up, before any message
+#   close     as the bag starts closing, the run finished
+#   progress  as the progress bar closes, the bag closed
+# CLOSING_CTRL_C=1 also presses Ctrl-C again as the bag starts closing.
 SIGNALLED_RUN = """
 import os, signal, sys
 from rosbags.rosbag2 import Writer
 from yolo_trt_ros import cli
-from yolo_trt_ros.bags.run import BagRun
-flush, batches, SIGNAL = BagRun._flush, [], getattr(signal, sys.argv.pop(1))
-def signalled(self, *args):
-    flush(self, *args)
-    batches.append(1)
-    if len(batches) == 2:
-        os.kill(os.getpid(), SIGNAL)
-BagRun._flush = signalled
-if os.environ.get('CLOSING_CTRL_C'):
-    close = Writer.close
-    def pressed_again(self):
+from yolo_trt_ros.bags import progress, run
+where, names = sys.argv.pop(1).split(':')
+def stop():
+    for name in names.split(','):
+        os.kill(os.getpid(), getattr(signal, name))
+def after(cls, method, nth=1):
+    original, calls = getattr(cls, method), []
+    def hooked(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == nth:
+            stop()
+        return result
+    setattr(cls, method, hooked)
+if where == 'batch':
+    after(run.BagRun, '_flush', 2)
+elif where == 'writer':
+    after(run._Out, '__init__')
+elif where == 'progress':
+    after(progress.Progress, 'close')
+elif where == 'store':
+    opened = Writer.open
+    def open_and_hook(self):
+        opened(self)
+        after(self.storage.__class__, 'write', 5)
+    Writer.open = open_and_hook
+close = Writer.close
+def closing(self):
+    if where == 'close':
+        stop()
+    if os.environ.get('CLOSING_CTRL_C'):
         os.kill(os.getpid(), signal.SIGINT)
-        close(self)
-    Writer.close = pressed_again
+    close(self)
+Writer.close = closing
 sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
-@pytest.mark.parametrize('signal_name,again,status,said', [
-    ('SIGTERM', False, 143, 'stopped by SIGTERM'),
-    ('SIGINT', True, 130, 'stopped by Ctrl-C')])
-def test_a_stopped_run_leaves_a_whole_bag(storage, signal_name, again, status, said, frames,
-                                          tmp_path):
-    """Helper's findings: SIGTERM (`timeout`, `docker stop`, systemd) killed the command
-    mid-write and left a bag without its metadata, which no reader opens; and a second
-    Ctrl-C while the bag was closing removed the whole bag, what was done included. SIGTERM
-    now stops it as Ctrl-C does (exit 128 + 15), and signals are ignored while the bag
-    closes."""
+def signalled_bag(frames: list[dict], tmp_path: Path, storage: str, how: str,
+                  again: bool = False, preexec=None) -> tuple[subprocess.CompletedProcess, Path]:
     import os
 
     src = write_bag(tmp_path / 'rec', storage, bag_messages(frames))
     out = tmp_path / 'out'
     env = {**os.environ, **({'CLOSING_CTRL_C': '1'} if again else {})}
-    proc = subprocess.run([sys.executable, '-c', SIGNALLED_RUN, signal_name, 'bag', str(src),
-                           '--out', str(out), '--backend', 'onnxruntime'],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == status, (proc.returncode, proc.stderr)
+    proc = subprocess.run([sys.executable, '-c', SIGNALLED_RUN, how, 'bag', str(src), '--out',
+                           str(out), '--backend', 'onnxruntime'], capture_output=True,
+                          text=True, timeout=240, env=env, preexec_fn=preexec)
     assert 'Traceback' not in proc.stderr, proc.stderr
+    return proc, out
+
+
+def whole(out: Path) -> int:
+    """The detections a bag holds, after checking that its metadata counts every message
+    its storage holds (rosbags reads the counts from metadata.yaml)."""
+    meta = yaml.safe_load((out / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    said = {t['topic_metadata']['name']: t['message_count']
+            for t in meta['topics_with_message_count']}
+    stored = {}
+    for m in read_bag(out):
+        stored[m.topic] = stored.get(m.topic, 0) + 1
+    assert {t: n for t, n in said.items() if n} == stored
+    return len(detections_of(out))
+
+
+def stopped_line(proc: subprocess.CompletedProcess, said: str, out: Path) -> int:
+    """The frames the one 'stopped by' line says the bag holds."""
     errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
-    assert len(errors) == 1 and errors[0].startswith(f'yolo-trt: {said}: {out} holds the '
-                                                     'first '), proc.stderr
-    served = int(errors[0].split('holds the first ')[1].split()[0])
-    assert 0 < served < len(frames)
-    assert len(detections_of(out)) == served  # the bag opens, with every frame said
+    assert len(errors) == 1 and errors[0].startswith(f'yolo-trt: stopped by {said}: {out} '
+                                                     'holds the first '), proc.stderr
+    return int(errors[0].split('holds the first ')[1].split()[0])
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+@pytest.mark.parametrize('how,again,status,said', [
+    ('batch:SIGTERM', False, 143, 'SIGTERM'),
+    ('batch:SIGINT', True, 130, 'Ctrl-C'),
+    ('batch:SIGTERM,SIGINT', False, 143, 'SIGTERM'),
+    ('store:SIGTERM', False, 143, 'SIGTERM'),
+    ('writer:SIGTERM', False, 143, 'SIGTERM')])
+def test_a_stopped_run_leaves_a_whole_bag(storage, how, again, status, said, frames,
+                                          tmp_path):
+    """Helper's findings: SIGTERM (`timeout`, `docker stop`, systemd) killed the command
+    mid-write and left a bag without its metadata, which no reader opens; a second Ctrl-C
+    while the bag was closing removed the whole bag; a signal raised inside rosbags' write
+    (stored, not yet counted) left metadata one message short; two signals at once printed
+    an OSError traceback; SIGTERM before the first message said Ctrl-C. Signals now set a
+    flag the run checks between messages (core/stopping.py): exit 128 + the first signal,
+    one line naming it, and a bag whose metadata counts what it stores."""
+    proc, out = signalled_bag(frames, tmp_path, storage, how, again)
+    assert proc.returncode == status, (proc.returncode, proc.stderr)
+    served = stopped_line(proc, said, out)
+    assert served < len(frames) and (served == 0) == how.startswith('writer')
+    assert whole(out) == served
+
+
+@pytest.mark.parametrize('how', ['close:SIGTERM', 'progress:SIGINT'])
+def test_a_signal_after_the_last_frame_keeps_the_finished_bag(how, frames, tmp_path):
+    """A signal in the window after the run's last check: before, one as the bag closed
+    aborted the writer and removed a finished bag, and one after the handlers came back
+    killed the process before its report. The run finished, so it reports as finished."""
+    proc, out = signalled_bag(frames, tmp_path, 'mcap', how)
+    assert proc.returncode == 0, proc.stderr
+    assert whole(out) == len(frames) and f'{out}: {len(frames)} frames' in proc.stdout
+
+
+def test_a_ctrl_c_the_shell_made_the_command_ignore_stays_ignored(frames, tmp_path):
+    """A background job of a script gets SIGINT ignored (so a terminal's Ctrl-C does not
+    reach it): the run must not take it over and stop."""
+    import signal
+
+    proc, out = signalled_bag(frames, tmp_path, 'mcap', 'batch:SIGINT',
+                              preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.returncode == 0, proc.stderr
+    assert whole(out) == len(frames)
 
 
 def test_tracking_gives_the_ids_of_yolo_trt_track(bus_jpg, tmp_path):

@@ -129,8 +129,8 @@ def test_a_tracker_config_that_is_a_pipe_is_one_line_at_once(bus_jpg, tmp_path):
 
 
 def test_track_says_a_video_ended_before_its_last_frame(bus_jpg, tmp_path):
-    """A video cut short (a copy interrupted, a recording whose camera lost power) still
-    opens, and its reader just stops early: track said nothing and exited 0, as if every
+    """A video cut short (a copy or a download interrupted) still opens, and its reader
+    just stops early: track said nothing and exited 0, as if every
     frame had been tracked. The frames that were read are kept; one line names the video
     and how far it got, and the exit status is 1, as for any input that failed."""
     frames = pan_frames(bus_jpg, tmp_path / 'pan', 8)

@@ -177,8 +177,7 @@ def _video(path, frames: int) -> None:
 
 @pytest.mark.parametrize('suffix', ['.avi', '.mp4', '.mkv'])
 def test_a_whole_video_reads_every_frame_and_no_error(tmp_path, suffix):
-    """Matroska stores no frame count (FFmpeg estimates one from the duration): a whole
-    file of each container must not be taken for one cut short."""
+    """A whole file of each container is not taken for one cut short."""
     from yolo_trt_ros.core.image.sources import frames_of
 
     _video(tmp_path / f'v{suffix}', 12)
@@ -186,11 +185,10 @@ def test_a_whole_video_reads_every_frame_and_no_error(tmp_path, suffix):
     assert len(got) == 12 and not any(isinstance(image, ImageError) for _, image in got)
 
 
-@pytest.mark.parametrize('suffix', ['.avi', '.mkv'])
-def test_a_video_cut_short_ends_with_an_error_after_its_frames(tmp_path, suffix):
+def test_a_video_cut_short_ends_with_an_error_after_its_frames(tmp_path):
     from yolo_trt_ros.core.image.sources import frames_of
 
-    path = tmp_path / f'v{suffix}'
+    path = tmp_path / 'v.avi'
     _video(path, 12)
     path.write_bytes(path.read_bytes()[:path.stat().st_size * 3 // 4])
     *frames, (name, last) = frames_of([str(path)])
@@ -198,3 +196,16 @@ def test_a_video_cut_short_ends_with_an_error_after_its_frames(tmp_path, suffix)
     assert isinstance(last, ImageError) and last.cause == 'read'
     assert str(last) == (f'{path}: the video ended after {len(frames)} of its 12 frames '
                          '(cut short or corrupt)')
+
+
+def test_a_container_without_a_frame_count_is_read_to_its_end_unjudged(tmp_path):
+    """Matroska stores no count: FFmpeg's estimate from the duration and the nominal rate
+    misses a whole variable-rate recording by a quarter (a helper's finding), so an MKV
+    is not judged, cut short or not: its frames come, and no error."""
+    from yolo_trt_ros.core.image.sources import frames_of
+
+    path = tmp_path / 'v.mkv'
+    _video(path, 12)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size * 3 // 4])
+    got = list(frames_of([str(path)]))
+    assert 0 < len(got) < 12 and not any(isinstance(i, ImageError) for _, i in got)

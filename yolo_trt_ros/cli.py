@@ -306,8 +306,8 @@ def cmd_build(args) -> int:
     """Ctrl-C or SIGTERM stop the build at TensorRT's next progress step, with one line and
     128 + the signal's number; nothing is written."""
     from yolo_trt_ros.core.build.builder import build_engine
-    from yolo_trt_ros.core.build.stopping import StopSignals
     from yolo_trt_ros.core.errors import Cancelled
+    from yolo_trt_ros.core.stopping import StopSignals
 
     try:
         with StopSignals() as stops:

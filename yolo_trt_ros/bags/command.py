@@ -4,20 +4,21 @@ Everything about the bag and the output path is checked before the model is open
 mistake costs no model load. Exit status as `yolo-trt detect`: 2 for bad input (one line,
 nothing written), 1 when frames were refused or messages the bag lists could not be read
 (the bag is still written, without them), 130 when stopped by Ctrl-C and 143 by SIGTERM
-(the bag holds what was done, closed whole: bags/stopping.py), else 0.
+(the bag holds what was done, closed whole: core/stopping.py), else 0.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from yolo_trt_ros.bags.progress import Progress
 from yolo_trt_ros.bags.run import BagRun, Summary, check_output, default_output, frame_total
 from yolo_trt_ros.bags.source import Camera, cameras, open_bag, unread, with_depth
-from yolo_trt_ros.bags.stopping import NAMES
 from yolo_trt_ros.core.errors import YoloTrtError
 from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
 from yolo_trt_ros.core.runtime.detector import Detector
+from yolo_trt_ros.core.stopping import StopSignals
 
 
 def run_bag(src: Path, out: Path | None, topics: Sequence[str],
@@ -27,35 +28,38 @@ def run_bag(src: Path, out: Path | None, topics: Sequence[str],
     """tracker: the node's tracker per camera (None: no tracking); depth_topics: one aligned
     depth topic per camera ('' for none), info_topics their camera_info topics."""
     out = out or default_output(src)
-    try:
-        check_output(out)
-        with open_bag(src) as reader:
-            chosen = with_depth(reader, src, cameras(reader, src, topics), depth_topics,
-                                info_topics)
-            with open_detector() as detector:
-                bag = BagRun(detector, chosen, max_pixels, detector.label, tracker)
-                progress = Progress(frame_total(chosen))
-                try:
-                    summary = bag.run(reader, src, out, progress)
-                finally:
-                    progress.close()
-                lost = {} if summary.stopped is not None else unread(reader, summary.read)
-    except (YoloTrtError, ValueError) as exc:
-        err(str(exc))
-        return 2
-    except OSError as exc:  # the paths' own checks (a name too long, no permission)
-        err(f'{exc.filename or src}: {exc.strerror or exc}')
-        return 2
-    report(out, chosen, summary)
-    if summary.stopped is not None:
-        err(f'stopped by {NAMES[summary.stopped]}: {out} holds the first {summary.served} '
-            'frames')
-        return 128 + summary.stopped
-    for topic, (missing, listed) in lost.items():
-        err(f'{src}: {missing} of the {listed} messages the bag lists on {topic} were not '
-            'read (serialized other than in CDR, of a topic the bag does not declare, of '
-            f'another type than declared, or not bytes): {out} lacks them')
-    return 1 if summary.refused or lost else 0
+    # Signals are taken over from the moment the bag is written until this returns: set
+    # before, they would wait for the model to load (a TensorRT build: minutes).
+    with ExitStack() as held:
+        try:
+            check_output(out)
+            with open_bag(src) as reader:
+                chosen = with_depth(reader, src, cameras(reader, src, topics), depth_topics,
+                                    info_topics)
+                with open_detector() as detector:
+                    bag = BagRun(detector, chosen, max_pixels, detector.label, tracker)
+                    progress = Progress(frame_total(chosen))
+                    stops = held.enter_context(StopSignals())
+                    try:
+                        summary = bag.run(reader, src, out, progress, stops.cancel)
+                    finally:
+                        progress.close()
+                    lost = {} if summary.stopped else unread(reader, summary.read)
+        except (YoloTrtError, ValueError) as exc:
+            err(str(exc))
+            return 2
+        except OSError as exc:  # the paths' own checks (a name too long, no permission)
+            err(f'{exc.filename or src}: {exc.strerror or exc}')
+            return 2
+        report(out, chosen, summary)
+        if summary.stopped:
+            err(f'stopped by {stops.said}: {out} holds the first {summary.served} frames')
+            return stops.exit_code(1)
+        for topic, (missing, listed) in lost.items():
+            err(f'{src}: {missing} of the {listed} messages the bag lists on {topic} were not '
+                'read (serialized other than in CDR, of a topic the bag does not declare, '
+                f'of another type than declared, or not bytes): {out} lacks them')
+        return 1 if summary.refused or lost else 0
 
 
 def report(out: Path, chosen: list[Camera], summary: Summary) -> None:

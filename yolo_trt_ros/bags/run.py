@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -31,7 +32,6 @@ from pathlib import Path
 
 from yolo_trt_ros.bags.progress import Progress
 from yolo_trt_ros.bags.source import IMAGE, BagError, Camera, messages, storage_of
-from yolo_trt_ros.bags.stopping import StopSignals
 from yolo_trt_ros.bags.vision_types import (
     DETECTION_3D_ARRAY,
     DETECTION_ARRAY,
@@ -76,7 +76,7 @@ class Summary:
     copied: int = 0  # input messages written
     read: Counter = field(default_factory=Counter)  # topic -> messages read from the input
     seconds: float = 0.0
-    stopped: int | None = None  # the signal that stopped it: the bag holds what was done
+    stopped: bool = False  # by a signal: the bag holds what was done until then
 
     @property
     def served(self) -> int:
@@ -183,35 +183,36 @@ class BagRun:
         self._depth = {cam.index: deque(maxlen=_DEPTH_KEPT) for cam in cameras if cam.depth}
         self._warned: set[tuple[str, str]] = set()
 
-    def run(self, reader, src: Path, out: Path, progress: Progress | None = None) -> Summary:
+    def run(self, reader, src: Path, out: Path, progress: Progress | None = None,
+            cancel: threading.Event | None = None) -> Summary:
+        """Every frame into the bag at out; once cancel is set (core/stopping.py: Ctrl-C,
+        SIGTERM), the run ends after the batch it is in and the bag is closed whole."""
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         summary = Summary()
         start = time.monotonic()
         plugin = StoragePlugin.MCAP if storage_of(src) == 'mcap' else StoragePlugin.SQLITE3
-        with StopSignals() as signals:  # SIGTERM ends the run as Ctrl-C does
-            try:
-                with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
-                    sink = _Out(writer, reader, self.cameras, self.task)
-                    try:
-                        self._run(reader, src, sink, summary, progress)
-                    except KeyboardInterrupt as exc:  # keep what is done: the bag closed whole
-                        summary.stopped = signals.stopped_by(exc)
-                    signals.hold()  # the close that follows writes the index and metadata
-            except (OSError, sqlite3.Error) as exc:  # a full disk; sqlite3's writer: its own
-                _remove(out)
-                why = getattr(exc, 'strerror', None) or exc
-                raise BagError(f'--out {out}: cannot write the bag: {why}') from exc
-            except BaseException:  # a corrupt input found part way: no half-written bag left
-                _remove(out)
-                raise
+        try:
+            with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
+                sink = _Out(writer, reader, self.cameras, self.task)
+                self._run(reader, src, sink, summary, progress, cancel or threading.Event())
+        except (OSError, sqlite3.Error) as exc:  # a full disk; sqlite3's writer has its own
+            _remove(out)
+            why = getattr(exc, 'strerror', None) or exc
+            raise BagError(f'--out {out}: cannot write the bag: {why}') from exc
+        except BaseException:  # a corrupt input found part way: no half-written bag left
+            _remove(out)
+            raise
         summary.seconds = time.monotonic() - start
         return summary
 
     def _run(self, reader, src: Path, sink: _Out, summary: Summary,
-             progress: Progress | None) -> None:
+             progress: Progress | None, cancel: threading.Event) -> None:
         queue: list[tuple[object, int, object, Frame | None]] = []  # in order, with frames
         for conn, stamp, data in messages(reader, src):
+            if cancel.is_set():  # between messages, never inside the writer's
+                summary.stopped = True
+                return
             summary.read[conn.topic] += 1
             self._depth_input(conn.topic, stamp, data)
             cam = self.by_topic.get(conn.topic)

@@ -25,7 +25,6 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from yolo_trt_ros.core.build.builder import BuildResult, engine_for_backend
-from yolo_trt_ros.core.build.stopping import StopSignals
 from yolo_trt_ros.core.errors import Cancelled, YoloTrtError
 from yolo_trt_ros.core.serving.config import (
     BUILD_PARAMETERS,
@@ -34,6 +33,7 @@ from yolo_trt_ros.core.serving.config import (
     BuilderConfig,
     builder_config,
 )
+from yolo_trt_ros.core.stopping import StopSignals
 from yolo_trt_ros.ros.engine_topic import engine_message
 from yolo_trt_ros.ros.log_bridge import route_to
 from yolo_trt_ros.ros.parameters import LATCHED_QOS, declare, unknown_overrides

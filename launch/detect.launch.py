@@ -24,7 +24,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from yolo_trt_ros.core.dds import own_profile, profile_variable
+from yolo_trt_ros.core.dds import own_profile, profile_variable, unread_profile_note
 from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
@@ -113,8 +113,9 @@ def _nodes(context):
     dds = [] if own_profile(os.environ) else [SetEnvironmentVariable(
         profile_variable(),
         str(fastdds_profile(LaunchConfiguration('dds_profile').perform(context))))]
-    note = worker_note(values['image_topic'], values['workers'])
-    return [*dds, *([LogInfo(msg=note)] if note else []), *builder_nodes,
+    notes = [note for note in (unread_profile_note(os.environ),
+                               worker_note(values['image_topic'], values['workers'])) if note]
+    return [*dds, *(LogInfo(msg=note) for note in notes), *builder_nodes,
             *(RegisterEventHandler(OnProcessExit(target_action=node,
                                                  on_exit=after_builder(builder.name)))
               for node, builder in zip(builder_nodes, builders, strict=True)),

@@ -117,3 +117,35 @@ def test_the_pip_routes_rclpy_decides_over_a_stale_ros_distro(monkeypatch):
         pytest.skip('a sourced ROS install: ROS_DISTRO is its own')
     monkeypatch.setenv('ROS_DISTRO', 'jazzy' if major >= 9 else 'kilted')
     assert profile_variable() == (FAST_DDS_3_VARIABLE if major >= 9 else FAST_DDS_2_VARIABLE)
+
+
+@pytest.mark.parametrize('fast_dds_3', [False, True])
+def test_a_profile_set_in_the_variable_this_fast_dds_does_not_read_is_said(
+        fast_dds_3, monkeypatch, tmp_path):
+    """On Humble and Jazzy a profile a user set only in FASTDDS_DEFAULT_PROFILES_FILE (Fast
+    DDS 3's name, which their Fast DDS 2 never reads) was replaced by the shipped one
+    without a word. Both launchers now say so, naming the variable to use; Fast DDS 3
+    reads both names (rmw reads the old one with a deprecation warning), so nothing is
+    said there."""
+    from yolo_trt_ros.core import dds
+    from yolo_trt_ros.launcher import Launcher, parse_assignments
+
+    mine = tmp_path / 'mine.xml'
+    monkeypatch.setattr(dds, 'fast_dds_3', lambda: fast_dds_3)
+    for name in PROFILE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(FAST_DDS_3_VARIABLE, str(mine))
+    note = dds.unread_profile_note(os.environ)
+    if fast_dds_3:
+        assert note is None
+        assert dds.own_profile(os.environ) == str(mine)
+        return
+    assert note == (f'{FAST_DDS_3_VARIABLE}={mine} is not read by the Fast DDS of this ROS '
+                    f'(Humble, Jazzy): set {FAST_DDS_2_VARIABLE}={mine} to use it; the nodes '
+                    'get the dds_profile instead')
+    said: list[str] = []
+    launcher = Launcher(parse_assignments([]), log=said.append)
+    assert launcher.env[FAST_DDS_2_VARIABLE] == str(fastdds_profile('large_frames'))
+    assert said == [f'yolo-trt launch: {note}']
+    monkeypatch.setenv(FAST_DDS_2_VARIABLE, str(mine))  # the user's, in the right variable
+    assert dds.unread_profile_note(os.environ) is None

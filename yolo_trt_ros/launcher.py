@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterable
 
-from yolo_trt_ros.core.dds import with_profile
+from yolo_trt_ros.core.dds import unread_profile_note, with_profile
 from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
@@ -74,6 +74,8 @@ class Launcher:
         self.children: list[subprocess.Popen] = []
         self.stopping = threading.Event()
         self.env = with_profile(os.environ, str(fastdds_profile(args['dds_profile'])))
+        if note := unread_profile_note(os.environ):
+            log(f'yolo-trt launch: {note}')
 
     def _start(self, module: str, param_to_arg: dict[str, str], process: Process,
                default_name: str) -> subprocess.Popen:

@@ -50,3 +50,15 @@ def own_profile(env: Mapping[str, str]) -> str | None:
 def with_profile(env: Mapping[str, str], path: str) -> dict[str, str]:
     """env with path as its Fast DDS profile, unless env already gives one."""
     return dict(env) if own_profile(env) else {**env, profile_variable(): path}
+
+
+def unread_profile_note(env: Mapping[str, str]) -> str | None:
+    """What the launchers say where env gives a profile only in the variable this Fast
+    DDS does not read (Fast DDS 3's name on Humble or Jazzy): it is not used, and until
+    2026-12-06 it was replaced by the shipped profile without a word."""
+    unread = env.get(FAST_DDS_3_VARIABLE)
+    if fast_dds_3() or not unread or own_profile(env):
+        return None
+    return (f'{FAST_DDS_3_VARIABLE}={unread} is not read by the Fast DDS of this ROS '
+            f'(Humble, Jazzy): set {FAST_DDS_2_VARIABLE}={unread} to use it; the nodes get '
+            'the dds_profile instead')

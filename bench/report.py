@@ -186,6 +186,27 @@ ROUNDTRIP_MARKS = {
     LOCAL: 'That run had ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (bench/device_env.sh set it '
            'until 2026-12-06): rmw_fastrtps set the transports itself, over the profile\'s '
            '(stock rows: over Fast DDS\'s defaults).'}
+# bench/device_env.sh set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST on the GPU hosts until
+# 4ba5183; round-trip files record the discovery range since the day after.
+LOCALHOST_UNTIL = '2026-12-06 06:41'
+
+
+def method_marks(run: dict) -> tuple[str, str, str]:
+    """The marks a round-trip results file earns: (paced, converted, local)."""
+    paced = '' if run.get('in_process_paced') else PACED
+    converted = '' if run.get('answers_timed_raw') else CONVERTED
+    local = LOCAL if run.get('discovery_range') == 'LOCALHOST' or (
+        'discovery_range' not in run and run['machine']['gpu']
+        and run['machine']['date'] < LOCALHOST_UNTIL) else ''
+    return paced, converted, local
+
+
+def mark_notes(marks: set[str]) -> str:
+    """The footnotes of the marks a table used, in ROUNDTRIP_MARKS' order."""
+    return ''.join(f'\n{mark.strip()} {text}\n' for mark, text in ROUNDTRIP_MARKS.items()
+                   if mark in marks)
+
+
 ROUNDTRIP_RUNS = (('roundtrip_dev', 'dev'), ('roundtrip_dev_answers_raw', 'dev'),
                   ('roundtrip_h200_host', 'H200 host'),
                   ('roundtrip_jpeg_h100_host', 'H100 host'), ('roundtrip_h100_host', 'H100 host'),
@@ -203,10 +224,7 @@ def roundtrip() -> str:
     for name, label in ROUNDTRIP_RUNS:
         run = load(name)
         heads.setdefault(label, []).append(machine(name))
-        paced = '' if run.get('in_process_paced') else PACED
-        converted = '' if run.get('answers_timed_raw') else CONVERTED
-        local = LOCAL if run.get('discovery_range') == 'LOCALHOST' or (
-            run['machine']['gpu'] and not run.get('answers_timed_raw')) else ''
+        paced, converted, local = method_marks(run)
         for r in run['results']:
             freed = '' if run.get('echo_holds_frame') or 'JPEG' in r.get('input', '') \
                 or 'floor_p50_ms' not in r else FREED
@@ -224,35 +242,39 @@ def roundtrip() -> str:
                          ms(r.get('ros_adds_ms')) + paced + converted,
                          '–' + freed if freed else
                          ms(r.get('over_floor_ms')) + paced + converted, convert])
-    note = ''.join(f'\n{mark.strip()} {text}\n' for mark, text in ROUNDTRIP_MARKS.items()
-                   if mark in notes)
     head = '; '.join(f"{label}: {', '.join(dict.fromkeys(m))}" for label, m in heads.items())
     return (f'{head}.\n\n'
             + table(['machine, run (UTC)', 'transport', 'input', 'answered',
                      'RTT p50 / p99 ms', 'bare echo p50 / p99 ms (answered)', 'in-process ms',
                      'ROS adds ms', 'over the echo ms',
                      'answer deserialized in Python, node / echo p50 ms (not in the RTT)'],
-                    rows) + note)
+                    rows) + mark_notes(notes))
 
 
 def ab_rounds(name: str, what: str) -> str:
     """A round trip run with two versions of one step alternating: each input, round and
     version (bench/results/<name>.json); `what` heads the version column."""
     run = load(name)
+    # Both versions ran with the same method, so their difference stands; the figures
+    # themselves carry the marks of the method's faults (the in-process column is not
+    # shown here, so the pace mark is not either).
+    _, converted, local = method_marks(run)
     rows = []
     for r in run['runs']:
         for x in r['results']:
             rows.append([x['input'], str(r['round']), r['code'],
                          f"**{ms(x['breakdown_p50_ms']['node: wait for the worker'])}**",
                          f"**{ms(x['breakdown_p50_ms']['node: pipeline'])}**",
-                         f"{ms(x['roundtrip_p50_ms'])} / {ms(x['roundtrip_p99_ms'])}",
-                         ms(x['floor_p50_ms']), ms(x.get('over_floor_ms')), x['answered']])
+                         f"{ms(x['roundtrip_p50_ms'])} / {ms(x['roundtrip_p99_ms'])}"
+                         + converted + local, ms(x['floor_p50_ms']) + local,
+                         ms(x.get('over_floor_ms')) + converted, x['answered']])
     order = list(dict.fromkeys(x['input'] for r in run['runs'] for x in r['results']))
     rows.sort(key=lambda row: (order.index(row[0]), row[1]))
     return (f"{machine(name)}; `{run['command']}`; {run['method']}.\n\n"
             + table(['input', 'round', what, 'wait for the worker p50 ms',
                      'pipeline p50 ms', 'RTT p50 / p99 ms', 'bare echo p50 ms',
-                     'over the echo ms', 'answered'], rows))
+                     'over the echo ms', 'answered'], rows)
+            + mark_notes({m for m in (converted, local) if m}))
 
 
 def frame_reader() -> str:

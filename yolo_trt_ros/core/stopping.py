@@ -30,8 +30,8 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.getsignal(s) for s in STOP_SIGNALS
-                              if signal.getsignal(s) is not signal.SIG_IGN}
+            before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+            self._previous = {s: h for s, h in before.items() if h is not signal.SIG_IGN}
             for s in self._previous:
                 signal.signal(s, self._on_signal)
         return self

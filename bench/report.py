@@ -362,11 +362,13 @@ def gpu_path() -> str:
                 ('pinned, 2 threads + upload + kernel', f'{pinned}2 threads'),
                 ('pinned, 4 threads + upload + kernel', f'{pinned}4 threads'))
     rows, heads = [], []
-    for name in ('gpu_path_h100_host', 'gpu_path_h100_host_dec06', 'gpu_path_h200_host'):
+    # (file, its runs' label after the card and date: two files of one day on other machines)
+    for name, tag in (('gpu_path_h100_host', ''), ('gpu_path_h100_host_dec06', ''),
+                      ('gpu_path_h100_host_dec06_b', ' noon'), ('gpu_path_h200_host', '')):
         run = load(name)
         heads.append(f"{machine(name)}: `{run['command']}`; {run['commit']}.")
         gpu = (run['machine']['gpu'].replace('NVIDIA ', '').split()[0]
-               + f" {run['machine']['date'][5:10]}")
+               + f" {run['machine']['date'][5:10]}{tag}")
         for size in ('640x480', '1280x720', '1920x1080'):
             for r in run['runs']:
                 cells = []

@@ -708,3 +708,33 @@ def test_masks_and_keypoints_are_written_as_the_node_publishes_them(task, tmp_pa
         got = [[(r.pose.pose.position.x, r.pose.pose.position.y, r.hypothesis.score)
                 for r in d.results] for d in array.detections]
         np.testing.assert_allclose(got, want.keypoints, rtol=1e-6, atol=1e-4)
+
+
+RACED_RUN = r"""
+import sys
+from pathlib import Path
+from yolo_trt_ros import cli
+out = Path(sys.argv[sys.argv.index('--out') + 1])
+opened = cli._open_detector
+def open_while_another_run_finishes(args):
+    out.mkdir()
+    (out / 'metadata.yaml').write_text('the other run')
+    return opened(args)
+cli._open_detector = open_while_another_run_finishes
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_an_output_made_by_another_run_meanwhile_is_left_alone(frames, tmp_path):
+    """A hostile user's review (helper): the output is checked before the model loads
+    (seconds; minutes for a TensorRT build); another run that wrote it meanwhile lost it,
+    removed by this run's cleanup, and this one ended in rosbags' WriterError traceback."""
+    src = write_bag(tmp_path / 'rec', 'mcap', bag_messages(frames[:2]))
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, '-c', RACED_RUN, 'bag', str(src), '--out', str(out),
+                           '--backend', 'onnxruntime'], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
+    assert errors == [f'yolo-trt: --out {out}: exists; choose another path or remove it']
+    assert (out / 'metadata.yaml').read_text() == 'the other run'

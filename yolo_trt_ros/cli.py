@@ -7,12 +7,14 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from yolo_trt_ros.core import defaults
 from yolo_trt_ros.core.errors import YoloTrtError, one_line
 from yolo_trt_ros.core.models import paths
 from yolo_trt_ros.core.pipeline.results import PostprocessConfig
+from yolo_trt_ros.core.stopping import StopSignals
 
 
 def _err(msg: str) -> None:
@@ -50,6 +52,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer of 0 or more, got {value!r}')
+    return number
+
+
 def _model_arg(value: str | None) -> Path:
     if value:
         return Path(value)
@@ -61,8 +73,13 @@ def _model_arg(value: str | None) -> Path:
 
 
 def _open_detector(args):
+    from yolo_trt_ros.core.files import regular_file_problem
     from yolo_trt_ros.core.runtime.detector import Detector, DetectorConfig
 
+    # Judged on every backend: where ONNX Runtime serves (no GPU), a mistyped engine was
+    # otherwise never looked at, and the run went on without a word.
+    if args.engine and (problem := regular_file_problem(Path(args.engine))):
+        raise YoloTrtError(f'--engine {args.engine}: {problem}')
     config = DetectorConfig(
         model=_model_arg(args.model), backend=args.backend,
         engine=Path(args.engine) if args.engine else None,
@@ -77,17 +94,35 @@ def _open_detector(args):
     return detector
 
 
-def _save_dir(value: str | None) -> Path | None:
-    """The --save directory, created now, so that a bad one fails before any work."""
+def _save_dir(value: str | None, inputs: list[str] = ()) -> Path | None:
+    """The --save directory, created now, so that a bad one fails before any work; never
+    a folder that holds inputs (image files, or folders of them), which the annotated
+    copies would replace (`detect self/bus.jpg --save self` lost the photo)."""
     if not value:
         return None
+    from yolo_trt_ros.core.image.files import IMAGE_SUFFIXES
+
     save = Path(value)
-    if save.exists() and not save.is_dir():
-        raise YoloTrtError(f'--save {save}: exists and is not a directory')
     try:
+        if save.exists() and not save.is_dir():
+            raise YoloTrtError(f'--save {save}: exists and is not a directory')
         save.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise YoloTrtError(f'--save {save}: cannot create the directory: {exc.strerror}') from exc
+    try:  # a folder that exists but takes no file (read-only, /sys): said now, not per image
+        tempfile.TemporaryFile(dir=save).close()
+    except OSError as exc:
+        raise YoloTrtError(f'--save {save}: cannot write into it: {exc.strerror}') from exc
+    for item in inputs:
+        path = Path(item)
+        try:
+            folder = path if path.is_dir() else path.parent
+            if (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES) and \
+                    os.path.samefile(folder, save):
+                raise YoloTrtError(f'--save {save}: holds the input {item}; the annotated '
+                                   'images would replace the inputs: choose another folder')
+        except OSError:  # an input that cannot be looked at: said when it is read
+            continue
     return save
 
 
@@ -97,16 +132,19 @@ def cmd_detect(args) -> int:
     from yolo_trt_ros.core.pipeline.results import detections_to_dicts
 
     try:
-        save = _save_dir(args.save)
+        save = _save_dir(args.save, args.images)
         depth_of, camera = _depth_inputs(args)
         writer = ImageWriter(save) if save is not None else None
         detector = _open_detector(args)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
         return 2
-    results, failed = [], 0
-    with detector:
+    results, failed, done = [], 0, 0
+    with detector, StopSignals() as stops:
         for path in args.images:
+            if stops.cancel.is_set():
+                break
+            done += 1
             try:
                 image = read_image(path, max_pixels=args.max_image_pixels)
                 det = detector.detect([image])[0]
@@ -121,9 +159,9 @@ def cmd_detect(args) -> int:
             results.append(entry)
             if not args.json:
                 found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
-                print(f'{shown(path)}: {len(det)} objects ({found or "none"})', flush=True)
+                _emit(f'{shown(path)}: {len(det)} objects ({found or "none"})')
             failed += not _write_annotated(writer, path, image, det, detector)
-    return _finish(args, results, failed)
+    return _finish(args, results, failed, stops, f'{done} images')
 
 
 def _write_annotated(writer, key: str, image, det, detector) -> bool:
@@ -140,10 +178,29 @@ def _write_annotated(writer, key: str, image, det, detector) -> bool:
     return True
 
 
-def _finish(args, results: list[dict], failed: int) -> int:
-    """--json's document, and the exit status: 1 when any input failed."""
+class _ResultsLost(Exception):
+    """stdout refused the results (a full disk, a file-size limit): said in main."""
+
+
+def _emit(text: str) -> None:
+    """A result on stdout, now (a reader sees each as it comes)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _ResultsLost(exc.strerror or str(exc)) from None
+
+
+def _finish(args, results: list[dict], failed: int, stops: StopSignals, done: str) -> int:
+    """--json's document, and the exit status: 1 when any input failed; 128 + the signal
+    where Ctrl-C or SIGTERM stopped the run (checked between inputs: what was done is
+    printed, never thrown away)."""
     if args.json:
-        print(json.dumps(results, indent=2))
+        _emit(json.dumps(results, indent=2))
+    if stops.caught:
+        _err(f'stopped by {stops.said} after {done}; the results hold those only')
+        return stops.exit_code(1)
     return 1 if failed else 0
 
 
@@ -179,6 +236,9 @@ def _add_positions(entry: dict, det, depth_path: str, camera) -> bool:
         _err(f'{depth_path}: depth image {depth.width}x{depth.height} is not the size of '
              f"{entry['image']} ({size[0]}x{size[1]}); it must be aligned to it")
         return False
+    if problem := camera.size_problem(*size):  # as the node and `yolo-trt bag` refuse it
+        _err(f"{entry['image']}: --camera-info {problem}")
+        return False
     found = positions(depth, camera, det.boxes)
     for d, ok, centre, extent in zip(entry['detections'], found.valid, found.centre,
                                      found.size, strict=True):
@@ -199,16 +259,19 @@ def cmd_track(args) -> int:
     try:
         config = _tracker_config(args)
         args.conf = detection_floor(args.conf, config)  # what the tracker's second stage needs
-        save = _save_dir(args.save)
+        save = _save_dir(args.save, args.inputs)
         writer = ImageWriter(save) if save is not None else None
         detector = _open_detector(args)
     except (YoloTrtError, ValueError) as exc:
         _err(str(exc))
         return 2
     tracker = DetectionTracker(config)
-    results, failed = [], 0
-    with detector:
+    results, failed, done = [], 0, 0
+    with detector, StopSignals() as stops:
         for i, (name, image) in enumerate(frames_of(args.inputs, args.max_image_pixels)):
+            if stops.cancel.is_set():
+                break
+            done += 1
             if isinstance(image, ImageError):
                 _err(str(image))
                 failed += 1
@@ -227,9 +290,9 @@ def cmd_track(args) -> int:
             results.append(entry)
             if not args.json:
                 found = ', '.join(f"#{d['track_id']} {d['label']}" for d in entry['detections'])
-                print(f'frame {i} {shown(name)}: {found or "no tracks"}', flush=True)
+                _emit(f'frame {i} {shown(name)}: {found or "no tracks"}')
             failed += not _write_annotated(writer, f'frame_{i:06d}', image, tracked, detector)
-    return _finish(args, results, failed)
+    return _finish(args, results, failed, stops, f'{done} frames')
 
 
 # Keys of Ultralytics' bytetrack.yaml / botsort.yaml that we read; others (with_reid, ...)
@@ -307,7 +370,6 @@ def cmd_build(args) -> int:
     128 + the signal's number; nothing is written."""
     from yolo_trt_ros.core.build.builder import build_engine
     from yolo_trt_ros.core.errors import Cancelled
-    from yolo_trt_ros.core.stopping import StopSignals
 
     try:
         with StopSignals() as stops:
@@ -343,14 +405,30 @@ def cmd_fetch_assets(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job: sample photos -> image_source -> engine_builder -> detector."""
+    try:
+        save = _save_dir(args.save)
+    except YoloTrtError as exc:
+        _err(str(exc))
+        return 2
     from yolo_trt_ros.demo import run_demo
 
-    return run_demo(Path(args.save), args.backend, args.frames)
+    return run_demo(save, args.backend, args.frames)
 
 
 def cmd_bench(args) -> int:
+    from yolo_trt_ros.benchmarks.stages import check_output
     from yolo_trt_ros.benchmarks.stages import main as bench_main
 
+    try:  # judged before the benchmark, which takes minutes
+        if args.json:
+            check_output(Path(args.json))
+        if args.model:
+            from yolo_trt_ros.core.backends.onnxruntime import OnnxRuntimeBackend
+
+            OnnxRuntimeBackend(Path(args.model)).close()
+    except YoloTrtError as exc:
+        _err(str(exc))
+        return 2
     return bench_main(args.frames, args.warmup, args.json, args.model)
 
 
@@ -504,8 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('bench', help='time every stage at 640x480, 1280x720 and 1920x1080, '
                                      'ours beside the straightforward way')
-    p.add_argument('--frames', type=int, default=300, help='timed frames per stage')
-    p.add_argument('--warmup', type=int, default=30, help='untimed frames first')
+    p.add_argument('--frames', type=_positive_int, default=300, help='timed frames per stage')
+    p.add_argument('--warmup', type=_count, default=30, help='untimed frames first')
     p.add_argument('--json', metavar='PATH', help='also write the results as JSON')
     p.add_argument('--model', help='ONNX model for the inference stage (default model)')
     p.set_defaults(func=cmd_bench)
@@ -560,6 +638,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (a model loading)
         _err('stopped by Ctrl-C')
         return 128 + signal.SIGINT
+    except _ResultsLost as exc:
+        _err(f'cannot write the results: {exc}')
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor again at exit
+        return 1
     except BrokenPipeError:
         # The reader went away (`yolo-trt detect --json | head`): stop quietly, as other
         # command-line tools do, without a traceback when Python flushes stdout at exit.

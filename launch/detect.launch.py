@@ -16,7 +16,6 @@ from launch.actions import (
     LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
-    SetEnvironmentVariable,
 )
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
@@ -36,6 +35,7 @@ from yolo_trt_ros.launch_args import (
     fastdds_profile,
     launch_plan,
     node_section,
+    stopped_by_signal,
     validate,
     worker_note,
 )
@@ -79,20 +79,32 @@ def _nodes(context):
     # GPU used, each building for its GPU); the plan is checked before any node starts.
     own = node_section(params_file, namespace.perform(context), skip=DETECTOR_FROM_ARGS)
     builders, workers = launch_plan(values, own)
+    # dds_profile: the Fast DDS profile of every node here (config/fastdds_*.xml say what
+    # each is for), in the variable this ROS's Fast DDS reads; a profile of your own wins.
+    # Given to these nodes only: set for the whole launch, a second include of this file
+    # (another namespace, another dds_profile) took the first one's for the user's own.
+    dds = {} if own_profile(os.environ) else {
+        profile_variable(): str(fastdds_profile(values['dds_profile']))}
     builder_nodes = [Node(
         package='yolo_trt_ros', executable='engine_builder', name=builder.name,
-        namespace=namespace, output='screen', additional_env=builder.env,
+        namespace=namespace, output='screen', additional_env={**builder.env, **dds},
         parameters=[params_file, _overrides(BUILDER_FROM_ARGS)])
         for builder in builders]
     detectors = [Node(
         package='yolo_trt_ros', executable='detector', name=worker.name,
-        namespace=namespace, output='screen', additional_env=worker.env,
+        namespace=namespace, output='screen', additional_env={**worker.env, **dds},
         parameters=[params_file, _overrides(DETECTOR_FROM_ARGS), worker.params])
         for worker in workers]
     built: set[str] = set()
 
     def after_builder(name: str):
-        def on_exit(event, _context):  # the detectors start when every builder exited 0
+        def on_exit(event, context):  # the detectors start when every builder exited 0
+            if event.returncode != 0 and (context.is_shutdown or
+                                          stopped_by_signal(event.returncode)):
+                # Ctrl-C (or SIGTERM) during the build: a stop, not a failed build
+                return [LogInfo(msg=f'{name} stopped before the engine was built (exit '
+                                    f'{event.returncode}); not starting the detector'),
+                        EmitEvent(event=Shutdown(reason=f'{name} stopped'))]
             if event.returncode != 0:
                 return [LogInfo(msg=f'{name} failed (exit {event.returncode}); not starting '
                                     f'the detector'),
@@ -102,20 +114,16 @@ def _nodes(context):
         return on_exit
 
     def after_detector(event, _context):
-        # A signal-driven stop exits 0 (or -2/-15 when killed by launch itself); any other
-        # code means the detector failed, and the launch must say so in its exit status.
-        if event.returncode not in (0, -2, -15):
+        # A signal-driven stop exits 0 (or 130/143, or -2/-15 where the signal ended it);
+        # any other code means the detector failed, and the launch must say so in its exit
+        # status.
+        if event.returncode != 0 and not stopped_by_signal(event.returncode):
             return [_fail(f'detector exited with {event.returncode}')]
         return [EmitEvent(event=Shutdown(reason='detector stopped'))]
 
-    # dds_profile: the Fast DDS profile of every node here (config/fastdds_*.xml say what
-    # each is for), in the variable this ROS's Fast DDS reads; a profile of your own wins.
-    dds = [] if own_profile(os.environ) else [SetEnvironmentVariable(
-        profile_variable(),
-        str(fastdds_profile(LaunchConfiguration('dds_profile').perform(context))))]
     notes = [note for note in (unread_profile_note(os.environ),
                                worker_note(values['image_topic'], values['workers'])) if note]
-    return [*dds, *(LogInfo(msg=note) for note in notes), *builder_nodes,
+    return [*(LogInfo(msg=note) for note in notes), *builder_nodes,
             *(RegisterEventHandler(OnProcessExit(target_action=node,
                                                  on_exit=after_builder(builder.name)))
               for node, builder in zip(builder_nodes, builders, strict=True)),

@@ -95,6 +95,13 @@ def launch_problems(launch_source: str, yaml_text: str, arguments: dict, builder
         problems.append('the launch file does not validate its arguments before the nodes')
     if 'target_action=detector' not in launch_source:
         problems.append("the launch file ignores the detector's exit status")
+    # The real `ros2 launch` (helper, Kilted and Jazzy): Ctrl-C during the build was
+    # reported as a failed build (exit 1); and the profile set for the whole launch made a
+    # second include of this file take the first one's dds_profile for the user's own.
+    if 'stopped_by_signal(event.returncode)' not in launch_source:
+        problems.append('the launch file calls a builder that Ctrl-C stopped a failure')
+    if 'SetEnvironmentVariable' in launch_source or '**dds}' not in launch_source:
+        problems.append("the launch file sets the DDS profile beyond its own nodes")
     # Every parameter it sets is one the node declares, with the node's type.
     for node, mapping in (('engine_builder', builder_map), ('detector', detector_map)):
         for param in mapping:
@@ -134,6 +141,13 @@ def real_inputs():
             launch_args.DETECTOR_FROM_ARGS, launch_args.PARAM_TYPES)
 
 
+@pytest.mark.parametrize('status,stopped', [
+    (130, True), (143, True), (-2, True), (-15, True),  # its handler's, or the signal's
+    (0, False), (1, False), (2, False), (-9, False), (-11, False)])
+def test_a_stop_by_ctrl_c_or_sigterm_is_told_from_a_failure(status, stopped):
+    assert launch_args.stopped_by_signal(status) is stopped
+
+
 def test_launch_file_yaml_and_nodes_agree():
     assert launch_problems(*real_inputs()) == []
 
@@ -146,6 +160,8 @@ def test_launch_file_yaml_and_nodes_agree():
     ('argument', "launch argument image is read but not declared"),
     ('type', 'detector.iou_threshold: launch type'),
     ('validate', 'does not validate its arguments'),
+    ('stop', 'calls a builder that Ctrl-C stopped a failure'),
+    ('profile', 'sets the DDS profile beyond its own nodes'),
 ])
 def test_static_check_fails_when_a_name_drifts(drift, expected):
     source, yaml_text, arguments, builder_map, detector_map, types = real_inputs()
@@ -165,6 +181,10 @@ def test_static_check_fails_when_a_name_drifts(drift, expected):
         types['iou_threshold'] = str
     elif drift == 'validate':
         source = source.replace('validate(', 'print(')
+    elif drift == 'stop':
+        source = source.replace('stopped_by_signal(event.returncode)', 'False')
+    elif drift == 'profile':
+        source = source.replace('**dds}', '}')
     problems = launch_problems(source, yaml_text, arguments, builder_map, detector_map, types)
     assert any(expected in p for p in problems), problems
 

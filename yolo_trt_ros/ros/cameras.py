@@ -248,6 +248,18 @@ class CameraInputs:
     def _on_lost(self, camera: int, count: int) -> None:
         cam = self.cameras[camera]
         cam.stats.lost += count
+        wanted = self._reliability_to_use(self.node.resolve_topic_name(cam.topic),
+                                          cam.subscription)
+        if wanted is not None:
+            # auto QoS subscribed (best effort) before the camera was discovered, and is about
+            # to follow it: the start-up's loss, not a DDS setting to fix (nor the warning
+            # spent on it, which a later real loss needs)
+            qos = ('best effort', 'reliable')
+            self.node.get_logger().info(
+                f'{cam.topic}: {count} frames lost while subscribed {qos[not wanted]}, before '
+                f'the publishers were known to be {qos[wanted]}; the subscription follows '
+                'them within a second')
+            return
         if not self._lost_warned:
             self._lost_warned = True
             fix = dds_loss_fix(reliable=bool(is_reliable(cam.subscription)))

@@ -221,3 +221,13 @@ def test_video_frames_above_the_pixel_limit_are_refused(tmp_path):
     assert proc.returncode == 1 and proc.stdout == ''
     one_error(proc, '64x48 = 3072 pixels, more than max_image_pixels 1000')
     assert run_cli('track', video, '--max-image-pixels', 3072, *ORT).returncode == 0
+
+
+def test_an_image_files_error_shows_no_empty_format(tmp_path):
+    """Every image file's error said "format ''": the field of a CompressedImage message,
+    which a file does not have."""
+    bad = tmp_path / 'x.jpg'
+    bad.write_bytes(b'x')
+    proc = run_cli('detect', bad, *ORT)
+    line = one_error(proc, f'{bad}: cannot decode compressed image (1 bytes): not JPEG')
+    assert 'format' not in line

@@ -91,7 +91,8 @@ def admit(data, max_pixels: int, fmt: str = '', png_chunks: bool = True) -> Surv
         raise ImageError(f'compressed image data is not a byte buffer: {exc}', 'size') from exc
     if buf.size == 0:
         raise ImageError('empty compressed image', 'empty')
-    what = f"compressed image ({buf.size} bytes, format '{fmt}')"
+    # fmt: what a CompressedImage message says; a file has none to show
+    what = f"compressed image ({buf.size} bytes{f', format {fmt!r}' if fmt else ''})"
     codec = codec_of(buf)
     if codec is None:
         raise ImageError(f'cannot decode {what}: not {", ".join(CODECS[:-1])} or {CODECS[-1]}',

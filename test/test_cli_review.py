@@ -231,3 +231,12 @@ def test_an_image_files_error_shows_no_empty_format(tmp_path):
     proc = run_cli('detect', bad, *ORT)
     line = one_error(proc, f'{bad}: cannot decode compressed image (1 bytes): not JPEG')
     assert 'format' not in line
+
+
+def test_a_labels_file_that_is_not_yaml_is_one_line(tmp_path, bus_jpg):
+    """A malformed --labels YAML was the parser's five-line message."""
+    bad = tmp_path / 'labels.yaml'
+    bad.write_text('names: [a, b\n  c: : d\n')
+    proc = run_cli('detect', bus_jpg, '--labels', bad, *ORT)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+    one_error(proc, f'{bad}: invalid YAML: while parsing a flow sequence')

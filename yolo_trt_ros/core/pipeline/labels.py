@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from yolo_trt_ros.core.errors import LabelsError
+from yolo_trt_ros.core.errors import LabelsError, one_line
 from yolo_trt_ros.core.files import TEXT_FILE_LIMIT, FileError, read_regular
 
 
@@ -45,7 +45,7 @@ def load_labels(path: str | Path) -> list[str]:
         try:
             names = _normalise(yaml.safe_load(text), str(path))
         except yaml.YAMLError as exc:
-            raise LabelsError(f'{path}: invalid YAML: {exc}') from exc
+            raise LabelsError(f'{path}: invalid YAML: {one_line(exc)}') from exc
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:

@@ -59,7 +59,7 @@ def test_bad_image_exits_nonzero_with_a_one_line_reason(bus_jpg, tmp_path):
     proc = run_cli('detect', str(bad), str(bus_jpg), '--json')
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
-    assert errors == [f'yolo-trt: {bad}: cannot decode compressed image (12 bytes, format \'\'): '
+    assert errors == [f'yolo-trt: {bad}: cannot decode compressed image (12 bytes): '
                       f'corrupt or unsupported codec (no readable JPEG header)']
     assert [d['image'] for d in json.loads(proc.stdout)] == [str(bus_jpg)]  # the rest served
 

@@ -67,7 +67,8 @@ def test_a_camera_yaml_for_another_size_is_refused_as_the_node_refuses_it(bus_jp
     assert proc.returncode == 1
     one_error(proc, 'camera_info is for 640x480, the image is 810x1080')
     entry = json.loads(proc.stdout)[0]
-    assert entry['detections'] and all('position_m' not in d for d in entry['detections'])
+    assert entry['detections'] and all(d['position_m'] is d['size_m'] is None
+                                       for d in entry['detections'])
     camera['image_width'], camera['image_height'] = 810, 1080
     (tmp_path / 'cam.yaml').write_text(yaml.safe_dump(camera))
     right = run_cli('detect', bus_jpg, '--depth', depth, '--camera-info',
@@ -240,3 +241,30 @@ def test_a_labels_file_that_is_not_yaml_is_one_line(tmp_path, bus_jpg):
     proc = run_cli('detect', bus_jpg, '--labels', bad, *ORT)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
     one_error(proc, f'{bad}: invalid YAML: while parsing a flow sequence')
+
+
+def test_an_image_listed_twice_gets_each_of_its_depth_images(bus_jpg, tmp_path):
+    """The depth images were looked up by image path: an image listed twice (two frames of
+    one view) got the last depth image both times."""
+    camera = {'image_width': 810, 'image_height': 1080,
+              'camera_matrix': {'rows': 3, 'cols': 3,
+                                'data': [500.0, 0, 405, 0, 500.0, 540, 0, 0, 1]}}
+    (tmp_path / 'cam.yaml').write_text(yaml.safe_dump(camera))
+    near, far = tmp_path / 'near.png', tmp_path / 'far.png'
+    cv2.imwrite(str(near), np.full((1080, 810), 1000, np.uint16))
+    cv2.imwrite(str(far), np.full((1080, 810), 3000, np.uint16))
+    proc = run_cli('detect', bus_jpg, bus_jpg, '--depth', near, '--depth', far,
+                   '--camera-info', tmp_path / 'cam.yaml', '--json', *ORT)
+    assert proc.returncode == 0, proc.stderr
+    first, second = json.loads(proc.stdout)
+    assert {d['position_m'][2] for d in first['detections']} == {1.0}
+    assert {d['position_m'][2] for d in second['detections']} == {3.0}
+
+
+def test_results_with_stdout_closed_are_one_line_and_a_failure(bus_jpg):
+    """`yolo-trt detect bus.jpg --json >&-`: the results went nowhere, exit 0."""
+    proc = subprocess.run(['bash', '-c', ' '.join([*YOLO_TRT, 'detect', str(bus_jpg), '--json',
+                                                   *ORT]) + ' >&-'],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    one_error(proc, 'cannot write the results: stdout is closed')

@@ -141,7 +141,7 @@ def cmd_detect(args) -> int:
         return 2
     results, failed, done = [], 0, 0
     with detector, StopSignals() as stops:
-        for path in args.images:
+        for i, path in enumerate(args.images):
             if stops.cancel.is_set():
                 break
             done += 1
@@ -154,7 +154,7 @@ def cmd_detect(args) -> int:
                 continue
             entry = {'image': shown(path), 'width': image.width, 'height': image.height,
                      'detections': detections_to_dicts(det, detector.label)}
-            if path in depth_of and not _add_positions(entry, det, depth_of[path], camera):
+            if depth_of and not _add_positions(entry, det, depth_of[i], camera):
                 failed += 1
             results.append(entry)
             if not args.json:
@@ -184,6 +184,8 @@ class _ResultsLost(Exception):
 
 def _emit(text: str) -> None:
     """A result on stdout, now (a reader sees each as it comes)."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`): the results go nowhere
+        raise _ResultsLost('stdout is closed')
     try:
         print(text, flush=True)
     except BrokenPipeError:
@@ -204,13 +206,13 @@ def _finish(args, results: list[dict], failed: int, stops: StopSignals, done: st
     return 1 if failed else 0
 
 
-def _depth_inputs(args) -> tuple[dict[str, str], object]:
+def _depth_inputs(args) -> tuple[list[str], object]:
     """--depth (one per image, in order) and --camera-info, checked before any image is
-    read: ({image: depth file}, CameraModel or None). ValueError names the option."""
+    read: ([depth file of each image], CameraModel or None). ValueError names the option."""
     if not args.depth:
         if args.camera_info:
             raise ValueError('--camera-info without --depth: give the depth image of each image')
-        return {}, None
+        return [], None
     if len(args.depth) != len(args.images):
         raise ValueError(f'--depth given {len(args.depth)} times for {len(args.images)} images '
                          f'(one depth image per image, in order)')
@@ -218,26 +220,28 @@ def _depth_inputs(args) -> tuple[dict[str, str], object]:
         raise ValueError('--depth needs --camera-info CAMERA.yaml (the camera matrix)')
     from yolo_trt_ros.core.pipeline.depth import read_camera_yaml
 
-    return dict(zip(args.images, args.depth, strict=True)), read_camera_yaml(args.camera_info)
+    # by position: an image listed twice may have two depth images
+    return list(args.depth), read_camera_yaml(args.camera_info)
 
 
 def _add_positions(entry: dict, det, depth_path: str, camera) -> bool:
     """Add position_m and size_m (null without valid depth) to each detection of entry;
-    False, after one line on stderr, when the depth image cannot be used."""
+    all null and False, after one line on stderr, when the depth image cannot be used."""
     from yolo_trt_ros.core.pipeline.depth import positions, read_depth_file
 
+    size = (entry['width'], entry['height'])
     try:
         depth = read_depth_file(depth_path)
+        if (depth.width, depth.height) != size:
+            raise ValueError(f'{depth_path}: depth image {depth.width}x{depth.height} is not '
+                             f"the size of {entry['image']} ({size[0]}x{size[1]}); it must "
+                             'be aligned to it')
+        if problem := camera.size_problem(*size):  # as the node and `yolo-trt bag` refuse it
+            raise ValueError(f"{entry['image']}: --camera-info {problem}")
     except ValueError as exc:
         _err(str(exc))
-        return False
-    size = (entry['width'], entry['height'])
-    if (depth.width, depth.height) != size:
-        _err(f'{depth_path}: depth image {depth.width}x{depth.height} is not the size of '
-             f"{entry['image']} ({size[0]}x{size[1]}); it must be aligned to it")
-        return False
-    if problem := camera.size_problem(*size):  # as the node and `yolo-trt bag` refuse it
-        _err(f"{entry['image']}: --camera-info {problem}")
+        for d in entry['detections']:  # the same keys, so a reader need not guess
+            d['position_m'] = d['size_m'] = None
         return False
     found = positions(depth, camera, det.boxes)
     for d, ok, centre, extent in zip(entry['detections'], found.valid, found.centre,
@@ -640,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGINT
     except _ResultsLost as exc:
         _err(f'cannot write the results: {exc}')
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor again at exit
+        if sys.stdout is not None:  # nor again when Python flushes it at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except BrokenPipeError:
         # The reader went away (`yolo-trt detect --json | head`): stop quietly, as other

@@ -51,3 +51,23 @@ def test_a_data_folder_that_is_a_file_is_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
     assert len(errors) == 1 and str(home) in errors[0], proc.stderr
     assert home.read_text() == 'keep me'
+
+
+def test_a_killed_fetchs_work_folder_and_a_garbled_stamp_are_mended(tmp_path):
+    """A review (helper): fetch-assets killed by SIGTERM left its 80 MB work folder in the
+    data folder for good (now named by its process, and removed once that is gone); a stamp
+    that is not text was a UnicodeDecodeError traceback."""
+    home = tmp_path / 'home'
+    first = fetch(home)
+    assert first.returncode == 0, first.stderr
+    model = Path(first.stdout.split('default model: ')[1].split('\n')[0])
+    darknet = next(home.rglob('coco.names')).parent
+    abandoned = darknet / '.fetch-999999999-x1b2'  # no such process
+    (abandoned / 'download').mkdir(parents=True)
+    (abandoned / 'download' / 'part.tar.gz').write_bytes(b'x' * 1000)
+    (darknet / 'coco.names').write_text('damaged')
+    model.with_suffix('.source-sha256').write_bytes(b'\xff\xfe')
+    again = fetch(home)
+    assert again.returncode == 0 and 'Traceback' not in again.stderr, again.stderr
+    assert 'fetching YOLOv3-tiny' in again.stderr and not abandoned.exists()
+    assert not list(darknet.glob('.fetch-*'))

@@ -258,18 +258,21 @@ def test_a_topic_whose_listed_type_is_not_its_data_s_is_said(frames, tmp_path):
     assert 'of the 3 messages the bag lists on /chatter' in proc.stderr
 
 
+@pytest.mark.parametrize('limit', [1 << 20, 0])
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
 def test_an_output_that_cannot_be_written_part_way_is_one_line_and_removed(
-        storage, frames, tmp_path):
+        storage, limit, frames, tmp_path):
     """A full disk or a file-size limit while writing: the sqlite3 writer's own error type
     (sqlite3.OperationalError 'disk I/O error') ended in a traceback, where mcap's OSError
-    was one line. A file-size limit (RLIMIT_FSIZE) stands for the full disk here."""
+    was one line. A file-size limit (RLIMIT_FSIZE) stands for the full disk here; 0: the
+    disk full already as the bag is opened (a review of the race fix: its storage's open
+    was a traceback and left the folder)."""
     import resource
     import signal
 
     def limited():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     src = write_bag(tmp_path / 'rec', storage, bag_messages(frames))
     out = tmp_path / 'out'
@@ -738,3 +741,19 @@ def test_an_output_made_by_another_run_meanwhile_is_left_alone(frames, tmp_path)
     errors = [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')]
     assert errors == [f'yolo-trt: --out {out}: exists; choose another path or remove it']
     assert (out / 'metadata.yaml').read_text() == 'the other run'
+
+
+def test_an_output_where_no_file_can_be_made_is_refused_before_the_model_loads(
+        frames, tmp_path, monkeypatch, capsys):
+    """A review (helper): `--out` on a read-only mount was found only once the model had
+    loaded (a TensorRT build: minutes). /proc takes no file, as a read-only mount."""
+    from yolo_trt_ros import cli
+
+    def no_model(args):
+        raise AssertionError('the model was loaded')
+
+    monkeypatch.setattr(cli, '_open_detector', no_model)
+    src = write_bag(tmp_path / 'rec', 'mcap', bag_messages(frames[:2]))
+    assert cli.main(['bag', str(src), '--out', '/proc/yolo_trt/out']) == 2
+    assert capsys.readouterr().err.startswith('yolo-trt: --out /proc/yolo_trt/out: cannot '
+                                              'write the bag: ')

@@ -77,16 +77,26 @@ def test_a_camera_yaml_for_another_size_is_refused_as_the_node_refuses_it(bus_jp
     assert all(d['position_m'][2] == 2.0 for d in json.loads(right.stdout)[0]['detections'])
 
 
-def test_track_on_a_named_pipe_is_one_line_at_once(tmp_path, bus_jpg):
-    """The README promises a pipe is one line at once; `yolo-trt track fifo` hung."""
-    fifo = tmp_path / 'video'
+def test_track_streams_a_video_through_a_pipe(tmp_path):
+    """A video streamed through a pipe (`cat v.mkv | yolo-trt track /dev/stdin`) is read as
+    any video (a review refused pipes outright, which took this away); an image name that
+    is a pipe stays one line at once (the image reader's check)."""
+    video = tmp_path / 'v.mkv'
+    out = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 48))
+    for i in range(5):
+        out.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    out.release()
+    with open(video, 'rb') as stream:
+        proc = subprocess.run([*YOLO_TRT, 'track', '/dev/stdin', '--json', *ORT], stdin=stream,
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [f['frame'] for f in json.loads(proc.stdout)] == [0, 1, 2, 3, 4]
+    fifo = tmp_path / 'frame.jpg'
     os.mkfifo(fifo)
     start = time.monotonic()
-    proc = run_cli('track', fifo, bus_jpg, *ORT, timeout=60)
-    assert time.monotonic() - start < 30
-    assert proc.returncode == 1
+    proc = run_cli('track', fifo, *ORT, timeout=60)
+    assert time.monotonic() - start < 30 and proc.returncode == 1
     one_error(proc, 'is not a regular file (a pipe or a device)')
-    assert proc.stdout.startswith(f'frame 1 {bus_jpg}: #1 ')  # the image after it is served
 
 
 def test_json_to_a_full_disk_is_one_line(bus_jpg):
@@ -268,3 +278,72 @@ def test_results_with_stdout_closed_are_one_line_and_a_failure(bus_jpg):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     one_error(proc, 'cannot write the results: stdout is closed')
+
+
+SIGNALLED_PRINT = r"""
+import json, os, signal, sys
+from yolo_trt_ros import cli
+dumps = json.dumps
+def dumps_then_signal(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # as the document is about to be written
+    return dumps(*args, **kwargs)
+cli.json.dumps = dumps_then_signal
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_while_the_document_is_written_does_not_cut_it_short(bus_jpg, zidane_jpg):
+    """A review of the stop (helper): the handlers were given back before the document was
+    printed, so SIGTERM there killed the process with the JSON cut at 64 KB and no line."""
+    proc = subprocess.run([sys.executable, '-c', SIGNALLED_PRINT, 'detect', str(bus_jpg),
+                           str(zidane_jpg), '--json', *ORT],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 143, proc.stderr
+    one_error(proc, 'stopped by SIGTERM after 2 images')
+    assert [Path(d['image']).name for d in json.loads(proc.stdout)] == ['bus.jpg', 'zidane.jpg']
+
+
+def test_save_into_the_folder_a_linked_input_lives_in_is_refused(bus_jpg, tmp_path):
+    """A review of the --save check (helper): `detect sel/bus.jpg --save imgs`, where
+    sel/bus.jpg links to imgs/bus.jpg, replaced the photo behind the link."""
+    (tmp_path / 'imgs').mkdir()
+    (tmp_path / 'sel').mkdir()
+    shutil.copy(bus_jpg, tmp_path / 'imgs' / 'bus.jpg')
+    (tmp_path / 'sel' / 'bus.jpg').symlink_to(tmp_path / 'imgs' / 'bus.jpg')
+    proc = run_cli('detect', tmp_path / 'sel' / 'bus.jpg', '--save', tmp_path / 'imgs', *ORT)
+    assert proc.returncode == 2
+    one_error(proc, 'holds the input')
+    assert (tmp_path / 'imgs' / 'bus.jpg').read_bytes() == bus_jpg.read_bytes()
+
+
+def test_bench_with_a_dynamic_model_and_a_json_that_cannot_be_written(default_model, tmp_path):
+    """A review of the bench checks (helper): a model of dynamic input size passed the
+    check, then failed after every stage (TypeError traceback, no table); a JSON that
+    could not be written after the run (a full disk) was a traceback, and the old results
+    were truncated first; /dev/full passed the check."""
+    import resource
+    import signal
+
+    import onnx
+
+    model = onnx.load(str(default_model))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = 'height', 'width'
+    dynamic = tmp_path / 'dynamic.onnx'
+    onnx.save(model, str(dynamic))
+    results = tmp_path / 'r.json'
+    results.write_text('the last run')
+
+    def limited():  # the disk full by the end of the run
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+
+    proc = run_cli('bench', '--frames', 1, '--warmup', 0, '--model', dynamic, '--json', results,
+                   timeout=300, preexec_fn=limited)
+    assert proc.returncode == 1, proc.stderr
+    one_error(proc, f'--json {results}: cannot write: File too large')
+    assert 'inference ONNX Runtime CPU (dynamic.onnx)' in proc.stdout
+    assert results.read_text() == 'the last run' and not list(tmp_path.glob('.r.json.*'))
+    full = run_cli('bench', '--json', '/dev/full')
+    assert full.returncode == 2
+    one_error(full, 'is not a regular file')

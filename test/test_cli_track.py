@@ -208,8 +208,8 @@ def test_detect_depth_errors(bus_jpg, tmp_path):
     assert [line for line in proc.stderr.splitlines() if line.startswith('yolo-trt:')] == [
         f'yolo-trt: {tmp_path}/small.png: depth image 100x100 is not the size of {bus_jpg} '
         f'(810x1080); it must be aligned to it']
-    (entry,) = json.loads(proc.stdout)  # the 2D detections still come
-    assert entry['detections'] and 'position_m' not in entry['detections'][0]
+    (entry,) = json.loads(proc.stdout)  # the 2D detections still come; no position (null)
+    assert entry['detections'] and entry['detections'][0]['position_m'] is None
     proc = run_cli('detect', str(bus_jpg), '--depth', str(tmp_path / 'small.png'))
     assert proc.returncode == 2
     assert proc.stderr.strip() == ('yolo-trt: --depth needs --camera-info CAMERA.yaml (the '

@@ -116,9 +116,13 @@ def _save_dir(value: str | None, inputs: list[str] = ()) -> Path | None:
     for item in inputs:
         path = Path(item)
         try:
-            folder = path if path.is_dir() else path.parent
-            if (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES) and \
-                    os.path.samefile(folder, save):
+            if path.is_dir():
+                folders = [path]
+            elif path.suffix.lower() in IMAGE_SUFFIXES:  # a link's own folder, and its file's
+                folders = [path.parent, path.resolve().parent]
+            else:
+                continue
+            if any(os.path.samefile(folder, save) for folder in folders):
                 raise YoloTrtError(f'--save {save}: holds the input {item}; the annotated '
                                    'images would replace the inputs: choose another folder')
         except OSError:  # an input that cannot be looked at: said when it is read
@@ -140,7 +144,9 @@ def cmd_detect(args) -> int:
         _err(str(exc))
         return 2
     results, failed, done = [], 0, 0
-    with detector, StopSignals() as stops:
+    # Signals held from here until the results are written and the model closed: a stop
+    # while the document is printed must not cut it short.
+    with StopSignals() as stops, detector:
         for i, path in enumerate(args.images):
             if stops.cancel.is_set():
                 break
@@ -161,7 +167,7 @@ def cmd_detect(args) -> int:
                 found = ', '.join(f"{d['label']} {d['score']:.2f}" for d in entry['detections'])
                 _emit(f'{shown(path)}: {len(det)} objects ({found or "none"})')
             failed += not _write_annotated(writer, path, image, det, detector)
-    return _finish(args, results, failed, stops, f'{done} images')
+        return _finish(args, results, failed, stops, f'{done} images')
 
 
 def _write_annotated(writer, key: str, image, det, detector) -> bool:
@@ -184,8 +190,8 @@ class _ResultsLost(Exception):
 
 def _emit(text: str) -> None:
     """A result on stdout, now (a reader sees each as it comes)."""
-    if sys.stdout is None:  # started with stdout closed (`>&-`): the results go nowhere
-        raise _ResultsLost('stdout is closed')
+    if sys.stdout is None:  # started with stdout closed (`>&-`): said by _finish, after
+        return              # the work (--save's images are still written)
     try:
         print(text, flush=True)
     except BrokenPipeError:
@@ -200,6 +206,9 @@ def _finish(args, results: list[dict], failed: int, stops: StopSignals, done: st
     printed, never thrown away)."""
     if args.json:
         _emit(json.dumps(results, indent=2))
+    if sys.stdout is None:
+        _err('cannot write the results: stdout is closed')
+        return stops.exit_code(1)
     if stops.caught:
         _err(f'stopped by {stops.said} after {done}; the results hold those only')
         return stops.exit_code(1)
@@ -271,7 +280,7 @@ def cmd_track(args) -> int:
         return 2
     tracker = DetectionTracker(config)
     results, failed, done = [], 0, 0
-    with detector, StopSignals() as stops:
+    with StopSignals() as stops, detector:  # as in cmd_detect
         for i, (name, image) in enumerate(frames_of(args.inputs, args.max_image_pixels)):
             if stops.cancel.is_set():
                 break
@@ -296,7 +305,7 @@ def cmd_track(args) -> int:
                 found = ', '.join(f"#{d['track_id']} {d['label']}" for d in entry['detections'])
                 _emit(f'frame {i} {shown(name)}: {found or "no tracks"}')
             failed += not _write_annotated(writer, f'frame_{i:06d}', image, tracked, detector)
-    return _finish(args, results, failed, stops, f'{done} frames')
+        return _finish(args, results, failed, stops, f'{done} frames')
 
 
 # Keys of Ultralytics' bytetrack.yaml / botsort.yaml that we read; others (with_reid, ...)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -85,9 +86,18 @@ class Summary:
 
 
 def check_output(out: Path) -> None:
-    """Never overwrite: an output that exists (file or directory) is refused before work."""
+    """Never overwrite: an output that exists (file or directory) is refused before work;
+    so is one whose nearest existing folder takes no file (read-only), found now, not
+    after the model loaded (a TensorRT build: minutes)."""
     if out.exists() or out.is_symlink():
         raise BagError(f'--out {out}: exists; choose another path or remove it')
+    folder = out.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise BagError(f'--out {out}: cannot write the bag: {exc.strerror}') from None
 
 
 def default_output(src: Path) -> Path:
@@ -199,8 +209,8 @@ class BagRun:
         except WriterError:  # another run made it since check_output (the model loaded)
             check_output(out)
             raise
-        except OSError as exc:  # nothing made (the folder's own mkdir failed)
-            raise BagError(f'--out {out}: cannot write the bag: {exc.strerror}') from exc
+        except (OSError, sqlite3.Error) as exc:  # its mkdir, or its storage after mkdir
+            raise _unwritable(out, exc) from exc  # the folder did not exist a moment ago
         # From here the output is this run's own, to remove where the run fails.
         try:
             with ExitStack() as opened:
@@ -208,9 +218,7 @@ class BagRun:
                 sink = _Out(writer, reader, self.cameras, self.task)
                 self._run(reader, src, sink, summary, progress, cancel or threading.Event())
         except (OSError, sqlite3.Error) as exc:  # a full disk; sqlite3's writer has its own
-            _remove(out)
-            why = getattr(exc, 'strerror', None) or exc
-            raise BagError(f'--out {out}: cannot write the bag: {why}') from exc
+            raise _unwritable(out, exc) from exc
         except BaseException:  # a corrupt input found part way: no half-written bag left
             _remove(out)
             raise
@@ -348,6 +356,12 @@ def _stamp_ns(data) -> int:
     except ImageError:
         return -1
     return nanoseconds(header)
+
+
+def _unwritable(out: Path, exc: BaseException) -> BagError:
+    """The output removed, and the one line that says why it could not be written."""
+    _remove(out)
+    return BagError(f"--out {out}: cannot write the bag: {getattr(exc, 'strerror', None) or exc}")
 
 
 def _remove(out: Path) -> None:

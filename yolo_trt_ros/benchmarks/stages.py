@@ -464,8 +464,8 @@ def _inference(report, model: Path | None, frames: int, warmup: int) -> None:
     if not model.is_file():
         return
     with OnnxRuntimeBackend(model) as backend:
-        _, _, h, w = backend.input.shape
-        x = np.random.default_rng(0).uniform(0, 1, (1, 3, h, w)).astype(np.float32)
+        _, c, h, w = backend.profile.opt  # as the detector feeds it (a dynamic size too)
+        x = np.random.default_rng(0).uniform(0, 1, (1, c, h, w)).astype(np.float32)
         report.add(f'inference ONNX Runtime CPU ({model.name})', f'{w}x{h} input',
                    measure(lambda: backend.infer(x), max(frames // 5, 20), 5))
 
@@ -481,27 +481,34 @@ def format_table(report: Report) -> str:
 
 
 def check_output(path: Path) -> None:
-    """FileError now where the JSON could not be written after the run (minutes later)."""
-    from yolo_trt_ros.core.files import FileError
+    """FileError now where the JSON could not be written after the run (minutes later):
+    its folder must take a file, and what is there must be a file (written atomically
+    then: a device or a pipe is not replaced); nothing is created or removed."""
+    import tempfile
+
+    from yolo_trt_ros.core.files import FileError, regular_file_problem
 
     try:
-        if path.is_dir():
-            raise FileError(f'--json {path}: is a directory')
-        existed = path.exists()
-        with open(path, 'a'):
-            pass
-        if not existed:
-            path.unlink()
+        if path.exists() and (problem := regular_file_problem(path)):
+            raise FileError(f'--json {path}: {problem}')
+        tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as exc:
         raise FileError(f'--json {path}: cannot write: {exc.strerror or exc}') from None
 
 
 def main(frames: int, warmup: int, json_path: str | None, model: str | None) -> int:
+    from yolo_trt_ros.core.files import atomic_write
+
     report = run(frames, warmup, Path(model) if model else None)
     print(format_table(report))
     if json_path:
-        Path(json_path).write_text(json.dumps(
-            {'machine': report.machine, 'results': [r.__dict__ for r in report.results]},
-            indent=2))
+        try:  # the old results stay whole where the new cannot be written
+            atomic_write(Path(json_path), json.dumps(
+                {'machine': report.machine, 'results': [r.__dict__ for r in report.results]},
+                indent=2).encode())
+        except OSError as exc:
+            print(f'yolo-trt: --json {json_path}: cannot write: {exc.strerror or exc}',
+                  file=sys.stderr)
+            return 1
         print(f'wrote {json_path}')
     return 0

@@ -68,10 +68,8 @@ def frames_of(inputs: list[str], max_pixels: int | None = None
                 yield item, ImageError(f'no images in {item}', 'read')
         elif mode is None or path.suffix.lower() in IMAGE_SUFFIXES:
             files = [item]
-        elif stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):  # FFmpeg would wait on it forever
-            yield item, ImageError(f'{item} is not a regular file (a pipe or a device)', 'read')
-            continue
-        else:  # a video file, or a device FFmpeg can open (a camera)
+        else:  # a video: a file, a pipe it streams through (`cat v.mkv | ... /dev/stdin`;
+            # opening one waits for its writer, as any reader of a pipe does) or a camera
             yield from _video(item, max_pixels)
             continue
         for name in files:

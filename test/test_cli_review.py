@@ -125,10 +125,12 @@ def test_names_too_long_are_one_line(bus_jpg, tmp_path):
         one_error(proc, 'File name too long')
 
 
-@pytest.mark.parametrize('what', ['file', 'read-only'])
+@pytest.mark.parametrize('what', ['file', 'read-only', 'empty'])
 def test_demo_save_that_cannot_be_a_folder_is_one_line_before_anything_starts(what, tmp_path):
     """`yolo-trt demo --save bus.jpg` was a FileExistsError traceback."""
-    if what == 'file':
+    if what == 'empty':
+        save, words = '', '--save: give the folder'
+    elif what == 'file':
         save = tmp_path / 'taken'
         save.write_text('keep me')
         words = 'exists and is not a directory'

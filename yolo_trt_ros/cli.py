@@ -419,6 +419,8 @@ def cmd_fetch_assets(args) -> int:
 def cmd_demo(args) -> int:
     """The main job: sample photos -> image_source -> engine_builder -> detector."""
     try:
+        if not args.save:
+            raise YoloTrtError('--save: give the folder for the annotated images')
         save = _save_dir(args.save)
     except YoloTrtError as exc:
         _err(str(exc))

@@ -97,11 +97,11 @@ def _video(item: str, max_pixels: int | None = None
         yield item, ImageError(f'cannot open {item} as an image or a video', 'read')
         return
     try:
-        if max_pixels is not None:
+        size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if max_pixels is not None and min(size) > 0:  # 0: a stream that does not say
             try:
-                check_pixels(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                             int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), max_pixels,
-                             f'{item}: its frames are ')
+                check_pixels(*size, max_pixels, f'{item}: its frames are ')
             except ImageError as exc:
                 yield item, exc
                 return

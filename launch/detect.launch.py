@@ -23,7 +23,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from yolo_trt_ros.core.dds import own_profile, profile_variable, unread_profile_note
+from yolo_trt_ros.core.dds import profile_env, unread_profile_note
+from yolo_trt_ros.core.stopping import stopped_by_signal
 from yolo_trt_ros.launch_args import (
     BUILDER_FROM_ARGS,
     DETECTOR_FROM_ARGS,
@@ -35,7 +36,6 @@ from yolo_trt_ros.launch_args import (
     fastdds_profile,
     launch_plan,
     node_section,
-    stopped_by_signal,
     validate,
     worker_note,
 )
@@ -83,8 +83,7 @@ def _nodes(context):
     # each is for), in the variable this ROS's Fast DDS reads; a profile of your own wins.
     # Given to these nodes only: set for the whole launch, a second include of this file
     # (another namespace, another dds_profile) took the first one's for the user's own.
-    dds = {} if own_profile(os.environ) else {
-        profile_variable(): str(fastdds_profile(values['dds_profile']))}
+    dds = profile_env(os.environ, str(fastdds_profile(values['dds_profile'])))
     builder_nodes = [Node(
         package='yolo_trt_ros', executable='engine_builder', name=builder.name,
         namespace=namespace, output='screen', additional_env={**builder.env, **dds},

@@ -33,6 +33,7 @@ from yolo_trt_ros.core.serving.config import (
     BUILDER_PARAMETERS,
     DETECTOR_PARAMETERS,
 )
+from yolo_trt_ros.core.stopping import stopped_by_signal
 from yolo_trt_ros.ros import image_source_node
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +146,7 @@ def real_inputs():
     (130, True), (143, True), (-2, True), (-15, True),  # its handler's, or the signal's
     (0, False), (1, False), (2, False), (-9, False), (-11, False)])
 def test_a_stop_by_ctrl_c_or_sigterm_is_told_from_a_failure(status, stopped):
-    assert launch_args.stopped_by_signal(status) is stopped
+    assert stopped_by_signal(status) is stopped
 
 
 def test_launch_file_yaml_and_nodes_agree():

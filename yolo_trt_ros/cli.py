@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from yolo_trt_ros.core import defaults
@@ -100,6 +99,7 @@ def _save_dir(value: str | None, inputs: list[str] = ()) -> Path | None:
     copies would replace (`detect self/bus.jpg --save self` lost the photo)."""
     if not value:
         return None
+    from yolo_trt_ros.core.files import folder_write_problem
     from yolo_trt_ros.core.image.files import IMAGE_SUFFIXES
 
     save = Path(value)
@@ -109,10 +109,9 @@ def _save_dir(value: str | None, inputs: list[str] = ()) -> Path | None:
         save.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise YoloTrtError(f'--save {save}: cannot create the directory: {exc.strerror}') from exc
-    try:  # a folder that exists but takes no file (read-only, /sys): said now, not per image
-        tempfile.TemporaryFile(dir=save).close()
-    except OSError as exc:
-        raise YoloTrtError(f'--save {save}: cannot write into it: {exc.strerror}') from exc
+    # a folder that exists but takes no file (read-only, /sys): said now, not per image
+    if problem := folder_write_problem(save):
+        raise YoloTrtError(f'--save {save}: cannot write into it: {problem}')
     for item in inputs:
         path = Path(item)
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,13 +92,6 @@ PARAM_TYPES = {'model': str, 'precision': str, 'backend': str, 'cache_dir': str,
 BOOLEANS = ('true', 'false')
 # What `ros2 launch --launch-prefix ...` adds to the arguments itself.
 ROS2_LAUNCH_OWN = frozenset({'launch-prefix', 'launch-prefix-filter'})
-
-
-def stopped_by_signal(returncode: int) -> bool:
-    """A node's exit status where Ctrl-C or SIGTERM stopped it: its own handler's 128 + n
-    (the builder), or -n where the signal ended it (launch escalating). Not a failure."""
-    return returncode in {-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT,
-                          128 + signal.SIGTERM}
 
 
 def unknown_argument(name: str) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -41,6 +40,7 @@ from yolo_trt_ros.bags.vision_types import (
     typestore,
 )
 from yolo_trt_ros.core.errors import ImageError
+from yolo_trt_ros.core.files import folder_write_problem
 from yolo_trt_ros.core.pipeline.tracking import TrackerConfig
 from yolo_trt_ros.core.runtime.detector import Detector
 from yolo_trt_ros.core.serving.batch import BatchStep, Served
@@ -94,10 +94,8 @@ def check_output(out: Path) -> None:
     folder = out.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    try:
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as exc:
-        raise BagError(f'--out {out}: cannot write the bag: {exc.strerror}') from None
+    if problem := folder_write_problem(folder):
+        raise BagError(f'--out {out}: cannot write the bag: {problem}')
 
 
 def default_output(src: Path) -> Path:

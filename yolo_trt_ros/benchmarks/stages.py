@@ -484,16 +484,12 @@ def check_output(path: Path) -> None:
     """FileError now where the JSON could not be written after the run (minutes later):
     its folder must take a file, and what is there must be a file (written atomically
     then: a device or a pipe is not replaced); nothing is created or removed."""
-    import tempfile
+    from yolo_trt_ros.core.files import FileError, folder_write_problem, regular_file_problem
 
-    from yolo_trt_ros.core.files import FileError, regular_file_problem
-
-    try:
-        if path.exists() and (problem := regular_file_problem(path)):
-            raise FileError(f'--json {path}: {problem}')
-        tempfile.TemporaryFile(dir=path.parent).close()
-    except OSError as exc:
-        raise FileError(f'--json {path}: cannot write: {exc.strerror or exc}') from None
+    if path.exists() and (problem := regular_file_problem(path)):
+        raise FileError(f'--json {path}: {problem}')
+    if problem := folder_write_problem(path.parent):
+        raise FileError(f'--json {path}: cannot write: {problem}')
 
 
 def main(frames: int, warmup: int, json_path: str | None, model: str | None) -> int:

@@ -47,9 +47,14 @@ def own_profile(env: Mapping[str, str]) -> str | None:
     return next((env[name] for name in names if env.get(name)), None)
 
 
+def profile_env(env: Mapping[str, str], path: str) -> dict[str, str]:
+    """The variable that makes path the Fast DDS profile, or none where env gives one."""
+    return {} if own_profile(env) else {profile_variable(): path}
+
+
 def with_profile(env: Mapping[str, str], path: str) -> dict[str, str]:
     """env with path as its Fast DDS profile, unless env already gives one."""
-    return dict(env) if own_profile(env) else {**env, profile_variable(): path}
+    return {**env, **profile_env(env, path)}
 
 
 def unread_profile_note(env: Mapping[str, str]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from yolo_trt_ros.core.errors import YoloTrtError
@@ -61,6 +62,17 @@ def regular_file_problem(path: Path) -> str | None:
         return 'is a directory, not a file'
     if not stat.S_ISREG(st.st_mode):
         return 'is not a regular file (a pipe or a device)'
+    return None
+
+
+def folder_write_problem(folder: Path) -> str | None:
+    """Why no file can be made in folder (read-only, /proc, missing), or None: tried with
+    a temporary file, which leaves nothing behind, so that an output is refused before
+    the work rather than after it."""
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
     return None
 
 

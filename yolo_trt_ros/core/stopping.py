@@ -12,6 +12,12 @@ import threading
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def stopped_by_signal(returncode: int) -> bool:
+    """A child's exit status where one of STOP_SIGNALS stopped it: its own handler's
+    128 + n (StopSignals.exit_code), or -n where the signal ended it. Not a failure."""
+    return any(returncode in (-s, 128 + s) for s in STOP_SIGNALS)
+
+
 class StopSignals:
     """Within `with StopSignals() as stops:` SIGINT and SIGTERM set `stops.cancel` (the
     work checks it between steps) and are remembered; the previous handlers come back on
